@@ -9,7 +9,8 @@ The score of edge ``u->v`` estimates ``m(without u->v) - m(full)``, to first ord
 averaged over examples. The gradient for every edge at once is the gradient of the edge mask
 in :func:`acdc_engine.patching.run`: one ablated forward (the corrupted run), then one
 forward+backward per gradient point (EAP: 1; EAP-IG: ``steps``). The clean point's own writer
-outputs supply ``clean - ablated``, so no separate clean pass is needed.
+outputs supply ``clean - ablated``, so no separate clean pass is needed. EAP-IG's steps share
+that delta, so their reader gradients are summed first and multiplied by it once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from .errors import AcdcError, UnknownNameError
 from .metrics import Metric
 from .models import LoadedModel
-from .patching import Ablation, run
+from .patching import Ablation, edge_grads, run
 from .progress import progress_bar
 from .tasks import Batch
 
@@ -64,26 +65,32 @@ def _attribute(model, adapter, g, batches, metric, ablation, method, ig_steps, p
     grad_sum = torch.zeros(g.n_writers, g.n_readers, device=model.device, dtype=torch.float32)
     n = 0
 
-    def gradient(batch, **kw):
+    def gradient(batch, sink=None, **kw):
         mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype,
                           requires_grad=True)
-        out = run(adapter, batch.clean, mask=mask, last_only=True, **kw)
-        logits = out[0] if kw.get("collect") else out
+        out = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink, **kw)
+        logits, acts = out if kw.get("collect") else (out, None)
         metric(logits[:, -1], batch).sum().backward()
-        return mask.grad.float(), (out[1] if kw.get("collect") else None)
+        return mask.grad, acts
 
     for batch in progress_bar(batches, desc=method, enabled=progress):
         abl = ablation.activations(adapter, batch)  # [W, b|1, p, d] or None
-        # alpha = 1 is the clean run: its own outputs give delta = clean - ablated
-        grad, clean = gradient(batch, ablated=abl, collect=steps > 1)
-        grad_sum += grad
-        if steps > 1:
-            delta = clean if abl is None else clean - abl  # [W, b, p, d]
-            x_clean = clean[0]
-            x_abl = torch.zeros_like(x_clean) if abl is None else abl[0].expand_as(x_clean)
+        if steps == 1:
+            grad_sum += gradient(batch, ablated=abl)[0].float()
+        else:
+            # every step shares delta = clean - ablated, so the steps' reader gradients are
+            # summed in one sink and multiplied by delta once, not once per step
+            b, p = batch.clean.shape
+            sink = torch.zeros(g.n_readers, b, p, adapter.d_model, device=model.device,
+                               dtype=model.dtype)
+            _, delta = gradient(batch, sink=sink, ablated=abl, collect=True)  # alpha = 1: clean
+            if abl is not None:
+                delta.sub_(abl)  # the clean outputs, now clean - ablated, in place
+            x_abl = torch.zeros_like(delta[0]) if abl is None else abl[0].expand_as(delta[0])
             for step in range(1, steps):
-                embed = x_abl + (step / steps) * (x_clean - x_abl)
-                grad_sum += gradient(batch, delta=delta, embed=embed)[0]
+                embed = x_abl + (step / steps) * delta[0]  # ablated -> clean embeddings
+                gradient(batch, sink=sink, delta=delta, embed=embed)
+            grad_sum += edge_grads(g, delta, sink)
         n += len(batch)
     scores = -(grad_sum / (steps * n))  # (ablated - clean) . grad = -mask.grad
     return g.from_dense(scores).cpu()

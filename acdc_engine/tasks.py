@@ -154,7 +154,9 @@ def prepare(task: Task | str, tokenizer, rows: list[Row], source: str = "") -> T
             )
         unk = getattr(tokenizer, "unk_token_id", None)
         special = {getattr(tokenizer, f"{t}_token_id", None) for t in ("bos", "eos", "pad")}
-        if unk is not None and unk not in special:  # GPT-2's unk is its <|endoftext|>  # word-level vocabularies map a typo to <unk>: one token, wrong
+        # word-level vocabularies map a typo to <unk>: one token, but the wrong one
+        # (GPT-2's unk is its <|endoftext|>, a real token: not checked)
+        if unk is not None and unk not in special:
             for key, ids in (("clean", c), ("corrupted", k), ("answer", a),
                              ("wrong_answer", w if has_wrong else [])):
                 if unk in ids:

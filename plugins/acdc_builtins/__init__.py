@@ -1,4 +1,4 @@
-"""Built-in plugin: the GPT-2 and Llama model families, the built-in metrics and methods, the model loader.
+"""Built-in plugin: the GPT-2 and Llama families, built-in metrics and methods, the model loader.
 
 Registered through the ``acdc_engine`` entry-point group like any third-party plugin.
 """
