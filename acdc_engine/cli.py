@@ -44,11 +44,6 @@ def _cmd_evaluate(args) -> int:
     from .discovery import evaluate_scores
     from .tracking import results_dir
 
-    gt = None
-    if args.ground_truth is not None:
-        from .groundtruth import load_ground_truth
-
-        gt = load_ground_truth(args.ground_truth)  # a bad file fails before the evaluation
     budgets = _budgets(args.budgets) if args.budgets else None
     result = evaluate_scores(
         args.scores, model=args.model, task=args.task, metric=args.metric,
@@ -56,25 +51,10 @@ def _cmd_evaluate(args) -> int:
         seed=args.seed, device=args.device, dtype=args.dtype, out=args.out,
         results=results_dir(), progress=not args.no_progress, track=not args.no_track,
         tracking_uri=args.tracking_uri, experiment=args.experiment,
-        **({"budgets": budgets} if budgets else {}),
+        ground_truth=args.ground_truth, **({"budgets": budgets} if budgets else {}),
     )
     print(result.summary())
-    if gt is not None:
-        print(_ground_truth_summary(args.scores, gt, args.tracking_uri))
     return 2 if result.tracking_error else 0
-
-
-def _ground_truth_summary(scores_ref, gt, uri) -> str:
-    """ROC AUC of a run's saved scores against a ground-truth circuit."""
-    from .groundtruth import evaluate_ground_truth, read_edge_scores
-    from .runs import find_run
-    from .tracking import results_dir
-
-    names, scores = read_edge_scores(find_run(str(scores_ref), uri=uri,
-                                              results=results_dir()).scores_path)
-    r = evaluate_ground_truth(names, scores, gt)
-    return (f"ground truth {gt.source}: edge ROC AUC {r['edge_roc_auc']:.3f}, node ROC AUC "
-            f"{r['node_roc_auc']:.3f} ({r['gt_edges']} of {len(names)} edges)")
 
 
 def _budgets(text: str) -> tuple[float, ...]:

@@ -35,7 +35,7 @@ from .curves import BUDGETS, Curve, faithfulness_curve
 from .errors import AcdcError, UnknownNameError
 from .evaluation import Faithfulness, faithfulness, make_batches
 from .graph import Graph
-from .groundtruth import evaluate_ground_truth, ground_truth_for
+from .groundtruth import GroundTruth, evaluate_ground_truth, ground_truth_for, load_ground_truth
 from .models import LoadedModel, load_model, resolve_device
 from .patching import Ablation
 from .plugins import registry
@@ -116,6 +116,7 @@ class EvaluationResult:
     tracking_uri: str | None = None
     tracking_error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    ground_truth: dict | None = None  # ROC AUC against a ground-truth circuit, if one was given
 
     def summary(self) -> str:
         p = self.params
@@ -123,6 +124,11 @@ class EvaluationResult:
                  f"model {p['model']} | task {p['task']} | metric {p['metric']} | ablation "
                  f"{p['ablation']} | {p['n_examples']} examples", self.curve.table(),
                  f"time: {self.timings.get('total_s', float('nan')):.2f}s"]
+        if self.ground_truth is not None:
+            gt = self.ground_truth
+            lines.append(f"ground truth {gt['ground_truth']}: edge ROC AUC "
+                         f"{gt['edge_roc_auc']:.3f}, node ROC AUC {gt['node_roc_auc']:.3f} "
+                         f"({gt['gt_edges']} edges)")
         lines += [f"warning: {w}" for w in self.warnings]
         if self.run_id is not None:
             lines.append(f"MLflow run {self.run_id} in {self.tracking_uri}")
@@ -474,6 +480,7 @@ def evaluate_scores(
     tracking_uri: str | None = None,
     experiment: str | None = None,
     nested: bool = False,
+    ground_truth: str | Path | GroundTruth | None = None,
 ) -> EvaluationResult:
     """The faithfulness curve (and CPR, CMD) of saved edge scores, without rescoring.
 
@@ -482,8 +489,14 @@ def evaluate_scores(
     Model, task, metric, ablation, examples, batch size and seed default to the source run's
     (from its run.json); the arguments override them. Every budget's circuit is evaluated in
     one pass over the data. Tracked and written like :func:`discover` (``kind`` evaluate).
+
+    ``ground_truth`` (a file or a :class:`~acdc_engine.groundtruth.GroundTruth`; by default the
+    model's own, when its plugin ships one) adds the edge and node ROC AUC of the scores,
+    logged as the metrics ``edge_roc_auc`` and ``node_roc_auc``.
     """
     t0 = time.perf_counter()
+    if ground_truth is not None and not isinstance(ground_truth, GroundTruth):
+        ground_truth = load_ground_truth(ground_truth)  # a bad file fails before any work
     if isinstance(scores, torch.Tensor):
         source, src_params, label = None, {}, "a scores tensor"
     else:
@@ -525,7 +538,7 @@ def evaluate_scores(
             try:
                 result = _evaluate(rec, t0, scores, source, src_params, label, model, task,
                                    task_obj, metric_obj, abl, method, n_examples, batch_size,
-                                   seed, budgets, device, dtype, progress)
+                                   seed, budgets, device, dtype, progress, ground_truth)
                 result.out_dir = None if rec.temporary else rec.dir
                 result.run_id, result.tracking_uri = run.run_id, run.uri
                 rec.finish()
@@ -549,7 +562,7 @@ def _int(v) -> int | None:
 
 def _evaluate(rec: Recorder, t0, scores, source: SourceRun | None, src_params: dict, label,
               model, task, task_obj, metric_obj, abl, method, n_examples, batch_size, seed,
-              budgets, device, dtype, progress) -> EvaluationResult:
+              budgets, device, dtype, progress, gt: GroundTruth | None) -> EvaluationResult:
     params = {"task": task_obj.name, "task_ref": _task_ref(task, task_obj), "method": method,
               "metric": metric_obj.name, "ablation": abl.kind, "seed": seed,
               "batch_size": batch_size, "budgets": ",".join(f"{b:g}" for b in budgets),
@@ -577,6 +590,14 @@ def _evaluate(rec: Recorder, t0, scores, source: SourceRun | None, src_params: d
                         f"{src_params[key]})")
     if (p := rec.path("edge_scores.tsv")) is not None:
         write_scores(p, g, values)
+    gt = gt if gt is not None else ground_truth_for(lm)
+    gt_result = None
+    if gt is not None:
+        gt_result = evaluate_ground_truth(g, values, gt)
+        rec.log_params({"ground_truth": gt.source})
+        rec.log_metrics({"edge_roc_auc": gt_result["edge_roc_auc"],
+                         "node_roc_auc": gt_result["node_roc_auc"]})
+        rec.record["ground_truth"] = gt_result
     t_load = time.perf_counter()
     curve, _, _ = faithfulness_curve(lm, batches, metric_obj, abl, values, budgets,
                                      progress=progress)
@@ -589,7 +610,8 @@ def _evaluate(rec: Recorder, t0, scores, source: SourceRun | None, src_params: d
                      "wall_time_s": timings["total_s"], "evaluation_s": timings["evaluation_s"],
                      "peak_memory_mb": peak_memory_mb(lm.device)})
     rec.record.update(params=params, timings=timings, warnings=warn)
-    return EvaluationResult(curve, params, label, timings, warnings=warn)
+    return EvaluationResult(curve, params, label, timings, warnings=warn,
+                            ground_truth=gt_result)
 
 
 def write_result(result: DiscoveryResult, out: Path) -> Path:

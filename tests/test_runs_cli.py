@@ -92,6 +92,31 @@ def test_evaluate_scores_from_a_file_and_from_mlflow_only(runs, tmp_path, capsys
     assert "no run 'no-such-run'" in capsys.readouterr().err
 
 
+def test_evaluate_with_a_ground_truth_logs_roc_auc(runs, tmp_path, capsys):
+    """--ground-truth: edge and node ROC AUC of the saved scores, printed and logged to MLflow.
+    The ground truth here is the run's own 5 best-scored edges, so the edge AUC must be 1."""
+    eap = runs["ids"][0]
+    rows = [line.split("\t") for line in
+            (runs["results"] / "toy" / eap / "edge_scores.tsv").read_text().splitlines()[1:]]
+    top = sorted(rows, key=lambda r: -abs(float(r[1])))[:5]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"edges": [r[0] for r in top]}))
+    capsys.readouterr()
+    assert main(["evaluate", "--scores", eap, "--ground-truth", str(gt), "--no-progress"]) == 0
+    assert "edge ROC AUC 1.000" in capsys.readouterr().out
+    client = mlflow.MlflowClient(runs["uri"])
+    exp = client.get_experiment_by_name("toy")
+    (ev,) = client.search_runs([exp.experiment_id], "params.ground_truth != ''")
+    assert ev.data.metrics["edge_roc_auc"] == 1.0
+    assert 0.5 < ev.data.metrics["node_roc_auc"] <= 1.0
+    # a ground truth naming an edge this model does not have: an error that names it
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"edges": ["a9.9->logits"]}))
+    assert main(["evaluate", "--scores", eap, "--ground-truth", str(bad), "--no-track",
+                 "--no-progress"]) == 2
+    assert "a9.9->logits" in capsys.readouterr().err
+
+
 def test_runs_lists_recent_runs(runs, capsys):
     eap, eap_ig = runs["ids"]
     capsys.readouterr()
