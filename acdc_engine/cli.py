@@ -35,6 +35,7 @@ def _cmd_discover(args) -> int:
         settings=_settings(args), seed=args.seed, device=args.device, dtype=args.dtype,
         out=args.out, results=results_dir(), progress=not args.no_progress,
         track=not args.no_track, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        render=not args.no_render,
     )
     print(result.summary())
     return 2 if result.tracking_error else 0
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path,
                    help="output directory (default results/EXPERIMENT/RUN-ID)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-render", action="store_true",
+                   help="skip the circuit pictures (circuit.svg/.png/.html); faster")
     _add_tracking_args(d)
     d.set_defaults(func=_cmd_discover)
 

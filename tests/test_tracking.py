@@ -220,6 +220,12 @@ def test_no_track_writes_no_mlflow_run(toy, tmp_path, monkeypatch, capsys):
     assert rec["tracking_uri"] is None and rec["run_id"] == run_json.parent.name
     assert re.match(r"\d{8}-\d{6}-eap-[0-9a-f]{4}$", rec["run_id"])  # a timestamp id
     assert "MLflow run" not in capsys.readouterr().out
+    # the pictures are drawn unless --no-render
+    assert (run_json.parent / "circuit.svg").exists()
+    assert main(["discover", "--task", toy, "--method", "eap", "--edges", "5", "--no-track",
+                 "--no-progress", "--no-render", "--out", str(tmp_path / "plain")]) == 0
+    assert (tmp_path / "plain" / "circuit.json").exists()
+    assert not any((tmp_path / "plain" / f"circuit.{x}").exists() for x in ("svg", "png", "html"))
 
 
 def test_broken_tracking_uri_is_a_clear_error(toy, tmp_path, capsys):
