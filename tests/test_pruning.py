@@ -75,6 +75,23 @@ def test_fast_acdc_equals_naive(model64, metric_name, ablation, taus):
         assert got.metric_final == pytest.approx(ref.metric_final, abs=1e-7)
 
 
+def test_family_head_kernel_is_used_only_when_it_matches(model64):
+    """GPT-2's per-head kernel is picked (after the start-up check); one that disagrees with
+    the adapter's own attn_heads is refused in favour of the whole-layer call."""
+    from acdc_engine.pruning import _head_kernel
+
+    kernel, last_ok = _head_kernel(model64)
+    assert kernel == model64.adapter.attn_heads_subset and last_ok
+    adapter = model64.adapter
+    adapter.attn_heads_subset = lambda layer, heads, q, k, v: 2 * type(adapter).attn_heads_subset(
+        adapter, layer, heads, q, k, v)
+    try:
+        kernel, last_ok = _head_kernel(model64)
+        assert kernel != adapter.attn_heads_subset and not last_ok
+    finally:
+        del adapter.attn_heads_subset
+
+
 def test_speculation_and_memory_cap_do_not_change_the_answer(model64):
     batches, metric, abl = _setup(model64)
     ref = _quiet(acdc, model64, batches, metric, abl, 0.003, speculate=1, progress=False)

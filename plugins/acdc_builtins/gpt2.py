@@ -30,25 +30,42 @@ class GPT2Adapter(ModelAdapter):
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self.tf.wte(input_ids) + self.tf.wpe(pos)[None]  # [b, p, d]
 
-    def _proj(self, block, x, which: int):
-        """Project residual ``x`` ([b,p,d] shared or [H,b,p,d] per head) -> [b, H, p, d_head]."""
+    def _proj(self, block, x, which: int, idx=None):
+        """Project residual ``x`` ([b,p,d] shared or [n,b,p,d] per head) -> [b, n, p, d_head],
+        for all heads or the heads ``idx``."""
         d, H, dh = self.d_model, self.n_heads, self.d_head
         w = block.attn.c_attn.weight[:, which * d : (which + 1) * d].view(d, H, dh)
         b = block.attn.c_attn.bias[which * d : (which + 1) * d].view(H, 1, dh)
+        if idx is not None:
+            w, b = w.index_select(1, idx), b.index_select(0, idx)
         x = block.ln_1(x)
         if x.dim() == 3:
             return torch.einsum("bpd,dhk->bhpk", x, w) + b
         return torch.einsum("hbpd,dhk->bhpk", x, w) + b
 
-    def attn_heads(self, layer, q, k, v):
+    def _heads(self, layer, q, k, v, idx=None):
         block = self.tf.h[layer]
-        qh, kh, vh = (self._proj(block, x, i) for i, x in enumerate((q, k, v)))
+        qh, kh, vh = (self._proj(block, x, i, idx) for i, x in enumerate((q, k, v)))
         scale = 1 / math.sqrt(self.d_head) if self.scale_weights else 1.0
         if self.inverse_layer:
             scale /= layer + 1
-        z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale)  # [b,H,p,dh]
+        causal = qh.shape[-2] == kh.shape[-2]  # else the last query alone: it sees everything
+        z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=causal, scale=scale)
         w_o = block.attn.c_proj.weight.view(self.n_heads, self.d_head, self.d_model)
-        return torch.einsum("bhpk,hkd->hbpd", z, w_o)  # [H, b, p, d]
+        if idx is not None:
+            w_o = w_o.index_select(0, idx)
+        return torch.einsum("bhpk,hkd->hbpd", z, w_o)  # [n, b, p, d]
+
+    def attn_heads(self, layer, q, k, v):
+        return self._heads(layer, q, k, v)
+
+    # ACDC's fast engine re-runs a few heads at a time, often for the last query only
+    attn_heads_subset_last_query = True
+
+    def attn_heads_subset(self, layer, heads, q, k, v):
+        """The heads ``heads`` only: inputs and output ``[n, batch, pos, d]``; ``q`` may hold
+        only the last position (``[n, batch, 1, d]``)."""
+        return self._heads(layer, q, k, v, torch.tensor(heads, device=q.device))
 
     def attn_bias(self, layer):
         return self.tf.h[layer].attn.c_proj.bias
