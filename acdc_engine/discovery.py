@@ -446,13 +446,7 @@ def _discover(rec: Recorder, t0, model_id, task, task_obj, method, method_obj, m
         metrics.update(cpr=the_curve.cpr, cmd=the_curve.cmd)
     metrics.update({f"info.{k}": float(v) for k, v in output.info.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    gt = ground_truth_for(lm)
-    if gt is not None:  # the model comes with a ground-truth circuit: ROC AUC of the scores
-        result.ground_truth = evaluate_ground_truth(g, scores, gt)
-        metrics.update(edge_roc_auc=result.ground_truth["edge_roc_auc"],
-                       node_roc_auc=result.ground_truth["node_roc_auc"])
-        rec.log_params({"ground_truth": gt.source})
-        rec.record["ground_truth"] = result.ground_truth
+    result.ground_truth = _record_ground_truth(rec, lm, scores)
     rec.log_metrics(metrics)
     rec.record.update(params=params, faithfulness=faith.as_dict(), timings=timings,
                       n_edges=circuit.number_of_edges(), n_edges_total=g.n_edges,
@@ -553,6 +547,20 @@ def evaluate_scores(
     return result
 
 
+def _record_ground_truth(rec: Recorder, lm: LoadedModel, scores: torch.Tensor,
+                         gt: GroundTruth | None = None) -> dict | None:
+    """Edge and node ROC AUC of ``scores`` against ``gt`` (default: the model's own ground
+    truth, if its plugin ships one), logged and recorded; None when there is no ground truth."""
+    gt = gt if gt is not None else ground_truth_for(lm)
+    if gt is None:
+        return None
+    r = evaluate_ground_truth(lm.graph, scores, gt)
+    rec.log_params({"ground_truth": gt.source})
+    rec.log_metrics({"edge_roc_auc": r["edge_roc_auc"], "node_roc_auc": r["node_roc_auc"]})
+    rec.record["ground_truth"] = r
+    return r
+
+
 def _int(v) -> int | None:
     try:
         return None if v in (None, "", "None") else int(v)
@@ -590,14 +598,7 @@ def _evaluate(rec: Recorder, t0, scores, source: SourceRun | None, src_params: d
                         f"{src_params[key]})")
     if (p := rec.path("edge_scores.tsv")) is not None:
         write_scores(p, g, values)
-    gt = gt if gt is not None else ground_truth_for(lm)
-    gt_result = None
-    if gt is not None:
-        gt_result = evaluate_ground_truth(g, values, gt)
-        rec.log_params({"ground_truth": gt.source})
-        rec.log_metrics({"edge_roc_auc": gt_result["edge_roc_auc"],
-                         "node_roc_auc": gt_result["node_roc_auc"]})
-        rec.record["ground_truth"] = gt_result
+    gt_result = _record_ground_truth(rec, lm, values, gt)
     t_load = time.perf_counter()
     curve, _, _ = faithfulness_curve(lm, batches, metric_obj, abl, values, budgets,
                                      progress=progress)

@@ -47,9 +47,9 @@ class _Backward:
     step, sums the gradients of all steps and forms the edge products once (:func:`edge_grads`).
     """
 
-    def __init__(self, src, abl, *, fixed: bool = False, inplace: bool = False, sink=None):
+    def __init__(self, src, abl, *, inplace: bool = False, sink=None):
         self.src, self.abl, self.inplace, self.sink = src, abl, inplace, sink
-        self.delta = src if fixed or abl is None else None
+        self.delta = src if abl is None else None  # no ablated outputs: src is the delta
 
     def upto(self, n: int) -> torch.Tensor:
         if self.delta is None:  # in place when nobody else holds the buffer: no new 100s of MB
@@ -144,7 +144,7 @@ def run(
         grad = mask.requires_grad
 
         state = (_Backward(buf, ablated, inplace=not collect, sink=grad_sink) if delta is None
-                 else _Backward(delta, None, fixed=True, sink=grad_sink))
+                 else _Backward(delta, None, sink=grad_sink))
 
     def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple) -> tuple | None:
         """Reader inputs for ``cols``, one [size, b, p, d] tensor per part, or None when no
