@@ -15,6 +15,14 @@ Edges
     In a sequential block (GPT-2), the MLP of layer ``l`` reads the heads of layer ``l``; in a
     parallel block (GPT-J, NeoX) it does not.
 
+Names are the vocabulary's alone: :func:`parse_node` and :func:`parse_edge` read them (for
+files and user input, without a graph), :attr:`Edge.name` writes them. Nothing else parses names.
+
+Aliases (documented types for tensors that travel between layers)
+    :data:`Scores`  ``[n_edges]`` float32, one value per edge in :attr:`Graph.edges` order.
+    :data:`Keep`    ``[n_edges]`` bool, the kept edges of a circuit, same order.
+    :data:`Mask`    ``[n_writers, n_readers]`` float, 1 keeps an edge (the patching layout).
+
 Tensor layout used by the patching core
     *Writers* are the nodes that write to the residual stream, in topological order:
     ``input, a0.0 .. a0.{H-1}, m0, a1.0, ...``. *Readers* are the input slots that read it:
@@ -35,7 +43,15 @@ from functools import cached_property
 
 import torch
 
-__all__ = ["NodeKind", "EdgeKind", "Node", "Edge", "Graph"]
+__all__ = ["NodeKind", "EdgeKind", "Node", "Edge", "Graph", "Scores", "Keep", "Mask",
+           "parse_node", "parse_edge", "edge_name"]
+
+Scores = torch.Tensor
+"""``[n_edges]`` float32: one score per edge, in :attr:`Graph.edges` order (NaN = not scored)."""
+Keep = torch.Tensor
+"""``[n_edges]`` bool: which edges a circuit keeps, in :attr:`Graph.edges` order."""
+Mask = torch.Tensor
+"""``[n_writers, n_readers]`` float: 1 keeps the edge (writer -> reader slot), 0 removes it."""
 
 
 class NodeKind(str, enum.Enum):
@@ -87,14 +103,45 @@ class Edge:
 
     @property
     def name(self) -> str:
-        suffix = f"<{self.kind.value}>" if self.kind is not EdgeKind.RESID else ""
-        return f"{self.src.name}->{self.dst.name}{suffix}"
+        return edge_name(self.src.name, self.dst.name, self.kind)
 
     def __str__(self) -> str:
         return self.name
 
 
+_NODE_RE = re.compile(r"^(?:a(?P<al>\d+)\.(?P<h>\d+)|m(?P<ml>\d+)|input|logits)$")
 _EDGE_RE = re.compile(r"^(?P<src>[\w.]+)->(?P<dst>[\w.]+)(?:<(?P<kind>[qkv])>)?$")
+
+
+def parse_node(name: str) -> tuple[NodeKind, int | None, int | None]:
+    """``(kind, layer, head)`` of a node name; layer is None for input/logits (no graph is
+    needed to read a name; :meth:`Graph.node` gives the node with its layer)."""
+    m = _NODE_RE.match(name.strip())
+    if m is None:
+        raise ValueError(f"{name!r} is not a node name (nodes are 'input', 'a{{layer}}.{{head}}', "
+                         "'m{layer}', 'logits')")
+    if m["al"] is not None:
+        return NodeKind.ATTN, int(m["al"]), int(m["h"])
+    if m["ml"] is not None:
+        return NodeKind.MLP, int(m["ml"]), None
+    return (NodeKind.INPUT if name.strip() == "input" else NodeKind.LOGITS), None, None
+
+
+def parse_edge(name: str) -> tuple[str, str, EdgeKind]:
+    """``(src name, dst name, kind)`` of an edge name such as ``a0.1->a2.3<q>``."""
+    m = _EDGE_RE.match(name.strip())
+    if m is None:
+        raise ValueError(f"{name!r} is not an edge name (edges look like 'input->m0', "
+                         "'a0.1->a2.3<q>')")
+    for n in (m["src"], m["dst"]):
+        parse_node(n)
+    return m["src"], m["dst"], EdgeKind(m["kind"] or "")
+
+
+def edge_name(src: str, dst: str, kind: EdgeKind | str = EdgeKind.RESID) -> str:
+    """The name of the edge ``src -> dst`` into input ``kind`` (the inverse of parse_edge)."""
+    kind = EdgeKind("" if kind in ("resid", None) else kind)
+    return f"{src}->{dst}" + (f"<{kind.value}>" if kind is not EdgeKind.RESID else "")
 
 
 @dataclass(frozen=True)
@@ -295,8 +342,81 @@ class Graph:
             keep = torch.tensor([e.name in names for e in self.edges])
         return self.to_dense(keep.float())
 
+    def node_slots(self, node: Node | str | int) -> list[int]:
+        """Reader slots of a node: q, k, v for a head; one for an MLP or the logits; none for
+        the input. ``node`` may be its index in :attr:`nodes`."""
+        if isinstance(node, int):
+            node = self.nodes[node]
+        node = self.node(node) if isinstance(node, str) else node
+        if node.kind is NodeKind.ATTN:
+            return [self.reader_slot(node, k) for k in (EdgeKind.Q, EdgeKind.K, EdgeKind.V)]
+        if node.kind is NodeKind.INPUT:
+            return []
+        return [self.reader_slot(node)]
+
+    @cached_property
+    def slot_node(self) -> list[int]:
+        """Per reader slot: the index in :attr:`nodes` of the node that reads through it."""
+        index = {n.name: i for i, n in enumerate(self.nodes)}
+        return [index[node.name] for node, _ in self.readers()]
+
+    @cached_property
+    def slot_starts(self) -> list[int]:
+        """Per reader slot: the id of its first edge (edges are ordered by slot, then writer)."""
+        out, n = [], 0
+        for slot in range(self.n_readers):
+            out.append(n)
+            n += self.upstream_count(slot)
+        return out
+
+    # ----- shape, for files ----------------------------------------------------------------
+    def shape(self) -> dict:
+        """What identifies the graph: ``n_layers, n_heads, parallel, attn_only`` (circuit files
+        record it, so a circuit can be read back onto its graph)."""
+        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "parallel": self.parallel,
+                "attn_only": self.attn_only}
+
+    @classmethod
+    def from_shape(cls, d: dict) -> Graph:
+        return cls(int(d["n_layers"]), int(d["n_heads"]), parallel=_flag(d.get("parallel")),
+                   attn_only=_flag(d.get("attn_only")))
+
+    @classmethod
+    def infer(cls, n_edges_total: int, n_layers_min: int = 1, n_heads_min: int = 1,
+              has_mlp: bool | None = None) -> Graph | None:
+        """The smallest graph with ``n_edges_total`` edges and at least the given layers and
+        heads: for circuit files written before the shape was recorded. None if none fits."""
+        best = None
+        for n_layers in range(max(n_layers_min, 1), 257):
+            if cls(n_layers, max(n_heads_min, 1), True, True).n_edges_closed() > n_edges_total:
+                break
+            for n_heads in range(max(n_heads_min, 1), 257):
+                if cls(n_layers, n_heads, True, True).n_edges_closed() > n_edges_total:
+                    break
+                for parallel, attn_only in ((False, False), (True, False), (False, True)):
+                    if has_mlp is not None and attn_only == has_mlp:
+                        continue
+                    g = cls(n_layers, n_heads, parallel, attn_only)
+                    if g.n_edges_closed() == n_edges_total:
+                        cost = (n_layers - n_layers_min) + (n_heads - n_heads_min) + attn_only
+                        if best is None or cost < best[0]:
+                            best = (cost, g)
+        return None if best is None else best[1]
+
+    def n_edges_closed(self) -> int:
+        """:attr:`n_edges` in closed form (no edge list is built)."""
+        per, L, H = self.per_layer, self.n_layers, self.n_heads
+        tri = per * L * (L - 1) // 2  # sum over layers of layer * per
+        heads = 3 * H * (L + tri)
+        mlp = 0 if self.attn_only else L + tri + (0 if self.parallel else L * H)
+        return heads + mlp + 1 + L * per
+
     def summary(self) -> str:
         return (
             f"{len(self.nodes)} nodes ({self.n_layers} layers x {self.n_heads} heads"
             f"{'' if self.attn_only else ' + MLP'}, input, logits), {self.n_edges} edges"
         )
+
+
+def _flag(v) -> bool:
+    return v in (True, 1) or str(v).lower() in ("true", "1")

@@ -13,14 +13,14 @@ plugin's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 
 from .errors import MetricError
 
-__all__ = ["Metric", "check_values"]
+__all__ = ["Metric", "Faithfulness", "check_values"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,25 @@ def check_values(name: str, values: torch.Tensor, batch) -> torch.Tensor:
             f"({int(bad.sum())} non-finite value(s) in this batch)"
         )
     return values
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """A circuit's metric against the full model's and the empty circuit's::
+
+        normalized = (m(C) - m(empty)) / (m(full) - m(empty))
+
+    1 means the circuit recovers the whole behaviour, 0 none of it (NaN when full == empty).
+    """
+
+    circuit: float
+    full: float
+    empty: float
+
+    @property
+    def normalized(self) -> float:
+        denom = self.full - self.empty
+        return float("nan") if denom == 0 else (self.circuit - self.empty) / denom
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "normalized": self.normalized}

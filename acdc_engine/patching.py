@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import UnknownNameError
-from .models import ModelAdapter
+from .models.adapter import ModelAdapter
 
 __all__ = ["run", "edge_grads", "Ablation", "ABLATIONS"]
 
@@ -131,6 +131,7 @@ def run(
     """
     g = adapter.graph
     H = g.n_heads
+    adapter.prepare(input_ids)  # per-run state (e.g. rotary tables for this length)
     x = adapter.embed(input_ids) if embed is None else embed  # [b, p, d]
     # writer outputs, detached: [W, b, p, d]; a run with a fixed delta needs them only if asked
     buf = x.new_empty((g.n_writers, *x.shape)) if collect or delta is None else None

@@ -7,8 +7,6 @@ No weights are downloaded: every model is built from a config (random weights), 
 from __future__ import annotations
 
 import os
-import random
-
 import pytest
 import torch
 
@@ -18,110 +16,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and shares 2 cores well
 
-WORDS = [f"w{i}" for i in range(40)]
-
-
-def word_tokenizer(words=WORDS):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<unk>", "<pad>", *words])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>")
-
-
-def save_tokenizer(tok, path):
-    """Save so that AutoTokenizer loads it back as is, whatever the model type says."""
-    import json
-
-    tok.save_pretrained(path)
-    cfg_path = f"{path}/tokenizer_config.json"
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f)
-
-
-def perturb(model, norm_key: str, scale: float) -> None:
-    """Random init is small, biases zero and norms identity: perturb everything so that a wrong
-    adapter (a missing bias, a skipped norm weight) cannot agree with the model by accident."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if norm_key in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.normal_(0.0, 0.2)
-            else:
-                p.mul_(scale)
-
-
-def save_gpt2(path, n_layer=2, n_head=2, n_embd=16, seed=0, tokenizer=True, **cfg):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    tok = word_tokenizer()
-    config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=32,
-                        vocab_size=len(tok), bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **cfg)
-    model = GPT2LMHeadModel(config)
-    perturb(model, norm_key="ln", scale=8.0)
-    model.save_pretrained(path)
-    if tokenizer:
-        save_tokenizer(tok, path)
-    return path
-
-
-def save_llama(path, model_type="llama", n_layer=2, n_head=4, n_kv=2, d=32, seed=0):
-    """A tiny random Llama-family model (grouped-query attention, rotary, RMSNorm)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    tok = word_tokenizer()
-    config = AutoConfig.for_model(
-        model_type, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layer,
-        num_attention_heads=n_head, num_key_value_heads=n_kv, vocab_size=len(tok),
-        max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    model = AutoModelForCausalLM.from_config(config)
-    perturb(model, norm_key="norm", scale=4.0)
-    model.save_pretrained(path)
-    save_tokenizer(tok, path)
-    return path
-
-
-def save_tracr(path, n_layer=2, n_head=2, d=16, d_head=8, d_mlp=12, causal=False, seed=0):
-    """A tiny random acdc_tracr.TracrForCausalLM (non-causal attention, no norms, ReLU MLPs)."""
-    import acdc_tracr  # noqa: F401  (registers model_type acdc_tracr with AutoConfig)
-    from acdc_tracr.modeling import TracrConfig, TracrForCausalLM
-
-    torch.manual_seed(seed)
-    tok = word_tokenizer()
-    config = TracrConfig(vocab_size=len(tok), n_ctx=32, d_model=d, n_layers=n_layer,
-                         n_heads=n_head, d_head=d_head, d_mlp=d_mlp, causal=causal,
-                         output_encoding="tokens")
-    model = TracrForCausalLM(config)
-    with torch.no_grad():  # every weight and bias random, far from linear, not saturated
-        for name, p in model.named_parameters():
-            p.normal_(0.0, 0.3 if name.split(".")[-1].startswith("b_") else 0.5)
-    model.save_pretrained(path)
-    save_tokenizer(tok, path)
-    return path
-
-
-def random_pairs(n=12, length=6, seed=0):
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        clean = " ".join(rng.choice(WORDS) for _ in range(length))
-        corrupted = " ".join(rng.choice(WORDS) for _ in range(length))
-        a, b = rng.sample(WORDS, 2)
-        rows.append({"clean": clean, "corrupted": corrupted, "answer": f" {a}",
-                     "wrong_answer": f" {b}"})
-    return rows
-
+from acdc_engine.testing.builders import (  # noqa: E402,F401  (fixtures and tests use them)
+    WORDS,
+    perturb,
+    random_pairs,
+    save_gpt2,
+    save_llama,
+    save_tokenizer,
+    save_tracr,
+    word_tokenizer,
+)
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_results(tmp_path_factory):

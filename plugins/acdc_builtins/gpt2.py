@@ -60,7 +60,8 @@ class GPT2Adapter(ModelAdapter):
         return self._heads(layer, q, k, v)
 
     # ACDC's fast engine re-runs a few heads at a time, often for the last query only
-    attn_heads_subset_last_query = True
+    fast_head_subset = True
+    head_subset_last_query = True
 
     def attn_heads_subset(self, layer, heads, q, k, v):
         """The heads ``heads`` only: inputs and output ``[n, batch, pos, d]``; ``q`` may hold

@@ -41,16 +41,22 @@ class LlamaAdapter(ModelAdapter):
             cfg, "use_sliding_window", True) else None
         self._cos_sin = None
 
-    def embed(self, input_ids):
-        x = self.base.embed_tokens(input_ids)  # [b, p, d]
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        self._cos_sin = self.base.rotary_emb(x, pos)  # reused by every layer of this run
+    def prepare(self, input_ids):
+        """Rotary tables for this prompt length, shared by every layer of the run."""
         if self.window is not None and input_ids.shape[1] > self.window:
             raise UnsupportedModelError(
                 f"prompts of {input_ids.shape[1]} tokens exceed the sliding window "
                 f"({self.window}); the Llama-family adapter runs full causal attention only"
             )
-        return x
+        p = input_ids.shape[1]
+        if self._cos_sin is None or self._cos_sin[0].shape[-2] != p or \
+                self._cos_sin[0].device != input_ids.device:
+            probe = self.base.embed_tokens.weight[:1][None]  # [1, 1, d]: dtype and device
+            pos = torch.arange(p, device=input_ids.device)[None]
+            self._cos_sin = self.base.rotary_emb(probe, pos)
+
+    def embed(self, input_ids):
+        return self.base.embed_tokens(input_ids)  # [b, p, d]
 
     def _proj(self, lin, x, n_out):
         """``x`` [b,p,d] or [H,b,p,d] through ``lin`` -> [b, H, p, d_head] (query heads)."""

@@ -3,22 +3,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
-from acdc_engine.attribution import attribute
-from acdc_engine.methods import Method, MethodOutput
+from acdc_engine.scoring import Method, MethodOutput, NoSettings, attribute, setting
 
 
-def _attribution(model, batches, metric, ablation, settings, progress, *, method):
-    steps = int(settings.get("ig_steps", 5))
-    return MethodOutput(attribute(model, batches, metric, ablation, method=method,
-                                  ig_steps=steps, progress=progress))
+@dataclass(frozen=True)
+class IGSettings:
+    """EAP-IG's options."""
+
+    ig_steps: int = setting(5, "integrated-gradients interpolation steps", search=(1, 10))
+
+    def __post_init__(self):
+        if self.ig_steps < 1:
+            raise ValueError(f"ig_steps must be at least 1, got {self.ig_steps}")
+
+
+def _attribution(problem, settings, progress, *, method):
+    steps = getattr(settings, "ig_steps", 1)
+    return MethodOutput(attribute(problem, method=method, ig_steps=steps, progress=progress))
 
 
 METHODS = [
-    Method("eap", partial(_attribution, method="eap"),
+    Method("eap", partial(_attribution, method="eap"), settings=NoSettings,
            description="edge attribution patching: one gradient at the clean run"),
-    Method("eap-ig", partial(_attribution, method="eap-ig"), defaults={"ig_steps": 5},
+    Method("eap-ig", partial(_attribution, method="eap-ig"), settings=IGSettings,
            description="EAP with integrated gradients over interpolated input embeddings"),
 ]
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from .errors import AcdcError, UnknownNameError
-from .metrics import Metric
-from .models import LoadedModel
-from .patching import Ablation, edge_grads, run
-from .progress import progress_bar
-from .tasks import Batch
+from ..errors import AcdcError, UnknownNameError
+from ..graph import Scores
+from ..patching import edge_grads, run
+from ..problem import Problem
+from ..progress import progress_bar
 
 __all__ = ["attribute", "ATTRIBUTION_METHODS"]
 
@@ -30,15 +29,13 @@ ATTRIBUTION_METHODS = ("eap", "eap-ig")
 
 
 def attribute(
-    model: LoadedModel,
-    batches: list[Batch],
-    metric: Metric,
-    ablation: Ablation,
+    problem: Problem,
     method: str = "eap",
     ig_steps: int = 5,
     progress: bool = True,
-) -> torch.Tensor:
-    """Per-edge scores (float32, CPU, in ``model.graph.edges`` order)."""
+) -> Scores:
+    """Per-edge scores (float32, CPU, in ``problem.graph.edges`` order)."""
+    metric, model = problem.metric, problem.model
     if method not in ATTRIBUTION_METHODS:
         raise UnknownNameError("attribution method", method, list(ATTRIBUTION_METHODS))
     if not metric.differentiable:
@@ -48,20 +45,19 @@ def attribute(
         )
     if method == "eap-ig" and ig_steps < 1:
         raise AcdcError(f"ig_steps must be at least 1, got {ig_steps}")
-    adapter, g = model.adapter, model.graph
     frozen = [p for p in model.hf.parameters() if p.requires_grad]
     for p in frozen:  # gradients flow to the edge mask only, never to the weights
         p.requires_grad_(False)
     try:
-        return _attribute(model, adapter, g, batches, metric, ablation, method, ig_steps,
-                          progress)
+        return _attribute(problem, ig_steps if method == "eap-ig" else 1, method, progress)
     finally:
         for p in frozen:
             p.requires_grad_(True)
 
 
-def _attribute(model, adapter, g, batches, metric, ablation, method, ig_steps, progress):
-    steps = ig_steps if method == "eap-ig" else 1
+def _attribute(problem: Problem, steps: int, desc: str, progress: bool) -> Scores:
+    model, metric = problem.model, problem.metric
+    adapter, g = model.adapter, model.graph
     grad_sum = torch.zeros(g.n_writers, g.n_readers, device=model.device, dtype=torch.float32)
     n = 0
 
@@ -73,8 +69,8 @@ def _attribute(model, adapter, g, batches, metric, ablation, method, ig_steps, p
         metric(logits[:, -1], batch).sum().backward()
         return mask.grad, acts
 
-    for batch in progress_bar(batches, desc=method, enabled=progress):
-        abl = ablation.activations(adapter, batch)  # [W, b|1, p, d] or None
+    for i, batch in enumerate(progress_bar(problem.batches, desc=desc, enabled=progress)):
+        abl = problem.ablated(i)  # [W, b|1, p, d] or None
         if steps == 1:
             grad_sum += gradient(batch, ablated=abl)[0].float()
         else:

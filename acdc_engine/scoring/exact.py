@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from .evaluation import evaluate_masks
-from .metrics import Metric
-from .models import LoadedModel
-from .patching import Ablation
-from .tasks import Batch
+from ..graph import Scores
+from ..problem import Problem
 
 __all__ = ["exact_scores"]
 
 
-def exact_scores(
-    model: LoadedModel,
-    batches: list[Batch],
-    metric: Metric,
-    ablation: Ablation,
-    edges: list[int] | None = None,
-    chunk: int = 64,
-    progress: bool = True,
-) -> torch.Tensor:
+def exact_scores(problem: Problem, edges: list[int] | None = None, chunk: int = 64,
+                 progress: bool = True) -> Scores:
     """Per-edge ``m(without edge) - m(full)`` (NaN for edges not in ``edges``)."""
-    g = model.graph
+    g = problem.graph
     todo = list(range(g.n_edges)) if edges is None else list(edges)
     w, r = g.coords
-    (full,) = evaluate_masks(model, batches, metric, ablation, [None], progress=False)
+    (full,) = problem.evaluate([None])
     scores = torch.full((g.n_edges,), float("nan"))
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
@@ -40,7 +30,6 @@ def exact_scores(
             m = torch.ones(g.n_writers, g.n_readers)
             m[w[e], r[e]] = 0
             masks.append(m)
-        values = evaluate_masks(model, batches, metric, ablation, masks, progress=progress,
-                                desc=f"exact {start}/{len(todo)}")
+        values = problem.evaluate(masks, progress=progress, desc=f"exact {start}/{len(todo)}")
         scores[part] = torch.tensor(values) - full
     return scores

@@ -1,0 +1,14 @@
+"""Model adapters: how each architecture is run one component at a time.
+
+    ModelAdapter   the protocol a family implements (:mod:`.adapter`)
+    ModelFamily    a named architecture: which Hugging Face models an adapter runs
+    LoadedModel    a loaded model: nnsight wrapper, adapter, tokenizer, identity
+
+Loading (transformers + nnsight, the load-time self-check) is one layer up, in
+:mod:`acdc_engine.loading`, because the self-check runs the patched forward.
+"""
+
+from .adapter import ModelAdapter, ModelFamily
+from .loaded import LoadedModel, resolve_device, resolve_dtype
+
+__all__ = ["ModelAdapter", "ModelFamily", "LoadedModel", "resolve_device", "resolve_dtype"]

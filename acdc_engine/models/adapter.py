@@ -1,0 +1,116 @@
+"""The :class:`ModelAdapter` protocol: one architecture run one component at a time.
+
+A *model family* (a plugin) knows one architecture. Its adapter runs the model with the model's
+own weights, so the patching core can feed every attention head its own q, k and v inputs::
+
+    prepare(input_ids)             per-run state (e.g. rotary tables for this length); the
+                                   patched forward calls it first, for every run
+    embed(ids)                     -> [batch, pos, d_model]       the ``input`` node's output
+    attn_heads(layer, q, k, v)     -> [head, batch, pos, d_model]  each head's write
+    attn_bias(layer)               -> [d_model] or None            constant the layer adds
+    mlp(layer, x)                  -> [batch, pos, d_model]
+    unembed(x)                     -> [batch, pos, vocab]
+
+``q, k, v`` are residual-stream tensors, either shared ``[batch, pos, d_model]`` or one per head
+``[head, batch, pos, d_model]``; the adapter applies the layer's norm itself.
+
+Optional per-head kernel: :meth:`ModelAdapter.attn_heads_subset` runs only some heads (ACDC's
+engine re-runs one head per candidate). The base class implements it through ``attn_heads``; a
+family with a faster one overrides it and declares ``fast_head_subset = True`` (and
+``head_subset_last_query = True`` when ``q`` may hold the last position only). The engine checks
+a declared kernel against ``attn_heads`` before trusting it.
+
+The invariants (tests/invariants, :mod:`acdc_engine.testing` for plugin authors) prove an
+adapter reproduces the model's own forward pass as traced by nnsight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import torch
+
+from ..graph import Graph
+
+__all__ = ["ModelAdapter", "ModelFamily"]
+
+
+class ModelAdapter:
+    """Runs one architecture component by component. Subclass per family."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    parallel: bool = False
+    """Attention and MLP of a block read the same residual stream (GPT-J, GPT-NeoX)."""
+    attn_only: bool = False
+    """No MLPs (attention-only models, some tracr programs)."""
+    fast_head_subset: bool = False
+    """:meth:`attn_heads_subset` is overridden with a kernel faster than the generic one."""
+    head_subset_last_query: bool = False
+    """:meth:`attn_heads_subset` accepts ``q`` for the last position only."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    # ----- the protocol ---------------------------------------------------------------------
+    def prepare(self, input_ids: torch.Tensor) -> None:
+        """Set up per-run state for prompts like ``input_ids`` [batch, pos] (default: none)."""
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attn_heads(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attn_bias(self, layer: int) -> torch.Tensor | None:
+        return None
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attn_heads_subset(self, layer: int, heads: list[int], q: torch.Tensor,
+                          k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Only the heads ``heads``: inputs and output ``[len(heads), batch, pos, d_model]``.
+
+        Generic: the whole layer with the other heads fed zeros, then the heads selected."""
+        H = self.n_heads
+
+        def full(x):
+            if len(heads) == H:
+                return x
+            out = x.new_zeros((H, *x.shape[1:]))
+            out[heads] = x
+            return out
+
+        return self.attn_heads(layer, full(q), full(k), full(v))[heads]
+
+    # ----- derived ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @cached_property
+    def graph(self) -> Graph:
+        return Graph(self.n_layers, self.n_heads, parallel=self.parallel, attn_only=self.attn_only)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A named architecture: ``matches(hf_model)`` says whether ``adapter(hf_model)`` can run it."""
+
+    name: str
+    matches: Callable[[torch.nn.Module], bool]
+    adapter: Callable[[torch.nn.Module], ModelAdapter]
+    description: str = ""

@@ -1,0 +1,132 @@
+"""The :class:`Problem`: a model, a task's batches, a metric and an ablation, built once.
+
+Every scorer (EAP, EAP-IG, exact patching, ACDC) and every evaluator (faithfulness, curves,
+comparison) takes a Problem instead of the quartet ``(model, batches, metric, ablation)``::
+
+    problem = Problem.build(model, data, metric, Ablation("corrupted"), batch_size=32)
+    problem.evaluate([mask, None])        # mean metric under each mask (None = full model)
+    problem.faithfulness(mask)            # Faithfulness(circuit, full, empty)
+
+Built once, it caches what every consumer would otherwise recompute: the ablated writer
+outputs of each batch (the corrupted run; computed on first use, ``cache=False`` recomputes
+them per use to save memory on big models), the mean activations for mean ablation, and the
+clean model's last-position logits when the metric needs them (KL divergence).
+:meth:`with_metric` shares those caches with a problem scored by another metric (ACDC's
+pruning metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .errors import AcdcError
+from .graph import Graph, Mask
+from .metrics import Faithfulness, Metric
+from .models import LoadedModel
+from .patching import Ablation, run
+from .progress import progress_bar
+from .tasks import Batch, TaskData
+
+__all__ = ["Problem"]
+
+
+@dataclass
+class Problem:
+    """What discovery works on. ``batches`` are on the model's device."""
+
+    model: LoadedModel
+    batches: list[Batch]
+    metric: Metric
+    ablation: Ablation
+    cache: bool = True
+    _ablated: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, model: LoadedModel, data: TaskData, metric: Metric,
+              ablation: Ablation | str = "corrupted", batch_size: int = 32,
+              cache: bool = True) -> Problem:
+        """Batch ``data`` for ``model`` and fit the ablation (mean activations)."""
+        if batch_size < 1:
+            raise AcdcError(f"batch size must be at least 1, got {batch_size}")
+        if "wrong" in metric.needs and data.wrong is None:
+            raise AcdcError(
+                f"metric {metric.name!r} needs a wrong_answer for every row, and task "
+                f"{data.task!r} has none; pick a metric such as 'nll' or 'kl_div'"
+            )
+        ablation = Ablation(ablation) if isinstance(ablation, str) else ablation
+        batches = data.batches(batch_size, device=model.device)
+        ablation.fit(model.adapter, batches)
+        return cls(model, batches, metric, ablation, cache).with_metric(metric)
+
+    # ----- what it is ---------------------------------------------------------------------------
+    @property
+    def graph(self) -> Graph:
+        return self.model.graph
+
+    @property
+    def n_examples(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def __len__(self) -> int:
+        return self.n_examples
+
+    # ----- cached runs --------------------------------------------------------------------------
+    def ablated(self, i: int) -> torch.Tensor | None:
+        """Ablated writer outputs of batch ``i``: [n_writers, batch or 1, pos, d_model] (None
+        for zero ablation)."""
+        if i in self._ablated:
+            return self._ablated[i]
+        acts = self.ablation.activations(self.model.adapter, self.batches[i])
+        if self.cache:
+            self._ablated[i] = acts
+        return acts
+
+    def clear_cache(self) -> None:
+        """Forget the ablated activations (they are recomputed on next use)."""
+        self._ablated.clear()
+
+    def with_metric(self, metric: Metric) -> Problem:
+        """The same problem scored by ``metric``; batches carry the clean logits it needs.
+        Caches are shared."""
+        batches = self.batches
+        if "clean_logits" in metric.needs and any(b.clean_logits is None for b in batches):
+            batches = []
+            with torch.no_grad():
+                for b in self.batches:
+                    c = replace(b)
+                    if c.clean_logits is None:
+                        c.clean_logits = run(self.model.adapter, b.clean, last_only=True)[:, -1]
+                    batches.append(c)
+        out = Problem(self.model, batches, metric, self.ablation, self.cache)
+        out._ablated = self._ablated
+        return out
+
+    # ----- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, masks: list[Mask | None], progress: bool = False,
+                 desc: str = "evaluate") -> list[float]:
+        """Mean metric over all examples for each mask (None = the full model); the ablated
+        activations of a batch are shared by every mask."""
+        model = self.model
+        totals = [0.0] * len(masks)
+        masks = [None if m is None else m.to(model.device, model.dtype) for m in masks]
+        for i, batch in enumerate(progress_bar(self.batches, desc=desc,
+                                               enabled=progress and len(masks) > 1)):
+            abl = self.ablated(i)
+            for j, mask in enumerate(masks):
+                logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True)
+                totals[j] += float(self.metric(logits[:, -1], batch).sum())
+        n = self.n_examples
+        return [t / n for t in totals]
+
+    def empty_mask(self) -> Mask:
+        g = self.graph
+        return torch.zeros(g.n_writers, g.n_readers)
+
+    def faithfulness(self, mask: Mask, progress: bool = False) -> Faithfulness:
+        """Faithfulness of the circuit ``mask`` ([n_writers, n_readers], 1 = keep)."""
+        circuit, full, empty = self.evaluate([mask, None, self.empty_mask()], progress,
+                                             desc="faithfulness")
+        return Faithfulness(circuit, full, empty)

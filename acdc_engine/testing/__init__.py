@@ -1,0 +1,20 @@
+"""The test kit for plugin authors (and this project's own tests).
+
+    conformance   check_task, check_metric, check_model: run them against your plugin
+    builders      tiny random-weight models saved like a user's (save_gpt2, save_llama, ...)
+"""
+
+from .builders import (
+    WORDS,
+    perturb,
+    random_pairs,
+    save_gpt2,
+    save_llama,
+    save_tokenizer,
+    save_tracr,
+    word_tokenizer,
+)
+from .conformance import check_metric, check_model, check_task
+
+__all__ = ["check_task", "check_metric", "check_model", "WORDS", "word_tokenizer",
+           "save_tokenizer", "perturb", "save_gpt2", "save_llama", "save_tracr", "random_pairs"]
