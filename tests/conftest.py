@@ -45,14 +45,14 @@ def gpt2_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2(gpt2_path):
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
 
     return load_model(str(gpt2_path), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def gpt2_3layer(tmp_path_factory):
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
 
     path = save_gpt2(tmp_path_factory.mktemp("gpt2-3l"), n_layer=3, n_head=3, n_embd=24, seed=1)
     return load_model(str(path), device="cpu")
@@ -60,14 +60,14 @@ def gpt2_3layer(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llama(tmp_path_factory):
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
 
     return load_model(str(save_llama(tmp_path_factory.mktemp("llama"))), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def qwen2(tmp_path_factory):
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
 
     path = save_llama(tmp_path_factory.mktemp("qwen2"), model_type="qwen2", seed=1)
     return load_model(str(path), device="cpu")
@@ -75,7 +75,7 @@ def qwen2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tracr(tmp_path_factory):
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
 
     return load_model(str(save_tracr(tmp_path_factory.mktemp("tracr"))), device="cpu")
 

@@ -39,8 +39,9 @@ def acdc_methods():
 @hookimpl(trylast=True)
 def acdc_load_model(model_id, device, dtype, revision):
     """Shipped names, local paths and hub ids, loaded with transformers and wrapped by nnsight."""
-    from acdc_engine.models import adapt, load_hf_model
+    from acdc_engine.loading import adapt, load_hf_model
+    from acdc_engine.plugins import registry
 
     source = str(SHIPPED.get(model_id, model_id))
     hf, tok = load_hf_model(source, device=device, dtype=dtype, revision=revision)
-    return adapt(model_id, hf, tok, revision=revision)
+    return adapt(model_id, hf, tok, registry().families, revision=revision)

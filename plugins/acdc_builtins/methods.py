@@ -35,28 +35,48 @@ METHODS = [
 
 # ----- iterative pruning (ACDC) -----------------------------------------------------------------
 
-_ACDC_DEFAULTS = {
-    "tau": 0.01,  # remove an edge when it makes the metric worse by less than this
-    "prune_metric": "kl_div",  # KL to the full model; "task" = the task's metric; or a name
-    "abs_value": False,  # compare |change| with tau instead of the signed damage
-    "speculate": 32,  # at most this many candidates stacked in one forward
-    "checkpoint": "",  # a file to checkpoint to and resume from ("" = none)
-    "checkpoint_every": 10,  # nodes between checkpoints
-}
+
+@dataclass(frozen=True)
+class AcdcSettings:
+    """ACDC's options."""
+
+    tau: float = setting(0.01, "remove an edge when it makes the metric worse by less than "
+                         "this", search=(1e-4, 1e-1), log=True)
+    prune_metric: str = setting("kl_div", "metric ACDC prunes by: a metric name, or 'task' "
+                                "for the task's metric")
+    abs_value: bool = setting(False, "compare |change| with tau instead of the signed damage")
+    speculate: int = setting(32, "at most this many candidates stacked in one forward")
+    checkpoint: str = setting("", "a file to checkpoint to and resume from ('' = none)")
+    checkpoint_every: int = setting(10, "nodes between checkpoints")
+
+    def __post_init__(self):
+        if not self.tau == self.tau:  # NaN
+            raise ValueError("tau must be a number, got nan")
+        if self.speculate < 1:
+            raise ValueError(f"speculate must be at least 1, got {self.speculate}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
 
 
-def _flag(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+@dataclass(frozen=True)
+class GuidedSettings(AcdcSettings):
+    """Guided ACDC's options: ACDC's, and how attribution guides it."""
+
+    guide: str = setting("eap-ig", "attribution method that orders the tests: eap or eap-ig")
+    ig_steps: int = setting(5, "EAP-IG steps of the guide", search=(1, 10))
+    keep_factor: float | None = setting(10.0, "keep untested edges whose |estimate| >= "
+                                        "keep_factor * tau (none: test every edge)")
+    group_fraction: float = setting(0.5, "remove the least important edges in one verified "
+                                    "group whose estimates sum below this fraction of tau")
 
 
-def _prune_metric(name, task_metric):
+def _prune_problem(problem, name):
+    """The problem scored by ACDC's pruning metric ('task' = the task's own)."""
     from acdc_engine.plugins import registry
 
     if name in (None, "", "task"):
-        return task_metric
-    return registry().metric(str(name))
+        return problem
+    return problem.with_metric(registry().metric(str(name)))
 
 
 def _prune_info(result) -> dict:
@@ -68,46 +88,36 @@ def _prune_info(result) -> dict:
     return info
 
 
-def _acdc(model, batches, metric, ablation, settings, progress):
+def _acdc(problem, settings, progress):
     from acdc_engine.pruning import acdc
 
-    pm = _prune_metric(settings.get("prune_metric"), metric)
-    result = acdc(model, batches, pm, ablation, float(settings["tau"]),
-                  abs_value=_flag(settings.get("abs_value")),
-                  speculate=int(settings.get("speculate", 32)),
-                  checkpoint=settings.get("checkpoint") or None,
-                  checkpoint_every=int(settings.get("checkpoint_every", 10)), progress=progress)
+    p = _prune_problem(problem, settings.prune_metric)
+    result = acdc(p.model, p.batches, p.metric, p.ablation, settings.tau,
+                  abs_value=settings.abs_value, speculate=settings.speculate,
+                  checkpoint=settings.checkpoint or None,
+                  checkpoint_every=settings.checkpoint_every, progress=progress)
     return MethodOutput(result.scores, keep=result.keep, info=_prune_info(result))
 
 
-def _acdc_guided(model, batches, metric, ablation, settings, progress):
-    from acdc_engine.pruning import acdc_guided, with_clean_logits
+def _acdc_guided(problem, settings, progress):
+    from acdc_engine.pruning import acdc_guided
 
-    pm = _prune_metric(settings.get("prune_metric"), metric)
-    guide = str(settings.get("guide", "eap-ig"))
-    estimates = attribute(model, with_clean_logits(model, batches, pm), pm, ablation,
-                          method=guide, ig_steps=int(settings.get("ig_steps", 5)),
+    p = _prune_problem(problem, settings.prune_metric)
+    estimates = attribute(p, method=settings.guide, ig_steps=settings.ig_steps,
                           progress=progress)
-    keep_factor = settings.get("keep_factor")
-    keep_factor = None if keep_factor in (None, "", 0, "none") else float(keep_factor)
-    result = acdc_guided(model, batches, pm, ablation, float(settings["tau"]), estimates,
-                         keep_factor=keep_factor,
-                         group_fraction=float(settings.get("group_fraction", 0.5)),
-                         abs_value=_flag(settings.get("abs_value")),
-                         speculate=int(settings.get("speculate", 32)),
-                         checkpoint=settings.get("checkpoint") or None,
-                         checkpoint_every=int(settings.get("checkpoint_every", 10)),
-                         progress=progress)
+    result = acdc_guided(p.model, p.batches, p.metric, p.ablation, settings.tau, estimates,
+                         keep_factor=settings.keep_factor,
+                         group_fraction=settings.group_fraction, abs_value=settings.abs_value,
+                         speculate=settings.speculate, checkpoint=settings.checkpoint or None,
+                         checkpoint_every=settings.checkpoint_every, progress=progress)
     return MethodOutput(result.scores, keep=result.keep, info=_prune_info(result))
 
 
 METHODS += [
-    Method("acdc", _acdc, defaults=dict(_ACDC_DEFAULTS), selects_circuit=True,
+    Method("acdc", _acdc, settings=AcdcSettings, selects_circuit=True,
            description="ACDC: remove edges from the logits backwards while the metric (KL to "
                        "the full model by default) worsens by less than tau; exact patching"),
-    Method("acdc-guided", _acdc_guided, selects_circuit=True,
-           defaults={**_ACDC_DEFAULTS, "guide": "eap-ig", "ig_steps": 5, "keep_factor": 10.0,
-                     "group_fraction": 0.5},
+    Method("acdc-guided", _acdc_guided, settings=GuidedSettings, selects_circuit=True,
            description="ACDC guided by EAP/EAP-IG: edges tested in ascending |estimate|, the "
                        "least important removed in one verified group, the most important "
                        "kept untested"),

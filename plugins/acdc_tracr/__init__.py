@@ -58,10 +58,11 @@ def acdc_load_model(model_id, device, dtype, revision):
     path = SHIPPED.get(model_id)
     if path is None:
         return None
-    from acdc_engine.models import adapt, load_hf_model
+    from acdc_engine.loading import adapt, load_hf_model
+    from acdc_engine.plugins import registry
 
     hf, tok = load_hf_model(str(path), device=device, dtype=dtype)
-    lm = adapt(model_id, hf, tok)
+    lm = adapt(model_id, hf, tok, registry().families)
     gt = path / "ground_truth.json"
     if gt.exists():
         lm.info["ground_truth"] = str(gt)
