@@ -187,8 +187,8 @@ class Circuit:
                 scores[name] = float(d["score"])
         total = G.graph.get("n_edges_total")
         if total is not None and int(total) != graph.n_edges:
-            raise AcdcError(f"the circuit comes from a {total}-edge graph; this graph has "
-                            f"{graph.n_edges} edges (another architecture)")
+            raise AcdcError(f"the circuits come from different graphs ({total} edges; this "
+                            f"graph has {graph.n_edges})")
         s = None
         if scores:
             s = torch.full((graph.n_edges,), float("nan"))

@@ -3,7 +3,8 @@
 A plugin is any module or object with ``@hookimpl`` functions named like the specs below. It is
 found through the ``acdc_engine`` entry-point group (``[project.entry-points.acdc_engine]`` in
 its ``pyproject.toml``) or registered in-process with :func:`acdc_engine.plugins.register`.
-Built-in tasks, metrics and model families are plugins of exactly this kind.
+Built-in tasks, metrics, methods, model families and shipped models are plugins of exactly this
+kind. docs/plugins.md documents each hook (a test keeps it in step with this module).
 """
 
 from __future__ import annotations
@@ -45,9 +46,20 @@ def acdc_model_families():
 
 @hookspec
 def acdc_methods():
-    """Return a list of :class:`acdc_engine.methods.Method` this plugin provides.
+    """Return a list of :class:`acdc_engine.scoring.Method` this plugin provides.
 
     Called once per registry build, for every plugin; names must be unique across plugins.
+    A method's settings dataclass declares its options and the ranges ``acdc sweep`` searches.
+    """
+
+
+@hookspec
+def acdc_shipped_models():
+    """Return a list of :class:`acdc_engine.models.ShippedModel` this plugin ships.
+
+    Called once per registry build, for every plugin; names must be unique across plugins.
+    The built-in loader resolves these names to their directories and records each model's
+    ground-truth file in ``LoadedModel.info["ground_truth"]``.
     """
 
 
@@ -60,7 +72,7 @@ def acdc_load_model(model_id, device, dtype, revision):
 
     Return an :class:`acdc_engine.models.LoadedModel`, or None to let the next plugin try.
     Called with keyword arguments; stops at the first non-None result. The built-in loader
-    (Hugging Face through nnsight) runs last.
+    (shipped names, local paths and hub ids, through Hugging Face and nnsight) runs last.
     """
 
 

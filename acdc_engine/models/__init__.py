@@ -3,6 +3,7 @@
     ModelAdapter   the protocol a family implements (:mod:`.adapter`)
     ModelFamily    a named architecture: which Hugging Face models an adapter runs
     LoadedModel    a loaded model: nnsight wrapper, adapter, tokenizer, identity
+    ShippedModel   a model a plugin ships: a short name for a directory (+ ground truth)
 
 Loading (transformers + nnsight, the load-time self-check) is one layer up, in
 :mod:`acdc_engine.loading`, because the self-check runs the patched forward.
@@ -10,5 +11,7 @@ Loading (transformers + nnsight, the load-time self-check) is one layer up, in
 
 from .adapter import ModelAdapter, ModelFamily
 from .loaded import LoadedModel, resolve_device, resolve_dtype
+from .shipped import ShippedModel
 
-__all__ = ["ModelAdapter", "ModelFamily", "LoadedModel", "resolve_device", "resolve_dtype"]
+__all__ = ["ModelAdapter", "ModelFamily", "LoadedModel", "ShippedModel", "resolve_device",
+           "resolve_dtype"]

@@ -6,7 +6,7 @@
         check_task(my_plugin.MY_TASK, tokenizer=load_model("tiny-ioi").tokenizer)
 
     def test_my_family(tmp_path):
-        check_model(load_model(str(path_to_a_small_random_model_of_my_family)))
+        check_model(acdc_engine.load_model(str(path_to_a_small_random_model_of_my_family)))
 
 Each check raises ``AssertionError`` with a message that says which rule failed. ``check_model``
 runs the model-family invariants of the architecture: the full circuit reproduces the model's
@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import Metric
-from .models import LoadedModel
-from .patching import run
-from .tasks import Batch, Task, prepare
+from ..metrics import Metric
+from ..models import LoadedModel
+from ..patching import ABLATIONS, Ablation, run
+from ..problem import Problem
+from ..tasks import Batch, Task, prepare
 
 __all__ = ["check_task", "check_metric", "check_model"]
 
 
 def check_task(task: Task, tokenizer, n: int = 8) -> None:
     """Rows have the required fields, honour ``n`` and the seed, and tokenize cleanly."""
-    from .plugins import registry
+    from ..plugins import registry
 
     rows = task.rows(n, 0)
     assert isinstance(rows, list) and rows, f"task {task.name!r} returned no rows"
@@ -43,8 +44,6 @@ def check_task(task: Task, tokenizer, n: int = 8) -> None:
     assert task.default_metric in reg.metrics, (
         f"default metric {task.default_metric!r} of task {task.name!r} is not registered"
     )
-    from .patching import ABLATIONS
-
     assert task.default_ablation in ABLATIONS, f"unknown ablation {task.default_ablation!r}"
 
 
@@ -95,8 +94,7 @@ def check_model(model: LoadedModel, tol: float = 1e-4, length: int = 5) -> None:
 
 def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) -> None:
     """EAP scores equal exact single-edge effects / eps as the ablation approaches clean."""
-    from .attribution import attribute
-    from .patching import Ablation
+    from ..scoring.attribution import attribute
 
     g, adapter = model.graph, model.adapter
     with torch.no_grad():
@@ -111,7 +109,7 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
     metric = Metric("first_logit", lambda lg, b: lg[:, 0].float())
     batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
                   list(range(len(clean))))
-    eap = attribute(model, [batch], metric, Near("corrupted"), "eap", progress=False)
+    eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap", progress=False)
     edges = torch.topk(eap.abs(), min(10, g.n_edges)).indices.tolist()
     w, r = g.coords
     with torch.no_grad():

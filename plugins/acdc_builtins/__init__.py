@@ -1,4 +1,5 @@
-"""Built-in plugin: the GPT-2 and Llama families, built-in metrics and methods, the model loader.
+"""Built-in plugin: the GPT-2 and Llama families, built-in metrics and methods, the shipped
+``tiny-ioi`` model, and the model loader every other plugin's shipped models go through.
 
 Registered through the ``acdc_engine`` entry-point group like any third-party plugin.
 """
@@ -10,9 +11,6 @@ from pathlib import Path
 from acdc_engine.hookspecs import hookimpl
 
 MODELS_DIR = Path(__file__).parent / "models"
-
-#: Models shipped with the package, by name.
-SHIPPED = {"tiny-ioi": MODELS_DIR / "tiny-ioi"}
 
 
 @hookimpl
@@ -36,12 +34,27 @@ def acdc_methods():
     return METHODS
 
 
+@hookimpl
+def acdc_shipped_models():
+    from acdc_engine.models import ShippedModel
+
+    return [ShippedModel("tiny-ioi", MODELS_DIR / "tiny-ioi",
+                         description="a tiny GPT-2 (4 layers, 4 heads) trained on the "
+                         "synthetic ioi task")]
+
+
 @hookimpl(trylast=True)
 def acdc_load_model(model_id, device, dtype, revision):
-    """Shipped names, local paths and hub ids, loaded with transformers and wrapped by nnsight."""
+    """Shipped names (any plugin's ``acdc_shipped_models``), local paths and hub ids, loaded
+    with transformers and wrapped by nnsight."""
     from acdc_engine.loading import adapt, load_hf_model
     from acdc_engine.plugins import registry
 
-    source = str(SHIPPED.get(model_id, model_id))
+    reg = registry()
+    shipped = reg.shipped.get(model_id)
+    source = str(shipped.path) if shipped is not None else model_id
     hf, tok = load_hf_model(source, device=device, dtype=dtype, revision=revision)
-    return adapt(model_id, hf, tok, registry().families, revision=revision)
+    lm = adapt(model_id, hf, tok, reg.families, revision=revision)
+    if shipped is not None and shipped.ground_truth is not None:
+        lm.info["ground_truth"] = str(shipped.ground_truth)
+    return lm

@@ -1,5 +1,5 @@
 """Built-in discovery methods: EAP and EAP-IG (attribution patching), ACDC and guided ACDC
-(iterative pruning with exact patching, acdc_engine.pruning)."""
+(iterative pruning with exact patching, acdc_engine.scoring.acdc)."""
 
 from __future__ import annotations
 
@@ -88,28 +88,32 @@ def _prune_info(result) -> dict:
     return info
 
 
+def _acdc_config(settings, progress, guide=None):
+    """ACDC's run config from the method's settings (the checkpoint path '' means none)."""
+    from acdc_engine.scoring.acdc import AcdcConfig
+
+    return AcdcConfig(settings.tau, abs_value=settings.abs_value, speculate=settings.speculate,
+                      checkpoint=settings.checkpoint or None,
+                      checkpoint_every=settings.checkpoint_every, progress=progress, guide=guide)
+
+
 def _acdc(problem, settings, progress):
-    from acdc_engine.pruning import acdc
+    from acdc_engine.scoring.acdc import acdc
 
     p = _prune_problem(problem, settings.prune_metric)
-    result = acdc(p.model, p.batches, p.metric, p.ablation, settings.tau,
-                  abs_value=settings.abs_value, speculate=settings.speculate,
-                  checkpoint=settings.checkpoint or None,
-                  checkpoint_every=settings.checkpoint_every, progress=progress)
+    result = acdc(p, _acdc_config(settings, progress))
     return MethodOutput(result.scores, keep=result.keep, info=_prune_info(result))
 
 
 def _acdc_guided(problem, settings, progress):
-    from acdc_engine.pruning import acdc_guided
+    from acdc_engine.scoring.acdc import Guide, acdc
 
     p = _prune_problem(problem, settings.prune_metric)
     estimates = attribute(p, method=settings.guide, ig_steps=settings.ig_steps,
                           progress=progress)
-    result = acdc_guided(p.model, p.batches, p.metric, p.ablation, settings.tau, estimates,
-                         keep_factor=settings.keep_factor,
-                         group_fraction=settings.group_fraction, abs_value=settings.abs_value,
-                         speculate=settings.speculate, checkpoint=settings.checkpoint or None,
-                         checkpoint_every=settings.checkpoint_every, progress=progress)
+    guide = Guide(estimates, keep_factor=settings.keep_factor,
+                  group_fraction=settings.group_fraction)
+    result = acdc(p, _acdc_config(settings, progress, guide))
     return MethodOutput(result.scores, keep=result.keep, info=_prune_info(result))
 
 

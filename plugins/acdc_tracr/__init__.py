@@ -7,7 +7,8 @@ Provides, through the ordinary hooks:
   models also load by path through the built-in loader);
 * the shipped models ``tracr-reverse``, ``tracr-frac-prevs`` (converted by
   ``convert_tracr.py`` from ``tasks/tracr/``) and ``toy-induction`` (``train_induction.py``),
-  each with a ``ground_truth.json`` (see :mod:`acdc_engine.groundtruth`);
+  each with a ``ground_truth.json`` (see :mod:`acdc_engine.evaluation.groundtruth`), listed
+  through ``acdc_shipped_models`` and loaded by the built-in loader;
 * the tasks ``tracr-reverse``, ``tracr-frac-prevs`` and ``induction`` (:mod:`acdc_tracr.tasks`)
   and the metric ``l2`` (:mod:`acdc_tracr.metrics`).
 
@@ -24,9 +25,13 @@ from .modeling import register_auto_classes
 
 MODELS_DIR = Path(__file__).parent / "models"
 
-#: Models shipped with this plugin, by name.
-SHIPPED = {name: MODELS_DIR / name for name in ("tracr-reverse", "tracr-frac-prevs",
-                                                  "toy-induction")}
+#: The shipped models: name -> one-line description.
+MODELS = {
+    "tracr-reverse": "tracr program reverse, compiled and converted (ground truth: 10 edges)",
+    "tracr-frac-prevs": "tracr program frac_prevs, compiled and converted (ground truth: 5 "
+                        "edges)",
+    "toy-induction": "2-layer attention-only induction toy (ground truth: 11 edges)",
+}
 
 register_auto_classes()
 
@@ -36,6 +41,15 @@ def acdc_model_families():
     from .family import FAMILY
 
     return [FAMILY]
+
+
+@hookimpl
+def acdc_shipped_models():
+    """The ground-truth models, loaded by name through the built-in loader."""
+    from acdc_engine.models import ShippedModel
+
+    return [ShippedModel(name, MODELS_DIR / name, ground_truth=MODELS_DIR / name /
+                         "ground_truth.json", description=text) for name, text in MODELS.items()]
 
 
 @hookimpl
@@ -50,20 +64,3 @@ def acdc_metrics():
     from .metrics import METRICS
 
     return METRICS
-
-
-@hookimpl
-def acdc_load_model(model_id, device, dtype, revision):
-    """The shipped ground-truth models by name; None for anything else."""
-    path = SHIPPED.get(model_id)
-    if path is None:
-        return None
-    from acdc_engine.loading import adapt, load_hf_model
-    from acdc_engine.plugins import registry
-
-    hf, tok = load_hf_model(str(path), device=device, dtype=dtype)
-    lm = adapt(model_id, hf, tok, registry().families)
-    gt = path / "ground_truth.json"
-    if gt.exists():
-        lm.info["ground_truth"] = str(gt)
-    return lm

@@ -1,6 +1,6 @@
 """The example plugin, checked with acdc-engine's conformance kit."""
 
-from acdc_engine.models import load_model
+from acdc_engine import load_model
 from acdc_engine.plugins import registry
 from acdc_engine.testing import check_metric, check_task
 

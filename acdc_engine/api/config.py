@@ -1,0 +1,106 @@
+"""Settings of a run as two small dataclasses: what to compute and where it is recorded.
+
+    discover(task="ioi", method="eap-ig", n_edges=60)                      # keywords, or
+    discover(task="ioi", config=DiscoverConfig(n_edges=60), record=RecordConfig(track=False))
+
+Keyword options are the fields of either dataclass (:func:`split_options` routes them); an
+unknown keyword is a TypeError naming the known ones. Every option is checked when the config
+is built (:meth:`DiscoverConfig.check`), before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import AcdcError
+from ..evaluation.curves import BUDGETS
+
+__all__ = ["DiscoverConfig", "RecordConfig", "split_options"]
+
+
+@dataclass
+class DiscoverConfig:
+    """What to compute. ``metric``/``ablation``/``n_examples`` default to the task's.
+
+    Selection: ``n_edges`` (top-n by |score|), ``threshold`` (|score| >= t), or neither: the
+    smallest budget on the ``budgets`` grid reaching ``target`` normalized faithfulness.
+    ``settings`` are the method's options (``{"ig_steps": 5}``, ``{"tau": 0.01}``)."""
+
+    metric: str | None = None
+    ablation: str | None = None
+    n_edges: int | None = None
+    threshold: float | None = None
+    target: float = 0.8
+    n_examples: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    settings: dict = field(default_factory=dict)
+    budgets: tuple = BUDGETS
+    curve: bool = True
+    device: str | None = None
+    dtype: str | None = None
+    threads: int | None = None
+
+    @property
+    def default_search(self) -> bool:
+        """Neither n_edges nor threshold: the target search over the budget grid."""
+        return self.n_edges is None and self.threshold is None
+
+    def check(self) -> DiscoverConfig:
+        """Refuse nonsense before any work: returns self."""
+        if self.n_edges is not None and self.threshold is not None:
+            raise AcdcError("give at most one of n_edges and threshold")
+        if self.n_edges is not None and (not isinstance(self.n_edges, int) or self.n_edges < 0):
+            raise AcdcError(f"the number of edges must be a whole number >= 0, got "
+                            f"{self.n_edges!r}")
+        if self.threshold is not None and not math.isfinite(float(self.threshold)):
+            raise AcdcError(f"the threshold must be a finite number, got {self.threshold!r}")
+        if not (math.isfinite(float(self.target)) and 0 < float(self.target) <= 1):
+            raise AcdcError(f"the target faithfulness must be in (0, 1], got {self.target!r}")
+        if self.n_examples is not None and self.n_examples < 1:
+            raise AcdcError(f"the number of examples must be at least 1, got {self.n_examples}")
+        if self.batch_size < 1:
+            raise AcdcError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise AcdcError(f"threads must be at least 1, got {self.threads}")
+        if not self.budgets or any(not 0 < float(b) <= 100 for b in self.budgets):
+            raise AcdcError(f"budgets must be percentages in (0, 100], got {self.budgets!r}")
+        return self
+
+
+@dataclass
+class RecordConfig:
+    """Where a run goes. ``out`` is the run directory; without it, ``results`` is a results
+    root and the run goes to ``results/<experiment>/<run-id>/``; with neither nothing is kept
+    on disk (a tracked run logs its files from a temporary directory). ``track`` logs an MLflow
+    run to ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///results/mlflow.db``)
+    in ``experiment`` (default: the task's name); ``nested`` makes it a child of the active run.
+    ``render`` draws the circuit and curve pictures; ``progress`` shows progress bars."""
+
+    out: str | Path | None = None
+    results: str | Path | None = None
+    track: bool = True
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    nested: bool = False
+    render: bool = True
+    progress: bool = True
+
+
+def split_options(options: dict, config, record, config_cls=DiscoverConfig):
+    """``(config, record)`` with the keyword ``options`` applied to copies of them."""
+    config = dataclasses.replace(config) if config is not None else config_cls()
+    record = dataclasses.replace(record) if record is not None else RecordConfig()
+    cfields = {f.name for f in dataclasses.fields(config)}
+    rfields = {f.name for f in dataclasses.fields(record)}
+    unknown = sorted(set(options) - cfields - rfields)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; options are {sorted(cfields | rfields)}")
+    for k, v in options.items():
+        setattr(config if k in cfields else record, k, v)
+    if config.settings is None:
+        config.settings = {}
+    return config, record

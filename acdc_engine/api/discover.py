@@ -1,0 +1,121 @@
+"""``discover()``: the whole job in one call: model + task -> scored circuit with faithfulness.
+
+    from acdc_engine import discover
+    result = discover(task="ioi", method="eap-ig", n_edges=60)
+    result.circuit            # Circuit; result.circuit.nx is its networkx MultiDiGraph
+    result.faithfulness       # Faithfulness(circuit, full, empty).normalized
+    result.curve.cpr          # MIB's area under the faithfulness curve
+    result.run_id             # the MLflow run it was logged to
+
+Options are the fields of :class:`~acdc_engine.api.config.DiscoverConfig` (what to compute) and
+:class:`~acdc_engine.api.config.RecordConfig` (where it goes), as keywords or as the two
+objects. Every option, name and the output location are checked before the model is loaded.
+The CLI's ``acdc discover`` is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from ..circuit import Circuit
+from ..evaluation.groundtruth import ground_truth_for
+from ..models import LoadedModel, resolve_device, resolve_dtype
+from ..patching import Ablation
+from ..plugins import registry
+from ..records import Recorder, parent_run_id, write_scores
+from ..resources import reset_peak_memory, set_threads
+from ..tasks import Task
+from .config import DiscoverConfig, RecordConfig, split_options
+from .pipeline import find_circuit, ground_truth_aucs
+from .recording import model_params, record_discovery, recorded, version_params
+from .results import DiscoveryResult, degenerate_warning
+from .setup import build_problem, load_model, load_task, task_ref
+
+__all__ = ["discover"]
+
+
+def discover(
+    model: str | LoadedModel | None = None,
+    task: str | Task = "ioi",
+    method: str = "eap-ig",
+    *,
+    config: DiscoverConfig | None = None,
+    record: RecordConfig | None = None,
+    **options,
+) -> DiscoveryResult:
+    """Score every edge of ``model`` on ``task`` with ``method`` and return the circuit.
+
+    ``model`` defaults to the task's own model. ``options`` are fields of DiscoverConfig
+    (``n_edges``, ``threshold``, ``target``, ``metric``, ``ablation``, ``settings``,
+    ``n_examples``, ``batch_size``, ``seed``, ``device``, ``dtype``, ``threads``, ``budgets``,
+    ``curve``) or RecordConfig (``out``, ``results``, ``track``, ``tracking_uri``,
+    ``experiment``, ``nested``, ``render``, ``progress``); see those classes.
+    """
+    t0 = time.perf_counter()
+    cfg, rc = split_options(options, config, record)
+    cfg.check()
+    reg = registry()
+    method_obj = reg.method(method)
+    settings = method_obj.configure(cfg.settings)
+    task_obj = load_task(task)
+    metric_obj = reg.metric(cfg.metric or task_obj.default_metric)
+    ablation = Ablation(cfg.ablation or task_obj.default_ablation)
+    model_id = model if isinstance(model, (str, LoadedModel)) else task_obj.model
+    if model_id is None:
+        from ..errors import AcdcError
+
+        raise AcdcError(f"task {task_obj.name!r} names no default model; pass a model")
+    resolve_device(cfg.device), resolve_dtype(cfg.dtype)  # bad values fail before any work
+    set_threads(cfg.threads)
+    experiment = rc.experiment
+    if experiment is None and not (rc.nested and rc.track and parent_run_id()):
+        experiment = task_obj.name
+    name = model_id.id if isinstance(model_id, LoadedModel) else str(model_id)
+    settings_d = dataclasses.asdict(settings)
+    params = {"task": task_obj.name, "task_ref": task_ref(task, task_obj), "method": method,
+              **settings_d, "metric": metric_obj.name, "ablation": ablation.kind,
+              "n_edges_requested": cfg.n_edges, "threshold": cfg.threshold,
+              "target": cfg.target if cfg.default_search else None, "seed": cfg.seed,
+              "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets)}
+
+    def work(rec: Recorder) -> DiscoveryResult:
+        rec.log_params({**params, **version_params()})
+        t_start = time.perf_counter()
+        try:
+            reset_peak_memory(resolve_device(cfg.device))
+        except Exception:  # an unusable device is reported by load_model below
+            pass
+        lm = load_model(model_id, device=cfg.device, dtype=cfg.dtype)
+        problem, data = build_problem(lm, task_obj, metric=metric_obj, ablation=ablation.kind,
+                                      n_examples=cfg.n_examples, batch_size=cfg.batch_size,
+                                      seed=cfg.seed)
+        params.update(model_params(lm, data))
+        rec.log_params(model_params(lm, data))
+        t_load = time.perf_counter()
+        on_scores = None
+        if (p := rec.path("edge_scores.tsv")) is not None:
+            on_scores = lambda s: write_scores(p, lm.graph, s)  # noqa: E731  kept if later fails
+        out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
+        attrs = {k: v for k, v in params.items() if v is not None}
+        faith = out.faithfulness
+        attrs.update(faithfulness=faith.normalized, faithfulness_raw=faith.circuit,
+                     metric_full=faith.full, metric_empty=faith.empty,
+                     metric_higher_is_better=metric_obj.higher_is_better)
+        if out.curve is not None:
+            attrs.update(cpr=out.curve.cpr, cmd=out.curve.cmd)
+        timings = {"load_s": t_load - t_start, **out.timings,
+                   "total_s": time.perf_counter() - t0}
+        warnings = [w for w in [degenerate_warning(faith.full, faith.empty),
+                                out.info.get("warning")] if w]
+        result = DiscoveryResult(
+            circuit=Circuit(lm.graph, out.keep, out.scores, attrs), scores=out.scores,
+            faithfulness=faith, params=params, timings=timings, info=out.info,
+            curve=out.curve, warnings=warnings,
+            ground_truth=ground_truth_aucs(problem, out.scores, ground_truth_for(lm)))
+        record_discovery(rec, result, settings_d, rc.render)
+        return result
+
+    return recorded("discover", f"{method} {Path(name).name}", rc, experiment,
+                    {"settings": settings_d}, {}, work)

@@ -1,0 +1,84 @@
+"""The computations behind discover and evaluate, with no recording in them.
+
+    outcome = find_circuit(problem, method, settings, config, progress, on_scores=save)
+    curve, _, _ = faithfulness_curve(problem, scores, budgets)
+
+:func:`find_circuit` scores every edge with the method, selects the circuit (top-n, threshold,
+the method's own choice, or the smallest budget reaching the target faithfulness) and evaluates
+it, with the faithfulness curve when asked (the default target search evaluates that grid
+anyway). ``on_scores`` is called with the scores as soon as they exist, so a caller can keep
+them if a later step fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..circuit import prune_dead, select
+from ..evaluation.curves import Curve, faithfulness_curve
+from ..evaluation.groundtruth import GroundTruth, evaluate_ground_truth
+from ..graph import Keep, Scores
+from ..metrics import Faithfulness
+from ..problem import Problem
+from ..scoring.base import Method
+from .config import DiscoverConfig
+
+__all__ = ["Outcome", "find_circuit", "ground_truth_aucs"]
+
+
+@dataclass
+class Outcome:
+    scores: Scores
+    keep: Keep
+    faithfulness: Faithfulness
+    curve: Curve | None
+    info: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def find_circuit(problem: Problem, method: Method, settings, config: DiscoverConfig,
+                 progress: bool = True,
+                 on_scores: Callable[[Scores], None] | None = None) -> Outcome:
+    """Score, select and evaluate (see the module docstring)."""
+    g = problem.graph
+    t0 = time.perf_counter()
+    output = method.run(problem, settings, progress)
+    scores = output.scores.detach().float().cpu()
+    if problem.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    t_score = time.perf_counter()
+    if on_scores is not None:
+        on_scores(scores)
+
+    keep = None
+    if output.keep is not None and config.default_search:
+        keep = prune_dead(g, output.keep.cpu())
+    elif not config.default_search:
+        keep = prune_dead(g, select(g, scores, n_edges=config.n_edges,
+                                    threshold=config.threshold))
+    curve = None
+    if config.curve or config.default_search:
+        extra = [] if keep is None else [g.mask_from_edges(keep)]
+        curve, keeps, extra_values = faithfulness_curve(
+            problem, scores, config.budgets, extra=extra, progress=progress)
+        if keep is None:  # the smallest budget reaching the target (else everything)
+            i = curve.smallest_reaching(config.target)
+            i = len(keeps) - 1 if i is None else i
+            keep, value = keeps[i], curve.values[i]
+        else:
+            value = extra_values[0]
+        faith = Faithfulness(value, curve.full, curve.empty)
+    else:
+        faith = problem.faithfulness(g.mask_from_edges(keep))
+    t_eval = time.perf_counter()
+    return Outcome(scores, keep, faith, curve, dict(output.info),
+                   {"scoring_s": t_score - t0, "evaluation_s": t_eval - t_score})
+
+
+def ground_truth_aucs(problem: Problem, scores: Scores, gt: GroundTruth | None) -> dict | None:
+    """Edge and node ROC AUC of ``scores`` against ``gt`` (None without a ground truth)."""
+    return None if gt is None else evaluate_ground_truth(problem.graph, scores, gt)

@@ -1,0 +1,206 @@
+"""Finding a run again (:func:`find_run`) and listing recent runs (:func:`list_runs`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import AcdcError
+from . import store
+from .store import TrackingError, resolve_uri, results_dir, sqlite_path
+
+__all__ = ["SourceRun", "find_run", "list_runs", "format_runs", "finite"]
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def finite(x) -> float | None:
+    """``x`` as a float, or None if it is None or not finite (for tables and JSON)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+# ----- finding a run again ------------------------------------------------------------------
+
+
+class SourceRun:
+    """A previous run found by :func:`find_run`: its ``run.json`` and its scores file."""
+
+    def __init__(self, ref: str, record: dict, scores_path: Path, where: str):
+        self.ref, self.record, self.scores_path, self.where = ref, record, scores_path, where
+
+    @property
+    def params(self) -> dict:
+        return self.record.get("params", {})
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.get("run_id")
+
+
+def _from_dir(ref: str, d: Path, scores: Path | None = None) -> SourceRun:
+    scores = scores or d / "edge_scores.tsv"
+    if not scores.exists():
+        raise AcdcError(f"run {ref!r} has no edge_scores.tsv in {d}")
+    rj = d / "run.json"
+    record = json.loads(rj.read_text()) if rj.exists() else {}
+    return SourceRun(ref, record, scores, str(d))
+
+
+def find_run(ref: str, *, uri: str | None = None, results: Path | None = None) -> SourceRun:
+    """A run from ``ref``: an ``edge_scores.tsv`` file, a run directory (or its run.json), or a
+    run id (looked up under ``results/*/<id>/`` first, then in the MLflow store at ``uri``)."""
+    p = Path(ref)
+    if p.is_file():
+        if p.name == "run.json":
+            return _from_dir(ref, p.parent)
+        rj = p.parent / "run.json"
+        record = json.loads(rj.read_text()) if rj.exists() else {}
+        return SourceRun(ref, record, p, str(p.parent))
+    if p.is_dir():
+        return _from_dir(ref, p)
+    root = results or results_dir()
+    local = sorted(root.glob(f"*/{ref}/edge_scores.tsv")) if re.fullmatch(r"[\w.\-]+", ref) else []
+    if local:
+        return _from_dir(ref, local[0].parent)
+    if not _RUN_ID.match(ref):
+        raise AcdcError(f"no run {ref!r}: not a scores file, a run directory, or a run id "
+                        f"under {root} or in the MLflow store")
+    return _from_mlflow(ref, resolve_uri(uri))
+
+
+def _from_mlflow(run_id: str, uri: str) -> SourceRun:
+    client = store.client(uri)
+    try:
+        client.get_run(run_id)
+    except Exception as e:
+        raise AcdcError(
+            f"no run {run_id!r} in the MLflow store {uri!r} ({type(e).__name__}: {e})"
+        ) from None
+    dest = Path(tempfile.mkdtemp(prefix="acdc-source-"))
+    try:
+        scores = Path(client.download_artifacts(run_id, "edge_scores.tsv", str(dest)))
+    except Exception as e:
+        raise TrackingError(uri, f"download edge_scores.tsv of run {run_id}", e) from e
+    try:
+        record = json.loads(
+            Path(client.download_artifacts(run_id, "run.json", str(dest))).read_text())
+    except Exception:
+        run = client.get_run(run_id)
+        record = {"run_id": run_id, "params": dict(run.data.params)}
+    return SourceRun(run_id, record, scores, f"MLflow run {run_id} in {uri}")
+
+
+# ----- listing runs -------------------------------------------------------------------------
+
+COLUMNS = [("started", 16), ("experiment", 12), ("run id", 32), ("kind", 8), ("status", 8),
+           ("method", 8), ("model", 14), ("edges", 7), ("faith", 6), ("CPR", 6), ("CMD", 6),
+           ("time s", 7)]
+
+
+def list_runs(*, experiment: str | None = None, limit: int = 20, uri: str | None = None,
+              track: bool = True, results: Path | None = None) -> tuple[list[dict], str]:
+    """Recent runs, newest first, and where they came from ("mlflow URI" or "run.json files").
+
+    From the MLflow store when ``track`` (and the store exists), else from
+    ``results/*/*/run.json``.
+    """
+    root = results or results_dir()
+    if track:
+        resolved = resolve_uri(uri)
+        db = sqlite_path(resolved)
+        if db is None or db.exists():  # do not create an empty store just to list it
+            return _mlflow_runs(resolved, experiment, limit), f"MLflow store {resolved}"
+    return _local_runs(root, experiment, limit), f"run.json files under {root}"
+
+
+def _mlflow_runs(uri: str, experiment: str | None, limit: int) -> list[dict]:
+    client = store.client(uri)
+    try:
+        exps = client.search_experiments()
+        names = {e.experiment_id: e.name for e in exps}
+        ids = [i for i, n in names.items() if experiment is None or n == experiment]
+        if not ids:
+            return []
+        runs = client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"])
+    except Exception as e:
+        raise TrackingError(uri, "list runs", e) from e
+    rows = []
+    for r in runs:
+        p, m = r.data.params, r.data.metrics
+        rows.append({
+            "started": datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M"),
+            "experiment": names.get(r.info.experiment_id, "?"), "run id": r.info.run_id,
+            "kind": r.data.tags.get("acdc.kind", ""), "status": r.info.status,
+            "method": p.get("method", ""), "model": p.get("model", ""), "edges": m.get("edges"),
+            "faith": m.get("faithfulness"), "CPR": m.get("cpr"), "CMD": m.get("cmd"),
+            "time s": m.get("wall_time_s"),
+        })
+    return rows
+
+
+def _local_runs(root: Path, experiment: str | None, limit: int) -> list[dict]:
+    rows = []
+    for rj in root.glob("*/*/run.json"):
+        try:
+            rec = json.loads(rj.read_text())
+        except (OSError, ValueError):
+            continue
+        exp = rec.get("experiment") or rj.parent.parent.name
+        if experiment is not None and exp != experiment:
+            continue
+        p, m = rec.get("params", {}), rec.get("metrics", {})
+        created = rec.get("created") or ""
+        try:
+            started = datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            started = created[:16]
+        rows.append({"_sort": created, "started": started, "experiment": exp,
+                     "run id": rec.get("run_id") or rj.parent.name, "kind": rec.get("kind", ""),
+                     "status": rec.get("status", ""), "method": p.get("method", ""),
+                     "model": p.get("model", ""), "edges": m.get("edges"),
+                     "faith": m.get("faithfulness"), "CPR": m.get("cpr"), "CMD": m.get("cmd"),
+                     "time s": m.get("wall_time_s")})
+    rows.sort(key=lambda r: r.pop("_sort"), reverse=True)
+    return rows[:limit]
+
+
+def _number(f: float, width: int) -> str:
+    """``f`` in at most ``width`` characters, sign and leading digits kept (fewer significant
+    digits, then scientific notation, rather than cutting characters off)."""
+    if f.is_integer() and abs(f) >= 10 and len(f"{int(f)}") <= width:
+        return f"{int(f)}"
+    for digits in (3, 2, 1):
+        s = f"{f:.{digits}g}"
+        if len(s) <= width:
+            return s
+    return f"{f:.0e}"
+
+
+def _cell(v, width: int) -> str:
+    if v is None or v == "":
+        s = "-"
+    elif isinstance(v, float):
+        f = finite(v)
+        s = "nan" if f is None else _number(f, width)
+    else:
+        s = str(v)
+    if len(s) > width:  # keep the end of long names (paths): it is the informative part
+        s = "…" + s[-(width - 1):]
+    return s.ljust(width)
+
+
+def format_runs(rows: list[dict]) -> str:
+    """A fixed-width table of :func:`list_runs` rows."""
+    header = "  ".join(name.ljust(w) for name, w in COLUMNS).rstrip()
+    lines = [header, "  ".join("-" * w for _, w in COLUMNS)]
+    for r in rows:
+        lines.append("  ".join(_cell(r.get(name), w) for name, w in COLUMNS).rstrip())
+    return "\n".join(lines)

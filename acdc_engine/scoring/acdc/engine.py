@@ -1,0 +1,313 @@
+"""The incremental engine: evaluates candidate removals of edges into one node exactly, re-running
+only what they can change.
+
+    * Nothing upstream of ``v`` changes while edges into ``v`` are tested, and every edge
+      downstream of ``v`` is already decided. So the engine keeps the current outputs of every
+      writer, precomputes once per node each downstream reader's input from the writers that
+      cannot change, and per candidate re-runs only ``v`` and the nodes on a path of kept edges
+      from ``v`` to the logits (other downstream nodes cannot be affected, or cannot affect the
+      metric). The logits read only the last position.
+    * A re-run node whose output reaches the logits only through MLPs, queries and the logits
+      (never a key or a value) is computed at the last position alone (queries only where the
+      head kernel allows it).
+    * Candidates are stacked on the batch axis: :meth:`Engine.evaluate` takes several removal
+      sets at once (the driver speculates), :meth:`Engine.commit` makes one of them current.
+    * Heads are re-run one by one through ``adapter.attn_heads_subset`` (a family's declared
+      fast kernel after a start-up check against ``attn_heads``; else the generic one).
+
+Up to floating-point summation order the tested masks and metric values are those of the
+reference (:mod:`.reference`), so the decisions are the same: do not change the order of any
+arithmetic here without running the fast-equals-naive tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...graph import NodeKind
+from ...patching import run
+from ...problem import Problem
+from ...tasks import Batch
+from .kernel import head_kernel
+from .plan import HeadsStep, Mixer, NodePlan, Planner
+
+__all__ = ["Engine"]
+
+
+@dataclass
+class Candidates:
+    """One batch's results of the last evaluation, for :meth:`Engine.commit`."""
+
+    chg: torch.Tensor | None  # [n_rerun, c, b, p, d] re-run writers (None: v is the logits)
+    inputs: dict[int, torch.Tensor]  # slot of v -> [c, b, p', d] v's candidate inputs
+
+
+@dataclass(frozen=True)
+class SlotRemovals:
+    """Which edges into one input slot of ``v`` each candidate removes."""
+
+    K: torch.Tensor  # [c, n] 1 where candidate j removes edge i
+    writers: torch.Tensor  # [n] long: each edge's writer
+
+
+@dataclass
+class BatchState:
+    batch: Batch
+    abl: torch.Tensor | None  # [W, b|1, p, d] ablated writer outputs
+    out: torch.Tensor | None = None  # [W, b, p, d] writer outputs under the current mask
+    F: torch.Tensor | None = None  # [n_R, b|1, p, d] fixed part of the re-run readers' inputs
+    cur_in: dict = field(default_factory=dict)  # slot of v -> [b, p, d] current input
+    cand: Candidates | None = None  # the last evaluation
+    reps: dict = field(default_factory=dict)  # c -> the batch repeated for c candidates
+
+
+def _repeat(batch: Batch, c: int) -> Batch:
+    """``batch`` with every example repeated for ``c`` stacked candidates (candidate-major)."""
+    if c == 1:
+        return batch
+    rep = lambda t: None if t is None else t.repeat(c, *([1] * (t.dim() - 1)))  # noqa: E731
+    return Batch(rep(batch.clean), rep(batch.corrupted), rep(batch.answer), rep(batch.wrong),
+                 list(batch.rows) * c, rep(batch.clean_logits))
+
+
+class Engine:
+    """Evaluates candidate removal sets of edges into one node, re-running only what changes.
+
+    ``problem`` must carry what its metric needs (``problem.with_metric``); ``keep`` ([W, R]
+    numpy bool) is the caller's current mask, shared: downstream columns must not change while
+    a node is being tested (they never do in ACDC's order). ``mem_budget`` is in bytes.
+
+    Per node: :meth:`begin_node`, then any number of :meth:`evaluate` / :meth:`commit`, then
+    :meth:`end_node`. :meth:`reset` recomputes the writer outputs from ``keep``.
+    """
+
+    def __init__(self, problem: Problem, keep: np.ndarray, mem_budget: float = 2**29):
+        model = problem.model
+        self.adapter, self.g, self.metric = model.adapter, problem.graph, problem.metric
+        self.keep = keep
+        self.dev, self.dtype = model.device, model.dtype
+        self.n = problem.n_examples
+        self.states = [BatchState(b, problem.ablated(i)) for i, b in enumerate(problem.batches)]
+        self.heads_fn, self.last_query_ok = head_kernel(model)
+        self.planner = Planner(self.g, self.last_query_ok, self.dev, self.dtype)
+        self.mem_budget = mem_budget
+        self.valid = self.g.valid.numpy()
+        self.bias = self._slot_bias()
+        self.w_of, self.r_of = (t.tolist() for t in self.g.coords)  # per edge: writer, slot
+        self.plan: NodePlan | None = None
+        self.node_evals = 0
+        self.evaluations = 0
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _slot_bias(self) -> torch.Tensor:
+        """[R, d] the constant every reader slot's input contains (attention output biases)."""
+        g = self.g
+        d = self.adapter.d_model
+        bias = torch.zeros(g.n_readers, d, device=self.dev, dtype=self.dtype)
+        acc = torch.zeros(d, device=self.dev, dtype=self.dtype)
+        for layer in range(g.n_layers):
+            bias[g.attn_slots(layer)] = acc
+            b = self.adapter.attn_bias(layer)
+            acc_after = acc if b is None else acc + b.detach().to(self.dtype)
+            if not g.attn_only:
+                bias[g.mlp_slot(layer)] = acc if g.parallel else acc_after
+            acc = acc_after
+        bias[g.logits_slot] = acc
+        return bias
+
+    def _dense(self, keep: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(keep.astype(np.float32)).to(self.dev, self.dtype)
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Writer outputs under the current mask, from one patched forward per batch."""
+        mask = self._dense(self.keep)
+        for st in self.states:
+            _, st.out = run(self.adapter, st.batch.clean, mask=mask, ablated=st.abl,
+                            collect=True, last_only=True)
+
+    def _read(self, st: BatchState, slots: list[int], coef_keep: np.ndarray) -> torch.Tensor:
+        """``bias + sum_u (1 - keep) abl_u + coef_keep * out_u`` for ``slots``: [n, b|1, p, d]."""
+        valid = self.valid[:, slots]
+        W = self.g.n_writers
+        out = self.bias[slots][:, None, None, :]
+        ck = self._dense(coef_keep & valid).T  # [n, W]
+        out = out + (ck @ st.out.reshape(W, -1)).view(len(slots), *st.out.shape[1:])
+        if st.abl is not None:
+            ca = self._dense(~self.keep[:, slots] & valid).T
+            out = out + (ca @ st.abl.reshape(W, -1)).view(len(slots), *st.abl.shape[1:])
+        return out
+
+    # -- one node ------------------------------------------------------------------------------
+    def begin_node(self, v: int) -> bool:
+        """Prepare to test edges into node ``v``; False if ``v`` is dead (cannot reach logits)."""
+        keep = self.keep
+        self.plan = plan = self.planner.plan(keep, v)
+        if plan is None:
+            return False
+        fixed = keep.copy()
+        fixed[plan.rerun] = False
+        for st in self.states:
+            st.F = self._read(st, plan.readers, fixed[:, plan.readers])  # [n_R, b|1, p, d]
+            vin = self._read(st, plan.v_slots, keep[:, plan.v_slots])
+            st.cur_in = {s: vin[i] for i, s in enumerate(plan.v_slots)}
+            st.cand = None
+        return True
+
+    def max_candidates(self) -> int:
+        """How many candidates fit the memory budget in one evaluation."""
+        st, plan = self.states[0], self.plan
+        per_example = st.out[0, 0].numel() * st.out.element_size()
+        per_cand = (len(plan.rerun) + 3 * len(plan.v_slots) + 2) * per_example * self.n
+        return max(1, int(self.mem_budget // per_cand))
+
+    def _mix(self, st: BatchState, chg: torch.Tensor, mixer: Mixer, last: bool,
+             c: int) -> torch.Tensor:
+        """Inputs of reader ``rows``: fixed part + kept re-run writers: [n, c, b, p or 1, d]."""
+        F = st.F[mixer.rows]
+        if last:
+            F, chg = F[..., -1:, :], chg[..., -1:, :]
+        b, p, d = chg.shape[2:]
+        n = F.shape[0]
+        if len(mixer.cols) == 0:
+            return F[:, None].expand(n, c, b, p, d)
+        src = chg.index_select(0, mixer.cols)
+        mix = mixer.K @ src.reshape(len(mixer.cols), -1)
+        return F[:, None] + mix.view(n, c, b, p, d)
+
+    def _batch(self, st: BatchState, c: int) -> Batch:
+        if c not in st.reps:
+            st.reps[c] = _repeat(st.batch, c)
+        return st.reps[c]
+
+    # -- candidates ----------------------------------------------------------------------------
+    def _removals(self, sets: list[list[int]]) -> dict[int, SlotRemovals]:
+        """Per input slot of ``v``: which of its edges each candidate removes."""
+        c, plan = len(sets), self.plan
+        w_of, r_of = self.w_of, self.r_of
+        by_slot: dict[int, list[int]] = {s: [] for s in plan.v_slots}
+        for es in sets:
+            for e in es:
+                if e not in by_slot[r_of[e]]:
+                    by_slot[r_of[e]].append(e)
+        out = {}
+        for s, es in by_slot.items():
+            if es:
+                col = {e: i for i, e in enumerate(es)}
+                K = np.zeros((c, len(es)), dtype=np.float32)
+                for j, cand in enumerate(sets):
+                    for e in cand:
+                        if r_of[e] == s:
+                            K[j, col[e]] = 1
+                out[s] = SlotRemovals(torch.from_numpy(K).to(self.dev, self.dtype),
+                                      torch.tensor([w_of[e] for e in es], device=self.dev))
+        return out
+
+    def _candidate_inputs(self, st: BatchState, removals: dict[int, SlotRemovals],
+                          c: int) -> dict[int, torch.Tensor]:
+        """v's inputs under each candidate: slot -> [c, b, p or 1, d]."""
+        p = st.out.shape[2]
+        cand_in = {}
+        for s in self.plan.v_slots:
+            sl = slice(p - 1, p) if self.plan.v_last[s] else slice(None)
+            base = st.cur_in[s][:, sl]  # [b, p', d]
+            if s in removals:
+                rm = removals[s]
+                delta = st.out[rm.writers][:, :, sl]
+                if st.abl is not None:
+                    delta = delta - st.abl[rm.writers][:, :, sl]
+                corr = (rm.K @ delta.reshape(len(rm.writers), -1)).view(c, *base.shape)
+                cand_in[s] = base[None] - corr
+            else:
+                cand_in[s] = base[None].expand(c, *base.shape)
+        return cand_in
+
+    def _rerun(self, st: BatchState, cand_in: dict[int, torch.Tensor],
+               c: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1, d])."""
+        plan, g = self.plan, self.g
+        if plan.is_logits:
+            return None, cand_in[g.logits_slot]
+        b, p, d = st.out.shape[1:]
+        chg = st.out.new_empty((len(plan.rerun), c, b, p, d))
+        for i in plan.last_only_rows:  # never read there, but 0 * NaN is NaN
+            chg[i, :, :, : p - 1] = 0
+        node = g.nodes[plan.v]
+        at = slice(None) if plan.need_all[plan.v] else slice(p - 1, p)
+        if node.kind is NodeKind.ATTN:
+            q, k, vv = (cand_in[s].reshape(1, c * b, -1, d) for s in plan.v_slots)
+            out = self.heads_fn(node.layer, [node.head], q, k, vv)[0]
+        else:
+            x = cand_in[plan.v_slots[0]]
+            out = self.adapter.mlp(node.layer, x.reshape(c * b, -1, d))
+        out = out.view(c, b, -1, d)
+        chg[0, :, :, at] = out[:, :, -1:] if out.shape[2] != chg[0, :, :, at].shape[2] else out
+        for step in plan.steps:
+            if isinstance(step, HeadsStep):
+                self._run_heads(st, chg, step, c)
+            else:
+                inp = self._mix(st, chg, step.mixer, step.last, c)[0]
+                out = self.adapter.mlp(step.layer, inp.reshape(c * b, -1, d))
+                chg[step.out, :, :, slice(p - 1, p) if step.last else slice(None)] = out.view(
+                    c, b, -1, d)
+        return chg, self._mix(st, chg, plan.logit_mixer, True, c)[0]
+
+    def _run_heads(self, st: BatchState, chg: torch.Tensor, step: HeadsStep, c: int) -> None:
+        b, p, d = st.out.shape[1:]
+        inp = self._mix(st, chg, step.mixer, False, c)
+        nh = inp.shape[0] // 3
+        inp = inp.reshape(3, nh, c * b, p, d)  # q, k, v of each re-run head
+        for grp in step.groups:
+            q = inp[0, grp.rows]
+            if grp.last and self.last_query_ok:
+                q = q[:, :, -1:]
+            res = self.heads_fn(step.layer, grp.heads, q, inp[1, grp.rows], inp[2, grp.rows])
+            res = res.view(len(grp.heads), c, b, -1, d)
+            if grp.last:
+                res = res[:, :, :, -1:]
+            at = slice(p - 1, p) if grp.last else slice(None)
+            for i, o in enumerate(grp.outs):
+                chg[o, :, :, at] = res[i]
+
+    @torch.no_grad()
+    def evaluate(self, sets: list[list[int]]) -> list[float]:
+        """Mean metric over the dataset with each set of edges (into ``v``) removed on top of
+        the current mask. Remembers the candidates for :meth:`commit`."""
+        c = len(sets)
+        removals = self._removals(sets)
+        totals = [0.0] * c
+        for st in self.states:
+            b, d = st.out.shape[1], st.out.shape[3]
+            self.adapter.prepare(st.batch.clean)  # per-run state (e.g. rotary tables)
+            cand_in = self._candidate_inputs(st, removals, c)
+            chg, final = self._rerun(st, cand_in, c)
+            logits = self.adapter.unembed(final.reshape(c * b, 1, d))[:, -1]
+            values = self.metric(logits, self._batch(st, c)).view(c, b).sum(1).tolist()
+            for j in range(c):
+                totals[j] += values[j]
+            st.cand = Candidates(chg, cand_in)
+        self.evaluations += c
+        self.node_evals += c * (len(self.plan.rerun) + 1)
+        return [t / self.n for t in totals]
+
+    def commit(self, j: int) -> None:
+        """Make candidate ``j`` of the last evaluation the current state (only the positions
+        that were computed: the others are never read again)."""
+        plan = self.plan
+        for st in self.states:
+            p = st.out.shape[2]
+            if st.cand.chg is not None:
+                for i, u in enumerate(plan.rerun):
+                    at = slice(None) if plan.need_all[u] else slice(p - 1, p)
+                    st.out[u, :, at] = st.cand.chg[i, j, :, at]
+            for s in plan.v_slots:
+                at = slice(p - 1, p) if plan.v_last[s] else slice(None)
+                st.cur_in[s][:, at] = st.cand.inputs[s][j]
+
+    def end_node(self) -> None:
+        for st in self.states:
+            st.F, st.cand, st.cur_in = None, None, {}
+        self.plan = None

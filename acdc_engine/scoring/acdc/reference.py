@@ -1,0 +1,102 @@
+"""The naive reference: ACDC with one full patched forward over the dataset per tested edge.
+
+Slow and obviously right; kept to test the fast engine (identical decisions) and to measure
+it against (benchmarks/acdc_cost.py). Not for real runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import AcdcError
+from ...problem import Problem
+from ...progress import progress_bar
+from .checkpoints import fingerprint, load_checkpoint, run_settings
+from .config import AcdcConfig
+from .order import Topology, damage_fn, visit_order
+from .result import PruneResult, check_outcome
+
+__all__ = ["acdc_naive"]
+
+
+@torch.no_grad()
+def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
+    """ACDC by the definition (:mod:`.order`): each test is ``problem.evaluate([mask])``.
+
+    Reads ``config``'s tau, abs_value, max_tested (stops after that many tests made by this
+    call) and progress. ``config.checkpoint``, when set, is a checkpoint written by
+    :func:`acdc` to start from (read only), e.g. to compare decisions deep into a run without
+    repeating its start. Plain ACDC only (no ``guide``).
+    """
+    if config.guide is not None:
+        raise AcdcError("the naive reference implements plain ACDC only (config.guide is set)")
+    t0 = time.perf_counter()
+    problem = problem.with_metric(problem.metric)  # batches carry the clean logits if needed
+    g, model = problem.graph, problem.model
+    tau, max_tested = float(config.tau), config.max_tested
+    w_of, r_of = (t.tolist() for t in g.coords)
+    damage = damage_fn(problem.metric, config.abs_value)
+    mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
+
+    def m(mask) -> float:
+        return problem.evaluate([mask])[0]
+
+    topo = Topology(g)
+    keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
+    scores = torch.zeros(g.n_edges)
+    tested = torch.zeros(g.n_edges, dtype=torch.bool)
+    decisions, damages = [], []
+    order = visit_order(g)
+    start = 0
+    if config.checkpoint is not None:
+        path = Path(config.checkpoint)
+        state = load_checkpoint(path, fingerprint(problem, run_settings(problem, config)), g)
+        if state is None:
+            raise AcdcError(f"no checkpoint at {path}")
+        keep[:] = state.keep
+        mask = torch.from_numpy(keep.astype(np.float32)).to(mask)
+        scores, tested = state.scores.clone(), state.tested.clone()
+        decisions, damages = state.decisions, state.damages
+        cur, full, start = state.cur, state.full, state.position
+    else:
+        cur = full = m(mask)
+    n_start = len(decisions)
+    n_eval = 0
+    nodes_done = start
+    complete = True
+    for node, edges in progress_bar(order[start:], desc="acdc (naive)", enabled=config.progress):
+        alive = topo.alive(topo.adjacency(keep))
+        if not alive[node]:
+            for e in edges:
+                mask[w_of[e], r_of[e]] = 0
+                keep[w_of[e], r_of[e]] = False
+            nodes_done += 1
+            continue
+        for e in edges:
+            if max_tested is not None and len(decisions) - n_start >= max_tested:
+                complete = False
+                break
+            mask[w_of[e], r_of[e]] = 0
+            new = m(mask)
+            n_eval += 1
+            scores[e], tested[e] = new - cur, True
+            damages.append(damage(new, cur))
+            if damages[-1] < tau:
+                cur = new
+                keep[w_of[e], r_of[e]] = False
+                decisions.append((e, True))
+            else:
+                mask[w_of[e], r_of[e]] = 1
+                decisions.append((e, False))
+        if not complete:
+            break
+        nodes_done += 1
+    keep_e = torch.from_numpy(keep)[g.coords]
+    result = PruneResult(keep_e, scores, tested, decisions, full, cur, tau, n_eval, 0,
+                         time.perf_counter() - t0, nodes_done, complete)
+    check_outcome(result, damages, g, stacklevel=4)  # the caller (under no_grad's wrapper)
+    return result

@@ -1,0 +1,218 @@
+"""The model-family invariants of ARCHITECTURE.md, on every supported family.
+
+1. Keeping every edge reproduces the model's own logits (as traced by nnsight).
+2. Removing every edge reproduces the ablated (corrupted) run's logits.
+3. Removing all edges into a node equals node-level patching of that node's input,
+   done independently with an nnsight intervention on the Hugging Face model.
+4. EAP agrees with exact single-edge patching to first order (checked literally, with the
+   corrupted run shrunk towards the clean one), and ranks edges like exact patching does.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acdc_engine.patching import Ablation, run
+
+TOL = 1e-5  # float32; relative to the logits' scale (max |logit|, at least 1)
+
+
+def close(a, b, scale=None, tol=TOL):
+    scale = (b if scale is None else scale).abs().max().clamp(min=1.0)
+    return float((a - b).abs().max() / scale) < tol
+
+
+def ids_pair(model, seed=0, batch=3, length=6):
+    g = torch.Generator().manual_seed(seed)
+    v = model.hf.config.vocab_size
+    return (torch.randint(1, v, (batch, length), generator=g),
+            torch.randint(1, v, (batch, length), generator=g))
+
+
+def corrupted_acts(model, corrupted):
+    with torch.no_grad():
+        _, acts = run(model.adapter, corrupted, collect=True)
+    return acts
+
+
+def test_full_circuit_is_the_model(family_model):
+    clean, corrupted = ids_pair(family_model)
+    g = family_model.graph
+    ref = family_model.reference_logits(clean)
+    with torch.no_grad():
+        plain = run(family_model.adapter, clean)
+        full = run(family_model.adapter, clean, mask=torch.ones(g.n_writers, g.n_readers),
+                   ablated=corrupted_acts(family_model, corrupted))
+    assert close(plain, ref)
+    assert close(full, ref)
+
+
+@pytest.mark.parametrize("ablation", ["corrupted", "zero"])
+def test_empty_circuit_is_the_ablated_run(family_model, ablation):
+    clean, corrupted = ids_pair(family_model, seed=1)
+    g = family_model.graph
+    empty = torch.zeros(g.n_writers, g.n_readers)
+    with torch.no_grad():
+        if ablation == "corrupted":
+            got = run(family_model.adapter, clean, mask=empty,
+                      ablated=corrupted_acts(family_model, corrupted))
+            want = family_model.reference_logits(corrupted)
+            assert close(got, want)
+        else:  # zero: every reader sees only the constant biases, whatever the input
+            got = run(family_model.adapter, clean, mask=empty, ablated=None)
+            want = run(family_model.adapter, corrupted, mask=empty, ablated=None)
+            # (RMSNorm amplifies the rounding left in a near-zero residual: compare on the scale
+            # of the model's logits)
+            assert close(got, want, scale=family_model.reference_logits(clean), tol=1e-4)
+
+
+def _nnsight_node_patch(model, clean, corrupted, module_path):
+    """Logits of ``clean`` with the input of module ``module_path`` taken from ``corrupted``."""
+    def module(nn):
+        obj = nn
+        for part in module_path.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        return obj
+
+    nn = model.nn
+    with torch.no_grad():
+        with nn.trace(corrupted):
+            saved = module(nn).input.save()
+        with nn.trace(clean):
+            module(nn).input = saved
+            logits = nn.output.logits.save()
+    return logits
+
+
+def _reader_columns(g, node):
+    from acdc_engine.graph import EdgeKind
+
+    n = g.node(node)
+    if n.kind.value == "attn":
+        return [g.reader_slot(n, k) for k in (EdgeKind.Q, EdgeKind.K, EdgeKind.V)]
+    return [g.reader_slot(n)]
+
+
+@pytest.mark.parametrize("target", ["mlp0", "attn1", "logits"])
+def test_cutting_a_node_equals_node_patching(family_model, target):
+    from conftest import NODE_INPUT_MODULES
+
+    model = family_model
+    clean, corrupted = ids_pair(model, seed=2)
+    g = model.graph
+    mlp0, attn1, logits = NODE_INPUT_MODULES[model.family]
+    module, nodes = {
+        "mlp0": (mlp0, ["m0"]),
+        "attn1": (attn1, [f"a1.{h}" for h in range(g.n_heads)]),
+        "logits": (logits, ["logits"]),
+    }[target]
+    mask = torch.ones(g.n_writers, g.n_readers)
+    for node in nodes:
+        for col in _reader_columns(g, node):
+            mask[:, col] = 0
+    with torch.no_grad():
+        got = run(model.adapter, clean, mask=mask, ablated=corrupted_acts(model, corrupted))
+    want = _nnsight_node_patch(model, clean, corrupted, module)
+    assert close(got, want)
+    assert (got - model.reference_logits(clean)).abs().max() > 1e-3  # the patch did something
+
+
+def test_eap_is_exact_to_first_order(family_model):
+    """Shrink the corrupted run towards the clean one by eps: exact/eps -> EAP/eps."""
+    from acdc_engine.scoring import attribute
+    from acdc_engine.metrics import Metric
+    from acdc_engine.tasks import Batch
+
+    model = family_model
+    model.hf.double()
+    try:
+        clean, corrupted = ids_pair(model, seed=3, batch=2, length=5)
+        g = model.graph
+        eps = 1e-4
+        with torch.no_grad():
+            _, c_acts = run(model.adapter, clean, collect=True)
+            _, k_acts = run(model.adapter, corrupted, collect=True)
+        near = c_acts + eps * (k_acts - c_acts)  # an ablation a hair away from clean
+
+        class Fixed(Ablation):
+            def activations(self, adapter, batch):
+                return near
+
+        metric = Metric("logit", lambda lg, b: lg[:, 7])
+        batch = Batch(clean, corrupted, torch.zeros(2, dtype=torch.long), None, [0, 1])
+        from acdc_engine.problem import Problem
+
+        problem = Problem(model, [batch], metric, Fixed("corrupted"))
+        eap = attribute(problem, "eap", progress=False)
+        base = metric(run(model.adapter, clean, last_only=True)[:, -1], batch).mean()
+        w, r = g.coords
+        exact = torch.empty(g.n_edges, dtype=torch.float64)
+        with torch.no_grad():
+            for e in range(g.n_edges):
+                mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64)
+                mask[w[e], r[e]] = 0
+                lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True)
+                exact[e] = metric(lg[:, -1], batch).mean() - base
+        err = (exact / eps - eap.double() / eps).abs().max()
+        scale = (exact / eps).abs().max()
+        assert scale > 1e-2
+        assert err / scale < 1e-2, f"relative first-order error {err / scale:.2e}"
+    finally:
+        model.hf.float()
+
+
+def test_eap_ranks_edges_like_exact_patching(family_model):
+    from scipy.stats import spearmanr
+
+    from acdc_engine.scoring import attribute
+    from acdc_engine.scoring import exact_scores
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.tasks import prepare
+    from acdc_engine.testing import random_pairs
+
+    metric = registry().metric("logit_diff")
+    model = family_model
+    data = prepare("t", model.tokenizer, random_pairs(16))
+    problem = Problem.build(model, data, metric, Ablation("corrupted"), 8)
+    eap = attribute(problem, "eap", progress=False)
+    ig = attribute(problem, "eap-ig", ig_steps=8, progress=False)
+    exact = exact_scores(problem, progress=False)
+    rho_eap = spearmanr(eap.abs(), exact.abs()).statistic
+    rho_ig = spearmanr(ig.abs(), exact.abs()).statistic
+    assert rho_eap > 0.6, rho_eap
+    assert rho_ig > 0.6, rho_ig
+
+
+@pytest.mark.parametrize("kind", ["corrupted", "zero", "mean"])
+def test_eap_ig_matches_a_step_by_step_reference(gpt2, kind):
+    """EAP-IG sums its steps' reader gradients before the edge product: same scores as forming
+    mask.grad at every interpolation point, the textbook way."""
+    from acdc_engine.scoring import attribute
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.tasks import prepare
+    from acdc_engine.testing import random_pairs
+
+    metric = registry().metric("logit_diff")
+    problem = Problem.build(gpt2, prepare("t", gpt2.tokenizer, random_pairs(6)), metric, kind)
+    batches, abl = problem.batches, problem.ablation
+    steps, g, n = 4, gpt2.graph, 0
+    total = torch.zeros(g.n_writers, g.n_readers)
+    for batch in batches:
+        ablated = abl.activations(gpt2.adapter, batch)
+        with torch.no_grad():
+            _, clean = run(gpt2.adapter, batch.clean, collect=True)
+        base = torch.zeros_like(clean) if ablated is None else ablated.expand_as(clean)
+        for step in range(1, steps + 1):
+            mask = torch.ones(g.n_writers, g.n_readers, requires_grad=True)
+            embed = base[0] + step / steps * (clean[0] - base[0])
+            out = run(gpt2.adapter, batch.clean, mask=mask, delta=clean - base, embed=embed)
+            metric(out[:, -1], batch).sum().backward()
+            total += mask.grad
+        n += len(batch)
+    reference = g.from_dense(-total / (steps * n))
+    got = attribute(problem, "eap-ig", ig_steps=steps, progress=False)
+    assert reference.abs().max() > 0
+    assert torch.allclose(got, reference, atol=1e-5, rtol=1e-4), (got - reference).abs().max()
