@@ -84,10 +84,11 @@ def main():
 
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from acdc_engine.attribution import attribute
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
     from acdc_engine.patching import Ablation
     from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.scoring import attribute
     from acdc_engine.tasks import Batch
 
     torch.manual_seed(0)
@@ -119,8 +120,9 @@ def main():
         return step
 
     def method(name):
-        return lambda: attribute(lm, [batch], metric, abl, name, ig_steps=args.ig_steps,
-                                 progress=False)
+        # a fresh Problem per call: the corrupted forward is part of the cost measured
+        return lambda: attribute(Problem(lm, [batch], metric, abl), name,
+                                 ig_steps=args.ig_steps, progress=False)
 
     print(f"model: GPT-2 shape {args.layers}x{args.heads}, d_model {args.d_model}, vocab "
           f"{args.vocab}; {g.n_edges} edges; batch {B} x {P} tokens; device {dev}; "

@@ -30,7 +30,7 @@ def main():
     import mlflow
 
     from acdc_engine import discover
-    from acdc_engine.models import load_model
+    from acdc_engine import load_model
     from acdc_engine.plugins import registry
 
     model = load_model(registry().task("ioi").model)  # loaded once: the comparison is tracking

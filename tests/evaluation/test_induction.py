@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from acdc_engine.patching import Ablation
 
 
 def test_pairs_are_induction_pairs():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acdc_engine.patching import Ablation, run
+from acdc_engine.patching import run
 
 REPO = Path(__file__).resolve().parents[2]
 TRACR = REPO / "tasks" / "tracr"

@@ -95,10 +95,12 @@ def save_checkpoint(path: Path, ckpt: Checkpoint, fp: dict) -> None:
 
 
 def _numpy_globals() -> list:
-    """What a version-1 file needs: numpy arrays as data (under numpy 1 and 2 names)."""
+    """What a version-1 file needs: its numpy arrays (bool, int64, float64) as data, under
+    numpy 1 and numpy 2 names."""
     core = getattr(np, "_core", None) or np.core
     rebuild = core.multiarray._reconstruct
-    return [np.ndarray, np.dtype, (rebuild, "numpy.core.multiarray._reconstruct"),
+    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.int64, np.float64)]
+    return [np.ndarray, np.dtype, *dtypes, (rebuild, "numpy.core.multiarray._reconstruct"),
             (rebuild, "numpy._core.multiarray._reconstruct")]
 
 
