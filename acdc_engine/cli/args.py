@@ -1,0 +1,103 @@
+"""Shared argument types and option groups of the ``acdc`` commands.
+
+Types check a value when the command line is parsed, before anything heavy is imported, so a
+nonsense option fails at once with argparse's usage message (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..errors import AcdcError
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    n = count(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return x
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    x = finite(text)
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {x:g}")
+    return x
+
+
+def budgets(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise AcdcError(f"--budgets expects percentages like 1,5,10,100, got {text!r}") from None
+    if not out or any(not 0 < b <= 100 for b in out):
+        raise AcdcError(f"--budgets must be percentages in (0, 100], got {text!r}")
+    return out
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=positive,
+                   help="CPU threads for torch (default: torch's; on a busy machine 1 is "
+                        "often much faster)")
+
+
+def add_tracking_args(p: argparse.ArgumentParser, experiment="the task's name") -> None:
+    p.add_argument("--experiment", help=f"MLflow experiment (default: {experiment})")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///results/mlflow.db)")
+    p.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
+
+
+def settings(args) -> dict:
+    """Method settings from --ig-steps and --set KEY=VALUE (numbers parsed as numbers)."""
+    out = {}
+    if args.ig_steps is not None:
+        out["ig_steps"] = args.ig_steps
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AcdcError(f"--set expects KEY=VALUE, got {item!r}")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out
+
+
+
+
+def record(args) -> dict:
+    """RecordConfig options from the tracking flags; default output results/EXPERIMENT/RUN-ID."""
+    from ..records import results_dir
+
+    return dict(out=args.out, results=results_dir(), progress=not args.no_progress,
+                track=not args.no_track, tracking_uri=args.tracking_uri,
+                experiment=args.experiment)

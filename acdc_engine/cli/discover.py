@@ -1,0 +1,65 @@
+"""``acdc discover``: find the circuit of a task in a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .args import (
+    add_threads_arg,
+    add_tracking_args,
+    count,
+    finite,
+    fraction,
+    positive,
+    record,
+    settings,
+)
+
+ORDER = 10
+
+def _cmd_discover(args) -> int:
+    from ..api import discover
+
+    result = discover(
+        args.model, args.task, args.method, metric=args.metric, ablation=args.ablation,
+        n_edges=args.edges, threshold=args.threshold, target=args.target,
+        n_examples=args.examples, batch_size=args.batch_size, settings=settings(args),
+        seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
+        render=not args.no_render, **record(args),
+    )
+    print(result.summary())
+    return 2 if result.tracking_error else 0
+
+
+def register(sub) -> None:
+    d = sub.add_parser("discover", help="find the circuit of a task in a model")
+    d.add_argument("--model", help="model name, local path or hub id (default: the task's model)")
+    d.add_argument("--task", default="ioi", help="registered task name or data file (default ioi)")
+    d.add_argument("--method", default="eap-ig",
+                   help="a registered method: eap, eap-ig, ... (default eap-ig; see acdc plugins)")
+    d.add_argument("--metric", help="metric name (default: the task's)")
+    d.add_argument("--ablation", choices=["corrupted", "mean", "zero"],
+                   help="what replaces removed edges (default: the task's, usually corrupted)")
+    size = d.add_mutually_exclusive_group()
+    size.add_argument("--edges", type=count, help="keep the top N edges by |score|")
+    size.add_argument("--threshold", type=finite, help="keep edges with |score| >= T")
+    d.add_argument("--target", type=fraction, default=0.8,
+                   help="without --edges/--threshold: smallest budget reaching this "
+                        "normalized faithfulness (default 0.8)")
+    d.add_argument("--examples", type=positive,
+                   help="number of task examples (default: the task's)")
+    d.add_argument("--batch-size", type=positive, default=32)
+    d.add_argument("--ig-steps", type=positive, help="EAP-IG interpolation steps (default 5)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a method setting, e.g. --set tau=0.02 (repeatable)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    d.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    d.add_argument("--out", type=Path,
+                   help="output directory (default results/EXPERIMENT/RUN-ID)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-render", action="store_true",
+                   help="skip the circuit pictures (circuit.svg/.png/.html); faster")
+    add_threads_arg(d)
+    add_tracking_args(d)
+    d.set_defaults(func=_cmd_discover)

@@ -1,0 +1,52 @@
+"""``acdc evaluate``: faithfulness curve, CPR and CMD of saved edge scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .args import add_threads_arg, add_tracking_args, budgets, positive, record
+
+
+
+ORDER = 20
+
+def _cmd_evaluate(args) -> int:
+    from ..api import evaluate_scores
+
+    pcts = budgets(args.budgets) if args.budgets else None
+    result = evaluate_scores(
+        args.scores, model=args.model, task=args.task, metric=args.metric,
+        ablation=args.ablation, n_examples=args.examples, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
+        ground_truth=args.ground_truth, **({"budgets": pcts} if pcts else {}),
+        **record(args),
+    )
+    print(result.summary())
+    return 2 if result.tracking_error else 0
+
+
+def register(sub) -> None:
+    ev = sub.add_parser("evaluate", help="faithfulness curve, CPR and CMD of saved edge scores")
+    ev.add_argument("--scores", required=True, metavar="RUN_OR_FILE",
+                    help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
+    ev.add_argument("--model", help="model (default: the scored run's)")
+    ev.add_argument("--task", help="task name or data file (default: the scored run's)")
+    ev.add_argument("--metric", help="metric (default: the scored run's)")
+    ev.add_argument("--ablation", choices=["corrupted", "mean", "zero"],
+                    help="ablation (default: the scored run's)")
+    ev.add_argument("--examples", type=positive, help="number of examples (default: the run's)")
+    ev.add_argument("--batch-size", type=positive, help="(default: the run's)")
+    ev.add_argument("--seed", type=int, help="(default: the run's)")
+    ev.add_argument("--budgets", help="edge budgets in percent, comma-separated "
+                                      "(default 0.1,0.2,0.5,1,2,5,10,20,50,100)")
+    ev.add_argument("--ground-truth", type=Path, metavar="FILE",
+                    help="also the edge and node ROC AUC of the scores against this "
+                         "ground-truth circuit (a JSON edge list, {\"edges\": [...]}, or a "
+                         "circuit.json)")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--dtype", default=None)
+    ev.add_argument("--out", type=Path, help="output directory (default results/EXPERIMENT/RUN-ID)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_arg(ev)
+    add_tracking_args(ev)
+    ev.set_defaults(func=_cmd_evaluate)

@@ -1,0 +1,20 @@
+"""``acdc graph``: a model's node and edge counts."""
+
+from __future__ import annotations
+
+ORDER = 50
+
+def _cmd_graph(args) -> int:
+    from ..api import load_model
+
+    lm = load_model(args.model, device="cpu")
+    g = lm.graph
+    print(f"model {args.model} (family {lm.family})")
+    print(g.summary())
+    return 0
+
+
+def register(sub) -> None:
+    g = sub.add_parser("graph", help="print a model's node and edge counts")
+    g.add_argument("--model", required=True, help="model name, local path or hub id")
+    g.set_defaults(func=_cmd_graph)
