@@ -11,7 +11,7 @@ width for CPUs) with random weights, saves it and loads it by path through acdc-
 batch of random clean/corrupted pairs, and then, in one process:
 
   1. times one plain forward pass over the batch (the unit of "forward-pass equivalents");
-  2. runs the fast ACDC (``acdc_engine.pruning.acdc``) over the whole graph, checkpointing
+  2. runs the fast ACDC (``acdc_engine.scoring.acdc.acdc``) over the whole graph, checkpointing
      after every node and keeping the checkpoint of node ``--deep-node`` (default: the middle);
   3. runs the naive reference (``acdc_naive``: one full patched forward per tested edge) for the
      first ``--naive-edges`` tested edges from the start, and again for as many edges resumed
@@ -20,11 +20,12 @@ batch of random clean/corrupted pairs, and then, in one process:
      speed-up (fast full-run rate over the naive rate) and whether the decision sequences of
      the two agree on both stretches.
 
-``--guided`` instead compares plain ACDC with attribution-guided ACDC (``acdc_guided`` with
-EAP-IG estimates) on the shipped tiny-ioi model and the ioi task, at several taus: circuit size
-(after dead ends are pruned), normalized faithfulness (task metric, logit difference), KL to the
-full model, edges decided by a test, candidate evaluations, accepted group removals, edges kept
-untested, time (guided: including its EAP-IG pass) and the overlap (Jaccard) of the circuits.
+``--guided`` instead compares plain ACDC with attribution-guided ACDC (``acdc`` with a
+``Guide`` of EAP-IG estimates) on the shipped tiny-ioi model and the ioi task, at several taus:
+circuit size (after dead ends are pruned), normalized faithfulness (task metric, logit
+difference), KL to the full model, edges decided by a test, candidate evaluations, accepted
+group removals, edges kept untested, time (guided: including its EAP-IG pass) and the overlap
+(Jaccard) of the circuits.
 
 tau: ``--tau auto`` (default) takes the median of the positive single-edge damages of the
 logits' incoming edges (one batched evaluation), which prunes the graph to a sparse circuit as
@@ -57,15 +58,16 @@ def clock(device):
     return time.perf_counter(), time.process_time()
 
 
-def auto_tau(lm, batches, metric, abl):
+def auto_tau(problem):
     """Median positive damage of removing each logits edge alone (one batched evaluation)."""
     import numpy as np
 
-    from acdc_engine.pruning import _Engine, visit_order
+    from acdc_engine.scoring.acdc import visit_order
+    from acdc_engine.scoring.acdc.engine import Engine
 
-    g = lm.graph
+    g = problem.graph
     keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
-    eng = _Engine(lm, batches, metric, abl, keep)
+    eng = Engine(problem, keep)
     eng.reset()
     node, edges = visit_order(g)[0]
     eng.begin_node(node)
@@ -79,29 +81,24 @@ def auto_tau(lm, batches, metric, abl):
 
 def compare_guided(args):
     """ACDC vs attribution-guided ACDC on tiny-ioi / ioi (see the module docstring)."""
-    from acdc_engine.attribution import attribute
-    from acdc_engine.circuits import prune_dead
-    from acdc_engine.discovery import _setup, load_task
-    from acdc_engine.evaluation import evaluate_masks
-    from acdc_engine.patching import Ablation
+    from acdc_engine.api.setup import build_problem, load_model, load_task
+    from acdc_engine.circuit import prune_dead
     from acdc_engine.plugins import registry
-    from acdc_engine.pruning import acdc, acdc_guided, with_clean_logits
+    from acdc_engine.scoring import attribute
+    from acdc_engine.scoring.acdc import AcdcConfig, Guide, acdc
 
     task = load_task("ioi")
-    kl, task_metric = registry().metric("kl_div"), registry().metric(task.default_metric)
-    abl = Ablation("corrupted")
-    lm, data, batches = _setup(task.model, task, task_metric, abl, args.examples, 32,
-                               args.seed, args.device, args.dtype)
+    lm = load_model(task.model, device=args.device, dtype=args.dtype)
+    problem, data = build_problem(lm, task, metric=task.default_metric, ablation="corrupted",
+                                  n_examples=args.examples, batch_size=32, seed=args.seed)
     g = lm.graph
-    kb = with_clean_logits(lm, batches, kl)
+    kl = problem.with_metric(registry().metric("kl_div"))  # the pruning metric
     t0 = time.perf_counter()
-    est = attribute(lm, kb, kl, abl, method="eap-ig", ig_steps=5, progress=False)
+    est = attribute(kl, method="eap-ig", ig_steps=5, progress=False)
     t_est = time.perf_counter() - t0
     print(f"model tiny-ioi ({g.summary()}); task ioi, {len(data)} examples; metric kl_div; "
           f"ablation corrupted; EAP-IG estimates (5 steps) in {t_est:.2f}s")
-    zero = torch.zeros(g.n_writers, g.n_readers)
-    full_m, empty_m = evaluate_masks(lm, batches, task_metric, abl, [None, zero],
-                                     progress=False)
+    full_m, empty_m = problem.evaluate([None, problem.empty_mask()])
     head = (f"{'tau':>7} {'method':<12} {'edges':>5} {'faithful':>8} {'KL':>7} "
             f"{'decided':>7} {'evals':>6} {'groups':>6} {'untested':>8} {'time s':>7} "
             f"{'jaccard':>7}")
@@ -111,14 +108,11 @@ def compare_guided(args):
         rows = []
         for name in ("acdc", "acdc-guided"):
             t0 = time.perf_counter()
-            if name == "acdc":
-                r = acdc(lm, kb, kl, abl, tau, progress=False)
-            else:
-                r = acdc_guided(lm, kb, kl, abl, tau, est, progress=False)
+            guide = None if name == "acdc" else Guide(est)
+            r = acdc(kl, AcdcConfig(tau, progress=False, guide=guide))
             secs = time.perf_counter() - t0 + (t_est if name != "acdc" else 0.0)
             keep = prune_dead(g, r.keep)
-            (m,) = evaluate_masks(lm, batches, task_metric, abl, [g.mask_from_edges(keep)],
-                                  progress=False)
+            (m,) = problem.evaluate([g.mask_from_edges(keep)])
             rows.append((name, r, keep, (m - empty_m) / (full_m - empty_m), secs))
         a, b = rows[0][2], rows[1][2]
         union = int((a | b).sum())
@@ -162,11 +156,12 @@ def main():
 
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from acdc_engine.models import load_model
-    from acdc_engine.patching import Ablation, run
+    from acdc_engine.api.setup import load_model
+    from acdc_engine.patching import run
     from acdc_engine.plugins import registry
-    from acdc_engine.pruning import acdc, acdc_naive, visit_order, with_clean_logits
-    from acdc_engine.tasks import Batch
+    from acdc_engine.problem import Problem
+    from acdc_engine.scoring.acdc import AcdcConfig, acdc, acdc_naive, visit_order
+    from acdc_engine.tasks import TaskData
 
     torch.manual_seed(args.seed)
     cfg = GPT2Config(n_layer=args.layers, n_head=args.heads, n_embd=args.d_model,
@@ -179,11 +174,12 @@ def main():
         dev, g = lm.device, lm.graph
         B, P = args.batch, args.pos
         gen = torch.Generator().manual_seed(args.seed + 1)
-        ids = lambda *shape: torch.randint(0, args.vocab, shape, generator=gen).to(dev)  # noqa
-        batch = Batch(ids(B, P), ids(B, P), ids(B), ids(B), list(range(B)))
+        ids = lambda *shape: torch.randint(0, args.vocab, shape, generator=gen).tolist()  # noqa
+        clean, corrupted, answer, wrong = ids(B, P), ids(B, P), ids(B), ids(B)
+        data = TaskData("random", [{} for _ in range(B)], clean, corrupted, answer, wrong)
         metric = registry().metric("kl_div")
-        batches = with_clean_logits(lm, [batch], metric)
-        abl = Ablation("corrupted")
+        problem = Problem.build(lm, data, metric, "corrupted", batch_size=B)  # one batch
+        batch = problem.batches[0]
 
         with torch.no_grad():
             run(lm.adapter, batch.clean, last_only=True)
@@ -193,7 +189,7 @@ def main():
                 run(lm.adapter, batch.clean, last_only=True)
                 times.append(clock(dev)[0] - t0)
         fwd = statistics.median(times)
-        tau = auto_tau(lm, batches, metric, abl) if args.tau == "auto" else float(args.tau)
+        tau = auto_tau(problem) if args.tau == "auto" else float(args.tau)
         order = visit_order(g)
         deep = args.deep_node if args.deep_node is not None else len(order) // 2
         print(f"model: GPT-2 shape {args.layers}x{args.heads}, d_model {args.d_model}, vocab "
@@ -219,8 +215,8 @@ def main():
         t_fast, c_fast = clock(dev)
         if prof:
             prof.enable()
-        fast = acdc(lm, batches, metric, abl, tau, speculate=args.speculate, checkpoint=ckpt,
-                    checkpoint_every=1, callback=keep_deep, progress=False)
+        fast = acdc(problem, AcdcConfig(tau, speculate=args.speculate, checkpoint=ckpt,
+                                        checkpoint_every=1, callback=keep_deep, progress=False))
         if prof:
             prof.disable()
         t1, c1 = clock(dev)
@@ -233,11 +229,12 @@ def main():
         # -- naive: two stretches ------------------------------------------------------------
         K = args.naive_edges
         t0, c0 = clock(dev)
-        head = acdc_naive(lm, batches, metric, abl, tau, max_tested=K)
+        head = acdc_naive(problem, AcdcConfig(tau, max_tested=K, progress=False))
         t1, c1 = clock(dev)
         mid = None
         if deep_ckpt.exists():
-            mid = acdc_naive(lm, batches, metric, abl, tau, max_tested=K, resume=deep_ckpt)
+            mid = acdc_naive(problem, AcdcConfig(tau, max_tested=K, checkpoint=deep_ckpt,
+                                                 progress=False))
         t2, c2 = clock(dev)
         n_naive = head.n_tested + (0 if mid is None else mid.n_tested - seen["decisions"])
         naive_s, naive_cpu = t2 - t0, c2 - c0
