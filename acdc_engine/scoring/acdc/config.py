@@ -35,7 +35,7 @@ class NodeDone:
     n_kept: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds a tensor: compared by identity
 class Guide:
     """Attribution guidance for ACDC (see :mod:`.driver`, guided ACDC).
 
