@@ -24,6 +24,7 @@ from ..evaluation.groundtruth import ground_truth_for
 from ..models import LoadedModel, resolve_device, resolve_dtype
 from ..patching import Ablation
 from ..plugins import registry
+from ..problem import Problem
 from ..records import Recorder, parent_run_id, write_scores
 from ..resources import reset_peak_memory, set_threads
 from ..tasks import Task
@@ -81,18 +82,9 @@ def discover(
               "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets)}
 
     def work(rec: Recorder) -> DiscoveryResult:
-        rec.log_params({**params, **version_params()})
         t_start = time.perf_counter()
-        try:
-            reset_peak_memory(resolve_device(cfg.device))
-        except Exception:  # an unusable device is reported by load_model below
-            pass
-        lm = load_model(model_id, device=cfg.device, dtype=cfg.dtype)
-        problem, data = build_problem(lm, task_obj, metric=metric_obj, ablation=ablation.kind,
-                                      n_examples=cfg.n_examples, batch_size=cfg.batch_size,
-                                      seed=cfg.seed)
-        params.update(model_params(lm, data))
-        rec.log_params(model_params(lm, data))
+        lm, problem = recorded_setup(rec, params, model_id, task_obj, metric_obj,
+                                     ablation.kind, cfg)
         t_load = time.perf_counter()
         on_scores = None
         if (p := rec.path("edge_scores.tsv")) is not None:
@@ -119,3 +111,21 @@ def discover(
 
     return recorded("discover", f"{method} {Path(name).name}", rc, experiment,
                     {"settings": settings_d}, {}, work)
+
+
+def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, ablation: str,
+                   cfg: DiscoverConfig) -> tuple[LoadedModel, Problem]:
+    """Log ``params``, load the model, build the problem and log what identifies them (weights
+    and data hashes, device, dtype); ``params`` is updated in place."""
+    rec.log_params({**params, **version_params()})
+    try:
+        reset_peak_memory(resolve_device(cfg.device))
+    except Exception:  # an unusable device is reported by load_model below
+        pass
+    lm = load_model(model, device=cfg.device, dtype=cfg.dtype)
+    problem, data = build_problem(lm, task_obj, metric=metric, ablation=ablation,
+                                  n_examples=cfg.n_examples, batch_size=cfg.batch_size,
+                                  seed=cfg.seed)
+    params.update(model_params(lm, data))
+    rec.log_params(model_params(lm, data))
+    return lm, problem

@@ -24,12 +24,13 @@ from ..models import LoadedModel, resolve_device, resolve_dtype
 from ..patching import Ablation
 from ..plugins import registry
 from ..records import Recorder, find_run, parent_run_id, read_scores
-from ..resources import reset_peak_memory, set_threads
+from ..resources import set_threads
 from .config import DiscoverConfig, RecordConfig, split_options
+from .discover import recorded_setup
 from .pipeline import ground_truth_aucs
-from .recording import model_params, record_evaluation, recorded, version_params
+from .recording import record_evaluation, recorded
 from .results import EvaluationResult, degenerate_warning
-from .setup import build_problem, load_model, load_task, task_ref
+from .setup import load_task, task_ref
 
 __all__ = ["evaluate_scores", "EvaluateConfig"]
 
@@ -98,17 +99,7 @@ def evaluate_scores(
               "source": label if source is None or not source.run_id else source.run_id}
 
     def work(rec: Recorder) -> EvaluationResult:
-        rec.log_params({**params, **version_params()})
-        try:
-            reset_peak_memory(resolve_device(cfg.device))
-        except Exception:
-            pass
-        lm = load_model(model, device=cfg.device, dtype=cfg.dtype)
-        problem, data = build_problem(lm, task_obj, metric=metric_obj, ablation=abl.kind,
-                                      n_examples=cfg.n_examples, batch_size=cfg.batch_size,
-                                      seed=cfg.seed)
-        params.update(model_params(lm, data))
-        rec.log_params(model_params(lm, data))
+        lm, problem = recorded_setup(rec, params, model, task_obj, metric_obj, abl.kind, cfg)
         g = lm.graph
         if isinstance(scores, torch.Tensor):
             if scores.shape != (g.n_edges,):

@@ -7,9 +7,10 @@
     base          :class:`Method` (a named method with typed settings and a search space)
 """
 
+from .acdc import AcdcConfig, acdc
 from .attribution import ATTRIBUTION_METHODS, attribute
 from .base import Method, MethodOutput, NoSettings, setting
 from .exact import exact_scores
 
-__all__ = ["attribute", "ATTRIBUTION_METHODS", "exact_scores", "Method", "MethodOutput",
+__all__ = ["acdc", "AcdcConfig", "attribute", "ATTRIBUTION_METHODS", "exact_scores", "Method", "MethodOutput",
            "NoSettings", "setting"]
