@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "discover": "api", "evaluate_scores": "api", "DiscoveryResult": "api",
     "EvaluationResult": "api", "DiscoverConfig": "api", "RecordConfig": "api",
+    "sweep": "api", "cross_faithfulness": "api",
     "load_model": "api.setup", "load_task": "api.setup", "build_problem": "api.setup",
     "Graph": "graph", "Node": "graph", "Edge": "graph", "NodeKind": "graph",
     "EdgeKind": "graph", "Circuit": "circuit", "Problem": "problem", "AcdcError": "errors",
