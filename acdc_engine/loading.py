@@ -13,24 +13,40 @@ error instead of giving silently wrong circuits. Loading by name goes through th
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from .errors import AcdcError, UnsupportedModelError
-from .models import LoadedModel, ModelFamily, resolve_device, resolve_dtype
-from .patching import run
 
-__all__ = ["load_hf_model", "wrap", "adapt", "self_check"]
+if TYPE_CHECKING:  # torch, the models and the patched forward are imported where they are used,
+    import torch  # so the file checks (check_model_dir) run before any heavy import
+
+    from .models import LoadedModel, ModelFamily
+
+__all__ = ["load_hf_model", "plan_device_map", "check_model_dir", "hub_options", "hub_reachable",
+           "wrap", "adapt", "self_check"]
 
 
 def load_hf_model(
-    path_or_id: str, *, device=None, dtype=None, revision: str | None = None
+    path_or_id: str, *, device=None, dtype=None, revision: str | None = None,
+    device_map: dict | str | None = None, max_memory: dict | None = None,
 ) -> tuple[torch.nn.Module, Any | None]:
-    """Load a causal LM and (if it has one) its tokenizer from a local path or the hub."""
+    """Load a causal LM and (if it has one) its tokenizer from a local path or the hub.
+
+    ``device_map`` (or a dict given as ``device``, e.g. through ``load_model``) places the
+    model's modules with accelerate: ``{"transformer.h.0": "cuda:0", ...}``, a plan from
+    :func:`plan_device_map`, or ``"auto"``/``"balanced"`` with ``max_memory``; the model is then
+    not moved as a whole."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from .models import resolve_device, resolve_dtype
+
+    if isinstance(device, dict):
+        device_map, device = device, None
 
     hf_logging.disable_progress_bar()  # loading small models is instant; the bar is noise
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -38,24 +54,189 @@ def load_hf_model(
     looks_like_path = path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1
     if not local.exists() and looks_like_path:
         raise AcdcError(f"model path {path_or_id!r} does not exist")
-    source = str(local) if local.exists() else path_or_id
+    if local.exists():
+        check_model_dir(local)  # a broken directory is one line naming the file
+        source, extra = str(local), {}
+    else:
+        source, extra = path_or_id, hub_options(path_or_id, revision)
+    placed = {}
+    if device_map is not None:
+        _require_accelerate()
+        placed = {"device_map": device_map, "max_memory": max_memory}
     try:
-        hf = AutoModelForCausalLM.from_pretrained(source, dtype=dt, revision=revision)
+        hf = AutoModelForCausalLM.from_pretrained(source, dtype=dt, revision=revision, **extra,
+                                                  **placed)
     except OSError as e:
         raise AcdcError(
-            f"could not load model {path_or_id!r}: {str(e).splitlines()[0]} "
+            f"could not load model {path_or_id!r}: {_first_line(e)} "
             "(a local directory needs config.json and weights; a hub id needs network access)"
         ) from None
     except ValueError as e:
         raise UnsupportedModelError(
-            f"could not load model {path_or_id!r}: {str(e).splitlines()[0]}"
+            f"could not load model {path_or_id!r}: {_first_line(e)}"
         ) from None
-    hf = hf.to(dev).eval()
+    except Exception as e:  # e.g. a weights file the checks above could not see through
+        raise AcdcError(f"could not load model {path_or_id!r}: {type(e).__name__}: "
+                        f"{_first_line(e)}") from None
+    if placed and any(p.device.type == "meta" for p in hf.parameters()):
+        raise AcdcError(
+            f"model {path_or_id!r}: the device_map offloads weights (to 'cpu' beside "
+            "accelerators, or to 'disk'); the patched forward reads each module's weights "
+            "directly, so every module must live on a device (plan with max_memory over "
+            "accelerators only, or over 'cpu' alone)")
+    hf = (hf if placed else hf.to(dev)).eval()
     try:
-        tok = AutoTokenizer.from_pretrained(source, revision=revision)
+        tok = AutoTokenizer.from_pretrained(source, revision=revision, **extra)
     except (OSError, ValueError, TypeError):
         tok = None
     return hf, _declared_tokenizer(source, tok)
+
+
+def _require_accelerate():
+    from .extras import require
+
+    return require("accelerate", "all", "loading with a device_map (a model across devices)")
+
+
+def plan_device_map(path_or_id: str, max_memory: dict, dtype=None) -> dict[str, str | int]:
+    """Plan where each module of a model goes, without loading its weights: the model is built
+    on the meta device (accelerate's ``init_empty_weights``) and
+    ``infer_auto_device_map`` fills the devices of ``max_memory`` in order (e.g.
+    ``{0: "20GiB", 1: "20GiB", "cpu": "60GiB"}``), never splitting a decoder block. Returns
+    module name -> device, for :func:`load_hf_model`'s ``device_map``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .models import resolve_dtype
+
+    accelerate = _require_accelerate()
+    config = AutoConfig.from_pretrained(path_or_id)
+    with accelerate.init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(config)
+    empty.tie_weights()  # tied embeddings are planned once
+    return dict(accelerate.infer_auto_device_map(
+        empty, max_memory=max_memory, dtype=resolve_dtype(dtype),
+        no_split_module_classes=list(getattr(empty, "_no_split_modules", None) or [])))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse a local model directory that cannot load, with one line naming the file: not a
+    directory, empty, no or unreadable ``config.json``, no weights, a ``*.safetensors`` file that
+    is truncated or not safetensors at all, a ``pytorch_model.bin`` that weights-only loading
+    refuses (a pickle that asks to run code). Reads headers only (a safetensors file is checked
+    against its own header; a .bin is opened memory-mapped on the meta device)."""
+    if not path.is_dir():
+        raise AcdcError(f"model path {str(path)!r} is a file; expected a model directory "
+                        "(config.json and weights)")
+    files = {p.name: p for p in path.iterdir()}
+    if not files:
+        raise AcdcError(f"model directory {str(path)!r} is empty; expected config.json and "
+                        "weights (model.safetensors)")
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise AcdcError(f"model directory {str(path)!r} has no config.json (found: "
+                        f"{', '.join(sorted(files)[:6])})")
+    try:
+        json.loads(cfg.read_text())
+    except (OSError, ValueError) as e:
+        raise AcdcError(f"{cfg} is not a readable JSON file: {_first_line(e)}") from None
+    safetensors = sorted(p for n, p in files.items() if n.endswith(".safetensors"))
+    bins = sorted(p for n, p in files.items() if n.endswith(".bin") and "model" in n)
+    if not safetensors and not bins:
+        raise AcdcError(f"model directory {str(path)!r} has no weights (model.safetensors or "
+                        "pytorch_model.bin)")
+    for p in safetensors:
+        _check_safetensors(p)
+    if not safetensors:  # transformers would read the .bin files
+        for p in bins:
+            _check_torch_bin(p)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file: an 8-byte header length, a JSON header, then every tensor's bytes."""
+    size = path.stat().st_size
+    what = f"{path} is not a valid safetensors file"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise AcdcError(f"{what}: only {size} bytes (truncated or empty)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            if n > 100 * 2**20:
+                raise AcdcError(f"{what}: its first bytes are not a safetensors header "
+                                "(random or foreign data?)")
+            raise AcdcError(f"{what}: truncated in its header ({size} bytes, the header alone "
+                            f"needs {n + 8})")
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise AcdcError(f"{what}: its header is not readable JSON (random or foreign "
+                            "data?)") from None
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        raise AcdcError(f"{path} is truncated: {size} bytes, its header describes {need}")
+
+
+def _check_torch_bin(path: Path) -> None:
+    """A pickled ``pytorch_model.bin`` must load with ``weights_only=True`` (no code runs)."""
+    import torch
+
+    try:
+        torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    except Exception as e:
+        text = _first_line(e)
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            text = "it asks to run code, which weights-only loading refuses"
+        raise AcdcError(f"{path} cannot be loaded safely: {text}") from None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> str | None:
+    """None if the Hugging Face hub (``$HF_ENDPOINT``) answers a TCP connect within
+    ``timeout`` seconds, else why not (so a missing model fails in seconds, not after ~35 s of
+    transformers' retries)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.geturl()} cannot be reached ({e.strerror or e})"
+    return None
+
+
+def hub_options(model_id: str, revision: str | None = None) -> dict:
+    """``from_pretrained`` options for hub id ``model_id``: ``local_files_only`` when offline
+    (``HF_HUB_OFFLINE``) or when the hub cannot be reached and the model is cached; an
+    :class:`AcdcError` at once when neither the hub nor the cache has it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision),
+                            str)
+    except Exception:  # not a valid repo id: transformers says what is wrong with it
+        return {}
+    if _offline():
+        if not cached:
+            raise AcdcError(f"model {model_id!r} is not a local directory and not in the "
+                            "Hugging Face cache, and HF_HUB_OFFLINE is set (unset it to "
+                            "download, or pass a local path)")
+        return {"local_files_only": True}
+    why = hub_reachable()
+    if why is None:
+        return {}
+    if cached:
+        return {"local_files_only": True}
+    raise AcdcError(f"model {model_id!r} is not a local directory and not in the Hugging Face "
+                    f"cache, and {why}; pass a local path, or download it where there is "
+                    "network access")
 
 
 def _declared_tokenizer(source: str, tok):
@@ -93,6 +274,8 @@ def adapt(model_id: str, hf: torch.nn.Module, tokenizer, families: dict[str, Mod
           | list[ModelFamily], revision: str | None = None) -> LoadedModel:
     """Pick the first of ``families`` that runs ``hf``, build the :class:`LoadedModel` and
     check it (:func:`self_check`)."""
+    from .models import LoadedModel
+
     families = list(families.values()) if isinstance(families, dict) else list(families)
     for fam in families:
         if fam.matches(hf):
@@ -117,6 +300,10 @@ def self_check(model: LoadedModel, length: int = 4) -> None:
     Catches configurations a family does not know (an unusual attention variant, a scaled
     embedding) at load time, with a clear error, rather than as silently wrong circuits.
     """
+    import torch
+
+    from .patching import run
+
     vocab = getattr(model.hf.config, "vocab_size", 2)
     ids = (torch.arange(length, device=model.device) * 7 + 1)[None] % vocab
     with torch.no_grad():

@@ -23,6 +23,17 @@ again by name in its storage (``load_if_exists``), so re-running a sweep continu
 ``n_trials`` is the study's total of finished trials, not a number to add. A trial that
 raises is recorded FAILED (its MLflow run too) and the study goes on.
 
+Interrupted and lost trials are redone, not counted: a trial stopped by Ctrl-C or SIGTERM is
+marked ``interrupted`` and queued again with the same parameters (the next run of the sweep, or
+another worker, redoes it); on a database storage the workers send optuna heartbeats
+(``heartbeat`` seconds; ``grace`` without one marks a trial failed), so the trial of a worker
+that was killed outright is marked FAIL and queued again (``RetryFailedTrialCallback``).
+Counted toward ``n_trials``: COMPLETE trials and FAIL trials that were not retried. Many
+workers (processes or machines) can run ``sweep`` on one study at once: each starts a trial
+only while the study needs one, and a trial started in a race beyond ``n_trials`` is PRUNED at
+once (marked ``surplus``), so the study ends with exactly ``n_trials`` counted trials. See
+docs/scale.md.
+
 Tracking: one parent MLflow run per sweep, each trial's discovery a nested child run (tagged
 with the study and trial number); the Pareto front is written to
 ``<results>/sweeps/<study>/pareto.json`` (with ``trials.json``, and every trial's circuit under
@@ -34,7 +45,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,7 +72,9 @@ class SweepConfig:
     :func:`~acdc_engine.api.discover`; ``track``/``tracking_uri``/``experiment``: the MLflow
     parent run (experiment default ``sweep-<task>``); ``results``: the results root (default
     ``$ACDC_RESULTS`` or ``./results``); ``timeout``: stop starting trials after this many
-    seconds; ``verbose``: print one line per trial."""
+    seconds; ``verbose``: print one line per trial; ``heartbeat``/``grace``: optuna heartbeat
+    interval and grace period in seconds on database storages (grace default 4 heartbeats;
+    heartbeat None: no heartbeats, a killed worker's trial stays RUNNING)."""
 
     storage: str | None = None
     study_name: str | None = None
@@ -78,6 +93,8 @@ class SweepConfig:
     results: str | Path | None = None
     timeout: float | None = None
     verbose: bool = True
+    heartbeat: float | None = 30.0
+    grace: float | None = None
 
     def check(self) -> SweepConfig:
         """Refuse unknown methods and ablations and a bad tau range now, not in every trial."""
@@ -92,6 +109,10 @@ class SweepConfig:
         lo, hi = self.tau_range
         if not 0 < lo <= hi:
             raise AcdcError(f"tau range must satisfy 0 < low <= high, got {self.tau_range}")
+        for name in ("heartbeat", "grace"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise AcdcError(f"{name} must be a positive number of seconds, got {v}")
         return self
 
 
@@ -100,7 +121,9 @@ def _optuna():
     from ..extras import require
 
     optuna = require("optuna", "search", "acdc sweep")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: optuna's own "Trial N failed" warning carries a traceback (also on Ctrl-C); the
+    # objective prints one line per failed trial instead
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
 
@@ -153,9 +176,12 @@ class SweepResult:
 
     def summary(self) -> str:
         done = sum(t["state"] == "COMPLETE" for t in self.trials)
-        failed = sum(t["state"] == "FAIL" for t in self.trials)
+        stopped = sum(t["state"] == "FAIL" and t["interrupted"] for t in self.trials)
+        failed = sum(t["state"] == "FAIL" for t in self.trials) - stopped
+        extra = f", {stopped} interrupted and redone" if stopped else ""
         lines = [f"study {self.study_name!r} in {_redact(self.storage)}: {len(self.trials)} "
-                 f"trials ({done} complete, {failed} failed; {self.ran} run now)", *self.notes,
+                 f"trials ({done} complete, {failed} failed{extra}; {self.ran} run now)",
+                 *self.notes,
                  f"Pareto front (normalized faithfulness up, edges down): "
                  f"{len(self.pareto)} trial(s)", self.table()]
         if self.out_dir is not None:
@@ -192,7 +218,8 @@ def _trial_row(t) -> dict:
             "settings": p, "faithfulness": values[0],
             "edges": int(values[1]) if values[1] == values[1] else None,
             "run_id": t.user_attrs.get("run_id"), "out": t.user_attrs.get("out"),
-            "error": t.user_attrs.get("error"), "seconds": t.user_attrs.get("seconds")}
+            "error": t.user_attrs.get("error"), "seconds": t.user_attrs.get("seconds"),
+            "interrupted": bool(t.user_attrs.get("interrupted"))}
 
 
 @dataclass
@@ -207,9 +234,14 @@ class _Objective:
     parent: object = None  # the parent RunHandle, set once it is open
     ran: int = 0
 
+    n_trials: int = 0
+
     def __call__(self, trial):
+        from ..records.studies import prune_surplus
         from .discover import discover
 
+        prune_surplus(trial, self.n_trials)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         self.ran += 1
         cfg = self.cfg
         method, ablation, settings, n_edges = _suggest(trial, cfg, self.lm.graph.n_edges)
@@ -223,6 +255,9 @@ class _Objective:
                            dtype=cfg.dtype, threads=cfg.threads, track=cfg.track,
                            tracking_uri=cfg.tracking_uri, experiment=None, nested=True,
                            out=trial_dir, curve=False, render=False, progress=False)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: redone later, not counted
+            trial.set_user_attr("interrupted", True)
+            raise
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
             if cfg.verbose:
@@ -255,26 +290,6 @@ class _Objective:
                 {"optuna.study": self.study, "optuna.trial": number})
 
 
-def _open_study(optuna, name: str, url: str | None, seed: int):
-    """The study ``name`` in ``url`` (created or resumed) and its number of finished trials."""
-    try:
-        study = optuna.create_study(study_name=name, storage=url, load_if_exists=True,
-                                    directions=["maximize", "minimize"],
-                                    sampler=optuna.samplers.TPESampler(seed=seed))
-    except Exception as e:
-        raise AcdcError(f"optuna storage {_redact(url or 'memory')!r} cannot be used for "
-                        f"study {name!r}: {type(e).__name__}: {e}") from None
-    n_done = len(study.get_trials(deepcopy=False, states=_finished(optuna)))
-    # a resumed study must not replay the first run's random start: reseed past it
-    study.sampler = optuna.samplers.TPESampler(seed=seed + n_done)
-    return study, n_done
-
-
-def _finished(optuna) -> tuple:
-    s = optuna.trial.TrialState
-    return (s.COMPLETE, s.FAIL, s.PRUNED)
-
-
 def sweep(task="ioi", model=None, *, n_trials: int = 20, config: SweepConfig | None = None,
           **options) -> SweepResult:
     """Run (or continue) the multi-objective study; return its Pareto front.
@@ -286,6 +301,7 @@ def sweep(task="ioi", model=None, *, n_trials: int = 20, config: SweepConfig | N
     ``results``, ``timeout``, ``verbose``), applied over ``config``.
     """
     from ..records import results_dir, run_context
+    from ..records.studies import open_study, requeue_interrupted, work
     from .setup import load_model, load_task
 
     cfg = _config(config, options)
@@ -302,11 +318,13 @@ def sweep(task="ioi", model=None, *, n_trials: int = 20, config: SweepConfig | N
                                     f"{task_obj.name}-{Path(str(model_id)).name}")
     root = Path(cfg.results).resolve() if cfg.results is not None else results_dir()
     url = _storage(cfg.storage, root)
-    study, n_done = _open_study(optuna, name, url, cfg.seed)
+    study, n_done = open_study(optuna, name, url, cfg)
     out_dir = root / "sweeps" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = [f"resumed: {n_done} finished trial(s) already in the study"] if n_done else []
-    objective = _Objective(lm, task_obj, cfg, out_dir, name)
+    if requeued := requeue_interrupted(optuna, study):
+        notes.append(f"{requeued} interrupted trial(s) queued again")
+    objective = _Objective(lm, task_obj, cfg, out_dir, name, n_trials=n_trials)
 
     with run_context(cfg.experiment or f"sweep-{task_obj.name}", f"sweep {name}",
                      enabled=cfg.track, uri=cfg.tracking_uri,
@@ -317,14 +335,19 @@ def sweep(task="ioi", model=None, *, n_trials: int = 20, config: SweepConfig | N
                            "n_trials": n_trials, "methods": ",".join(cfg.methods),
                            "ablations": ",".join(cfg.ablations),
                            "tau_range": list(cfg.tau_range), "seed": cfg.seed})
-        todo = max(0, n_trials - n_done)
-        if todo == 0:
+        if n_done >= n_trials:
             notes.append(f"the study already has {n_done} finished trial(s) >= --n-trials "
                          f"{n_trials}: nothing to run (raise --n-trials to continue it)")
         else:
-            study.optimize(objective, n_trials=todo, timeout=cfg.timeout, catch=(Exception,),
-                           callbacks=[optuna.study.MaxTrialsCallback(
-                               n_trials, states=_finished(optuna))])
+            try:
+                work(optuna, study, objective, n_trials, cfg.timeout,
+                      poll=min(2.0, (cfg.heartbeat or 4) / 2))
+            except KeyboardInterrupt:  # queue the interrupted trial again, then stop
+                try:
+                    requeue_interrupted(optuna, study)
+                except Exception:  # the next run of the sweep queues it
+                    pass
+                raise
         trials = [_trial_row(t) for t in study.get_trials(deepcopy=False)]
         front = sorted((_trial_row(t) for t in study.best_trials),
                        key=lambda r: (r["edges"], -r["faithfulness"]))

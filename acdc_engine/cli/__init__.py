@@ -49,12 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run the command; one-line errors (exit 2), interruptions (Ctrl-C, SIGTERM,
+    SIGHUP: the run is marked KILLED, exit 130/143/129)."""
+    from ..records.signals import exit_code, terminate_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with terminate_as_interrupt():
+            return args.func(args)
     except AcdcError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
+        return exit_code(e)

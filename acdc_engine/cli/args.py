@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..errors import AcdcError
 
@@ -42,12 +43,49 @@ def finite(text: str) -> float:
     return x
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    x = finite(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {x:g}")
+    return x
+
+
 def fraction(text: str) -> float:
     """argparse type: a number in (0, 1]."""
     x = finite(text)
     if not 0 < x <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {x:g}")
     return x
+
+
+def model_ref(text: str) -> str:
+    """argparse type for ``--model``: a shipped name, hub id or local directory. A path (one
+    that starts with ``.``, ``/`` or ``~``, or has two slashes) must exist, and a local directory
+    must hold a loadable model (config.json, intact weights: :func:`acdc_engine.loading.
+    check_model_dir`), checked now, before torch is imported."""
+    local = Path(text).expanduser()
+    path_like = text.startswith((".", "/", "~")) or text.count("/") > 1
+    if local.exists() and (path_like or "/" in text):
+        from ..loading import check_model_dir
+
+        try:
+            check_model_dir(local)
+        except AcdcError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    elif path_like and not local.exists():
+        raise argparse.ArgumentTypeError(f"model path {text!r} does not exist")
+    return text
+
+
+TASK_FILE_SUFFIXES = (".jsonl", ".csv", ".json")
+
+
+def task_ref(text: str) -> str:
+    """argparse type for ``--task``: a registered name, or a data file that must exist."""
+    if Path(text).suffix.lower() in TASK_FILE_SUFFIXES and not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"task file {text!r} does not exist")
+    return text
 
 
 def budgets(text: str) -> tuple[float, ...]:

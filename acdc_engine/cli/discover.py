@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .args import (
+    model_ref,
+    task_ref,
     add_threads_arg,
     add_tracking_args,
     count,
@@ -33,8 +35,10 @@ def _cmd_discover(args) -> int:
 
 def register(sub) -> None:
     d = sub.add_parser("discover", help="find the circuit of a task in a model")
-    d.add_argument("--model", help="model name, local path or hub id (default: the task's model)")
-    d.add_argument("--task", default="ioi", help="registered task name or data file (default ioi)")
+    d.add_argument("--model", type=model_ref,
+                   help="model name, local path or hub id (default: the task's model)")
+    d.add_argument("--task", type=task_ref, default="ioi",
+                   help="registered task name or data file (default ioi)")
     d.add_argument("--method", default="eap-ig",
                    help="a registered method: eap, eap-ig, ... (default eap-ig; see acdc plugins)")
     d.add_argument("--metric", help="metric name (default: the task's)")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .args import add_threads_arg, add_tracking_args, budgets, positive, record
+from .args import (
+    add_threads_arg,
+    add_tracking_args,
+    budgets,
+    model_ref,
+    positive,
+    record,
+    task_ref,
+)
 
 
 
@@ -29,8 +37,9 @@ def register(sub) -> None:
     ev = sub.add_parser("evaluate", help="faithfulness curve, CPR and CMD of saved edge scores")
     ev.add_argument("--scores", required=True, metavar="RUN_OR_FILE",
                     help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
-    ev.add_argument("--model", help="model (default: the scored run's)")
-    ev.add_argument("--task", help="task name or data file (default: the scored run's)")
+    ev.add_argument("--model", type=model_ref, help="model (default: the scored run's)")
+    ev.add_argument("--task", type=task_ref,
+                    help="task name or data file (default: the scored run's)")
     ev.add_argument("--metric", help="metric (default: the scored run's)")
     ev.add_argument("--ablation", choices=["corrupted", "mean", "zero"],
                     help="ablation (default: the scored run's)")

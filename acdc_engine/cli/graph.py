@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .args import model_ref
+
 ORDER = 50
 
 def _cmd_graph(args) -> int:
@@ -16,5 +18,6 @@ def _cmd_graph(args) -> int:
 
 def register(sub) -> None:
     g = sub.add_parser("graph", help="print a model's node and edge counts")
-    g.add_argument("--model", required=True, help="model name, local path or hub id")
+    g.add_argument("--model", type=model_ref, required=True,
+                   help="model name, local path or hub id")
     g.set_defaults(func=_cmd_graph)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .args import add_threads_arg, add_tracking_args, count, finite, positive
+from .args import (
+    add_threads_arg,
+    add_tracking_args,
+    count,
+    finite,
+    model_ref,
+    positive,
+    positive_seconds,
+    task_ref,
+)
 
 ORDER = 60
 
@@ -20,6 +29,7 @@ def _cmd_sweep(args) -> int:
         batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
         track=not args.no_track, tracking_uri=args.tracking_uri, experiment=args.experiment,
         results=results_dir(), timeout=args.timeout, threads=args.threads,
+        heartbeat=args.heartbeat, grace=args.grace,
     )
     print(result.summary())
     return 0
@@ -28,8 +38,10 @@ def _cmd_sweep(args) -> int:
 def register(sub) -> None:
     sw = sub.add_parser("sweep", help="optuna search over methods and settings: Pareto front "
                                       "of faithfulness vs circuit size")
-    sw.add_argument("--task", default="ioi", help="task name or data file (default ioi)")
-    sw.add_argument("--model", help="model (default: the task's, tiny-ioi for ioi)")
+    sw.add_argument("--task", default="ioi", type=task_ref,
+                    help="task name or data file (default ioi)")
+    sw.add_argument("--model", type=model_ref,
+                    help="model (default: the task's, tiny-ioi for ioi)")
     sw.add_argument("--n-trials", type=count, default=20,
                     help="the study's total of finished trials (default 20); a resumed study "
                          "runs only the missing ones")
@@ -50,6 +62,12 @@ def register(sub) -> None:
     sw.add_argument("--dtype", default=None)
     sw.add_argument("--timeout", type=finite,
                     help="stop starting trials after this many seconds")
+    sw.add_argument("--heartbeat", type=positive_seconds, default=30.0,
+                    help="seconds between optuna heartbeats of a running trial on a database "
+                         "storage (default 30): a killed worker's trial is redone")
+    sw.add_argument("--grace", type=positive_seconds,
+                    help="seconds without a heartbeat before a trial is marked failed and "
+                         "queued again (default 4 heartbeats)")
     add_threads_arg(sw)
     add_tracking_args(sw, experiment="sweep-TASK")
     sw.set_defaults(func=_cmd_sweep)

@@ -3,6 +3,10 @@
 ``plugin_manager()`` loads plugins once: entry points in the ``acdc_engine`` group (the
 built-ins included) and, later, anything registered in-process with :func:`register`.
 
+A plugin whose entry point fails to import (or to register) does not take the other commands
+down: it is skipped with one warning on stderr naming the entry point, its distribution and how
+to block it, and ``acdc plugins`` lists it as broken (:func:`broken`).
+
 Environment variables (read when the manager is created)
     ``ACDC_BLOCK_PLUGINS``  comma-separated plugin names not to load.
     ``ACDC_TRACE_HOOKS``    set to 1 to print every hook call (with the plugins it calls) and
@@ -20,9 +24,11 @@ import pluggy
 from .. import hookspecs
 from ..errors import PluginError
 
-__all__ = ["plugin_manager", "register", "unregister", "providers", "trace_hooks"]
+__all__ = ["plugin_manager", "register", "unregister", "providers", "broken", "trace_hooks"]
 
 _PM: pluggy.PluginManager | None = None
+_DISTS: dict[str, str] = {}  # entry-point plugin name -> "distribution version"
+_BROKEN: dict[str, str] = {}  # entry-point plugin name -> what went wrong (one line)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -35,13 +41,49 @@ def plugin_manager() -> pluggy.PluginManager:
             pm.set_blocked(name.strip())
         if os.environ.get("ACDC_TRACE_HOOKS", "").strip() not in ("", "0"):
             trace_hooks(pm)
-        try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-        except Exception as e:  # a broken third-party plugin must say who it is
-            raise PluginError(f"failed to load an acdc_engine plugin entry point: {e!r}") from e
+        load_entry_points(pm)
         pm.check_pending()
         _PM = pm
     return _PM
+
+
+def load_entry_points(pm: pluggy.PluginManager, group: str = hookspecs.PROJECT) -> int:
+    """Load and register the plugins of entry-point ``group`` (what pluggy's
+    ``load_setuptools_entrypoints`` does), skipping blocked names. One that fails to import or
+    to register is left out with a warning and recorded in :func:`broken`; the others load.
+    Returns the number loaded."""
+    import importlib.metadata as md
+
+    count = 0
+    for dist in list(md.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != group or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            where = f"{dist.metadata['Name']} {dist.version}"
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as e:
+                if pm.has_plugin(ep.name):
+                    pm.unregister(name=ep.name)
+                text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                _BROKEN[ep.name] = f"{type(e).__name__}: {text}".rstrip(": ")
+                _DISTS[ep.name] = where
+                print(f"warning: plugin {ep.name!r} (entry point '{ep.name} = {ep.value}' of "
+                      f"{where}) failed to load: {_BROKEN[ep.name]}; it is skipped (block it "
+                      f"with ACDC_BLOCK_PLUGINS={ep.name}, or uninstall "
+                      f"{dist.metadata['Name']})", file=sys.stderr)
+                continue
+            _BROKEN.pop(ep.name, None)
+            _DISTS[ep.name] = where
+            count += 1
+    return count
+
+
+def broken() -> dict[str, tuple[str, str]]:
+    """Entry-point plugins that failed to load: name -> (distribution, what went wrong)."""
+    plugin_manager()
+    return {name: (_DISTS.get(name, "?"), why) for name, why in sorted(_BROKEN.items())}
 
 
 def register(plugin: object, name: str | None = None) -> str:
@@ -71,9 +113,8 @@ def unregister(name: str) -> None:
 def providers() -> dict[str, str]:
     """Plugin name -> the distribution that provides it ("in-process" if none)."""
     pm = plugin_manager()
-    dists = {pm.get_name(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()}
-    return {name: dists.get(name, "in-process") for name, p in pm.list_name_plugin()
-            if p is not None}
+    return {name: _DISTS.get(name, "in-process") for name, p in pm.list_name_plugin()
+            if p is not None and name not in _BROKEN}
 
 
 def trace_hooks(pm: pluggy.PluginManager,

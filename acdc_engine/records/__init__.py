@@ -5,14 +5,34 @@
     files        edge_scores.tsv, run ids
     recorder     Recorder: params, metrics, artifacts and run.json, partial outputs on failure
     runs         finding a run again, listing runs
+    signals      SIGTERM/SIGHUP handled like Ctrl-C (KILLED runs, exit 143/129)
+
+The names below are imported on first use, so ``acdc --help`` and option errors do not wait
+for torch or mlflow.
 """
 
-from .files import new_run_id, read_scores, write_scores
-from .mlflow_run import RunHandle, active_run, parent_run_id, run_context
-from .recorder import Recorder
-from .runs import SourceRun, find_run, format_runs, list_runs
-from .store import TrackingError, resolve_uri, results_dir
+from __future__ import annotations
 
-__all__ = ["RunHandle", "run_context", "active_run", "parent_run_id", "Recorder", "SourceRun",
-           "find_run", "list_runs", "format_runs", "new_run_id", "read_scores", "write_scores",
-           "TrackingError", "resolve_uri", "results_dir"]
+import importlib
+
+_WHERE = {
+    "new_run_id": "files", "read_scores": "files", "write_scores": "files",
+    "RunHandle": "mlflow_run", "active_run": "mlflow_run", "parent_run_id": "mlflow_run",
+    "run_context": "mlflow_run", "Recorder": "recorder", "SourceRun": "runs",
+    "find_run": "runs", "format_runs": "runs", "list_runs": "runs",
+    "TrackingError": "store", "resolve_uri": "store", "results_dir": "store",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -16,14 +16,19 @@ else a timestamp id (``20250101-120000-eap-ig-1a2b``). ``run.json`` is written b
 from __future__ import annotations
 
 import secrets
+import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import AcdcError
-from ..graph import Graph
 from .store import safe_name
+
+if TYPE_CHECKING:  # torch and the graph are imported where scores are read or written
+    import torch
+
+    from ..graph import Graph
 
 __all__ = ["new_run_id", "now", "write_scores", "read_scores"]
 
@@ -40,16 +45,29 @@ def now() -> str:
 
 
 def write_scores(path: str | Path, graph: Graph, scores: torch.Tensor) -> Path:
-    """``edge<TAB>score`` per edge, in graph order (``edge_scores.tsv``)."""
+    """``edge<TAB>score`` per edge, in graph order (``edge_scores.tsv``); returns the file.
+
+    Scores are the expensive part of a run: if ``path`` cannot be written (its directory was
+    removed, the disk is full), they are written to a new temporary directory instead and the
+    user is told where on stderr."""
     path = Path(path)
-    with open(path, "w") as f:
-        f.write("edge\tscore\n")
-        f.writelines(f"{e.name}\t{s:.6g}\n" for e, s in zip(graph.edges, scores.tolist()))
+    lines = ["edge\tscore\n", *(f"{e.name}\t{s:.6g}\n"
+                                 for e, s in zip(graph.edges, scores.tolist()))]
+    try:
+        path.write_text("".join(lines))
+    except OSError as e:
+        kept = Path(tempfile.mkdtemp(prefix="acdc-kept-")) / path.name
+        kept.write_text("".join(lines))
+        print(f"warning: cannot write {path} ({e.strerror or e}); the scores are kept in "
+              f"{kept}", file=sys.stderr)
+        return kept
     return path
 
 
 def read_scores(path: str | Path, graph: Graph) -> torch.Tensor:
     """Scores from an ``edge_scores.tsv`` in ``graph``'s edge order; every edge must appear."""
+    import torch
+
     path = Path(path)
     values: dict[str, float] = {}
     try:

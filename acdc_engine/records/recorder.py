@@ -86,19 +86,51 @@ class Recorder:
                             f"{e.strerror or e}") from None
 
     def path(self, name: str) -> Path | None:
-        """``name`` in the run directory (created on first use); None when nothing is kept."""
+        """``name`` in the run directory (created on first use); None when nothing is kept.
+
+        A run directory that can no longer be written (removed, replaced, out of space) is
+        replaced by a new temporary one, and the user is told where (:meth:`rescue`)."""
         if self.dir is None:
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.rescue(e)
         return self.dir / name
+
+    def rescue(self, error: OSError) -> Path:
+        """Move the run's outputs to a new directory after writing to the run directory failed:
+        files already there are copied (as far as they can be read), later files go there, and
+        the user is told where on stderr and in run.json (``kept_in``)."""
+        old, new = self.dir, Path(tempfile.mkdtemp(prefix="acdc-kept-"))
+        if old is not None and old.is_dir():
+            for f in old.iterdir():
+                try:
+                    if f.is_file():
+                        shutil.copy2(f, new / f.name)
+                except OSError:
+                    pass
+        self.dir, self.temporary = new, False
+        self.record["kept_in"] = str(new)
+        print(f"warning: cannot write the run directory {old} ({error.strerror or error}); "
+              f"the run's outputs are kept in {new}", file=sys.stderr)
+        return new
 
     def write_json(self) -> None:
         p = self.path("run.json")
-        if p is not None:
-            files = sorted(f.name for f in self.dir.iterdir()
-                           if f.is_file() and f.name != "run.json")
-            self.record["artifacts"] = [*files, "run.json"]
-            p.write_text(json.dumps(self.record, indent=2, default=str))
+        if p is None:
+            return
+        for attempt in (0, 1):
+            try:
+                files = sorted(f.name for f in self.dir.iterdir()
+                               if f.is_file() and f.name != "run.json")
+                self.record["artifacts"] = [*files, "run.json"]
+                p.write_text(json.dumps(self.record, indent=2, default=str))
+                return
+            except OSError as e:
+                if attempt:
+                    raise
+                p = self.rescue(e) / "run.json"
 
     def finish(self) -> None:
         """Write run.json (status FINISHED) and log the run directory as artifacts.
@@ -121,7 +153,7 @@ class Recorder:
         """Keep the partial outputs: run.json with the error, and log what there is."""
         if exc is self.tracking_error and self.record.get("status") == "FINISHED":
             return  # finish() recorded it: the run's work is complete and on disk
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"  # and SIGTERM
         self.record.update(status=status, finished=now(),
                            error=f"{type(exc).__name__}: {exc}".strip())
         try:

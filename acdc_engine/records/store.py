@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import AcdcError
 
@@ -112,15 +114,58 @@ def client(uri: str):
         env = {k: v for k, v in env.items() if k not in os.environ}
     os.environ.update(env)
     try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
-    except Exception as e:
-        raise TrackingError(uri, "open the store", e) from e
+        with _init_lock(db):
+            client = _open(MlflowClient, uri, retry=db is not None)
     finally:
         for k in env:
             os.environ.pop(k, None)
     _CLIENTS[uri] = client
     return client
+
+
+_TRANSIENT = ("already exists", "database is locked", "duplicate column", "unique constraint")
+
+
+def _open(MlflowClient, uri: str, retry: bool, attempts: int = 6):
+    """An MlflowClient that has answered a query. On a SQLite store, errors that a concurrent
+    first use causes (another process creating the same tables) are retried with back-off, so
+    a good store is never reported broken; anything else, or the last attempt, is a
+    :class:`TrackingError`."""
+    for attempt in range(attempts):
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            return client
+        except Exception as e:
+            transient = any(t in str(e).lower() for t in _TRANSIENT)
+            if not (retry and transient) or attempt == attempts - 1:
+                raise TrackingError(uri, "open the store", e) from e
+            time.sleep(0.2 * 2**attempt)
+
+
+@contextmanager
+def _init_lock(db: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` (next to a SQLite database) while the store is
+    opened: the first use creates its tables, which several processes must not do at once."""
+    if db is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the retries in _open cover the race
+        yield
+        return
+    try:
+        f = open(db.parent / f"{db.name}.lock", "a")
+    except OSError:  # a read-only directory: opening the store says what is wrong
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def experiment_id(client, uri: str, name: str) -> str:

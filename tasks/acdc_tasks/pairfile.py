@@ -26,7 +26,10 @@ import json
 from pathlib import Path
 
 from acdc_engine.errors import TaskDataError
-from acdc_engine.tasks import Task
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a task is built: reading and checking rows needs no torch
+    from acdc_engine.tasks import Task
 
 __all__ = ["SUFFIXES", "REQUIRED", "EXAMPLE", "read_pairs", "pair_file_task", "write_pairs",
            "write_ioi_example"]
@@ -156,6 +159,8 @@ def pair_file_task(path: str | Path) -> Task:
 
     def file_rows(n: int | None, seed: int = 0) -> list[dict]:
         return [dict(r) for r in (rows if n is None else rows[:n])]
+
+    from acdc_engine.tasks import Task
 
     return Task(
         name=path.stem,

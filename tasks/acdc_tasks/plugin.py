@@ -5,8 +5,9 @@ Registered through the ``acdc_engine`` entry-point group like any third-party ta
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from acdc_engine.hookspecs import hookimpl
-from acdc_engine.tasks import Task
 
 
 def _ioi_rows(n: int | None, seed: int = 0) -> list[dict]:
@@ -15,23 +16,28 @@ def _ioi_rows(n: int | None, seed: int = 0) -> list[dict]:
     return make_pairs(64 if n is None else n, seed=seed)
 
 
-IOI = Task(
-    name="ioi",
-    rows=_ioi_rows,
-    description=(
-        "Indirect object identification: 'When Mary and John went to the store , John gave a "
-        "drink to' -> ' Mary' (not ' John'); corrupted prompts use three other names (ABC)."
-    ),
-    default_metric="logit_diff",
-    default_ablation="corrupted",
-    default_n=64,
-    model="tiny-ioi",
-)
+@lru_cache(maxsize=1)
+def ioi_task():
+    """The ``ioi`` task (built on first use: importing this plugin imports no torch)."""
+    from acdc_engine.tasks import Task
+
+    return Task(
+        name="ioi",
+        rows=_ioi_rows,
+        description=(
+            "Indirect object identification: 'When Mary and John went to the store , John gave a "
+            "drink to' -> ' Mary' (not ' John'); corrupted prompts use three other names (ABC)."
+        ),
+        default_metric="logit_diff",
+        default_ablation="corrupted",
+        default_n=64,
+        model="tiny-ioi",
+    )
 
 
 @hookimpl
 def acdc_tasks():
-    return [IOI]
+    return [ioi_task()]
 
 
 @hookimpl

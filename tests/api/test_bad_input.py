@@ -19,12 +19,12 @@ from acdc_engine.testing import random_pairs
 
 
 def test_model_the_families_do_not_know(tmp_path):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM  # ALiBi: no family runs it
 
-    GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, vocab_size=50)).save_pretrained(tmp_path)
+    BloomForCausalLM(BloomConfig(hidden_size=16, n_layer=1, n_head=2,
+                                 vocab_size=50)).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError,
-                       match=r"model_type='gpt_neox'.*known families: .*gpt2"):
+                       match=r"model_type='bloom'.*known families: .*gpt2"):
         load_model(str(tmp_path))
 
 
