@@ -67,10 +67,11 @@ def load_hf_model(
         hf = AutoModelForCausalLM.from_pretrained(source, dtype=dt, revision=revision, **extra,
                                                   **placed)
     except OSError as e:
-        raise AcdcError(
-            f"could not load model {path_or_id!r}: {_first_line(e)} "
-            "(a local directory needs config.json and weights; a hub id needs network access)"
-        ) from None
+        hint = ("accept the model's licence on its hub page, then `hf auth login` or set "
+                "HF_TOKEN" if "gated" in str(e).lower() else
+                "a local directory needs config.json and weights; a hub id needs network access")
+        raise AcdcError(f"could not load model {path_or_id!r}: {_first_line(e)} ({hint})"
+                        ) from None
     except ValueError as e:
         raise UnsupportedModelError(
             f"could not load model {path_or_id!r}: {_first_line(e)}"
@@ -304,7 +305,7 @@ def self_check(model: LoadedModel, length: int = 4) -> None:
 
     from .patching import run
 
-    vocab = getattr(model.hf.config, "vocab_size", 2)
+    vocab = getattr(model.hf.config.get_text_config(), "vocab_size", 2)
     ids = (torch.arange(length, device=model.device) * 7 + 1)[None] % vocab
     with torch.no_grad():
         ref = model.reference_logits(ids).float()

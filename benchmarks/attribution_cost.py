@@ -2,10 +2,15 @@
 
     python benchmarks/attribution_cost.py                      # GPT-2-small shape, CPU or GPU
     python benchmarks/attribution_cost.py --batch 8 --pos 32 --dtype bfloat16 --device cuda
+    python benchmarks/attribution_cost.py --family pythia --layers 4 --heads 4 --d-model 128 \
+        --vocab 1000 --repeats 2                               # any built-in family
 
-Builds a GPT-2-small-shaped model (12 layers, 12 heads, d_model 768) with random weights,
-saves it and loads it by path through acdc-engine (transformers + nnsight), then times, in one
-run and on the same batch:
+Builds a GPT-2-small-shaped model (12 layers, 12 heads, d_model 768; ``--family`` picks the
+architecture, from the real transformers config class, with MLP width 4 d_model and as many
+key/value heads as query heads unless ``--kv-heads``) with random weights, saves it and loads it
+by path through acdc-engine (transformers + nnsight), prints the invariant errors on the
+benchmark batch (full circuit vs the model's own logits, empty circuit vs the corrupted run,
+relative to the logits' scale), then times, in one run and on the same batch:
 
   baseline   the Hugging Face model's own forward + backward (logit-difference metric at the
              last position, logits computed for that position only, as EAP does; gradient
@@ -68,8 +73,35 @@ def timed(fn, device, repeats):
     return statistics.median(times), max(peaks)
 
 
+#: --family -> transformers model_type
+FAMILIES = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2": "qwen2",
+            "qwen3": "qwen3", "pythia": "gpt_neox", "gpt_neox": "gpt_neox", "gemma": "gemma",
+            "gemma2": "gemma2", "gemma3": "gemma3_text", "phi3": "phi3", "opt": "opt",
+            "mixtral": "mixtral", "qwen2_moe": "qwen2_moe"}
+
+
+def build(args):
+    """A random model of ``args.family`` with the benchmark's shape (not saved yet)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from acdc_engine.testing.builders import hf_shape
+
+    model_type = FAMILIES[args.family]
+    shape = hf_shape(model_type, args.layers, args.heads, args.kv_heads or args.heads,
+                     args.d_model, vocab=args.vocab, n_pos=max(64, args.pos))
+    if model_type != "gpt2":  # GPT-2's MLP width: 4 d_model
+        shape["ffn_dim" if model_type == "opt" else "intermediate_size"] = 4 * args.d_model
+    cfg = AutoConfig.for_model(model_type, **shape, bos_token_id=0, eos_token_id=0,
+                               pad_token_id=0)
+    return AutoModelForCausalLM.from_config(cfg)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", default="gpt2", choices=sorted(FAMILIES),
+                    help="architecture (default gpt2)")
+    ap.add_argument("--kv-heads", type=int, default=None,
+                    help="key/value heads for GQA families (default: --heads)")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--d-model", type=int, default=768)
@@ -80,23 +112,20 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     args = ap.parse_args()
-
-    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.set_num_threads(args.threads)
 
     from acdc_engine import load_model
-    from acdc_engine.patching import Ablation
+    from acdc_engine.patching import Ablation, run
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.scoring import attribute
     from acdc_engine.tasks import Batch
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=args.layers, n_head=args.heads, n_embd=args.d_model,
-                     vocab_size=args.vocab, n_positions=max(64, args.pos),
-                     bos_token_id=0, eos_token_id=0)
     with tempfile.TemporaryDirectory() as tmp:
-        GPT2LMHeadModel(cfg).save_pretrained(tmp)
+        build(args).save_pretrained(tmp)
         lm = load_model(tmp, device=args.device, dtype=args.dtype)
     dev, hf = lm.device, lm.hf
     g = lm.graph
@@ -114,7 +143,7 @@ def main():
             for p in hf.parameters():
                 p.requires_grad_(param_grads)
                 p.grad = None
-            emb = hf.transformer.wte(clean).detach().requires_grad_(True)
+            emb = hf.get_input_embeddings()(clean).detach().requires_grad_(True)
             logits = hf(inputs_embeds=emb, logits_to_keep=1).logits  # last position, as EAP
             metric(logits[:, -1], batch).sum().backward()
         return step
@@ -124,9 +153,18 @@ def main():
         return lambda: attribute(Problem(lm, [batch], metric, abl), name,
                                  ig_steps=args.ig_steps, progress=False)
 
-    print(f"model: GPT-2 shape {args.layers}x{args.heads}, d_model {args.d_model}, vocab "
-          f"{args.vocab}; {g.n_edges} edges; batch {B} x {P} tokens; device {dev}; "
-          f"dtype {str(lm.dtype).replace('torch.', '')}; median of {args.repeats}")
+    print(f"model: {args.family} ({lm.family} family), {args.layers}x{args.heads}, d_model "
+          f"{args.d_model}, vocab {args.vocab}; {g.n_edges} edges; batch {B} x {P} tokens; "
+          f"device {dev}; dtype {str(lm.dtype).replace('torch.', '')}; median of {args.repeats}")
+    with torch.no_grad():  # the invariants on this batch
+        _, acts = run(lm.adapter, corrupted, collect=True)
+        ones = torch.ones(g.n_writers, g.n_readers, device=dev)
+        ref, ref_k = lm.reference_logits(clean).float(), lm.reference_logits(corrupted).float()
+        full = run(lm.adapter, clean, mask=ones, ablated=acts).float()
+        empty = run(lm.adapter, clean, mask=0 * ones, ablated=acts).float()
+    scale = ref.abs().max().clamp(min=1.0)
+    print(f"invariant error (relative): full circuit {float((full - ref).abs().max() / scale):.1e}"
+          f", empty circuit {float((empty - ref_k).abs().max() / scale):.1e}")
     rows = [("baseline fwd+bwd", baseline(False)), ("baseline fwd+bwd +W grads", baseline(True)),
             ("eap", method("eap")), (f"eap-ig ({args.ig_steps} steps)", method("eap-ig"))]
     results = {}

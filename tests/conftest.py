@@ -80,15 +80,6 @@ def tracr(tmp_path_factory):
     return load_model(str(save_tracr(tmp_path_factory.mktemp("tracr"))), device="cpu")
 
 
-#: per family: the nnsight module whose input is (MLP of layer 0, heads of layer 1, logits)
-NODE_INPUT_MODULES = {
-    "gpt2": ("transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.ln_f"),
-    "llama": ("model.layers.0.post_attention_layernorm", "model.layers.1.input_layernorm",
-              "model.norm"),
-    "tracr": ("blocks.0.mlp", "blocks.1.attn", "unembed"),
-}
-
-
 @pytest.fixture(params=["gpt2", "llama", "qwen2", "tracr"])
 def family_model(request):
     """One tiny model per supported family: the invariants run on each."""

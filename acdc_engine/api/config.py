@@ -42,7 +42,9 @@ class DiscoverConfig:
     curve: bool = True
     device: str | None = None
     dtype: str | None = None
+    revision: str | None = None
     threads: int | None = None
+    stability: int = 0
 
     @property
     def default_search(self) -> bool:
@@ -64,6 +66,9 @@ class DiscoverConfig:
             raise AcdcError(f"the number of examples must be at least 1, got {self.n_examples}")
         if self.batch_size < 1:
             raise AcdcError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.stability < 0:
+            raise AcdcError(f"stability must be a number of subsamples >= 0, got "
+                            f"{self.stability}")
         if self.threads is not None and self.threads < 1:
             raise AcdcError(f"threads must be at least 1, got {self.threads}")
         if not self.budgets or any(not 0 < float(b) <= 100 for b in self.budgets):

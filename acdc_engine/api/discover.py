@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..circuit import Circuit
+from ..errors import AcdcError
 from ..evaluation.groundtruth import ground_truth_for
 from ..models import LoadedModel, resolve_device, resolve_dtype
 from ..patching import Ablation
@@ -65,8 +66,6 @@ def discover(
     ablation = Ablation(cfg.ablation or task_obj.default_ablation)
     model_id = model if isinstance(model, (str, LoadedModel)) else task_obj.model
     if model_id is None:
-        from ..errors import AcdcError
-
         raise AcdcError(f"task {task_obj.name!r} names no default model; pass a model")
     resolve_device(cfg.device), resolve_dtype(cfg.dtype)  # bad values fail before any work
     set_threads(cfg.threads)
@@ -109,8 +108,17 @@ def discover(
         record_discovery(rec, result, settings_d, rc.render)
         return result
 
-    return recorded("discover", f"{method} {Path(name).name}", rc, experiment,
-                    {"settings": settings_d}, {}, work)
+    if cfg.stability and rc.out is None and rc.results is None and not rc.track:
+        raise AcdcError("stability needs a recorded run: give out= or results=, or track it")
+    result = recorded("discover", f"{method} {Path(name).name}", rc, experiment,
+                      {"settings": settings_d}, {}, work)
+    if cfg.stability:  # rediscover on random halves: intervals, stability, redundancy
+        from .evidence import stability_for_run
+
+        result.stability = stability_for_run(
+            str(result.out_dir or result.run_id), n=cfg.stability, uri=rc.tracking_uri,
+            device=cfg.device)[0]
+    return result
 
 
 def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, ablation: str,
@@ -122,7 +130,7 @@ def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, a
         reset_peak_memory(resolve_device(cfg.device))
     except Exception:  # an unusable device is reported by load_model below
         pass
-    lm = load_model(model, device=cfg.device, dtype=cfg.dtype)
+    lm = load_model(model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision)
     problem, data = build_problem(lm, task_obj, metric=metric, ablation=ablation,
                                   n_examples=cfg.n_examples, batch_size=cfg.batch_size,
                                   seed=cfg.seed)

@@ -64,6 +64,8 @@ def command(params: dict, settings: dict) -> str:
              "--ablation", str(params["ablation"]), "--examples", str(params["n_examples"]),
              "--batch-size", str(params["batch_size"]), "--seed", str(params["seed"]),
              "--dtype", str(params["dtype"])]
+    if params.get("model_revision"):
+        parts += ["--revision", str(params["model_revision"])]
     if params.get("n_edges_requested") is not None:
         parts += ["--edges", str(params["n_edges_requested"])]
     elif params.get("threshold") is not None:

@@ -62,6 +62,7 @@ class DiscoveryResult(_Recorded):
     curve: Curve | None = None
     ground_truth: dict | None = None  # ROC AUC against the model's ground truth, if it has one
     warnings: list[str] = field(default_factory=list)
+    stability: dict | None = None  # intervals, stability and redundancy (discover stability=N)
 
     @property
     def graph(self) -> Graph:

@@ -24,12 +24,15 @@ def _cmd_discover(args) -> int:
 
     result = discover(
         args.model, args.task, args.method, metric=args.metric, ablation=args.ablation,
+        revision=args.revision, stability=args.stability,
         n_edges=args.edges, threshold=args.threshold, target=args.target,
         n_examples=args.examples, batch_size=args.batch_size, settings=settings(args),
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
         render=not args.no_render, **record(args),
     )
     print(result.summary())
+    if result.stability:
+        print("\n".join(result.stability.get("sentences", [])))
     return 2 if result.tracking_error else 0
 
 
@@ -37,6 +40,7 @@ def register(sub) -> None:
     d = sub.add_parser("discover", help="find the circuit of a task in a model")
     d.add_argument("--model", type=model_ref,
                    help="model name, local path or hub id (default: the task's model)")
+    d.add_argument("--revision", help="hub branch, tag or commit of the model")
     d.add_argument("--task", type=task_ref, default="ioi",
                    help="registered task name or data file (default ioi)")
     d.add_argument("--method", default="eap-ig",
@@ -57,6 +61,9 @@ def register(sub) -> None:
     d.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --set tau=0.02 (repeatable)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--stability", type=count, default=0, metavar="N",
+                   help="also rediscover on N random halves of the data: bootstrap intervals, "
+                        "circuit stability, redundancy (docs/evidence.md)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     d.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     d.add_argument("--out", type=Path,

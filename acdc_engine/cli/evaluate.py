@@ -24,6 +24,7 @@ def _cmd_evaluate(args) -> int:
     pcts = budgets(args.budgets) if args.budgets else None
     result = evaluate_scores(
         args.scores, model=args.model, task=args.task, metric=args.metric,
+        revision=args.revision,
         ablation=args.ablation, n_examples=args.examples, batch_size=args.batch_size,
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
         ground_truth=args.ground_truth, **({"budgets": pcts} if pcts else {}),
@@ -38,6 +39,7 @@ def register(sub) -> None:
     ev.add_argument("--scores", required=True, metavar="RUN_OR_FILE",
                     help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
     ev.add_argument("--model", type=model_ref, help="model (default: the scored run's)")
+    ev.add_argument("--revision", help="hub branch, tag or commit of the model")
     ev.add_argument("--task", type=task_ref,
                     help="task name or data file (default: the scored run's)")
     ev.add_argument("--metric", help="metric (default: the scored run's)")

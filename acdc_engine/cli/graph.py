@@ -9,7 +9,7 @@ ORDER = 50
 def _cmd_graph(args) -> int:
     from ..api import load_model
 
-    lm = load_model(args.model, device="cpu")
+    lm = load_model(args.model, device="cpu", revision=args.revision)
     g = lm.graph
     print(f"model {args.model} (family {lm.family})")
     print(g.summary())
@@ -20,4 +20,5 @@ def register(sub) -> None:
     g = sub.add_parser("graph", help="print a model's node and edge counts")
     g.add_argument("--model", type=model_ref, required=True,
                    help="model name, local path or hub id")
+    g.add_argument("--revision", help="hub branch, tag or commit of the model")
     g.set_defaults(func=_cmd_graph)

@@ -66,7 +66,7 @@ class Comparison:
         ]
         if self.score_spearman is not None:
             lines.append(f"score rank correlation on shared edges: {self.score_spearman:.3f}")
-        if self.largest_changes:
+        if self.largest_changes and top:
             lines.append(f"largest score changes ({name_a} -> {name_b}):")
             fmt = lambda v: "absent" if v is None else f"{v:+.4g}"  # noqa: E731
             lines += [f"  {e}: {fmt(sa)} -> {fmt(sb)}" for e, sa, sb in

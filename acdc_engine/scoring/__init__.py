@@ -12,5 +12,5 @@ from .attribution import ATTRIBUTION_METHODS, attribute
 from .base import Method, MethodOutput, NoSettings, setting
 from .exact import exact_scores
 
-__all__ = ["acdc", "AcdcConfig", "attribute", "ATTRIBUTION_METHODS", "exact_scores", "Method", "MethodOutput",
-           "NoSettings", "setting"]
+__all__ = ["acdc", "AcdcConfig", "attribute", "ATTRIBUTION_METHODS", "exact_scores", "Method",
+           "MethodOutput", "NoSettings", "setting"]

@@ -6,9 +6,11 @@
 
 from .builders import (
     WORDS,
+    hf_shape,
     perturb,
     random_pairs,
     save_gpt2,
+    save_hf,
     save_llama,
     save_tokenizer,
     save_tracr,
@@ -17,4 +19,5 @@ from .builders import (
 from .conformance import check_metric, check_model, check_task
 
 __all__ = ["check_task", "check_metric", "check_model", "WORDS", "word_tokenizer",
-           "save_tokenizer", "perturb", "save_gpt2", "save_llama", "save_tracr", "random_pairs"]
+           "save_tokenizer", "perturb", "save_gpt2", "save_hf", "hf_shape", "save_llama",
+           "save_tracr", "random_pairs"]

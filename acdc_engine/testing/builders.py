@@ -7,6 +7,9 @@ back by path through the real loading code (transformers + nnsight)::
     from acdc_engine.testing import save_gpt2, random_pairs
     path = save_gpt2(tmp_path / "gpt2")              # 2 layers, 2 heads, d_model 16
     model = acdc_engine.load_model(str(path), device="cpu")
+
+Any architecture transformers knows: ``save_hf(path, "gpt_neox")``, ``save_hf(path, "gemma2",
+sliding_window=3)`` (the real config class, a small shape, your overrides on top).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 import torch
 
 __all__ = ["WORDS", "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_llama",
-           "save_tracr", "random_pairs"]
+           "save_hf", "hf_shape", "save_tracr", "random_pairs"]
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -92,9 +95,58 @@ def save_llama(path, model_type="llama", n_layer=2, n_head=4, n_kv=2, d=32, seed
     return path
 
 
+def hf_shape(model_type: str, n_layer=2, n_head=4, n_kv=2, d=32, vocab=64, n_pos=64) -> dict:
+    """Config keywords giving ``model_type`` a small shape, in that config class's own names."""
+    if model_type == "gpt2":
+        return dict(n_layer=n_layer, n_head=n_head, n_embd=d, n_positions=n_pos,
+                    vocab_size=vocab, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    shape = dict(hidden_size=d, num_hidden_layers=n_layer, num_attention_heads=n_head,
+                 vocab_size=vocab, max_position_embeddings=n_pos, tie_word_embeddings=False)
+    if model_type == "opt":
+        return {**shape, "ffn_dim": 2 * d, "word_embed_proj_dim": d}
+    shape["intermediate_size"] = 2 * d
+    if model_type == "gpt_neox":
+        return shape
+    shape.update(num_key_value_heads=n_kv, head_dim=d // n_head)
+    if model_type.startswith("gemma"):
+        shape["query_pre_attn_scalar"] = d // n_head
+    if "moe" in model_type or model_type == "mixtral":
+        shape.update(num_local_experts=4, num_experts=4, num_experts_per_tok=2,
+                     moe_intermediate_size=d, shared_expert_intermediate_size=d)
+    return shape
+
+
+def save_hf(path, model_type: str, *, n_layer=2, n_head=4, n_kv=2, d=32, seed=0,
+            scale=4.0, tokenizer=True, **cfg):
+    """A tiny random model of any ``model_type`` transformers has a config class for, saved
+    with the word-level tokenizer: :func:`hf_shape` keywords, then ``cfg`` on top (e.g.
+    ``sliding_window=3``, ``use_parallel_residual=False``). Weights are :func:`perturb`-ed
+    (norms by name: every norm module's parameters contain ``norm``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer()
+    kw = {**hf_shape(model_type, n_layer, n_head, n_kv, d, vocab=len(tok)),
+          "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, **cfg}
+    if model_type == "gemma3":  # multimodal: the shape is the text model's; a tiny vision tower
+        kw = {"text_config": {**hf_shape("gemma3_text", n_layer, n_head, n_kv, d,
+                                         vocab=len(tok)), **cfg},
+              "vision_config": {"hidden_size": 16, "intermediate_size": 32, "image_size": 28,
+                                "patch_size": 14, "num_hidden_layers": 1,
+                                "num_attention_heads": 2},
+              "mm_tokens_per_image": 4}
+    config = AutoConfig.for_model(model_type, **kw)
+    model = AutoModelForCausalLM.from_config(config)
+    perturb(model, norm_key="norm" if model_type != "gpt2" else "ln", scale=scale)
+    model.save_pretrained(path)
+    if tokenizer:
+        save_tokenizer(tok, path)
+    return path
+
+
 def save_tracr(path, n_layer=2, n_head=2, d=16, d_head=8, d_mlp=12, causal=False, seed=0):
     """A tiny random acdc_tracr.TracrForCausalLM (non-causal attention, no norms, ReLU MLPs)."""
-    import acdc_tracr  # noqa: F401  (registers model_type acdc_tracr with AutoConfig)
+    import acdc_tracr  # noqa: F401  (the plugin; loading registers model_type acdc_tracr)
     from acdc_tracr.modeling import TracrConfig, TracrForCausalLM
 
     torch.manual_seed(seed)

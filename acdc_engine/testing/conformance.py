@@ -67,7 +67,7 @@ def check_metric(metric: Metric, vocab: int = 11, batch: int = 4) -> None:
 def check_model(model: LoadedModel, tol: float = 1e-4, length: int = 5) -> None:
     """The model-family invariants on random token ids."""
     g = model.graph
-    vocab = model.hf.config.vocab_size
+    vocab = model.hf.config.get_text_config().vocab_size
     gen = torch.Generator().manual_seed(0)
     clean = torch.randint(0, vocab, (2, length), generator=gen).to(model.device)
     corrupted = torch.randint(0, vocab, (2, length), generator=gen).to(model.device)

@@ -15,9 +15,10 @@ MODELS_DIR = Path(__file__).parent / "models"
 
 @hookimpl
 def acdc_model_families():
-    from . import gpt2, llama
+    from . import gemma, gpt2, llama, moe, neox, opt, phi3
 
-    return [gpt2.FAMILY, llama.FAMILY]
+    return [gpt2.FAMILY, llama.FAMILY, neox.FAMILY, gemma.FAMILY, phi3.FAMILY, opt.FAMILY,
+            moe.FAMILY]
 
 
 @hookimpl

@@ -101,3 +101,63 @@ def test_cli_compare(circuits, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "Jaccard" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def knocked_out_path(gpt2_path, tmp_path_factory):
+    """The tiny GPT-2 with head a1.0 knocked out (its output projection zeroed): a planted
+    change whose every edge out of a1.0 has score exactly 0 in the 'tuned' model."""
+    from transformers import AutoModelForCausalLM
+
+    from acdc_engine.testing import save_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gpt2_path)
+    dh = model.config.n_embd // model.config.n_head
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_proj.weight[0:dh] = 0.0  # rows of head 0
+    path = tmp_path_factory.mktemp("gpt2-knocked")
+    model.save_pretrained(path)
+    save_tokenizer(word_tokenizer(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_compare_models_finds_the_knocked_out_head(circuits, gpt2_path, knocked_out_path,
+                                                   tmp_path):
+    import json
+
+    from acdc_engine.api.compare import compare_models
+
+    out = tmp_path / "cmp"
+    res = compare_models(str(gpt2_path), str(knocked_out_path), "pairs12", "eap", n_edges=15,
+                         n_boot=200, out=out, progress=False)
+    g = res.comparison
+    head_edges = [d for d in res.deltas if d.edge.startswith("a1.0->")]
+    assert not any(d.in_b for d in head_edges)  # the knocked-out head is in no tuned edge
+    for d in head_edges:  # its scores are exactly 0 in the tuned model: change = -base score
+        assert d.score_b == 0.0
+        assert d.delta.point == pytest.approx(-d.score_a, abs=1e-6)
+    assert {d.edge for d in res.deltas} == set(g.shared) | set(g.only_a) | set(g.only_b)
+    # the diagonal of the cross table is each circuit in its own model
+    assert res.cross[0][0] == pytest.approx(res.faithfulness[0], abs=1e-5)
+    assert res.cross[1][1] == pytest.approx(res.faithfulness[1], abs=1e-5)
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["only_base"] == g.only_a and len(data["deltas"]) == len(res.deltas)
+    for f in ("diff.png", "deltas.png", "summary.txt", "run.json", "base/circuit.json",
+              "tuned/circuit.json", "report.html"):
+        assert (out / f).exists(), f
+    page = (out / "report.html").read_text()
+    assert "http" not in page and f"{len(res.significant)} of {len(res.deltas)}" in page
+    assert res.run_id is not None
+    from acdc_engine.records import store
+
+    client = store.client(res.tracking_uri)
+    run = client.get_run(res.run_id)
+    assert run.data.metrics["edge_jaccard"] == pytest.approx(g.edge_jaccard)
+    assert "changed beyond noise" in res.summary()
+
+
+def test_cli_compare_discover_refuses_circuits_and_discover(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "acdc_engine.cli", "compare", "a.json",
+                          "--discover", "x", "y"], capture_output=True, text=True)
+    assert out.returncode == 2 and "not both" in out.stderr

@@ -22,8 +22,8 @@ LAYERS = [
     {"evaluation"},
     {"records", "render"},
     {"hookspecs", "plugins"},
-    {"api", "testing"},
     {"evidence"},
+    {"api", "testing"},
     {"view", "cli"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -15,6 +15,14 @@ import torch
 
 from acdc_engine.patching import Ablation, run
 
+#: per family: the nnsight module whose input is (MLP of layer 0, heads of layer 1, logits)
+NODE_INPUT_MODULES = {
+    "gpt2": ("transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.ln_f"),
+    "llama": ("model.layers.0.post_attention_layernorm", "model.layers.1.input_layernorm",
+              "model.norm"),
+    "tracr": ("blocks.0.mlp", "blocks.1.attn", "unembed"),
+}
+
 TOL = 1e-5  # float32; relative to the logits' scale (max |logit|, at least 1)
 
 
@@ -96,7 +104,6 @@ def _reader_columns(g, node):
 
 @pytest.mark.parametrize("target", ["mlp0", "attn1", "logits"])
 def test_cutting_a_node_equals_node_patching(family_model, target):
-    from conftest import NODE_INPUT_MODULES
 
     model = family_model
     clean, corrupted = ids_pair(model, seed=2)

@@ -1,0 +1,58 @@
+"""``acdc probe``: is a label linearly decodable from the residual stream, layer by layer?
+
+    acdc probe --task ioi --label answer_first          # ABBA vs BABA, last position
+    acdc probe --task ioi --label template --position 0 --out results/probe
+
+Logistic-regression probes per layer with held-out accuracy and a shuffled-label control.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .args import add_threads_arg, fraction, positive
+
+ORDER = 47
+
+
+def _cmd_probe(args) -> int:
+    from ..api.setup import build_problem, load_model, load_task
+    from ..evidence.probes import probe_task
+    from ..resources import set_threads
+
+    set_threads(args.threads)
+    task = load_task(args.task)
+    lm = load_model(args.model or task.model, device=args.device)
+    problem, data = build_problem(lm, task, n_examples=args.examples, seed=args.seed)
+    res = probe_task(problem, data, args.label, position=args.position, train=args.train,
+                     seed=args.seed)
+    print(f"{'layer':>5} {'probe':>7} {'control':>8}")
+    for i, (a, c) in enumerate(zip(res.accuracy, res.control)):
+        print(f"{i:>5} {a:>7.3f} {c:>8.3f}")
+    print("\n".join(res.sentences()))
+    if args.out:
+        import json
+
+        from ..evidence.plots import plot_probes
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "probe.json").write_text(json.dumps(res.as_dict(), indent=2))
+        print(f"written to {plot_probes(res, args.out / 'probe.png')}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("probe", help="linear probes for a task label, per layer, with a "
+                                     "shuffled-label control")
+    p.add_argument("--task", default="ioi")
+    p.add_argument("--model", help="default: the task's model")
+    p.add_argument("--label", default="answer_first",
+                   help="answer, answer_first, or a column of the task's rows")
+    p.add_argument("--position", type=int, default=-1, help="token position (default -1)")
+    p.add_argument("--examples", type=positive, help="number of examples (default: the task's)")
+    p.add_argument("--train", type=fraction, default=0.7, help="training share (default 0.7)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write probe.json and probe.png here")
+    p.add_argument("--device", default=None)
+    add_threads_arg(p)
+    p.set_defaults(func=_cmd_probe)

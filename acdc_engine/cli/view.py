@@ -1,0 +1,66 @@
+"""``acdc view``: a live browser workbench over a running model (see :mod:`acdc_engine.view`).
+
+    acdc view                              # tiny-ioi on ioi at http://127.0.0.1:8765/
+    acdc view --run RUN_ID --no-browser    # with a discovered circuit drawn on the map
+    acdc view --host 0.0.0.0 --token SECRET --port 9000   # reachable from elsewhere
+    acdc view --model base/ --compare finetuned/          # two models side by side
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .args import add_threads_arg, count, positive
+
+ORDER = 70
+
+
+def _cmd_view(args) -> int:
+    from ..errors import AcdcError
+    from ..resources import set_threads
+    from ..view.server import ViewServer, check_bind, open_socket, require_web
+
+    require_web()
+    # Address checks come first: a refused bind or a port in use fails before the model loads.
+    check_bind(args.host, args.token)
+    if args.port:
+        open_socket(args.host, args.port).close()
+    set_threads(args.threads)
+    from ..view import Session
+
+    session = Session.open(args.model, args.task, n_examples=args.n_examples,
+                           device=args.device, metric=args.metric)
+    if args.compare:
+        session.compare_with(Session.open(args.compare, session.task, n_examples=args.n_examples,
+                                          device=args.device, metric=args.metric))
+    if args.run:
+        try:
+            session.circuit.load(args.run)
+        except AcdcError as e:
+            print(f"warning: {e}; starting without a circuit", file=sys.stderr)
+    server = ViewServer(session, host=args.host, port=args.port, token=args.token)
+    print(f"acdc view: {session.name} at {server.url}  (Ctrl-C stops)", flush=True)
+    server.run(open_browser=not args.no_browser)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("view", help="open a live browser workbench on a model and task")
+    p.add_argument("--model", default="tiny-ioi", help="shipped name, local path or hub id "
+                                                       "(default tiny-ioi)")
+    p.add_argument("--task", help="task name or pairs file (default: the model's task)")
+    p.add_argument("--run", help="draw this run's circuit (run id, run directory, scores file "
+                                 "or circuit.json)")
+    p.add_argument("--compare", metavar="MODEL",
+                   help="a second model (e.g. the fine-tuned one) shown side by side")
+    p.add_argument("--metric", help="metric (default: the task's)")
+    p.add_argument("--n-examples", type=positive, help="examples of the task (default: its own)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else needs --token)")
+    p.add_argument("--port", type=count, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--token", help="secret the page and clients must send (?token= or the "
+                                   "X-ACDC-Token header)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    add_threads_arg(p)
+    p.set_defaults(func=_cmd_view)

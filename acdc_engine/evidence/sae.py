@@ -1,0 +1,202 @@
+"""Sparse autoencoders on one layer's residual stream, spliced into the patched forward.
+
+    sae = train_sae(problem, layer=1, n_features=64)      # on the task's clean activations
+    st = sae_stats(problem, sae)                          # MSE, L0, metric with SAE spliced in
+    top = top_activations(problem, sae, feature=3)        # its top activating tokens
+    eff = feature_effects(problem, sae)                   # metric change per ablated feature
+    sae.save("sae.safetensors"); SAE.load("sae.safetensors")   # SAELens-style keys
+
+The SAE reads the residual stream after layer ``layer`` (``layer = -1``: the embeddings):
+``f = relu((x - b_dec) W_enc + b_enc)``, ``x_hat = f W_dec + b_dec``. Splicing replaces that
+residual stream by ``x_hat`` for every reader above the layer through
+:func:`acdc_engine.patching.run`: the ``input`` node's edges into those readers are removed and
+its replacement carries ``embed + (x_hat - x)``, which adds exactly ``x_hat - x`` to each of
+their inputs (the one patching mechanism).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import AcdcError
+from ..patching import run
+from ..problem import Problem
+from .descriptive import residual_stream
+
+__all__ = ["SAE", "train_sae", "sae_stats", "SAEStats", "spliced_metric", "top_activations",
+           "feature_effects"]
+
+
+class SAE(torch.nn.Module):
+    """A ReLU sparse autoencoder of ``d_in`` inputs and ``n_features`` features."""
+
+    def __init__(self, d_in: int, n_features: int, layer: int = 0):
+        super().__init__()
+        self.layer = layer
+        self.W_enc = torch.nn.Parameter(torch.randn(d_in, n_features) / d_in**0.5)
+        self.b_enc = torch.nn.Parameter(torch.zeros(n_features))
+        self.W_dec = torch.nn.Parameter(self.W_enc.detach().T.clone())
+        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)  # [..., n_features]
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec  # [..., d_in]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    @classmethod
+    def identity(cls, d: int, layer: int = 0) -> SAE:
+        """The dictionary ``[I, -I]``: ``relu(x) - relu(-x) = x``, an exact reconstruction."""
+        sae = cls(d, 2 * d, layer)
+        eye = torch.eye(d)
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+            sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+        return sae
+
+    def save(self, path: str | Path) -> Path:
+        """safetensors with SAELens-style keys (W_enc [d_in, d_sae], W_dec [d_sae, d_in],
+        b_enc, b_dec) and the layer in the metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, path,
+                  metadata={"layer": str(self.layer)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, layer: int | None = None) -> SAE:
+        """Weights in the common layout (W_enc, W_dec, b_enc, b_dec), e.g. a published SAE."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            w = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+        missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(w)
+        if missing:
+            raise AcdcError(f"{path} is not an SAE in the common layout: missing "
+                            f"{', '.join(sorted(missing))}")
+        d, m = w["W_enc"].shape
+        sae = cls(d, m, layer if layer is not None else int(meta.get("layer", 0)))
+        sae.load_state_dict({k: w[k].float() for k in ("W_enc", "b_enc", "W_dec", "b_dec")})
+        return sae
+
+
+def _acts(problem: Problem, layer: int) -> list[torch.Tensor]:
+    """The residual stream after ``layer`` for each batch: [b, p, d]."""
+    return [residual_stream(problem.model, b.clean)[layer + 1] for b in problem.batches]
+
+
+def train_sae(problem: Problem, layer: int, n_features: int = 64, l1: float = 1e-3,
+              steps: int = 2000, lr: float = 3e-3, seed: int = 0) -> SAE:
+    """Train an SAE on the residual stream after ``layer`` at every position of the task's
+    clean prompts: MSE plus ``l1`` times the features' L1 norm (scaled by the decoder norms)."""
+    torch.manual_seed(seed)
+    x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, layer)]).float().cpu()
+    sae = SAE(x.shape[1], n_features, layer)
+    with torch.no_grad():
+        sae.b_dec.copy_(x.mean(0))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    scale = x.var(0).sum()  # normalize the loss so l1 means the same at any scale
+    for _ in range(steps):
+        f = sae.encode(x)
+        loss = ((sae.decode(f) - x) ** 2).sum(-1).mean() / scale + l1 * (
+            f * sae.W_dec.norm(dim=1)).sum(-1).mean() / scale**0.5
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return sae.eval()
+
+
+@torch.no_grad()
+def spliced_metric(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
+    """Per-example metric with the SAE's reconstruction spliced in after its layer:
+    ``[n_examples]``. ``edit(f) -> f`` changes the features first (e.g. ablates one)."""
+    model, g = problem.model, problem.graph
+    layer = sae.layer
+    if not -1 <= layer < g.n_layers:
+        raise AcdcError(f"layer {layer} is not in a model of {g.n_layers} layers")
+    first = (layer + 1) * g.readers_per_layer  # the first reader slot above the layer
+    mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
+    mask[0, first:] = 0
+    sae = sae.to(model.device, model.dtype)
+    out = []
+    for b, x in zip(problem.batches, _acts(problem, layer)):
+        _, acts = run(model.adapter, b.clean, collect=True, last_only=True)  # [W, b, p, d]
+        f = sae.encode(x)
+        x_hat = sae.decode(edit(f) if edit is not None else f)
+        ablated = acts.clone()
+        ablated[0] = acts[0] + (x_hat - x)
+        logits = run(model.adapter, b.clean, mask=mask, ablated=ablated, last_only=True)
+        out.append(problem.metric(logits[:, -1], b).float().cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class SAEStats:
+    """Reconstruction MSE (and as a share of the activations' variance), mean L0 (active
+    features per token), and the mean metric clean and with the SAE spliced in."""
+
+    mse: float
+    fraction_unexplained: float
+    l0: float
+    metric_clean: float
+    metric_spliced: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@torch.no_grad()
+def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
+    x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
+    sae = sae.to(x.device, x.dtype)
+    f = sae.encode(x)
+    err = ((sae.decode(f) - x) ** 2).sum(-1).mean()
+    var = ((x - x.mean(0)) ** 2).sum(-1).mean()
+    clean = torch.cat([problem.metric(run(problem.model.adapter, b.clean, last_only=True)[:, -1],
+                                      b).float().cpu() for b in problem.batches])
+    return SAEStats(float(err), float(err / var), float((f > 0).float().sum(-1).mean()),
+                    float(clean.mean()), float(spliced_metric(problem, sae).mean()))
+
+
+@torch.no_grad()
+def top_activations(problem: Problem, sae: SAE, feature: int, k: int = 5,
+                    context: int = 3) -> list[tuple[float, str]]:
+    """The ``k`` tokens (with ``context`` tokens before them) that activate ``feature`` most."""
+    tok = problem.model.tokenizer
+    found = []
+    for b, x in zip(problem.batches, _acts(problem, sae.layer)):
+        a = sae.to(x.device, x.dtype).encode(x)[..., feature]  # [b, p]
+        for i, p in zip(*torch.nonzero(a > 0, as_tuple=True)):
+            ids = b.clean[i, max(0, p - context) : p + 1].tolist()
+            text = tok.decode(ids) if tok is not None else " ".join(map(str, ids))
+            found.append((float(a[i, p]), text))
+    return sorted(found, key=lambda t: -t[0])[:k]
+
+
+def feature_effects(problem: Problem, sae: SAE, features: list[int] | None = None,
+                    top: int = 16) -> dict[int, float]:
+    """Mean metric change when one feature is zeroed in the spliced reconstruction, for
+    ``features`` (default: the ``top`` features with the largest mean activation)."""
+    if features is None:
+        x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
+        mean = sae.to(x.device, x.dtype).encode(x).mean(0)
+        features = mean.argsort(descending=True)[:top].tolist()
+    base = spliced_metric(problem, sae)
+    out = {}
+    for j in features:
+        def zero(f, j=j):
+            f = f.clone()
+            f[..., j] = 0
+            return f
+        out[j] = float((spliced_metric(problem, sae, zero) - base).mean())
+    return out

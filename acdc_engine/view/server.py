@@ -1,0 +1,290 @@
+"""The ``acdc view`` web server: thin JSON over HTTP on one :class:`Session`, server-sent
+events for live updates, and the static page shipped in ``view/static/``.
+
+    GET  /                     the page            GET  /api/state        the session as JSON
+    POST /api/command {text}   one console line    GET  /api/events       server-sent events
+    GET  /api/heads?node=a1.2&mode=qk|ov&example=0          GET  /api/circuit  drawn edges
+    GET  /api/lens?example=0&position=-1[&text=...]          GET  /api/prompt?example=0
+    GET  /api/tokens?example=0&method=input_x_grad           GET  /api/dla
+    GET  /api/compare?node=a1.2&example=0   the same head of the second model, and the change
+    POST /api/circuit/size {n_edges}
+
+Every change to the session (from this page, another tab or a notebook) bumps
+``session.version``; each open ``/api/events`` stream sends the new state when it sees that.
+Errors a user can cause answer ``{"ok": false, "message": ...}`` (status 400), anything else
+status 500 with the exception's one-line message: never a traceback in the browser.
+
+Binding: 127.0.0.1 by default; any other address needs a token, which the page and clients
+send as ``?token=...`` or the ``X-ACDC-Token`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import threading
+import time
+import webbrowser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import AcdcError
+from ._compat import warm_anyio
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["ViewServer", "build_app", "LOOPBACK", "check_bind", "open_socket", "require_web"]
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def require_web() -> None:
+    """Starlette and uvicorn (the ``view`` extra; MLflow brings both), importable next to
+    nnsight."""
+    from ..extras import require
+
+    require("starlette", "view", "the acdc view server")
+    require("uvicorn", "view", "the acdc view server")
+    warm_anyio()
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to bind beyond loopback without a token."""
+    if host not in LOOPBACK and not token:
+        raise AcdcError(f"refusing to serve on {host!r} without a token: anyone who can reach "
+                        "it could drive the model; pass --token (or bind 127.0.0.1)")
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one); a port in use is a one-line
+    :class:`AcdcError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise AcdcError(f"port {port} on {host} is in use; choose another with --port "
+                            "(or --port 0 for a free one)") from None
+        raise AcdcError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def build_app(session: Session, token: str | None = None):
+    """The Starlette application serving ``session``."""
+    require_web()
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    class TokenGate:
+        """Pure ASGI middleware (streams pass through untouched): checks the token."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            # the page's own code and style (/static/) are public; the page and data are not
+            if (token is not None and scope["type"] == "http"
+                    and not scope["path"].startswith("/static/")):
+                from starlette.requests import HTTPConnection
+
+                conn = HTTPConnection(scope)
+                given = conn.query_params.get("token") or conn.headers.get("x-acdc-token")
+                if not (given and secrets.compare_digest(given, token)):
+                    msg = ("a token is needed: open the URL acdc view printed (...?token=...) "
+                           "or send the X-ACDC-Token header")
+                    await PlainTextResponse(msg, 401)(scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+
+    def guarded(fn):
+        """Run ``fn(request args)`` in a worker thread; errors become JSON messages."""
+        async def endpoint(request):
+            try:
+                body = await request.json() if request.method == "POST" else {}
+            except ValueError:
+                return JSONResponse({"ok": False, "message": "the request body is not JSON"}, 400)
+            args = {**request.query_params, **(body if isinstance(body, dict) else {})}
+            args.pop("token", None)
+            try:
+                out = await run_in_threadpool(fn, args)
+            except AcdcError as e:
+                return JSONResponse({"ok": False, "message": str(e)}, 400)
+            except (KeyError, ValueError, TypeError) as e:
+                msg = e.args[0] if e.args else str(e)
+                return JSONResponse({"ok": False, "message": f"bad request: {msg}"}, 400)
+            except Exception as e:  # noqa: BLE001  (one line for the page, never a traceback)
+                return JSONResponse({"ok": False, "message": f"{type(e).__name__}: {e}"}, 500)
+            return JSONResponse(_finite(out))
+        return endpoint
+
+    def num(args, key, default, kind=int):
+        v = args.get(key)
+        if v in (None, ""):
+            return default
+        try:
+            return kind(v)
+        except (TypeError, ValueError):
+            raise AcdcError(f"{key} must be a number, got {v!r}") from None
+
+    def command(a):
+        """One console line; the answer carries the new state (no second request)."""
+        return {**session.command(str(a.get("text", ""))), "state": session.state()}
+
+    def heads(a):
+        node, mode = a.get("node", ""), a.get("mode", "qk")
+        ex = num(a, "example", 0)
+        if mode == "qk":
+            return session.inspect.qk(node, ex)
+        if mode == "ov":
+            return session.inspect.ov(node, None if a.get("all") else ex)
+        raise AcdcError(f"unknown head mode {mode!r} (use qk or ov)")
+
+    def compare(a):
+        from .compare import compare_heads
+
+        return compare_heads(session, a.get("node", ""), num(a, "example", 0))
+
+    def lens(a):
+        return session.inspect.lens(num(a, "example", 0), num(a, "position", -1),
+                                    a.get("text") or None)
+
+    def tokens(a):
+        return session.inspect.attribution(num(a, "example", 0),
+                                           a.get("method", "input_x_grad"))
+
+    def circuit(a):
+        return {"info": session.circuit.info(), "edges": session.circuit.edges()}
+
+    def size(a):
+        return session.circuit.size(num(a, "n_edges", 0))
+
+    async def events(request):
+        async def stream():
+            seen, busy = -1, None
+            last = time.monotonic()
+            while True:
+                if await request.is_disconnected():
+                    break
+                if session.activity != busy:  # another tab's (or the notebook's) computation
+                    busy = session.activity
+                    yield f"event: busy\ndata: {json.dumps({'activity': busy})}\n\n"
+                if session.version != seen:
+                    seen = session.version
+                    # in a worker thread: state() waits while a computation holds the session,
+                    # and the event loop must keep serving everyone else meanwhile
+                    state = _finite(await run_in_threadpool(session.state))
+                    yield f"event: state\ndata: {json.dumps(state)}\n\n"
+                    last = time.monotonic()
+                elif time.monotonic() - last > 15:
+                    yield ": keep-alive\n\n"
+                    last = time.monotonic()
+                await asyncio.sleep(0.05)
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def index(request):
+        return FileResponse(STATIC / "index.html")
+
+    routes = [
+        Route("/", index),
+        Route("/api/state", guarded(lambda a: session.state())),
+        Route("/api/command", guarded(command), methods=["POST"]),
+        Route("/api/heads", guarded(heads)),
+        Route("/api/lens", guarded(lens)),
+        Route("/api/tokens", guarded(tokens)),
+        Route("/api/prompt", guarded(lambda a: session.prompt(num(a, "example", 0)))),
+        Route("/api/compare", guarded(compare)),
+        Route("/api/dla", guarded(lambda a: session.inspect.dla())),
+        Route("/api/circuit", guarded(circuit)),
+        Route("/api/circuit/size", guarded(size), methods=["POST"]),
+        Route("/api/events", events),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(TokenGate)])
+
+
+def _finite(x):
+    """JSON-safe: NaN and infinities become None (browsers cannot parse them)."""
+    if isinstance(x, float):
+        return x if x == x and abs(x) != float("inf") else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+class ViewServer:
+    """One session served by uvicorn, in the foreground (:meth:`run`) or a background thread
+    (:meth:`start`, for notebooks and tests)."""
+
+    def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 0,
+                 token: str | None = None):
+        check_bind(host, token)
+        self.session, self.host, self.token = session, host, token
+        self.sock = open_socket(host, port)
+        self.port = self.sock.getsockname()[1]
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def _uvicorn(self):
+        import uvicorn
+
+        config = uvicorn.Config(build_app(self.session, self.token), log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        return self._server
+
+    def run(self, open_browser: bool = False) -> None:
+        """Serve until interrupted (Ctrl-C)."""
+        server = self._uvicorn()
+        if open_browser:
+            threading.Timer(0.5, webbrowser.open, [self.url]).start()
+        server.run(sockets=[self.sock])
+
+    def start(self, open_browser: bool = False) -> ViewServer:
+        """Serve in a daemon thread; returns once the server accepts connections."""
+        server = self._uvicorn()
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self.sock]},
+                                        daemon=True, name=f"acdc-view-{self.port}")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if open_browser:
+            webbrowser.open(self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop a background server (the session keeps its state)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sock.close()
+
+    def _repr_html_(self) -> str:
+        return (f'<a href="{self.url}" target="_blank">acdc view: {self.session.name}</a> '
+                f'<iframe src="{self.url}" style="width:100%;height:720px;border:1px solid '
+                '#ccc"></iframe>')
+
+    def __repr__(self) -> str:
+        return f"ViewServer({self.url})"

@@ -1,0 +1,390 @@
+"""The :class:`Session`: one live model, one task, a stack of interventions, and what they do.
+
+Every view reads from a session: the ``acdc view`` page (through :mod:`.server`), a notebook
+(``_repr_html_``) and plain Python. What code does to the session shows in the page at once,
+and what the page does is visible to code::
+
+    from acdc_engine.view import Session
+    s = Session.open("tiny-ioi", "ioi")
+    s.ablate("a3.1")                 # -> Summary: metric, answer prob, logit diff, flips
+    s.command("patch a2.* from corrupted")
+    s.undo(); s.reset()
+    server = s.serve()               # the same state in the browser (a background thread)
+
+Interventions go through :mod:`acdc_engine.interventions` (the one patched forward); the
+session only keeps the stack, groups what one command pushed into one undoable step, and
+summarizes the per-example metric. The views of heads, the logit lens and token attribution
+live in :mod:`.inspect`; circuits in :mod:`.circuits`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..errors import AcdcError
+from ..interventions import Intervention, InterventionStack, evaluate_interventions
+from ..models import LoadedModel
+from ..problem import Problem
+from ..tasks import TaskData
+from .circuits import CircuitView
+from .compare import compare_state
+from .inspect import Inspector
+
+__all__ = ["Session", "Summary", "CACHED"]
+
+CACHED = 8
+"""How many evaluated sets of interventions a session remembers (undo is then instant)."""
+
+
+@dataclass
+class Summary:
+    """What the model does on the task's examples under the current interventions."""
+
+    metric: float
+    """Mean of the task's metric over the examples."""
+    prob: float
+    """Mean probability of the answer token at the last position."""
+    logit_diff: float | None
+    """Mean logit(answer) - logit(wrong answer); None when the task has no wrong answers."""
+    accuracy: float
+    """Share of examples where the answer beats the wrong answer (or is the top token)."""
+    delta: float
+    """Change of ``metric`` since the previous step."""
+    flipped: list[int]
+    """Examples (row numbers) whose prediction differs from the unintervened model's."""
+    flipped_step: list[int]
+    """Examples whose prediction changed at the last step."""
+    per_example: list[float]
+    """The metric of every example, by row number."""
+    ms: float = 0.0
+    """Server-side time of the evaluation, in milliseconds."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Step:
+    text: str
+    items: list[Intervention]
+
+
+@dataclass
+class Session:
+    """A loaded model, a task's :class:`Problem`, an intervention stack and an optional circuit.
+
+    Thread-safe: the server calls it from worker threads while a notebook calls it from its
+    own; :attr:`version` grows on every change, which is how the page learns of one."""
+
+    model: LoadedModel
+    problem: Problem
+    data: TaskData
+    task: str = ""
+    name: str = "session"
+    stack: InterventionStack = field(init=False)
+    version: int = field(default=0, init=False)
+    log: list[str] = field(default_factory=list, init=False)
+    _steps: list[_Step] = field(default_factory=list, init=False, repr=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _summary: Summary | None = field(default=None, init=False, repr=False)
+    _base_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _last_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
+    activity: str | None = field(default=None, init=False)
+    """What the session is computing now (None when idle); the pages show it."""
+    other: Session | None = field(default=None, init=False, repr=False)
+    """A second model on the same task, shown side by side (:meth:`compare_with`)."""
+
+    def __post_init__(self):
+        self.stack = InterventionStack(self.problem.graph)
+        order = [r for b in self.problem.batches for r in b.rows]  # batch order -> row number
+        self._rows = torch.tensor(order)
+        self._answer = torch.cat([b.answer.cpu() for b in self.problem.batches])
+        wrong = [b.wrong for b in self.problem.batches]
+        self._wrong = None if any(w is None for w in wrong) else torch.cat(
+            [w.cpu() for w in wrong])
+        self.circuit = CircuitView(self)
+        self.inspect = Inspector(self)
+        self._summary = self._evaluate(None)
+
+    # ----- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, model: str | LoadedModel = "tiny-ioi", task: str | None = None, *,
+             run: str | None = None, n_examples: int | None = None, device=None,
+             metric: str | None = None) -> Session:
+        """Load ``model`` (shipped name, path or hub id) and ``task`` (default: the model's
+        task, else ``ioi``), build the problem, and load the circuit of ``run`` if given."""
+        from ..api.setup import build_problem, load_model, load_task
+
+        loaded = load_model(model, device=device or "cpu")
+        task_name = task or loaded.info.get("task") or "ioi"
+        task_obj = load_task(task_name)
+        problem, data = build_problem(loaded, task_obj, metric=metric, n_examples=n_examples)
+        s = cls(loaded, problem, data, task=task_obj.name, name=f"{loaded.id} on {task_obj.name}")
+        if run:
+            s.circuit.load(run)
+        return s
+
+    # ----- what it is -------------------------------------------------------------------------
+    @property
+    def graph(self):
+        return self.problem.graph
+
+    @property
+    def summary(self) -> Summary:
+        """The summary under the current interventions (computed when they change)."""
+        return self._summary
+
+    @property
+    def interventions(self) -> list[str]:
+        return [str(iv) for iv in self.stack.items]
+
+    @property
+    def steps(self) -> list[str]:
+        return [s.text for s in self._steps]
+
+    def tokens(self, ids: list[int] | torch.Tensor) -> list[str]:
+        """Readable token strings of ``ids``."""
+        tok = self.model.tokenizer
+        ids = [int(i) for i in ids]
+        if tok is None:
+            return [str(i) for i in ids]
+        return [tok.decode([i]) for i in ids]
+
+    # ----- interventions --------------------------------------------------------------------
+    def expand(self, pattern: str) -> list[str]:
+        """Node or edge names matching ``pattern`` (``a5.*``, ``m*``, ``a1.0->logits``)."""
+        g = self.graph
+        if not any(c in pattern for c in "*?["):
+            return [pattern]
+        pool = [n.name for n in g.writers] if "->" not in pattern else list(g.edge_index)
+        names = [n for n in pool if fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            raise AcdcError(f"{pattern!r} matches no node of this model ({g.n_layers} layers, "
+                            f"{g.n_heads} heads; nodes are 'input', 'a{{layer}}.{{head}}', "
+                            "'m{layer}')")
+        return names
+
+    def intervene(self, text: str) -> Summary:
+        """Apply one intervention command (``"ablate a3.1 mean"``, ``"freeze m2"``,
+        ``"patch a5.* from corrupted"``) as one undoable step; nothing changes on an error."""
+        words = text.split()
+        if len(words) < 2:
+            raise AcdcError(f"cannot read intervention {text!r} (e.g. 'ablate a3.1 zero', "
+                            "'freeze m2', 'patch a5.* from corrupted')")
+        items = [Intervention.parse(" ".join([words[0], name, *words[2:]]))
+                 for name in self.expand(words[1])]
+        with self._lock:
+            trial = InterventionStack(self.graph, list(self.stack.items))
+            for iv in items:
+                try:
+                    trial.push(iv)
+                except KeyError as e:
+                    raise AcdcError(str(e.args[0]) if e.args else str(e)) from None
+
+            def push():
+                self.stack.items[:] = trial.items
+                self._steps.append(_Step(" ".join(words), items))
+            return self._apply(push, " ".join(words))
+
+    def ablate(self, target: str, source: str = "zero") -> Summary:
+        """Replace what ``target`` (node, edge or pattern) writes with ``source`` (zero, mean,
+        corrupted)."""
+        return self.intervene(f"ablate {target} {source}")
+
+    def freeze(self, target: str) -> Summary:
+        """Pin ``target``'s output to the clean run's, whatever happens upstream."""
+        return self.intervene(f"freeze {target}")
+
+    def patch(self, target: str, source: str = "corrupted") -> Summary:
+        return self.intervene(f"patch {target} {source}")
+
+    def undo(self) -> Summary:
+        """Take back the last step (all the interventions one command pushed)."""
+        with self._lock:
+            if not self._steps:
+                raise AcdcError("nothing to undo")
+            step = self._steps[-1]
+
+            def pop():
+                self._steps.pop()
+                del self.stack.items[len(self.stack.items) - len(step.items):]
+            return self._apply(pop, f"undo {step.text}")
+
+    def restore(self, target: str) -> Summary:
+        """Remove every intervention on ``target`` (a node or edge name), wherever it was
+        pushed; steps left empty disappear."""
+        with self._lock:
+            if target not in {iv.target for iv in self.stack.items}:
+                raise AcdcError(f"{target} has no intervention to remove "
+                                f"(intervened: {', '.join(self._targets()) or 'nothing'})")
+            def remove():
+                self.stack.items[:] = [iv for iv in self.stack.items if iv.target != target]
+                steps = [_Step(st.text, [iv for iv in st.items if iv.target != target])
+                         for st in self._steps]
+                self._steps = [st for st in steps if st.items]
+            return self._apply(remove, f"restore {target}")
+
+    def reset(self) -> Summary:
+        """Remove every intervention."""
+        with self._lock:
+            def clear():
+                self._steps = []
+                self.stack.clear()
+            return self._apply(clear, "reset")
+
+    @contextmanager
+    def busy(self, what: str):
+        """Mark a computation in progress (:attr:`activity`; the pages show it)."""
+        self.activity = what
+        try:
+            yield
+        finally:
+            self.activity = None
+
+    def clear_cache(self) -> None:
+        """Forget remembered evaluations (the next one runs the model again)."""
+        with self._lock:
+            self._cache.clear()
+
+    def notify(self, message: str = "changed from code") -> None:
+        """Tell the views that something changed outside the session's own methods (e.g. a
+        custom nnsight hook on the model): the summary is recomputed and pages refresh."""
+        with self._lock:
+            self._cache.clear()
+            self._changed(message)
+
+    def _apply(self, change, message: str) -> Summary:
+        """Make ``change`` to the stack and steps, then evaluate; if the evaluation fails the
+        stack and steps are put back as they were (the session keeps its state)."""
+        items, steps = list(self.stack.items), list(self._steps)
+        change()
+        try:
+            return self._changed(message)
+        except BaseException:
+            self.stack.items[:] = items
+            self._steps = steps
+            raise
+
+    def _changed(self, message: str) -> Summary:
+        with self.busy(message):
+            self._summary = self._evaluate(self._summary)
+        self.version += 1
+        self.log.append(message)
+        del self.log[:-50]
+        return self._summary
+
+    # ----- evaluation -------------------------------------------------------------------------
+    def per_example(self, stack: InterventionStack | None = None):
+        """(metric ``[n]``, last-position logits ``[n, vocab]``) in batch order.
+
+        Results are remembered per set of interventions (the last :data:`CACHED`), so undo and
+        reset come back at once; :meth:`notify` forgets them."""
+        stack = stack or self.stack
+        key = tuple(stack.items)
+        if key in self._cache:
+            self._cache[key] = self._cache.pop(key)  # most recently used last
+            return self._cache[key]
+        out = evaluate_interventions(self.problem, stack, return_logits=True)
+        self._cache[key] = out
+        while len(self._cache) > CACHED:
+            self._cache.pop(next(iter(self._cache)))
+        return out
+
+    def _evaluate(self, previous: Summary | None) -> Summary:
+        t0 = time.perf_counter()
+        values, logits = self.per_example()  # [n], [n, vocab]
+        n = torch.arange(len(values))
+        probs = logits.softmax(-1)[n, self._answer]  # [n]
+        if self._wrong is not None:
+            diff = logits[n, self._answer] - logits[n, self._wrong]  # [n]
+            correct = diff > 0
+        else:
+            diff = None
+            correct = logits.argmax(-1) == self._answer
+        if self._base_correct is None:
+            self._base_correct = correct
+        prev_correct = correct if self._last_correct is None else self._last_correct
+        self._last_correct = correct
+        rows = self._rows
+        order = torch.argsort(rows)  # batch order -> row order
+        return Summary(
+            metric=float(values.mean()), prob=float(probs.mean()),
+            logit_diff=None if diff is None else float(diff.mean()),
+            accuracy=float(correct.float().mean()),
+            delta=0.0 if previous is None else float(values.mean()) - previous.metric,
+            flipped=sorted(rows[correct != self._base_correct].tolist()),
+            flipped_step=sorted(rows[correct != prev_correct].tolist()),
+            per_example=values[order].tolist(),
+            ms=1000 * (time.perf_counter() - t0),
+        )
+
+    # ----- everything a page needs ------------------------------------------------------------
+    def state(self) -> dict:
+        """The session as JSON: model, graph, interventions, summary, circuit, log."""
+        g = self.graph
+        with self._lock:
+            s = self.summary.as_dict()
+            return {
+                "name": self.name, "model": self.model.id, "task": self.task,
+                "metric": self.problem.metric.name, "version": self.version,
+                "graph": {**g.shape(), "n_edges": g.n_edges},
+                "n_examples": self.problem.n_examples,
+                "interventions": self.interventions, "steps": self.steps,
+                "targets": self._targets(), "summary": s,
+                "circuit": self.circuit.info(), "log": self.log[-10:],
+                "compare": compare_state(self),
+            }
+
+    def _targets(self) -> dict[str, str]:
+        """Intervened node or edge -> its source (the page marks them on the map)."""
+        return {iv.target: iv.source for iv in self.stack.items}
+
+    def prompt(self, example: int) -> dict:
+        """Row ``example`` of the task: its text, tokens and answers."""
+        if not 0 <= example < len(self.data):
+            raise AcdcError(f"no example {example}: the task has {len(self.data)} "
+                            f"(0 to {len(self.data) - 1})")
+        row = self.data.rows[example]
+        return {"example": example, "clean": row.get("clean"), "corrupted": row.get("corrupted"),
+                "answer": row.get("answer"), "wrong": row.get("wrong_answer"),
+                "tokens": self.tokens(self.data.clean[example])}
+
+    def command(self, text: str) -> dict:
+        """Run one console line (see :mod:`.console`); returns ``{"ok", "message", ...}``."""
+        from .console import run_command
+
+        return run_command(self, text)
+
+    def compare_with(self, other: Session | None) -> None:
+        """Show ``other`` (a second model on the same task) side by side; None stops."""
+        if other is not None and other.task != self.task:
+            raise AcdcError(f"compare models on one task: {self.task!r} vs {other.task!r}")
+        with self._lock:
+            self.other = other
+            self.version += 1
+
+    # ----- sharing ----------------------------------------------------------------------------
+    def serve(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+              open_browser: bool = False):
+        """Serve this session in a background thread (a notebook keeps working); returns the
+        running :class:`~acdc_engine.view.server.ViewServer` (``.url``, ``.stop()``)."""
+        from .server import ViewServer
+
+        return ViewServer(self, host=host, port=port, token=token).start(open_browser)
+
+    def _repr_html_(self) -> str:
+        from .notebook import session_html
+
+        return session_html(self)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Session({self.name!r}, {len(self.stack.items)} intervention(s), "
+                f"{self.problem.metric.name}={s.metric:.4g})")

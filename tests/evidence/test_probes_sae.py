@@ -1,0 +1,107 @@
+"""Linear probes (planted feature, shuffled control) and SAEs (identity dictionary, splicing)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acdc_engine.evidence.probes import fit_probes, probe_task, task_labels
+from acdc_engine.evidence.sae import (
+    SAE,
+    feature_effects,
+    sae_stats,
+    spliced_metric,
+    top_activations,
+    train_sae,
+)
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.tasks import prepare
+from acdc_engine.testing import random_pairs
+
+
+def test_probe_finds_a_planted_linear_feature_and_the_control_does_not():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 12, generator=gen)
+    w = torch.randn(12, generator=gen)
+    y = (x @ w > 0).long()
+    noise = torch.randn(400, 12, generator=gen)
+    res = fit_probes(torch.stack([noise, x]), y.tolist())  # layer 0: noise, layer 1: feature
+    assert res.accuracy[1] >= 0.95
+    assert abs(res.accuracy[0] - 0.5) < 0.15  # noise: chance
+    assert abs(res.control[1] - 0.5) < 0.15  # shuffled labels: chance, even on the feature
+    assert res.chance == pytest.approx(0.5, abs=0.1)
+    assert "decodable best after layer 1" in res.sentences()[0]
+
+
+def test_probe_task_reads_a_direction_of_the_embeddings(gpt2):
+    """The label is which side of a fixed direction the first token's embedding lies on: a
+    linear feature of the residual stream at position 0 after the embeddings."""
+    rows = random_pairs(120, seed=9)
+    tok = gpt2.tokenizer
+    w = torch.randn(gpt2.adapter.d_model, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        proj = {word: float(gpt2.adapter.embed(torch.tensor([[tok.convert_tokens_to_ids(word)]]))
+                            [0, 0] @ w) for word in {r["clean"].split()[0] for r in rows}}
+    cut = sorted(proj.values())[len(proj) // 2]
+    gap = 0.1 * (max(proj.values()) - min(proj.values()))  # a margin, as a planted feature has
+    rows = [r for r in rows if abs(proj[r["clean"].split()[0]] - cut) > gap]
+    for r in rows:
+        r["side"] = int(proj[r["clean"].split()[0]] >= cut)
+    data = prepare("t", tok, rows)
+    problem = Problem.build(gpt2, data, registry().metric("logit_diff"), "zero", batch_size=60)
+    res = probe_task(problem, data, "side", position=0)
+    assert len(res.accuracy) == gpt2.graph.n_layers + 1
+    assert res.accuracy[0] >= 0.95
+    assert res.control[0] < 0.75
+    assert task_labels(data, "answer") == data.answer
+
+
+@pytest.fixture(scope="module")
+def problem(gpt2):
+    data = prepare("t", gpt2.tokenizer, random_pairs(12, seed=2))
+    return Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted", batch_size=6)
+
+
+@pytest.mark.parametrize("layer", [-1, 0, 1])
+def test_identity_sae_reconstructs_exactly_and_splices_to_the_clean_metric(problem, layer):
+    sae = SAE.identity(problem.model.adapter.d_model, layer)
+    st = sae_stats(problem, sae)
+    assert st.mse < 1e-10
+    assert st.metric_spliced == pytest.approx(st.metric_clean, abs=1e-4)
+
+
+def test_splicing_a_zero_reconstruction_is_zero_ablating_the_stream(problem):
+    """Decoding nothing: readers above layer 0 see an all-zero residual stream from layer 0's
+    writers, i.e. every edge from input and layer-0 nodes into them is zero-ablated."""
+    g = problem.graph
+    sae = SAE.identity(problem.model.adapter.d_model, 0)
+    got = spliced_metric(problem, sae, edit=lambda f: torch.zeros_like(f))
+    mask = torch.ones(g.n_writers, g.n_readers)
+    first = g.readers_per_layer
+    mask[: g.attn_upstream(1), first:] = 0
+    # the layer-0 attention bias is part of the stream too: zero it the same way
+    bias = problem.model.adapter.attn_bias(0)
+    want = []
+    for b in problem.batches:
+        from acdc_engine.patching import run
+
+        _, acts = run(problem.model.adapter, b.clean, collect=True)
+        abl = torch.zeros_like(acts)
+        abl[0] = -bias  # input's replacement cancels the bias: the stream is exactly 0
+        logits = run(problem.model.adapter, b.clean, mask=mask, ablated=abl, last_only=True)
+        want.append(problem.metric(logits[:, -1], b))
+    assert torch.allclose(got, torch.cat(want), atol=1e-4)
+
+
+def test_train_save_load_and_features(problem, tmp_path):
+    sae = train_sae(problem, layer=0, n_features=32, steps=300)
+    st = sae_stats(problem, sae)
+    assert st.fraction_unexplained < 0.5 and 0 < st.l0 <= 32
+    back = SAE.load(sae.save(tmp_path / "sae.safetensors"))
+    assert back.layer == 0
+    assert sae_stats(problem, back).mse == pytest.approx(st.mse, rel=1e-5)
+    eff = feature_effects(problem, sae, top=3)
+    assert len(eff) == 3
+    top = top_activations(problem, sae, feature=next(iter(eff)), k=3)
+    assert len(top) <= 3 and all(isinstance(t, str) for _, t in top)
