@@ -109,10 +109,7 @@ def test_loads_as_its_family_and_passes_the_conformance_kit(case):
 
     name, _, model = case
     assert model.family == CASES[name][2]
-    if not hasattr(model.hf.config, "vocab_size"):
-        pytest.xfail("check_model reads hf.config.vocab_size, which a multimodal config keeps "
-                     "in its text_config (fix: config.get_text_config().vocab_size)")
-    check_model(model, length=LENGTH)
+    check_model(model, length=LENGTH)  # multimodal configs: vocab from get_text_config()
 
 
 def test_full_circuit_is_the_model(case):
