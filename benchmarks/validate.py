@@ -4,12 +4,13 @@
     python benchmarks/validate.py --examples 16 --out /tmp/validation.md   # a quick look
 
 For every registered method (``acdc_engine.plugins.registry().methods``: eap, eap-ig, acdc, ...)
-plus exact single-edge patching (:func:`acdc_engine.exact.exact_scores`), on every model that
+plus exact single-edge patching (:func:`acdc_engine.scoring.exact_scores`), on every model that
 ships a ground truth (``tracr-reverse``, ``tracr-frac-prevs``, ``toy-induction``), under zero and
 under corrupted ablation, it measures:
 
-* edge and node ROC AUC of the scores against the ground truth (:mod:`acdc_engine.groundtruth`);
-* CPR and CMD of the faithfulness curve at MIB's budgets (:mod:`acdc_engine.curves`);
+* edge and node ROC AUC of the scores against the ground truth
+  (:mod:`acdc_engine.evaluation.groundtruth`);
+* CPR and CMD of the faithfulness curve at MIB's budgets (:mod:`acdc_engine.evaluation.curves`);
 * the normalized faithfulness of the method's top-n circuit, n = the ground truth's edge count;
 * the scoring time.
 
@@ -63,33 +64,32 @@ def _methods():
     return [*registry().methods, "exact"]
 
 
-def score(lm, batches, metric, abl, method: str):
+def score(problem, method: str):
     """(scores, seconds, error) for one method."""
-    from acdc_engine.exact import exact_scores
     from acdc_engine.plugins import registry
+    from acdc_engine.scoring import exact_scores
 
     t0 = time.perf_counter()
     try:
         if method == "exact":
-            scores = exact_scores(lm, batches, metric, abl, progress=False)
+            scores = exact_scores(problem, progress=False)
         else:
             m = registry().method(method)
-            settings = {**m.defaults, **{k: v for k, v in SETTINGS.items() if k in m.defaults}}
-            scores = m.run(lm, batches, metric, abl, settings, False).scores
+            settings = m.configure({k: v for k, v in SETTINGS.items() if k in m.defaults})
+            scores = m.run(problem, settings, False).scores
     except Exception as e:  # a method that cannot run here is a row that says why
         return None, time.perf_counter() - t0, f"{type(e).__name__}: {str(e).splitlines()[0]}"
     return scores.detach().float().cpu(), time.perf_counter() - t0, None
 
 
 def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict]:
-    from acdc_engine.curves import faithfulness_curve
-    from acdc_engine.evaluation import evaluate_masks, make_batches
-    from acdc_engine.groundtruth import evaluate_ground_truth, ground_truth_for
-    from acdc_engine.models import load_model
-    from acdc_engine.patching import Ablation
+    from acdc_engine import load_model
+    from acdc_engine.circuit import prune_dead, select
+    from acdc_engine.evaluation.curves import faithfulness_curve
+    from acdc_engine.evaluation.groundtruth import evaluate_ground_truth, ground_truth_for
     from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
     from acdc_engine.tasks import prepare
-    from acdc_engine.circuits import prune_dead, select
 
     reg = registry()
     torch.manual_seed(seed)
@@ -97,13 +97,11 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict
     task = reg.task(case.task)
     metric = reg.metric(case.metric)
     data = prepare(task, lm.tokenizer, task.rows(n_examples, seed))
-    batches = make_batches(lm, data, metric, batch_size=64)
-    abl = Ablation(ablation).fit(lm.adapter, batches)
+    problem = Problem.build(lm, data, metric, ablation, batch_size=64)
     g = lm.graph
     gt = ground_truth_for(lm)
     gt_mask = g.mask_from_edges(list(gt.edges))
-    gt_value, full, empty = evaluate_masks(
-        lm, batches, metric, abl, [gt_mask, None, torch.zeros_like(gt_mask)], progress=False)
+    gt_value, full, empty = problem.evaluate([gt_mask, None, torch.zeros_like(gt_mask)])
     base = {"model": case.model, "task": case.task, "metric": case.metric,
             "ablation": ablation, "n_edges": g.n_edges, "n_gt": len(gt.edges),
             "n_examples": len(data)}
@@ -111,7 +109,7 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict
              "cpr": None, "cmd": None, "faith_gt": _norm(gt_value, full, empty),
              "seconds": None, "error": None}]
     for method in _methods():
-        scores, seconds, error = score(lm, batches, metric, abl, method)
+        scores, seconds, error = score(problem, method)
         row = {**base, "method": method, "seconds": seconds, "error": error}
         if scores is None:
             rows.append(row)
@@ -119,7 +117,7 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict
         roc = evaluate_ground_truth(g, scores, gt)
         top = prune_dead(g, select(g, scores, n_edges=len(gt.edges)))
         curve, _, (top_value,) = faithfulness_curve(
-            lm, batches, metric, abl, scores, extra=[g.mask_from_edges(top)], progress=False)
+            problem, scores, extra=[g.mask_from_edges(top)], progress=False)
         row.update(edge_auc=roc["edge_roc_auc"], node_auc=roc["node_roc_auc"], cpr=curve.cpr,
                    cmd=curve.cmd, faith_gt=_norm(top_value, curve.full, curve.empty))
         rows.append(row)
@@ -193,7 +191,7 @@ ground-truth circuit of the model:
 * **time**: scoring only (loading and evaluation excluded), CPU.
 
 Methods: every method registered when the table was made ({methods}) and `exact` (exact
-single-edge patching, `acdc_engine.exact.exact_scores`: one patched forward per edge; the score
+single-edge patching, `acdc_engine.scoring.exact_scores`: one patched forward per edge; the score
 ACDC thresholds). Method settings: {settings}.
 
 ## Summary
