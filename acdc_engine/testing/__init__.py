@@ -16,8 +16,8 @@ from .builders import (
     save_tracr,
     word_tokenizer,
 )
-from .conformance import check_metric, check_model, check_task
+from .conformance import check_metric, check_model, check_task, first_order_error
 
-__all__ = ["check_task", "check_metric", "check_model", "WORDS", "word_tokenizer",
-           "save_tokenizer", "perturb", "save_gpt2", "save_hf", "hf_shape", "save_llama",
-           "save_tracr", "random_pairs"]
+__all__ = ["check_task", "check_metric", "check_model", "first_order_error", "WORDS",
+           "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_hf", "hf_shape",
+           "save_llama", "save_tracr", "random_pairs"]

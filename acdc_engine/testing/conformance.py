@@ -25,7 +25,7 @@ from ..patching import ABLATIONS, Ablation, run
 from ..problem import Problem
 from ..tasks import Batch, Task, prepare
 
-__all__ = ["check_task", "check_metric", "check_model"]
+__all__ = ["check_task", "check_metric", "check_model", "first_order_error"]
 
 
 def check_task(task: Task, tokenizer, n: int = 8) -> None:
@@ -123,3 +123,39 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
             assert abs(exact - est) <= 0.1 * abs(est) + 1e-4 * eps, (
                 f"edge {g.edges[e].name}: EAP {est:.3e} vs exact {exact:.3e} at eps={eps}"
             )
+
+
+def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.Tensor,
+                      eps: float = 1e-4, logit: int = 7) -> tuple[float, float]:
+    """EAP against exact single-edge patching on every edge, with the ablation ``eps`` of the
+    way from the clean run to the corrupted one: ``(max |exact/eps - EAP/eps| / scale, scale)``
+    with ``scale = max |exact/eps|``. Run it in float64 (``model.hf.double()``) to see the
+    first-order agreement rather than rounding."""
+    from ..scoring.attribution import attribute
+
+    g = model.graph
+    with torch.no_grad():
+        _, c_acts = run(model.adapter, clean, collect=True)
+        _, k_acts = run(model.adapter, corrupted, collect=True)
+    near = c_acts + eps * (k_acts - c_acts)  # an ablation a hair away from clean
+
+    class Near(Ablation):
+        def activations(self, adapter, batch):
+            return near
+
+    metric = Metric("logit", lambda lg, b: lg[:, logit])
+    batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
+                  list(range(len(clean))))
+    eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap",
+                    progress=False).double()
+    base = metric(run(model.adapter, clean, last_only=True)[:, -1], batch).mean()
+    w, r = g.coords
+    exact = torch.empty(g.n_edges, dtype=torch.float64)
+    with torch.no_grad():
+        for e in range(g.n_edges):
+            mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64)
+            mask[w[e], r[e]] = 0
+            lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True)
+            exact[e] = metric(lg[:, -1], batch).mean() - base
+    scale = float((exact / eps).abs().max())
+    return float((exact / eps - eap / eps).abs().max()) / max(scale, 1e-30), scale

@@ -172,10 +172,7 @@ def test_cutting_a_node_equals_nnsight_node_patching(case, target):
 
 def test_eap_is_exact_to_first_order(case):
     """Shrink the corrupted run towards the clean one by eps: exact/eps -> EAP/eps (float64)."""
-    from acdc_engine.metrics import Metric
-    from acdc_engine.problem import Problem
-    from acdc_engine.scoring import attribute
-    from acdc_engine.tasks import Batch
+    from acdc_engine.testing import first_order_error
 
     _, _, model = case
     cfg = model.hf.config
@@ -185,30 +182,8 @@ def test_eap_is_exact_to_first_order(case):
     model.hf.double()
     try:
         clean, corrupted = _ids(model, 3, batch=2, length=5)
-        g, eps = model.graph, 1e-4
-        c_acts, k_acts = _acts(model, clean), _acts(model, corrupted)
-        near = c_acts + eps * (k_acts - c_acts)
-
-        class Near(Ablation):
-            def activations(self, adapter, batch):
-                return near
-
-        metric = Metric("logit", lambda lg, b: lg[:, 7])
-        batch = Batch(clean, corrupted, torch.zeros(2, dtype=torch.long), None, [0, 1])
-        eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap",
-                        progress=False).double()
-        base = metric(run(model.adapter, clean, last_only=True)[:, -1], batch).mean()
-        w, r = g.coords
-        exact = torch.empty(g.n_edges, dtype=torch.float64)
-        with torch.no_grad():
-            for e in range(g.n_edges):
-                mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64)
-                mask[w[e], r[e]] = 0
-                lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True)
-                exact[e] = metric(lg[:, -1], batch).mean() - base
-        scale = (exact / eps).abs().max()
+        err, scale = first_order_error(model, clean, corrupted, eps=1e-4)
         assert scale > 1e-2
-        err = float((exact / eps - eap / eps).abs().max() / scale)
         assert err < 1e-2, f"relative first-order error {err:.2e}"
     finally:
         model.hf.float()

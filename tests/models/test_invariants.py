@@ -127,44 +127,15 @@ def test_cutting_a_node_equals_node_patching(family_model, target):
 
 def test_eap_is_exact_to_first_order(family_model):
     """Shrink the corrupted run towards the clean one by eps: exact/eps -> EAP/eps."""
-    from acdc_engine.scoring import attribute
-    from acdc_engine.metrics import Metric
-    from acdc_engine.tasks import Batch
+    from acdc_engine.testing import first_order_error
 
     model = family_model
     model.hf.double()
     try:
         clean, corrupted = ids_pair(model, seed=3, batch=2, length=5)
-        g = model.graph
-        eps = 1e-4
-        with torch.no_grad():
-            _, c_acts = run(model.adapter, clean, collect=True)
-            _, k_acts = run(model.adapter, corrupted, collect=True)
-        near = c_acts + eps * (k_acts - c_acts)  # an ablation a hair away from clean
-
-        class Fixed(Ablation):
-            def activations(self, adapter, batch):
-                return near
-
-        metric = Metric("logit", lambda lg, b: lg[:, 7])
-        batch = Batch(clean, corrupted, torch.zeros(2, dtype=torch.long), None, [0, 1])
-        from acdc_engine.problem import Problem
-
-        problem = Problem(model, [batch], metric, Fixed("corrupted"))
-        eap = attribute(problem, "eap", progress=False)
-        base = metric(run(model.adapter, clean, last_only=True)[:, -1], batch).mean()
-        w, r = g.coords
-        exact = torch.empty(g.n_edges, dtype=torch.float64)
-        with torch.no_grad():
-            for e in range(g.n_edges):
-                mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64)
-                mask[w[e], r[e]] = 0
-                lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True)
-                exact[e] = metric(lg[:, -1], batch).mean() - base
-        err = (exact / eps - eap.double() / eps).abs().max()
-        scale = (exact / eps).abs().max()
+        err, scale = first_order_error(model, clean, corrupted, eps=1e-4)
         assert scale > 1e-2
-        assert err / scale < 1e-2, f"relative first-order error {err / scale:.2e}"
+        assert err < 1e-2, f"relative first-order error {err:.2e}"
     finally:
         model.hf.float()
 
