@@ -18,13 +18,14 @@ import torch
 
 from ..circuit import Circuit
 from ..problem import Problem
+from ..records.runs import RunRecord
 from ..tasks import TaskData
 
 __all__ = ["RunContext", "stability_evidence", "descriptive_evidence", "write_json"]
 
 
 @dataclass
-class RunContext:
+class RunContext(RunRecord):
     """A recorded discovery run, reopened: its record (run.json), circuit and problem."""
 
     ref: str
@@ -35,14 +36,6 @@ class RunContext:
     run_dir: Path | None
     tracking_uri: str | None
     scores: torch.Tensor | None = None  # [n_edges], every edge's score (edge_scores.tsv)
-
-    @property
-    def params(self) -> dict:
-        return self.record.get("params", {})
-
-    @property
-    def run_id(self) -> str | None:
-        return self.record.get("run_id")
 
     @property
     def out_dir(self) -> Path:

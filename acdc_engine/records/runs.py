@@ -13,7 +13,7 @@ from ..errors import AcdcError
 from . import store
 from .store import TrackingError, resolve_uri, results_dir, sqlite_path
 
-__all__ = ["SourceRun", "find_run", "list_runs", "format_runs", "finite"]
+__all__ = ["RunRecord", "SourceRun", "find_run", "list_runs", "format_runs", "finite"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -30,11 +30,10 @@ def finite(x) -> float | None:
 # ----- finding a run again ------------------------------------------------------------------
 
 
-class SourceRun:
-    """A previous run found by :func:`find_run`: its ``run.json`` and its scores file."""
+class RunRecord:
+    """What a run's ``record`` (its run.json) says: ``params`` and ``run_id``."""
 
-    def __init__(self, ref: str, record: dict, scores_path: Path, where: str):
-        self.ref, self.record, self.scores_path, self.where = ref, record, scores_path, where
+    record: dict
 
     @property
     def params(self) -> dict:
@@ -43,6 +42,13 @@ class SourceRun:
     @property
     def run_id(self) -> str | None:
         return self.record.get("run_id")
+
+
+class SourceRun(RunRecord):
+    """A previous run found by :func:`find_run`: its ``run.json`` and its scores file."""
+
+    def __init__(self, ref: str, record: dict, scores_path: Path, where: str):
+        self.ref, self.record, self.scores_path, self.where = ref, record, scores_path, where
 
 
 def _from_dir(ref: str, d: Path, scores: Path | None = None) -> SourceRun:
