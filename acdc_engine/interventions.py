@@ -139,14 +139,20 @@ def source_activations(problem: Problem, i: int, source: str) -> torch.Tensor | 
 def evaluate_interventions(problem: Problem, stack: InterventionStack,
                            return_logits: bool = False):
     """Per-example metric under the stack's interventions, ``[n_examples]`` in batch order (and
-    the last-position logits ``[n_examples, vocab]`` with ``return_logits``)."""
+    the logits at each row's last read position ``[n_examples, vocab]`` with
+    ``return_logits``)."""
     model = problem.model
     mask, sources = stack.plan()
     mask = mask.to(model.device, model.dtype)
     values, logits_all = [], []
     for i, batch in enumerate(problem.batches):
         ablated = None
-        if sources:
+        kinds = set(sources.values())
+        if len(kinds) == 1:
+            # one source: its activations as they are (rows outside ``sources`` keep every
+            # edge, so what they hold is never read); zero ablation needs none
+            ablated = source_activations(problem, i, kinds.pop())
+        elif sources:
             b, p = batch.clean.shape
             ablated = torch.zeros(problem.graph.n_writers, b, p, model.adapter.d_model,
                                   device=model.device, dtype=model.dtype)
@@ -157,9 +163,10 @@ def evaluate_interventions(problem: Problem, stack: InterventionStack,
                 rows = [w for w, s in sources.items() if s == src]
                 ablated[rows] = acts[rows].expand(len(rows), b, p, -1)
         logits = run(model.adapter, batch.clean, mask=mask if sources else None,
-                     ablated=ablated, last_only=True)[:, -1]
-        values.append(problem.metric(logits, batch).float().cpu())
+                     ablated=ablated, last_only=True,
+                     positions=batch.read_positions)  # [b, k, vocab]
+        values.append(problem.metric.score(logits, batch).float().cpu())
         if return_logits:
-            logits_all.append(logits.float().cpu())
+            logits_all.append(logits[:, -1].float().cpu())
     out = torch.cat(values)
     return (out, torch.cat(logits_all)) if return_logits else out

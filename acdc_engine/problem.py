@@ -10,7 +10,9 @@ comparison) takes a Problem instead of the quartet ``(model, batches, metric, ab
 Built once, it caches what every consumer would otherwise recompute: the ablated writer
 outputs of each batch (the corrupted run; computed on first use, ``cache=False`` recomputes
 them per use to save memory on big models), the mean activations for mean ablation, and the
-clean model's last-position logits when the metric needs them (KL divergence).
+clean model's logits at the read positions when the metric needs them (KL divergence).
+Every metric value goes through ``metric.score(run(..., positions=batch.read_positions),
+batch)``: logits ``[batch, k, vocab]`` at the task's read positions (the last one by default).
 :meth:`with_metric` shares those caches with a problem scored by another metric (ACDC's
 pruning metric).
 """
@@ -29,7 +31,25 @@ from .patching import Ablation, run
 from .progress import progress_bar
 from .tasks import Batch, TaskData
 
-__all__ = ["Problem"]
+__all__ = ["Problem", "check_needs"]
+
+_NEEDS = {  # what a metric may need -> (is it there?, what the task must give)
+    "answer": (lambda d: d.has_answer, "an answer for every row"),
+    "wrong": (lambda d: d.wrong is not None, "a wrong_answer for every row"),
+    "answer_set": (lambda d: d.answer_set is not None, "an answer_set for every row"),
+    "wrong_set": (lambda d: d.wrong_set is not None, "a wrong_set for every row"),
+}
+
+
+def check_needs(metric: Metric, data: TaskData) -> None:
+    """Refuse a metric whose ``needs`` the task's data lacks, saying what to pick instead."""
+    for need in metric.needs:
+        if need in _NEEDS and not _NEEDS[need][0](data):
+            alt = ("'set_prob_diff'" if data.answer_set is not None and data.wrong_set is not None
+                   else "'nll' or 'kl_div'" if data.has_answer else "'kl_div'")
+            raise AcdcError(
+                f"metric {metric.name!r} needs {_NEEDS[need][1]}, and task {data.task!r} has "
+                f"none; pick a metric such as {alt}")
 
 
 @dataclass
@@ -50,11 +70,7 @@ class Problem:
         """Batch ``data`` for ``model`` and fit the ablation (mean activations)."""
         if batch_size < 1:
             raise AcdcError(f"batch size must be at least 1, got {batch_size}")
-        if "wrong" in metric.needs and data.wrong is None:
-            raise AcdcError(
-                f"metric {metric.name!r} needs a wrong_answer for every row, and task "
-                f"{data.task!r} has none; pick a metric such as 'nll' or 'kl_div'"
-            )
+        check_needs(metric, data)
         ablation = Ablation(ablation) if isinstance(ablation, str) else ablation
         batches = data.batches(batch_size, device=model.device)
         ablation.fit(model.adapter, batches)
@@ -71,6 +87,13 @@ class Problem:
 
     def __len__(self) -> int:
         return self.n_examples
+
+    @property
+    def n_outputs(self) -> int:
+        """Entries of the model's output at a position: the vocabulary size (1 for a
+        numerical readout such as tracr's frac_prevs)."""
+        with torch.no_grad():
+            return run(self.model.adapter, self.batches[0].clean[:1], last_only=True).shape[-1]
 
     # ----- cached runs --------------------------------------------------------------------------
     def ablated(self, i: int) -> torch.Tensor | None:
@@ -96,8 +119,9 @@ class Problem:
             with torch.no_grad():
                 for b in self.batches:
                     c = replace(b)
-                    if c.clean_logits is None:
-                        c.clean_logits = run(self.model.adapter, b.clean, last_only=True)[:, -1]
+                    if c.clean_logits is None:  # [b, k, vocab]
+                        c.clean_logits = run(self.model.adapter, b.clean, last_only=True,
+                                             positions=b.read_positions)
                     batches.append(c)
         out = Problem(self.model, batches, metric, self.ablation, self.cache)
         out._ablated = self._ablated
@@ -116,8 +140,9 @@ class Problem:
                                                enabled=progress and len(masks) > 1)):
             abl = self.ablated(i)
             for j, mask in enumerate(masks):
-                logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True)
-                totals[j] += float(self.metric(logits[:, -1], batch).sum())
+                logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True,
+                             positions=batch.read_positions)  # [b, k, vocab]
+                totals[j] += float(self.metric.score(logits, batch).sum())
         n = self.n_examples
         return [t / n for t in totals]
 

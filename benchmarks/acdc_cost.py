@@ -5,6 +5,7 @@
     python benchmarks/acdc_cost.py --profile                # + where the fast run's time goes
     python benchmarks/acdc_cost.py --device cuda --batch 32 # on a GPU
     python benchmarks/acdc_cost.py --guided                 # ACDC vs guided ACDC on tiny-ioi
+    python benchmarks/acdc_cost.py --metric-cost            # one evaluation's unembedding + KL
 
 Builds a GPT-2-small-shaped model (12 layers x 12 heads, 32,491 edges; ``--d-model`` reduces the
 width for CPUs) with random weights, saves it and loads it by path through acdc-engine, draws a
@@ -26,6 +27,12 @@ circuit size (after dead ends are pruned), normalized faithfulness (task metric,
 difference), KL to the full model, edges decided by a test, candidate evaluations, accepted
 group removals, edges kept untested, time (guided: including its EAP-IG pass) and the overlap
 (Jaccard) of the circuits.
+
+``--metric-cost`` instead times, interleaved in one process (so the machine's load hits all
+alike), what one engine evaluation of ``--speculate`` stacked candidates spends after the model
+work: the unembedding ``[candidates x batch, d_model] @ [d_model, vocab]``, the KL divergence as
+the plain metric computes it on the repeated batch (two ``log_softmax``, ``exp``, sum: the form
+before the prepared metrics), and the prepared KL the engine uses (clean side kept per batch).
 
 tau: ``--tau auto`` (default) takes the median of the positive single-edge damages of the
 logits' incoming edges (one batched evaluation), which prunes the graph to a sparse circuit as
@@ -124,6 +131,49 @@ def compare_guided(args):
                   f"{secs:7.2f} {jac:7.2f}")
 
 
+def metric_cost(args):
+    """Per-evaluation cost of the unembedding, the textbook KL and the prepared KL."""
+    from acdc_engine.metrics import Metric
+    from acdc_engine.plugins import registry
+    from acdc_engine.tasks import Batch
+
+    def textbook_kl(logits, batch):  # the kl_div formula before the prepared form
+        logp = logits.float().log_softmax(-1)
+        logq = batch.clean_logits.float().log_softmax(-1)
+        return (logq.exp() * (logq - logp)).sum(-1)
+
+    B, V, d, c = args.batch, args.vocab, args.d_model, args.speculate
+    gen = torch.Generator().manual_seed(args.seed)
+    ids = torch.zeros(B, args.pos, dtype=torch.long)
+    clean = torch.randn(B, 1, V, generator=gen) * 3 - 80  # GPT-2's logits sit around -80
+    batch = Batch(ids, ids, ids[:, 0], ids[:, 0], list(range(B)), clean_logits=clean)
+    W = torch.randn(V, d, generator=gen) / d**0.5  # [vocab, d]
+    h = torch.randn(c * B, 1, d, generator=gen)  # [c * B, 1, d] final residuals
+    old = Metric("kl_textbook", textbook_kl).stacked(batch)
+    new = registry().metric("kl_div").stacked(batch)
+    z = torch.nn.functional.linear(h, W).view(c, B, 1, V)
+    jobs = {"unembed": lambda: torch.nn.functional.linear(h, W),
+            "KL textbook": lambda: old(z.clone()), "KL prepared": lambda: new(z.clone()),
+            "(copy)": lambda: z.clone()}
+    wall = {k: [] for k in jobs}
+    for it in range(args.repeats + 1):
+        for name, fn in jobs.items():
+            t0 = time.perf_counter()
+            fn()
+            if it:  # the first round warms up
+                wall[name].append(time.perf_counter() - t0)
+    ms = {k: statistics.median(v) * 1000 for k, v in wall.items()}
+    for k in ("KL textbook", "KL prepared"):
+        ms[k] -= ms["(copy)"]  # both are handed a fresh copy of the logits
+    err = (new(z.clone()) - old(z.clone())).abs().max().item()
+    print(f"one evaluation of {c} candidates x {B} examples, d_model {d}, vocab {V}, "
+          f"{torch.get_num_threads()} threads (median of {args.repeats}, ms):")
+    for k in ("unembed", "KL textbook", "KL prepared"):
+        print(f"  {k:12s} {ms[k]:8.1f}")
+    print(f"  KL prepared / textbook: {ms['KL prepared'] / ms['KL textbook']:.2f}; "
+          f"max |difference| {err:.2e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=12)
@@ -138,14 +188,18 @@ def main():
     ap.add_argument("--deep-node", type=int, default=None,
                     help="node position of the second naive stretch (default: the middle)")
     ap.add_argument("--speculate", type=int, default=32)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--device", default=None,
+                    help="cpu, cuda or cuda:N (default: cuda when torch sees one, else cpu)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="cProfile the fast run")
     ap.add_argument("--guided", action="store_true",
                     help="compare ACDC with guided ACDC on tiny-ioi instead")
     ap.add_argument("--examples", type=int, default=64, help="--guided: ioi examples")
+    ap.add_argument("--metric-cost", action="store_true",
+                    help="time one evaluation's unembedding and KL instead (see above)")
+    ap.add_argument("--repeats", type=int, default=5, help="--metric-cost: timed rounds")
     ap.add_argument("--taus", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03],
                     help="--guided: thresholds")
     args = ap.parse_args()
@@ -153,6 +207,8 @@ def main():
         torch.set_num_threads(args.threads)
     if args.guided:
         return compare_guided(args)
+    if args.metric_cost:
+        return metric_cost(args)
 
     from transformers import GPT2Config, GPT2LMHeadModel
 

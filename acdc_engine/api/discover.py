@@ -89,6 +89,9 @@ def discover(
         if (p := rec.path("edge_scores.tsv")) is not None:
             on_scores = lambda s: write_scores(p, lm.graph, s)  # noqa: E731  kept if later fails
         out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
+        if "prune_metric" in out.info:  # defaulted for this model (pipeline.default_settings)
+            settings_d["prune_metric"] = params["prune_metric"] = out.info["prune_metric"]
+            rec.log_params({"prune_metric_used": out.info["prune_metric"]})
         attrs = {k: v for k, v in params.items() if v is not None}
         faith = out.faithfulness
         attrs.update(faithfulness=faith.normalized, faithfulness_raw=faith.circuit,
@@ -127,13 +130,16 @@ def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, a
     and data hashes, device, dtype); ``params`` is updated in place."""
     rec.log_params({**params, **version_params()})
     try:
-        reset_peak_memory(resolve_device(cfg.device))
+        # a device_map (dict) names every device the model will be spread over
+        dev = cfg.device if isinstance(cfg.device, dict) else resolve_device(cfg.device)
+        reset_peak_memory(dev)
     except Exception:  # an unusable device is reported by load_model below
         pass
     lm = load_model(model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision)
     problem, data = build_problem(lm, task_obj, metric=metric, ablation=ablation,
                                   n_examples=cfg.n_examples, batch_size=cfg.batch_size,
                                   seed=cfg.seed)
-    params.update(model_params(lm, data))
-    rec.log_params(model_params(lm, data))
+    notes = {f"task.{k}": str(v) for k, v in data.meta.get("notes", {}).items()}
+    params.update(model_params(lm, data), **notes)
+    rec.log_params({**model_params(lm, data), **notes})
     return lm, problem

@@ -12,8 +12,9 @@ them if a later step fails.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import Callable
 
 import torch
@@ -46,6 +47,7 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
     """Score, select and evaluate (see the module docstring)."""
     g = problem.graph
     t0 = time.perf_counter()
+    settings, auto = default_settings(problem, settings, config.settings)
     output = method.run(problem, settings, progress)
     scores = output.scores.detach().float().cpu()
     if problem.model.device.type == "cuda":
@@ -75,8 +77,25 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
     else:
         faith = problem.faithfulness(g.mask_from_edges(keep))
     t_eval = time.perf_counter()
-    return Outcome(scores, keep, faith, curve, dict(output.info),
+    return Outcome(scores, keep, faith, curve, {**auto, **output.info},
                    {"scoring_s": t_score - t0, "evaluation_s": t_eval - t_score})
+
+
+def default_settings(problem: Problem, settings, given: dict | None) -> tuple[object, dict]:
+    """``settings`` with the pruning metric defaulted for ``problem`` when the user gave none:
+    the task's metric on a model whose output has one entry (KL over one value is always 0),
+    else KL divergence (the method's ``"auto"``, resolved here so that the run records the metric
+    it pruned by). Returns the settings and ``{"prune_metric": name}`` when it changed them (for
+    the run's info)."""
+    from ..scoring.acdc import default_prune_metric
+
+    names = {f.name for f in dataclasses.fields(settings)} if is_dataclass(settings) else set()
+    if "prune_metric" not in names or "prune_metric" in (given or {}):
+        return settings, {}
+    choice = default_prune_metric(problem)
+    if settings.prune_metric == choice:
+        return settings, {}
+    return dataclasses.replace(settings, prune_metric=choice), {"prune_metric": choice}
 
 
 def ground_truth_aucs(problem: Problem, scores: Scores, gt: GroundTruth | None) -> dict | None:

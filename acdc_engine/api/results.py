@@ -68,6 +68,11 @@ class DiscoveryResult(_Recorded):
     def graph(self) -> Graph:
         return self.circuit.graph
 
+    def _notes(self) -> list[str]:
+        """The task's notes (``TaskRows.notes``, params ``task.<key>``) as one line."""
+        notes = [f"{k[5:]}: {v}" for k, v in self.params.items() if k.startswith("task.")]
+        return [f"task notes: {'; '.join(notes)}"] if notes else []
+
     def summary(self) -> str:
         f, p = self.faithfulness, self.params
         lines = [
@@ -75,6 +80,7 @@ class DiscoveryResult(_Recorded):
             f"{p['metric']} | ablation {p['ablation']}",
             f"circuit: {self.circuit.number_of_edges()} of {self.graph.n_edges} edges, "
             f"{self.circuit.number_of_nodes()} nodes",
+            *self._notes(),
             f"faithfulness: {f.normalized:.3f} normalized (metric: circuit {f.circuit:.4g}, "
             f"full model {f.full:.4g}, empty circuit {f.empty:.4g})",
         ]

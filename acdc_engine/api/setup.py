@@ -68,7 +68,7 @@ def load_data(task: Task, model: LoadedModel, n_examples: int | None = None,
     """The task's rows (``n_examples``, default the task's), tokenized for ``model``."""
     if n_examples is not None and n_examples < 1:
         raise AcdcError(f"the number of examples must be at least 1, got {n_examples}")
-    rows = task.rows(n_examples or task.default_n, seed)
+    rows = task.load_rows(n_examples or task.default_n, seed, model.tokenizer)
     return prepare(task, model.tokenizer, rows)
 
 

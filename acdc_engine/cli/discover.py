@@ -22,11 +22,14 @@ ORDER = 10
 def _cmd_discover(args) -> int:
     from ..api import discover
 
+    options = settings(args)
+    if args.prune_metric:
+        options["prune_metric"] = args.prune_metric
     result = discover(
         args.model, args.task, args.method, metric=args.metric, ablation=args.ablation,
         revision=args.revision, stability=args.stability,
         n_edges=args.edges, threshold=args.threshold, target=args.target,
-        n_examples=args.examples, batch_size=args.batch_size, settings=settings(args),
+        n_examples=args.examples, batch_size=args.batch_size, settings=options,
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
         render=not args.no_render, **record(args),
     )
@@ -58,6 +61,9 @@ def register(sub) -> None:
                    help="number of task examples (default: the task's)")
     d.add_argument("--batch-size", type=positive, default=32)
     d.add_argument("--ig-steps", type=positive, help="EAP-IG interpolation steps (default 5)")
+    d.add_argument("--prune-metric", "--pruning-metric", dest="prune_metric",
+                   help="ACDC's pruning metric: a metric name or 'task' (default: kl_div, or "
+                        "the task's metric when the model's output has one entry)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --set tau=0.02 (repeatable)")
     d.add_argument("--seed", type=int, default=0)

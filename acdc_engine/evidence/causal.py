@@ -59,12 +59,7 @@ def _writer_nodes(problem: Problem, nodes) -> list[str]:
 
 def _repeat(batch, k: int):
     """``batch`` stacked ``k`` times along the example axis (one copy per patch)."""
-    from dataclasses import replace
-
-    rep = lambda t: None if t is None else t.repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731
-    return replace(batch, clean=rep(batch.clean), corrupted=rep(batch.corrupted),
-                   answer=rep(batch.answer), wrong=rep(batch.wrong),
-                   clean_logits=rep(batch.clean_logits), rows=batch.rows * k)
+    return batch.repeat(k)
 
 
 @torch.no_grad()
@@ -82,10 +77,12 @@ def activation_patching(problem: Problem, nodes: list[str] | None = None,
     for i, batch in enumerate(progress_bar(problem.batches, desc="activation patching",
                                            enabled=progress)):
         clean_acts = source_activations(problem, i, "clean")  # [W, b, p, d]
-        logits, corr_acts = run(model.adapter, batch.corrupted, collect=True, last_only=True)
-        corr_total += float(problem.metric(logits[:, -1], batch).sum())
-        clean_logits = run(model.adapter, batch.clean, last_only=True)
-        clean_total += float(problem.metric(clean_logits[:, -1], batch).sum())
+        pos = batch.read_positions
+        logits, corr_acts = run(model.adapter, batch.corrupted, collect=True, last_only=True,
+                                positions=pos)  # [b, k, vocab]
+        corr_total += float(problem.metric.score(logits, batch).sum())
+        clean_logits = run(model.adapter, batch.clean, last_only=True, positions=pos)
+        clean_total += float(problem.metric.score(clean_logits, batch).sum())
         b, p = batch.clean.shape
         patches = [*range(p - P, p), None]  # one position each, then all positions
         for k, name in enumerate(names):
@@ -104,8 +101,8 @@ def activation_patching(problem: Problem, nodes: list[str] | None = None,
                         ablated[w, rows, t] = clean_acts[w, :, t]
                 big = _repeat(batch, n)
                 out = run(model.adapter, big.corrupted, mask=mask, ablated=ablated,
-                          last_only=True)
-                vals = problem.metric(out[:, -1], big).double().cpu().view(n, b).sum(1)
+                          last_only=True, positions=big.read_positions)
+                vals = problem.metric.score(out, big).double().cpu().view(n, b).sum(1)
                 sums[k, s : s + n] += vals
     n = problem.n_examples
     clean, corr = clean_total / n, corr_total / n

@@ -180,8 +180,9 @@ def direct_logit_attribution(problem: Problem, baseline: str | None = "zero") ->
         mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
         mask.requires_grad_(True)
         abl = source_activations(problem, i, src)
-        logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True)
-        problem.metric(logits[:, -1], batch).sum().backward()
+        logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True,
+                     positions=batch.read_positions)  # [b, k, vocab]
+        problem.metric.score(logits, batch).sum().backward()
         total += mask.grad[:, g.logits_slot].detach().float().cpu()
     return total / problem.n_examples
 
@@ -214,8 +215,9 @@ def token_attribution(problem: Problem, method: str = "input_x_grad", steps: int
         grad = torch.zeros_like(x)
         for a in alphas:
             e = (x0 + a * (x - x0)).detach().requires_grad_(True)
-            logits = run(adapter, batch.clean, embed=e, last_only=True)
-            (g,) = torch.autograd.grad(problem.metric(logits[:, -1], batch).sum(), e)
+            logits = run(adapter, batch.clean, embed=e, last_only=True,
+                         positions=batch.read_positions)  # [b, k, vocab]
+            (g,) = torch.autograd.grad(problem.metric.score(logits, batch).sum(), e)
             grad += g.detach()
         rows.append(((x - x0) * grad / len(alphas)).sum(-1).float().cpu())  # [b, p]
     width = max(r.shape[1] for r in rows)

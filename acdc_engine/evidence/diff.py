@@ -11,7 +11,7 @@ example and its bootstrap interval tells a real change from noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,10 +31,7 @@ def single_examples(problem: Problem, chunk: int = 1):
         abl = problem._ablated.get(i)
         for s in range(0, len(b), chunk):
             t = torch.arange(s, min(s + chunk, len(b)), device=b.clean.device)
-            pick = lambda x, t=t: None if x is None else x.index_select(0, t)  # noqa: E731
-            sub = replace(b, clean=pick(b.clean), corrupted=pick(b.corrupted),
-                          answer=pick(b.answer), wrong=pick(b.wrong),
-                          rows=[b.rows[j] for j in t.tolist()], clean_logits=pick(b.clean_logits))
+            sub = b.select(t)
             out = Problem(problem.model, [sub], problem.metric, problem.ablation, problem.cache)
             if abl is not None:
                 out._ablated = {0: abl if abl.shape[1] == 1 else abl.index_select(1, t)}

@@ -101,8 +101,9 @@ def per_example(problem: Problem, masks: list[Mask | None]) -> torch.Tensor:
     cols = []
     for i, batch in enumerate(problem.batches):
         abl = problem.ablated(i)
-        rows = [problem.metric(run(model.adapter, batch.clean, mask=m, ablated=abl,
-                                   last_only=True)[:, -1], batch).float().cpu() for m in masks]
+        rows = [problem.metric.score(run(model.adapter, batch.clean, mask=m, ablated=abl,
+                                         last_only=True, positions=batch.read_positions),
+                                     batch).float().cpu() for m in masks]
         cols.append(torch.stack(rows))  # [n_masks, b]
     return torch.cat(cols, dim=1)
 
@@ -165,7 +166,6 @@ def curve_intervals(problem: Problem, scores: Scores, budgets=BUDGETS, n_boot: i
 def subsample(problem: Problem, fraction: float = 0.5, seed: int = 0) -> Problem:
     """The same problem on a random ``fraction`` of its examples (without replacement; the
     ablation, e.g. mean activations, is shared)."""
-    from dataclasses import replace
 
     n = problem.n_examples
     k = max(1, round(n * fraction))
@@ -177,10 +177,7 @@ def subsample(problem: Problem, fraction: float = 0.5, seed: int = 0) -> Problem
         if not idx:
             continue
         t = torch.tensor(idx, device=b.clean.device)
-        pick = lambda x, t=t: None if x is None else x.index_select(0, t)  # noqa: E731
-        batches.append(replace(b, clean=pick(b.clean), corrupted=pick(b.corrupted),
-                               answer=pick(b.answer), wrong=pick(b.wrong),
-                               rows=[b.rows[j] for j in idx], clean_logits=pick(b.clean_logits)))
+        batches.append(b.select(idx))
         if i in problem._ablated and (a := problem._ablated[i]) is not None and a.shape[1] > 1:
             abl[len(batches) - 1] = a.index_select(1, t.to(a.device))
     out = Problem(problem.model, batches, problem.metric, problem.ablation, problem.cache)

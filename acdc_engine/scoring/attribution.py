@@ -33,8 +33,16 @@ def attribute(
     method: str = "eap",
     ig_steps: int = 5,
     progress: bool = True,
+    chunk: int | None = None,
 ) -> Scores:
-    """Per-edge scores (float32, CPU, in ``problem.graph.edges`` order)."""
+    """Per-edge scores (float32, CPU, in ``problem.graph.edges`` order).
+
+    ``chunk``: run the gradient passes on at most ``chunk`` examples at a time (None: a whole
+    batch at once). Every buffer of a pass (the writer outputs [n_writers, b, p, d], the
+    autograd state, EAP-IG's reader-gradient sink [n_readers, b, p, d], and the corrupted run,
+    unless the problem has it cached) then scales with ``chunk`` instead of the batch size;
+    the scores are the same sums over examples, equal up to float32 rounding.
+    """
     metric, model = problem.metric, problem.model
     if method not in ATTRIBUTION_METHODS:
         raise UnknownNameError("attribution method", method, list(ATTRIBUTION_METHODS))
@@ -45,17 +53,38 @@ def attribute(
         )
     if method == "eap-ig" and ig_steps < 1:
         raise AcdcError(f"ig_steps must be at least 1, got {ig_steps}")
+    if chunk is not None and chunk < 1:
+        raise AcdcError(f"chunk must be at least 1 example, got {chunk}")
     frozen = [p for p in model.hf.parameters() if p.requires_grad]
     for p in frozen:  # gradients flow to the edge mask only, never to the weights
         p.requires_grad_(False)
     try:
-        return _attribute(problem, ig_steps if method == "eap-ig" else 1, method, progress)
+        return _attribute(problem, ig_steps if method == "eap-ig" else 1, method, progress,
+                          chunk)
     finally:
         for p in frozen:
             p.requires_grad_(True)
 
 
-def _attribute(problem: Problem, steps: int, desc: str, progress: bool) -> Scores:
+def _chunks(problem: Problem, i: int, batch, chunk: int | None):
+    """(examples, their ablated writer outputs [W, n|1, p, d] or None) for batch ``i``, whole or
+    in pieces of ``chunk`` examples; a piece's corrupted run is its own unless cached."""
+    if chunk is None or chunk >= len(batch):
+        yield batch, problem.ablated(i)
+        return
+    cached = problem._ablated.get(i)
+    for lo in range(0, len(batch), chunk):
+        idx = list(range(lo, min(lo + chunk, len(batch))))
+        sub = batch.select(idx)
+        if cached is None:
+            abl = problem.ablation.activations(problem.model.adapter, sub)
+        else:  # [W, b|1, p, d]: the pieces' rows (a mean broadcasts over all of them)
+            abl = cached if cached.shape[1] == 1 else cached[:, idx[0] : idx[-1] + 1]
+        yield sub, abl
+
+
+def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
+               chunk: int | None = None) -> Scores:
     model, metric = problem.model, problem.metric
     adapter, g = model.adapter, model.graph
     grad_sum = torch.zeros(g.n_writers, g.n_readers, device=model.device, dtype=torch.float32)
@@ -64,13 +93,17 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool) -> Score
     def gradient(batch, sink=None, **kw):
         mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype,
                           requires_grad=True)
-        out = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink, **kw)
-        logits, acts = out if kw.get("collect") else (out, None)
-        metric(logits[:, -1], batch).sum().backward()
+        out = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink,
+                  positions=batch.read_positions, **kw)
+        logits, acts = out if kw.get("collect") else (out, None)  # logits [b, k, vocab]
+        metric.score(logits, batch).sum().backward()
         return mask.grad, acts
 
-    for i, batch in enumerate(progress_bar(problem.batches, desc=desc, enabled=progress)):
-        abl = problem.ablated(i)  # [W, b|1, p, d] or None
+    pieces = (piece for i, batch in enumerate(problem.batches)
+              for piece in _chunks(problem, i, batch, chunk))
+    total = sum(1 if chunk is None else -(-len(b) // chunk) for b in problem.batches)
+    for batch, abl in progress_bar(pieces, desc=desc, enabled=progress, total=total):
+        # abl: [W, b|1, p, d] or None
         if steps == 1:
             grad_sum += gradient(batch, ablated=abl)[0].float()
         else:

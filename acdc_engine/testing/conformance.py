@@ -32,13 +32,15 @@ def check_task(task: Task, tokenizer, n: int = 8) -> None:
     """Rows have the required fields, honour ``n`` and the seed, and tokenize cleanly."""
     from ..plugins import registry
 
-    rows = task.rows(n, 0)
+    rows = task.load_rows(n, 0, tokenizer)
     assert isinstance(rows, list) and rows, f"task {task.name!r} returned no rows"
     assert len(rows) <= n, f"task {task.name!r} returned {len(rows)} rows for n={n}"
     for i, r in enumerate(rows):
-        for key in ("clean", "corrupted", "answer"):
+        for key in ("clean", "corrupted"):
             assert isinstance(r.get(key), str) and r[key], f"row {i + 1} lacks a string {key!r}"
-    assert task.rows(n, 0) == rows, f"task {task.name!r} is not deterministic for a fixed seed"
+        assert r.get("answer") or r.get("answer_set"), f"row {i + 1} has no answer or answer_set"
+    assert task.load_rows(n, 0, tokenizer) == rows, (
+        f"task {task.name!r} is not deterministic for a fixed seed")
     prepare(task, tokenizer, rows)  # raises TaskDataError naming every bad row
     reg = registry()
     assert task.default_metric in reg.metrics, (
@@ -48,20 +50,28 @@ def check_task(task: Task, tokenizer, n: int = 8) -> None:
 
 
 def check_metric(metric: Metric, vocab: int = 11, batch: int = 4) -> None:
-    """One finite value per example; gradients flow when the metric says it is differentiable."""
+    """One finite value per example, on a batch that reads the last position and on one that
+    reads three positions with per-position answers (and token sets); gradients flow when the
+    metric says it is differentiable."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(batch, vocab, generator=g, requires_grad=True)
-    b = Batch(clean=torch.zeros(batch, 3, dtype=torch.long),
-              corrupted=torch.zeros(batch, 3, dtype=torch.long),
-              answer=torch.randint(0, vocab, (batch,), generator=g),
-              wrong=torch.randint(0, vocab, (batch,), generator=g), rows=list(range(batch)),
-              clean_logits=torch.randn(batch, vocab, generator=g))
-    values = metric(logits, b)  # Metric.__call__ checks shape and finiteness
-    if metric.differentiable:
-        values.sum().backward()
-        assert logits.grad is not None and torch.isfinite(logits.grad).all(), (
-            f"metric {metric.name!r} claims to be differentiable but gives no finite gradient"
-        )
+    for k in (1, 3):
+        answers, wrongs = (torch.randint(0, vocab, (batch, k), generator=g) for _ in "aw")
+        sets = torch.randint(0, vocab, (batch, 3), generator=g)
+        sets[0, -1] = -1  # padding, as in a real batch of unequal sets
+        b = Batch(clean=torch.zeros(batch, 4, dtype=torch.long),
+                  corrupted=torch.zeros(batch, 4, dtype=torch.long),
+                  answer=answers[:, -1], wrong=wrongs[:, -1], rows=list(range(batch)),
+                  clean_logits=torch.randn(batch, k, vocab, generator=g),
+                  positions=torch.arange(4 - k, 4).repeat(batch, 1), answers=answers,
+                  wrongs=wrongs, answer_set=sets, wrong_set=(sets + 1) % vocab)
+        logits = torch.randn(batch, k, vocab, generator=g, requires_grad=True)
+        values = metric.score(logits, b)  # checks shape and finiteness
+        assert values.shape == (batch,), f"metric {metric.name!r} gave shape {values.shape}"
+        if metric.differentiable:
+            values.sum().backward()
+            assert logits.grad is not None and torch.isfinite(logits.grad).all(), (
+                f"metric {metric.name!r} claims to be differentiable but gives no finite "
+                f"gradient")
 
 
 def check_model(model: LoadedModel, tol: float = 1e-4, length: int = 5) -> None:
@@ -89,7 +99,36 @@ def check_model(model: LoadedModel, tol: float = 1e-4, length: int = 5) -> None:
     assert err < tol, f"empty circuit differs from the corrupted run by {err:.2e} (relative)"
     err = (cut_logits - ref_corr).abs().max() / scale
     assert err < tol, f"cutting every edge into the logits is not the corrupted run ({err:.2e})"
+    _check_mlp_neurons(model, clean, tol)
     _check_first_order(model, clean, corrupted)
+
+
+def _check_mlp_neurons(model: LoadedModel, ids, tol: float) -> None:
+    """Where the adapter declares the MLP-neuron hook point (``mlp_out_proj``), the hidden
+    activation read there gives the MLP node's output back through ``mlp_from_hidden``."""
+    from ..errors import UnsupportedModelError
+
+    g, adapter = model.graph, model.adapter
+    if g.attn_only:
+        return
+    try:
+        proj = adapter.mlp_out_proj(0)
+    except UnsupportedModelError:
+        return  # not declared: the neuron tools refuse this family with the reason
+    seen = []
+    handle = proj.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            x = adapter.embed(ids)
+            out = adapter.mlp(0, x)
+    finally:
+        handle.remove()
+    assert len(seen) == 1, (f"mlp_out_proj(0) ran {len(seen)} times in one mlp() call; it must "
+                            "run once, with the hidden activation as its input")
+    with torch.no_grad():
+        back = adapter.mlp_from_hidden(0, seen[0])
+    err = (back.float() - out.float()).abs().max() / out.float().abs().max().clamp(min=1.0)
+    assert err < tol, f"mlp_from_hidden(0, hidden) differs from mlp(0, x) by {err:.2e}"
 
 
 def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) -> None:
@@ -113,12 +152,12 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
     edges = torch.topk(eap.abs(), min(10, g.n_edges)).indices.tolist()
     w, r = g.coords
     with torch.no_grad():
-        base = metric(run(adapter, clean, last_only=True)[:, -1], batch).mean()
+        base = metric.score(run(adapter, clean, last_only=True), batch).mean()
         for e in edges:
             mask = torch.ones(g.n_writers, g.n_readers, device=model.device)
             mask[w[e], r[e]] = 0
             lg = run(adapter, clean, mask=mask, ablated=near, last_only=True)
-            exact = float(metric(lg[:, -1], batch).mean() - base)
+            exact = float(metric.score(lg, batch).mean() - base)
             est = float(eap[e])
             assert abs(exact - est) <= 0.1 * abs(est) + 1e-4 * eps, (
                 f"edge {g.edges[e].name}: EAP {est:.3e} vs exact {exact:.3e} at eps={eps}"
@@ -126,11 +165,16 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
 
 
 def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.Tensor,
-                      eps: float = 1e-4, logit: int = 7) -> tuple[float, float]:
+                      eps: float = 1e-4, logit: int = 7, metric: Metric | None = None,
+                      batch: Batch | None = None) -> tuple[float, float]:
     """EAP against exact single-edge patching on every edge, with the ablation ``eps`` of the
     way from the clean run to the corrupted one: ``(max |exact/eps - EAP/eps| / scale, scale)``
     with ``scale = max |exact/eps|``. Run it in float64 (``model.hf.double()``) to see the
-    first-order agreement rather than rounding."""
+    first-order agreement rather than rounding.
+
+    The metric defaults to the logit of token ``logit`` at the last position; ``metric`` and
+    ``batch`` (of ``clean``/``corrupted``, e.g. reading several positions with per-position
+    answers) check any metric on any read positions."""
     from ..scoring.attribution import attribute
 
     g = model.graph
@@ -143,19 +187,24 @@ def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.
         def activations(self, adapter, batch):
             return near
 
-    metric = Metric("logit", lambda lg, b: lg[:, logit])
-    batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
-                  list(range(len(clean))))
-    eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap",
-                    progress=False).double()
-    base = metric(run(model.adapter, clean, last_only=True)[:, -1], batch).mean()
+    metric = metric or Metric("logit", lambda lg, b: lg[:, logit])
+    if batch is None:
+        batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
+                      list(range(len(clean))))
+    problem = Problem(model, [batch], metric, Near("corrupted")).with_metric(metric)
+    batch = problem.batches[0]  # with the clean logits if the metric needs them
+    eap = attribute(problem, "eap", progress=False).double().cpu()
+    pos = batch.read_positions
+    base = metric.score(run(model.adapter, clean, last_only=True, positions=pos), batch).mean()
     w, r = g.coords
     exact = torch.empty(g.n_edges, dtype=torch.float64)
     with torch.no_grad():
         for e in range(g.n_edges):
-            mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64)
+            mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64,
+                              device=model.device)
             mask[w[e], r[e]] = 0
-            lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True)
-            exact[e] = metric(lg[:, -1], batch).mean() - base
+            lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True,
+                     positions=pos)
+            exact[e] = float(metric.score(lg, batch).mean() - base)
     scale = float((exact / eps).abs().max())
     return float((exact / eps - eap / eps).abs().max()) / max(scale, 1e-30), scale

@@ -6,27 +6,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from acdc_engine.scoring import Method, MethodOutput, NoSettings, attribute, setting
+from acdc_engine.scoring import Method, MethodOutput, attribute, setting
+
+CHUNK_HELP = ("examples per gradient pass (0: a whole batch); bounds memory, same scores up to "
+              "float32 rounding")
 
 
 @dataclass(frozen=True)
-class IGSettings:
+class EapSettings:
+    """EAP's options."""
+
+    chunk: int = setting(0, CHUNK_HELP)
+
+    def __post_init__(self):
+        if self.chunk < 0:
+            raise ValueError(f"chunk must be 0 (a whole batch) or positive, got {self.chunk}")
+
+
+@dataclass(frozen=True)
+class IGSettings(EapSettings):
     """EAP-IG's options."""
 
     ig_steps: int = setting(5, "integrated-gradients interpolation steps", search=(1, 10))
 
     def __post_init__(self):
+        super().__post_init__()
         if self.ig_steps < 1:
             raise ValueError(f"ig_steps must be at least 1, got {self.ig_steps}")
 
 
 def _attribution(problem, settings, progress, *, method):
     steps = getattr(settings, "ig_steps", 1)
-    return MethodOutput(attribute(problem, method=method, ig_steps=steps, progress=progress))
+    return MethodOutput(attribute(problem, method=method, ig_steps=steps, progress=progress,
+                                  chunk=settings.chunk or None))
 
 
 METHODS = [
-    Method("eap", partial(_attribution, method="eap"), settings=NoSettings,
+    Method("eap", partial(_attribution, method="eap"), settings=EapSettings,
            description="edge attribution patching: one gradient at the clean run"),
     Method("eap-ig", partial(_attribution, method="eap-ig"), settings=IGSettings,
            description="EAP with integrated gradients over interpolated input embeddings"),
@@ -42,8 +58,9 @@ class AcdcSettings:
 
     tau: float = setting(0.01, "remove an edge when it makes the metric worse by less than "
                          "this", search=(1e-4, 1e-1), log=True)
-    prune_metric: str = setting("kl_div", "metric ACDC prunes by: a metric name, or 'task' "
-                                "for the task's metric")
+    prune_metric: str = setting("auto", "metric ACDC prunes by: a metric name, 'task' for the "
+                                "task's metric, or 'auto' (kl_div; the task's metric when the "
+                                "model's output has one entry)")
     abs_value: bool = setting(False, "compare |change| with tau instead of the signed damage")
     speculate: int = setting(32, "at most this many candidates stacked in one forward")
     checkpoint: str = setting("", "a file to checkpoint to and resume from ('' = none)")
@@ -73,8 +90,11 @@ class GuidedSettings(AcdcSettings):
 def _prune_problem(problem, name):
     """The problem scored by ACDC's pruning metric ('task' = the task's own)."""
     from acdc_engine.plugins import registry
+    from acdc_engine.scoring.acdc.pruning import default_prune_metric
 
-    if name in (None, "", "task"):
+    if name in (None, "", "auto"):
+        name = default_prune_metric(problem)
+    if name == "task":
         return problem
     return problem.with_metric(registry().metric(str(name)))
 

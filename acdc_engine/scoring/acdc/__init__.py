@@ -20,6 +20,8 @@ Modules, top-down:
 
     config        AcdcConfig (one run's settings), Guide (guided ACDC), NodeDone (callback)
     result        PruneResult, PruneWarning (tau pruned all or nothing), suggest_tau
+    pruning       the default pruning metric (KL, or the task's on a one-entry output) and
+                  the check, before any pruning, that it separates full model and empty circuit
     order         the shared definition: visit order, reachability, damage
     reference     acdc_naive: one full patched forward per tested edge (tests, benchmarks)
     checkpoints   fingerprint, save, load (no code runs from a checkpoint file)
@@ -32,8 +34,10 @@ Modules, top-down:
 from .config import AcdcConfig, Guide, NodeDone
 from .driver import acdc
 from .order import visit_order
+from .pruning import check_separates, default_prune_metric
 from .reference import acdc_naive
 from .result import PruneResult, PruneWarning, suggest_tau
 
 __all__ = ["acdc", "acdc_naive", "AcdcConfig", "Guide", "NodeDone", "PruneResult",
-           "PruneWarning", "suggest_tau", "visit_order"]
+           "PruneWarning", "suggest_tau", "visit_order", "check_separates",
+           "default_prune_metric"]

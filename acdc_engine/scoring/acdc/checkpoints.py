@@ -60,6 +60,11 @@ def fingerprint(problem: Problem, settings: dict) -> dict:
         h.update(b.clean.cpu().numpy().tobytes())
         h.update(b.corrupted.cpu().numpy().tobytes())
         h.update(b.answer.cpu().numpy().tobytes())
+        extra = [b.answer_set, b.wrong_set] + ([] if b.last_only else
+                                               [b.positions, b.answers, b.wrongs])
+        for t in extra:  # what the metric reads besides the last answer (none: as before)
+            if t is not None:
+                h.update(t.cpu().numpy().tobytes())
     g = problem.graph
     return {"model": problem.model.weights_hash, "data": h.hexdigest()[:16],
             "graph": [g.n_layers, g.n_heads, g.parallel, g.attn_only], **settings}

@@ -39,6 +39,7 @@ from .checkpoints import Checkpoint, fingerprint, load_checkpoint, run_settings,
 from .config import AcdcConfig, NodeDone
 from .engine import Engine
 from .order import damage_fn, visit_order
+from .pruning import check_separates
 from .result import PruneResult, check_outcome
 
 __all__ = ["acdc"]
@@ -107,8 +108,9 @@ class _Pruner:
             self.decisions, self.damages = state.decisions, state.damages
             self.cur, self.full = state.cur, state.full
             start, prior_s, prior_evals = state.position, state.seconds, state.evaluations
-        else:  # the full model's metric, computed as the reference does
-            self.cur = self.full = self.problem.evaluate([None])[0]
+        else:  # the full model's metric, computed as the reference does; refuse a pruning
+            # metric that cannot tell the full model from the empty circuit
+            self.cur = self.full = check_separates(self.problem)[0]
         self.decisions_at_start = len(self.decisions)
         eng.evaluations, eng.node_evals = prior_evals
         if start < len(order):

@@ -6,7 +6,8 @@ only what they can change.
       writer, precomputes once per node each downstream reader's input from the writers that
       cannot change, and per candidate re-runs only ``v`` and the nodes on a path of kept edges
       from ``v`` to the logits (other downstream nodes cannot be affected, or cannot affect the
-      metric). The logits read only the last position.
+      metric). The logits read only the last position, unless a batch reads other positions
+      (then every position downstream is computed and the logits gathered at the read ones).
     * A re-run node whose output reaches the logits only through MLPs, queries and the logits
       (never a key or a value) is computed at the last position alone (queries only where the
       head kernel allows it).
@@ -14,6 +15,10 @@ only what they can change.
       sets at once (the driver speculates), :meth:`Engine.commit` makes one of them current.
     * Heads are re-run one by one through ``adapter.attn_heads_subset`` (a family's declared
       fast kernel after a start-up check against ``attn_heads``; else the generic one).
+    * The metric is prepared once per batch (:meth:`Metric.stacked`): KL divergence keeps the
+      clean distribution's side, and a metric that reads a few logit columns (logit
+      difference) gets only those, unembedded through the adapter's ``unembed_columns(x,
+      columns)`` when it has one (else the full unembedding, then the columns).
 
 Up to floating-point summation order the tested masks and metric values are those of the
 reference (:mod:`.reference`), so the decisions are the same: do not change the order of any
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from ...graph import NodeKind
+from ...metrics import Stacked
 from ...patching import run
 from ...problem import Problem
 from ...tasks import Batch
@@ -61,16 +67,7 @@ class BatchState:
     F: torch.Tensor | None = None  # [n_R, b|1, p, d] fixed part of the re-run readers' inputs
     cur_in: dict = field(default_factory=dict)  # slot of v -> [b, p, d] current input
     cand: Candidates | None = None  # the last evaluation
-    reps: dict = field(default_factory=dict)  # c -> the batch repeated for c candidates
-
-
-def _repeat(batch: Batch, c: int) -> Batch:
-    """``batch`` with every example repeated for ``c`` stacked candidates (candidate-major)."""
-    if c == 1:
-        return batch
-    rep = lambda t: None if t is None else t.repeat(c, *([1] * (t.dim() - 1)))  # noqa: E731
-    return Batch(rep(batch.clean), rep(batch.corrupted), rep(batch.answer), rep(batch.wrong),
-                 list(batch.rows) * c, rep(batch.clean_logits))
+    scorer: Stacked | None = None  # the metric prepared for this batch's stacked candidates
 
 
 class Engine:
@@ -90,9 +87,13 @@ class Engine:
         self.keep = keep
         self.dev, self.dtype = model.device, model.dtype
         self.n = problem.n_examples
-        self.states = [BatchState(b, problem.ablated(i)) for i, b in enumerate(problem.batches)]
+        self.states = [BatchState(b, problem.ablated(i), scorer=self.metric.stacked(b))
+                       for i, b in enumerate(problem.batches)]
+        self.unembed_columns = getattr(self.adapter, "unembed_columns", None)
         self.heads_fn, self.last_query_ok = head_kernel(model)
-        self.planner = Planner(self.g, self.last_query_ok, self.dev, self.dtype)
+        # a batch that reads other positions than the last: the logits read every position
+        self.all_pos = not all(b.last_only for b in problem.batches)
+        self.planner = Planner(self.g, self.last_query_ok, self.dev, self.dtype, self.all_pos)
         self.mem_budget = mem_budget
         self.valid = self.g.valid.numpy()
         self.bias = self._slot_bias()
@@ -178,11 +179,6 @@ class Engine:
         mix = mixer.K @ src.reshape(len(mixer.cols), -1)
         return F[:, None] + mix.view(n, c, b, p, d)
 
-    def _batch(self, st: BatchState, c: int) -> Batch:
-        if c not in st.reps:
-            st.reps[c] = _repeat(st.batch, c)
-        return st.reps[c]
-
     # -- candidates ----------------------------------------------------------------------------
     def _removals(self, sets: list[list[int]]) -> dict[int, SlotRemovals]:
         """Per input slot of ``v``: which of its edges each candidate removes."""
@@ -227,7 +223,7 @@ class Engine:
 
     def _rerun(self, st: BatchState, cand_in: dict[int, torch.Tensor],
                c: int) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1, d])."""
+        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1 or p, d])."""
         plan, g = self.plan, self.g
         if plan.is_logits:
             return None, cand_in[g.logits_slot]
@@ -253,7 +249,7 @@ class Engine:
                 out = self.adapter.mlp(step.layer, inp.reshape(c * b, -1, d))
                 chg[step.out, :, :, slice(p - 1, p) if step.last else slice(None)] = out.view(
                     c, b, -1, d)
-        return chg, self._mix(st, chg, plan.logit_mixer, True, c)[0]
+        return chg, self._mix(st, chg, plan.logit_mixer, not self.all_pos, c)[0]
 
     def _run_heads(self, st: BatchState, chg: torch.Tensor, step: HeadsStep, c: int) -> None:
         b, p, d = st.out.shape[1:]
@@ -284,14 +280,27 @@ class Engine:
             self.adapter.prepare(st.batch.clean)  # per-run state (e.g. rotary tables)
             cand_in = self._candidate_inputs(st, removals, c)
             chg, final = self._rerun(st, cand_in, c)
-            logits = self.adapter.unembed(final.reshape(c * b, 1, d))[:, -1]
-            values = self.metric(logits, self._batch(st, c)).view(c, b).sum(1).tolist()
+            if self.all_pos:  # final [c, b, p, d] -> at the read positions [c, b, k, d]
+                idx = st.batch.positions[None, :, :, None].expand(c, -1, -1, d)
+                final = final.gather(2, idx)
+            logits = self._unembed(final.reshape(c * b, -1, d), st.scorer.columns)
+            values = st.scorer(logits.view(c, b, *logits.shape[1:])).sum(1).tolist()
             for j in range(c):
                 totals[j] += values[j]
             st.cand = Candidates(chg, cand_in)
         self.evaluations += c
         self.node_evals += c * (len(self.plan.rerun) + 1)
         return [t / self.n for t in totals]
+
+    def _unembed(self, x: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+        """Logits [n, k, vocab] of the final residual ``x`` [n, k, d], or only at the metric's
+        ``columns`` [M] -> [n, k, M] (through the adapter's ``unembed_columns(x, columns)``
+        when it has one: the final norm, then M rows of the unembedding)."""
+        if columns is None:
+            return self.adapter.unembed(x)
+        if self.unembed_columns is not None:
+            return self.unembed_columns(x, columns)
+        return self.adapter.unembed(x).index_select(-1, columns)
 
     def commit(self, j: int) -> None:
         """Make candidate ``j`` of the last evaluation the current state (only the positions

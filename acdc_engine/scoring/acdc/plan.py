@@ -3,8 +3,9 @@
 When edges into ``v`` are tested, only ``v`` and the writers on a path of kept edges from ``v``
 to the logits can change the metric. The plan lists them (``rerun``), groups the downstream
 ones into one step per layer (the heads to re-run, then the MLP), says which are needed at
-every position and which at the last one only, and precomputes how each re-run reader mixes
-the re-run writers (:class:`Mixer`). A plan is fixed while ``v`` is tested.
+every position and which at the last one only (when the task reads the last position alone;
+with other read positions the logits read every position), and precomputes how each re-run
+reader mixes the re-run writers (:class:`Mixer`). A plan is fixed while ``v`` is tested.
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ class NodePlan:
 class Planner:
     """Makes the :class:`NodePlan` of a node under a mask ``keep`` ([W, R] numpy bool)."""
 
-    def __init__(self, g: Graph, last_query_ok: bool, device, dtype):
+    def __init__(self, g: Graph, last_query_ok: bool, device, dtype,
+                 all_positions: bool = False):
         self.g, self.last_query_ok = g, last_query_ok
+        self.all_positions = all_positions  # the logits read other positions than the last
         self.dev, self.dtype = device, dtype
         self.topo = Topology(g)
         self.valid = g.valid.numpy()
@@ -117,7 +120,7 @@ class Planner:
         v_slots = g.node_slots(v)
         # which of v's input positions matter: the last only, unless v's output is needed
         # everywhere (k and v inputs of a head always need every position)
-        v_all = not is_logits and need_all[v]
+        v_all = self.all_positions if is_logits else need_all[v]
         return NodePlan(
             v=v, is_logits=is_logits, rerun=rerun, need_all=need_all, steps=steps,
             readers=readers,
@@ -170,6 +173,9 @@ class Planner:
             na = False
             for s in cols:
                 x = int(self.slot_node[s])
+                if x == last_node and self.all_positions:
+                    na = True  # the logits read other positions than the last
+                    break
                 if x == last_node or (x not in need):
                     continue  # the logits (last position), or a node that cannot matter
                 if reads_all(self.slot_kind[s], self.last_query_ok) or need[x]:

@@ -18,6 +18,7 @@ from ...progress import progress_bar
 from .checkpoints import fingerprint, load_checkpoint, run_settings
 from .config import AcdcConfig
 from .order import Topology, damage_fn, visit_order
+from .pruning import check_separates
 from .result import PruneResult, check_outcome
 
 __all__ = ["acdc_naive"]
@@ -63,6 +64,7 @@ def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
         decisions, damages = state.decisions, state.damages
         cur, full, start = state.cur, state.full, state.position
     else:
+        check_separates(problem)  # as the fast driver does, before any pruning
         cur = full = m(mask)
     n_start = len(decisions)
     n_eval = 0

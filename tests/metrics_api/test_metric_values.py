@@ -1,0 +1,159 @@
+"""Metric values against hand computations from the model's plain logits.
+
+Every expected number here is computed from ``run(adapter, ids)`` (all positions, no
+patching) with torch's own functions, never through ``Metric.score``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import per_position_rows
+
+from acdc_engine.metrics import Metric
+from acdc_engine.patching import run
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.tasks import Task, prepare
+from acdc_engine.testing import check_metric, random_pairs
+
+
+def _full_logits(model, ids):
+    with torch.no_grad():
+        return run(model.adapter, ids).double()  # [b, p, vocab]
+
+
+def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
+    data = prepare("t", gpt2.tokenizer, random_pairs(8, seed=1))
+    (batch,) = data.batches(8)
+    assert batch.last_only and batch.positions.tolist() == [[5]] * 8
+    lg = _full_logits(gpt2, batch.clean)[:, -1]  # [b, vocab]
+    corr = _full_logits(gpt2, batch.corrupted)[:, -1]
+    a, w = batch.answer, batch.wrong
+    pick = lambda t, i: t.gather(1, i[:, None])[:, 0]  # noqa: E731
+    logp_c, logp_k = corr.log_softmax(-1), lg.log_softmax(-1)
+    want = {
+        "logit_diff": pick(corr, a) - pick(corr, w),
+        "prob_diff": pick(corr.softmax(-1), a) - pick(corr.softmax(-1), w),
+        "nll": -pick(logp_c, a),
+        "accuracy": (corr.argmax(-1) == a).double(),
+        "kl_div": (logp_k.exp() * (logp_k - logp_c)).sum(-1),  # KL(clean || corrupted run)
+        "answer_logprob": pick(logp_c, a),
+    }
+    for name, expected in want.items():
+        p = Problem.build(gpt2, data, registry().metric(name), "corrupted", batch_size=8)
+        b = p.batches[0]
+        with torch.no_grad():
+            got = p.metric.score(run(gpt2.adapter, b.corrupted, last_only=True,
+                                     positions=b.read_positions), b)
+            old = p.metric(run(gpt2.adapter, b.corrupted, last_only=True)[:, -1], b)
+        assert got.tolist() == pytest.approx(expected.tolist(), abs=1e-5), name
+        # the empty circuit with corrupted ablation is the corrupted run
+        (empty,) = p.evaluate([p.empty_mask()])
+        assert empty == pytest.approx(float(expected.mean()), abs=1e-5), name
+        # the old call (last-position logits [b, vocab]) still gives the same numbers
+        assert torch.equal(old, got), name
+
+
+def test_each_metric_averages_the_read_positions(gpt2):
+    data = prepare("t", gpt2.tokenizer, per_position_rows(6, seed=2))
+    (batch,) = data.batches(8)
+    assert batch.positions.tolist() == [[0, 1, 2, 3, 4]] * 6 and not batch.last_only
+    assert batch.answers.shape == batch.wrongs.shape == (6, 5)
+    lg = _full_logits(gpt2, batch.clean)  # [b, 5, vocab]
+    per_pos = (lg.gather(2, batch.answers[..., None]) - lg.gather(2, batch.wrongs[..., None]))
+    want = per_pos[..., 0].mean(1)  # [b]: mean over the 5 read positions
+    p = Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted")
+    with torch.no_grad():
+        got = p.metric.score(run(gpt2.adapter, batch.clean, positions=batch.positions), batch)
+    assert got.tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    assert p.evaluate([None])[0] == pytest.approx(float(want.mean()), abs=1e-5)
+    # not the last position alone: that would be a different number
+    assert float((per_pos[:, -1, 0] - want).abs().max()) > 1e-3
+
+
+def test_all_metric_sees_every_read_position(gpt2):
+    rows = per_position_rows(4, seed=3, positions=[1, -1])
+    data = prepare("t", gpt2.tokenizer, rows)
+    seen = []
+
+    def fn(logits, batch):
+        seen.append((tuple(logits.shape), batch.positions.tolist()))
+        return logits[:, 1, 0] - logits[:, 0, 0]
+
+    m = Metric("probe", fn, reads="all")
+    p = Problem.build(gpt2, data, m, "corrupted")
+    (value,) = p.evaluate([None])
+    V = gpt2.adapter.unembed(torch.zeros(1, 1, gpt2.adapter.d_model)).shape[-1]
+    assert seen == [((4, 2, V), [[1, 4]] * 4)]
+    lg = _full_logits(gpt2, p.batches[0].clean)
+    assert value == pytest.approx(float((lg[:, 4, 0] - lg[:, 1, 0]).mean()), abs=1e-5)
+
+
+def test_answer_logprob_is_the_teacher_forced_sum(gpt2):
+    rows = [{"clean": "w1 w2 w3", "corrupted": "w4 w5 w6", "answer": "w7 w8 w9"},
+            {"clean": "w10 w11 w12", "corrupted": "w13 w14 w15", "answer": "w16 w17 w18"}]
+    task = Task("mt", lambda n, s: rows, multi_token_answer=True)
+    data = prepare(task, gpt2.tokenizer, rows)
+    assert data.positions == [[2, 3, 4]] * 2  # prompt + first two answer tokens
+    p = Problem.build(gpt2, data, registry().metric("answer_logprob"), "corrupted")
+    (value,) = p.evaluate([None])
+    tok = gpt2.tokenizer
+    want = []
+    for r in rows:
+        prompt = tok(r["clean"], add_special_tokens=False)["input_ids"]
+        answer = tok(r["answer"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + answer[:-1]])  # teacher forcing, done by hand
+        logp = _full_logits(gpt2, ids)[0].log_softmax(-1)
+        want.append(sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
+    assert value == pytest.approx(sum(want) / 2, abs=1e-5)
+    # the corrupted prompt gets the same answer prefix: pairs stay aligned
+    assert p.batches[0].corrupted[0, 3:].tolist() == p.batches[0].clean[0, 3:].tolist()
+
+
+def test_set_metrics_are_mass_and_logsumexp_differences(gpt2):
+    rows = [{"clean": "w1 w2 w3", "corrupted": "w4 w5 w6",
+             "answer_set": ["w7", "w8", "w9"], "wrong_set": ["w10"]},
+            {"clean": "w11 w12 w13", "corrupted": "w14 w15 w16",
+             "answer_set": ["w17"], "wrong_set": ["w18", "w19"]}]
+    data = prepare("gt", gpt2.tokenizer, rows)
+    (batch,) = data.batches()
+    assert batch.answer_set.tolist()[1][1:] == [-1, -1]  # padded
+    lg = _full_logits(gpt2, batch.clean)[:, -1]
+    ids = lambda ws: gpt2.tokenizer.convert_tokens_to_ids(ws)  # noqa: E731
+    probs = lg.softmax(-1)
+    want_p, want_l = [], []
+    for i, r in enumerate(rows):
+        a, w = ids(r["answer_set"]), ids(r["wrong_set"])
+        want_p.append(float(probs[i, a].sum() - probs[i, w].sum()))
+        want_l.append(float(lg[i, a].logsumexp(0) - lg[i, w].logsumexp(0)))
+    for name, want in (("set_prob_diff", want_p), ("set_logit_diff", want_l)):
+        p = Problem.build(gpt2, data, registry().metric(name), "corrupted")
+        b = p.batches[0]
+        with torch.no_grad():
+            got = p.metric.score(run(gpt2.adapter, b.clean, last_only=True), b)
+        assert got.tolist() == pytest.approx(want, abs=1e-6), name
+
+
+def test_set_metric_refuses_a_task_without_sets(gpt2):
+    from acdc_engine.errors import AcdcError
+
+    data = prepare("t", gpt2.tokenizer, random_pairs(4))
+    with pytest.raises(AcdcError, match="set_prob_diff.*answer_set.*task 't'"):
+        Problem.build(gpt2, data, registry().metric("set_prob_diff"), "corrupted")
+
+
+def test_extra_keys_reach_the_batch(gpt2):
+    rows = [dict(r, label=i % 2, note=f"n{i}", _line=i + 1)
+            for i, r in enumerate(random_pairs(4))]
+    (batch,) = prepare("t", gpt2.tokenizer, rows).batches()
+    assert torch.equal(batch.extra["label"], torch.tensor([0, 1, 0, 1]))
+    assert batch.extra["note"] == ["n0", "n1", "n2", "n3"] and "_line" not in batch.extra
+    assert batch.select([1, 3]).extra["note"] == ["n1", "n3"]
+    assert batch.repeat(2).extra["label"].tolist() == [0, 1, 0, 1] * 2
+
+
+@pytest.mark.parametrize("name", ["logit_diff", "prob_diff", "kl_div", "nll", "accuracy",
+                                  "answer_logprob", "set_prob_diff", "set_logit_diff", "l2"])
+def test_builtin_metrics_pass_the_conformance_kit(name):
+    check_metric(registry().metric(name))

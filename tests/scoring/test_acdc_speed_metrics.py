@@ -1,0 +1,169 @@
+"""ACDC speed rewrites are exact: the KL form that keeps the clean side per batch equals the
+textbook formula, every prepared (stacked) metric equals the plain one on the repeated batch,
+and unembedding only the metric's columns equals the full unembedding, down to ACDC's decisions.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from acdc_engine import load_model
+from acdc_engine.metrics import Metric
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
+from acdc_engine.scoring.acdc.engine import Engine
+from acdc_engine.tasks import Batch, prepare
+from acdc_engine.testing import random_pairs, save_gpt2
+
+
+def _old_kl(logits, clean):
+    """The formula kl_div used before its rewrite: two log_softmax, exp, sum."""
+    logp = logits.float().log_softmax(-1)
+    logq = clean.float().log_softmax(-1)
+    return (logq.exp() * (logq - logp)).sum(-1)
+
+
+def _batch(b=5, k=1, vocab=300, seed=0, offset=0.0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (b, 6), generator=gen)
+    ans = torch.randint(0, vocab, (b, k), generator=gen)
+    wrong = torch.randint(0, vocab, (b, k), generator=gen)
+    sets = torch.randint(0, vocab, (b, 4), generator=gen)
+    sets[0, -1] = -1  # padding
+    clean = torch.randn(b, k, vocab, generator=gen) * 3 + offset
+    pos = torch.arange(6 - k, 6).expand(b, k)
+    return Batch(ids, ids, ans[:, -1], wrong[:, -1], list(range(b)), clean_logits=clean,
+                 positions=pos, answers=ans, wrongs=wrong, answer_set=sets[:, :2],
+                 wrong_set=sets[:, 2:]), gen
+
+
+@pytest.mark.parametrize("offset", [0.0, -80.0])  # GPT-2's logits sit around -80
+def test_kl_rewrite_equals_the_textbook_formula(offset):
+    kl = registry().metric("kl_div")
+    batch, gen = _batch(b=6, vocab=50257, offset=offset)
+    clean = batch.clean_logits[:, 0]
+    for scale in (0.01, 0.3, 3.0):  # near-identical to very different distributions
+        logits = clean + scale * torch.randn(clean.shape, generator=gen)
+        want = _old_kl(logits, clean)
+        before = logits.clone()
+        got = kl(logits, batch)
+        assert torch.equal(logits, before)  # the plain form leaves its input alone
+        assert torch.allclose(got, want, rtol=1e-4, atol=2e-6), (scale, got - want)
+    assert kl(clean, batch).abs().max() < 2e-6  # KL of a distribution to itself
+
+
+def test_kl_rewrite_has_the_textbook_gradient():
+    kl = registry().metric("kl_div")
+    batch, gen = _batch(b=3, vocab=50)
+    clean = batch.clean_logits[:, 0]
+    a = (clean + torch.randn(clean.shape, generator=gen)).requires_grad_(True)
+    b = a.detach().clone().requires_grad_(True)
+    kl(a, batch).sum().backward()
+    _old_kl(b, clean).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["kl_div", "logit_diff", "set_logit_diff", "nll", "prob_diff"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_stacked_equals_score_on_the_repeated_batch(name, k):
+    """``metric.stacked(batch)(logits [c, B, k, V or M])`` equals ``metric.score`` on the batch
+    repeated c times; a metric with columns is given the logits at its columns alone."""
+    metric = registry().metric(name)
+    batch, gen = _batch(b=5, k=k)
+    c = 4
+    logits = torch.randn(c, 5, k, 300, generator=gen) * 2  # [c, B, k, V]
+    want = metric.score(logits.reshape(c * 5, k, 300), batch.repeat(c)).view(c, 5)
+    scorer = metric.stacked(batch)
+    if scorer.columns is not None:
+        assert len(scorer.columns) < 300
+        logits = logits.index_select(-1, scorer.columns)
+    got = scorer(logits)
+    assert got.shape == (c, 5)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), got - want
+
+
+def test_builtin_prepared_forms_are_declared():
+    reg = registry()
+    assert reg.metric("kl_div").prepare is not None and reg.metric("kl_div").columns is None
+    for name in ("logit_diff", "set_logit_diff"):
+        assert reg.metric(name).columns is not None
+    batch, _ = _batch(b=5)
+    cols = reg.metric("logit_diff").stacked(batch).columns
+    assert cols.tolist() == batch.answer.tolist() + batch.wrong.tolist()
+
+
+def test_a_prepared_form_must_return_one_value_per_candidate_and_example():
+    from acdc_engine.errors import MetricError
+
+    bad = Metric("bad", lambda lg, b: lg[:, 0], prepare=lambda b: (lambda z: z[..., 0, 0]))
+    batch, _ = _batch(b=5)
+    with pytest.raises(MetricError, match=r"\[candidates, batch\] = \[2, 5\]"):
+        bad.stacked(batch)(torch.zeros(2, 5, 1, 300))
+    nan = Metric("nan", lambda lg, b: lg[:, 0],
+                 prepare=lambda b: (lambda z: z[..., 0] / 0 * 0))
+    with pytest.raises(MetricError, match="row 1"):
+        nan.stacked(batch)(torch.zeros(2, 5, 1, 300))
+    with pytest.raises(MetricError, match="columns needs a prepared form"):
+        Metric("cols", lambda lg, b: lg[:, 0], columns=lambda b: b.answer)
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory):
+    path = save_gpt2(tmp_path_factory.mktemp("gpt2-acdc-speed"), n_layer=2, n_head=3,
+                     n_embd=24, seed=5)
+    return load_model(str(path), device="cpu", dtype=torch.float64)
+
+
+def _problem(model, metric_name):
+    data = prepare("rand", model.tokenizer, random_pairs(10, seed=3))
+    return Problem.build(model, data, registry().metric(metric_name), "corrupted", 4)
+
+
+def _columns_hook(adapter):
+    """A GPT-2 ``unembed_columns``: the final norm, then the columns' rows of the unembedding."""
+    calls = []
+
+    def unembed_columns(x, columns):  # x [n, k, d], columns [M] -> [n, k, M]
+        calls.append(len(columns))
+        w = adapter.model.lm_head.weight.index_select(0, columns)  # [M, d]
+        return adapter.tf.ln_f(x) @ w.T
+
+    return unembed_columns, calls
+
+
+def test_column_unembedding_equals_the_full_unembedding(model64):
+    problem = _problem(model64, "logit_diff")
+    g = problem.graph
+    import numpy as np
+
+    eng = Engine(problem, np.ones((g.n_writers, g.n_readers), dtype=bool))
+    x = torch.randn(6, 1, model64.adapter.d_model, dtype=torch.float64)  # [n, k, d]
+    cols = eng.states[0].scorer.columns
+    full = model64.adapter.unembed(x)  # [n, k, vocab]
+    assert eng.unembed_columns is None  # the built-in GPT-2 adapter has no hook (yet)
+    assert torch.equal(eng._unembed(x, cols), full[..., cols])
+    hook, calls = _columns_hook(model64.adapter)
+    eng.unembed_columns = hook
+    assert torch.allclose(eng._unembed(x, cols), full[..., cols], atol=1e-12)
+    assert calls == [len(cols)]
+    assert torch.equal(eng._unembed(x, None), full)
+
+
+@pytest.mark.parametrize("metric_name", ["logit_diff", "kl_div"])
+def test_fast_acdc_with_prepared_metrics_equals_naive(model64, metric_name, monkeypatch):
+    """Decisions and kept edges are the naive reference's, with the column hook in use."""
+    problem = _problem(model64, metric_name)
+    hook, calls = _columns_hook(model64.adapter)
+    monkeypatch.setattr(model64.adapter, "unembed_columns", hook, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PruneWarning)
+        for tau in (0.001, 0.01):
+            ref = acdc_naive(problem, AcdcConfig(tau, progress=False))
+            got = acdc(problem, AcdcConfig(tau, progress=False))
+            assert got.decisions == ref.decisions and torch.equal(got.keep, ref.keep), tau
+            assert got.metric_final == pytest.approx(ref.metric_final, abs=1e-6)
+    assert bool(calls) == (metric_name == "logit_diff")
