@@ -41,7 +41,10 @@ def acdc_shipped_models():
 
     return [ShippedModel("tiny-ioi", MODELS_DIR / "tiny-ioi",
                          description="a tiny GPT-2 (4 layers, 4 heads) trained on the "
-                         "synthetic ioi task")]
+                         "synthetic ioi task"),
+            ShippedModel("gpt2-ioi-bpe", MODELS_DIR / "gpt2-ioi-bpe",
+                         description="a small GPT-2 with a byte-level BPE tokenizer trained on "
+                         "ioi-names (IOI with real first names)")]
 
 
 @hookimpl(trylast=True)

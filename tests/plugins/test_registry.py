@@ -112,7 +112,7 @@ def test_registration_hooks_show_in_the_trace(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "ioi" in reg.tasks
     assert "[acdc hook] acdc_tasks() -> 'tasks'" in err
-    assert "acdc_tasks returned [[Task('ioi')]]" in err
+    assert "acdc_tasks returned [[Task('ioi'), Task('ioi-names'), " in err
     for hook in ("acdc_metrics", "acdc_model_families", "acdc_methods", "acdc_shipped_models"):
         assert f"[acdc hook] {hook}() -> 'builtins'" in err
 

@@ -191,9 +191,12 @@ def evaluate(model, tokenizer, pairs: list[dict], batch_size: int = 500) -> dict
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str]) -> TrainConfig:
-    cfg = TrainConfig()
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def parse_args(argv: list[str], config=None):
+    """``--name=value`` arguments over the fields of ``config`` (a dataclass; default this
+    script's ``TrainConfig``); the other training scripts use it too."""
+    config = TrainConfig if config is None else config
+    cfg = config()
+    fields = {f.name: f for f in dataclasses.fields(config)}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
             raise SystemExit(f"expected --name=value, got {arg!r}")
