@@ -139,3 +139,17 @@ def record(args) -> dict:
     return dict(out=args.out, results=results_dir(), progress=not args.no_progress,
                 track=not args.no_track, tracking_uri=args.tracking_uri,
                 experiment=args.experiment)
+
+
+def task_problem(args):
+    """``(problem, data)`` for the evidence commands: ``--threads``, then ``--task`` on ``--model``
+    (the task's own model when none is named) on ``--device``, ``--examples`` of them
+    (``--seed`` where the command has one)."""
+    from ..api.setup import build_problem, load_model, load_task
+    from ..resources import set_threads
+
+    set_threads(args.threads)
+    task = load_task(args.task)
+    lm = load_model(args.model or task.model, device=args.device)
+    return build_problem(lm, task, n_examples=args.examples, seed=getattr(args, "seed", 0))
+

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .args import add_threads_arg, fraction, positive
+from .args import add_threads_arg, fraction, positive, task_problem
 
 ORDER = 47
 
 
 def _cmd_probe(args) -> int:
-    from ..api.setup import build_problem, load_model, load_task
     from ..evidence.probes import probe_task
-    from ..resources import set_threads
 
-    set_threads(args.threads)
-    task = load_task(args.task)
-    lm = load_model(args.model or task.model, device=args.device)
-    problem, data = build_problem(lm, task, n_examples=args.examples, seed=args.seed)
+    problem, data = task_problem(args)
     res = probe_task(problem, data, args.label, position=args.position, train=args.train,
                      seed=args.seed)
     print(f"{'layer':>5} {'probe':>7} {'control':>8}")

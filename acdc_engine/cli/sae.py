@@ -4,51 +4,43 @@
     acdc sae stats results/sae/sae.safetensors --task ioi     # any SAE in the common layout
 
 Reports the reconstruction error, L0, the metric with the reconstruction spliced into the
-model, the features that matter most for the metric and their top activating tokens.
+model, the features that matter most for the metric (exact, by zeroing each, next to the
+one-backward gradient estimate of every feature) and their top activating tokens.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .args import add_threads_arg, finite, positive
+from .args import add_threads_arg, finite, positive, task_problem
 
 ORDER = 48
 
 
-def _problem(args):
-    from ..api.setup import build_problem, load_model, load_task
-
-    task = load_task(args.task)
-    lm = load_model(args.model or task.model, device=args.device)
-    return build_problem(lm, task, n_examples=args.examples)[0]
-
-
 def _report(problem, sae, top: int) -> dict:
-    from ..evidence.sae import feature_effects, sae_stats, top_activations
+    from ..evidence.sae import feature_attribution, feature_effects, sae_stats, top_activations
 
     st = sae_stats(problem, sae)
     print(f"layer {sae.layer}: {sae.W_enc.shape[1]} features; MSE {st.mse:.4g} "
           f"({st.fraction_unexplained:.1%} of the variance unexplained); L0 {st.l0:.1f}")
     print(f"metric: clean {st.metric_clean:.4g}, with the SAE spliced in {st.metric_spliced:.4g}")
+    estimate = feature_attribution(problem, sae).tolist()  # every feature, one backward
     eff = feature_effects(problem, sae, top=top)
-    print("features by effect on the metric when zeroed:")
+    print("features by effect on the metric when zeroed (exact; gradient estimate after it):")
     ranked = sorted(eff.items(), key=lambda t: -abs(t[1]))
     for j, e in ranked:
         tops = top_activations(problem, sae, j, k=3)
         shown = "; ".join(f"{t!r} ({a:.2g})" for a, t in tops)
-        print(f"  feature {j:>4}: {e:+.4g}   {shown}")
-    return {"stats": st.as_dict(), "feature_effects": {str(j): e for j, e in ranked}}
+        print(f"  feature {j:>4}: {e:+.4g} (estimate {estimate[j]:+.4g})   {shown}")
+    return {"stats": st.as_dict(), "feature_effects": {str(j): e for j, e in ranked},
+            "feature_attribution": {str(j): e for j, e in enumerate(estimate)}}
 
 
 def _cmd_sae(args) -> int:
     import json
 
     from ..evidence.sae import SAE, train_sae
-    from ..resources import set_threads
-
-    set_threads(args.threads)
-    problem = _problem(args)
+    problem = task_problem(args)[0]
     if args.action == "train":
         sae = train_sae(problem, args.layer, args.features, l1=args.l1, steps=args.steps)
     else:

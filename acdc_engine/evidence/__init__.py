@@ -2,7 +2,9 @@
 
     descriptive   attention patterns, logit lens, direct logit attribution, token attribution
     probes        per-layer linear probes with a shuffled-label control
-    sae           sparse autoencoders on a layer, spliced into the patched forward
+    sae           sparse autoencoders on a layer, spliced into the patched forward; feature
+                  effects exact (one run each) and by gradients (all at once)
+    neurons       MLP-neuron-group ablation (zero, mean, corrupted) with intervals
     uncertainty   bootstrap intervals over examples, circuit stability (Jaccard), redundancy
     causal        activation patching over nodes x positions, node ablation, path patching
     diff          base vs fine-tuned: per-example scores, score changes, the diff diagram
@@ -24,6 +26,9 @@ from .descriptive import (
     residual_stream,
     token_attribution,
 )
+from .neurons import NeuronAblationResult, neuron_ablation, neuron_direct_effects
+from .sae import feature_attribution, feature_effects
 
 __all__ = ["attention_patterns", "logit_lens", "LogitLens", "direct_logit_attribution",
-           "token_attribution", "residual_stream"]
+           "token_attribution", "residual_stream", "neuron_ablation", "neuron_direct_effects",
+           "NeuronAblationResult", "feature_effects", "feature_attribution"]

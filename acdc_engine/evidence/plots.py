@@ -17,7 +17,8 @@ import torch
 from ..render.style import BLUE, RED, need_matplotlib
 
 __all__ = ["plot_attention", "plot_logit_lens", "plot_dla", "plot_patching", "plot_ablation",
-           "plot_stability", "plot_tokens", "plot_curve_band", "plot_deltas", "plot_probes"]
+           "plot_stability", "plot_tokens", "plot_curve_band", "plot_deltas", "plot_probes",
+           "plot_neurons"]
 
 
 def _fig(w: float, h: float):
@@ -211,4 +212,41 @@ def plot_probes(res, path) -> Path:
     ax.set_title(f"linear probes for {res.label!r}", fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+def plot_neurons(result, path, top: int = 40) -> Path:
+    """Neuron-group ablation (a :class:`~.neurons.NeuronAblationResult`): one bar per group
+    (and the whole MLP) with its 95% interval; beside it, when computed, the ``top`` neurons'
+    first-order direct effects."""
+    fig = _fig(9.0 if result.direct is not None else 5.0, 3.4)
+    axes = fig.subplots(1, 2 if result.direct is not None else 1, squeeze=False,
+                        gridspec_kw={"wspace": 0.4})[0]
+    ax = axes[0]
+    ivs = [*result.effects, result.mlp_effect]
+    names = [f"{n} ({len(i)})" for n, i in zip(result.groups, result.indices)]
+    names.append(f"all ({result.d_mlp})")
+    vals = [i.point for i in ivs]
+    yerr = [[max(v - i.low, 0) for v, i in zip(vals, ivs)],
+            [max(i.high - v, 0) for v, i in zip(vals, ivs)]]
+    ax.bar(range(len(ivs)), vals, yerr=yerr, capsize=2, ecolor="#333",
+           color=[BLUE if v >= 0 else RED for v in vals[:-1]] + ["#999999"])
+    ax.set_xticks(range(len(ivs)), names, rotation=60, fontsize=7, ha="right")
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set_ylabel("metric change (ablated - full)")
+    ax.set_title(f"m{result.layer} neuron groups, {result.source} ablation (95% intervals)",
+                 fontsize=9)
+    if result.direct is not None:
+        ax2 = axes[1]
+        d = result.direct.float()
+        order = d.abs().argsort(descending=True)[:top]
+        ax2.bar(range(len(order)), d[order].tolist(),
+                color=[BLUE if v >= 0 else RED for v in d[order].tolist()])
+        ax2.set_xticks(range(len(order)), [str(i) for i in order.tolist()], rotation=90,
+                       fontsize=6)
+        ax2.axhline(0, color="#999", lw=0.8)
+        ax2.set_ylabel("direct effect (first order)")
+        ax2.set_title(f"the {len(order)} neurons with the largest |direct effect|", fontsize=9)
+    for a in axes:
+        a.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)

@@ -4,6 +4,7 @@
     st = sae_stats(problem, sae)                          # MSE, L0, metric with SAE spliced in
     top = top_activations(problem, sae, feature=3)        # its top activating tokens
     eff = feature_effects(problem, sae)                   # metric change per ablated feature
+    att = feature_attribution(problem, sae)               # its gradient estimate, all features
     sae.save("sae.safetensors"); SAE.load("sae.safetensors")   # SAELens-style keys
 
 The SAE reads the residual stream after layer ``layer`` (``layer = -1``: the embeddings):
@@ -12,6 +13,13 @@ residual stream by ``x_hat`` for every reader above the layer through
 :func:`acdc_engine.patching.run`: the ``input`` node's edges into those readers are removed and
 its replacement carries ``embed + (x_hat - x)``, which adds exactly ``x_hat - x`` to each of
 their inputs (the one patching mechanism).
+
+Attribution of the metric to features comes two ways: :func:`feature_effects` zeroes (or
+patches) one feature at a time in the spliced model (exact, one run per feature), and
+:func:`feature_attribution` is its attribution-patching estimate for every feature at once,
+``effect_i ~= dmetric/df_i * (f_i^src - f_i)`` summed over positions, from one forward and one
+backward pass per batch: the gradient of the spliced run's reader inputs (the patched forward's
+``grad_sink``) pulled back through the decoder.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from ..problem import Problem
 from .descriptive import residual_stream
 
 __all__ = ["SAE", "train_sae", "sae_stats", "SAEStats", "spliced_metric", "top_activations",
-           "feature_effects"]
+           "feature_effects", "feature_attribution", "FEATURE_SOURCES"]
+
+FEATURE_SOURCES = ("zero", "corrupted")
 
 
 class SAE(torch.nn.Module):
@@ -90,9 +100,29 @@ class SAE(torch.nn.Module):
         return sae
 
 
-def _acts(problem: Problem, layer: int) -> list[torch.Tensor]:
-    """The residual stream after ``layer`` for each batch: [b, p, d]."""
-    return [residual_stream(problem.model, b.clean)[layer + 1] for b in problem.batches]
+def _acts(problem: Problem, layer: int, which: str = "clean") -> list[torch.Tensor]:
+    """The residual stream after ``layer`` for each batch (clean or corrupted prompts):
+    [b, p, d]."""
+    return [residual_stream(problem.model, getattr(b, which))[layer + 1]
+            for b in problem.batches]
+
+
+def _logits(problem: Problem, batch, **kw) -> torch.Tensor:
+    """A patched run of the batch's clean prompts, logits at its read positions [b, k, V]."""
+    return run(problem.model.adapter, batch.clean, positions=batch.read_positions,
+               last_only=True, **kw)
+
+
+def _splice_mask(problem: Problem, layer: int) -> tuple[torch.Tensor, int]:
+    """The mask that removes the ``input`` node's edges into every reader above ``layer``,
+    and the first such reader slot."""
+    model, g = problem.model, problem.graph
+    if not -1 <= layer < g.n_layers:
+        raise AcdcError(f"layer {layer} is not in a model of {g.n_layers} layers")
+    first = (layer + 1) * g.readers_per_layer  # the first reader slot above the layer
+    mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
+    mask[0, first:] = 0
+    return mask, first
 
 
 def train_sae(problem: Problem, layer: int, n_features: int = 64, l1: float = 1e-3,
@@ -120,23 +150,24 @@ def train_sae(problem: Problem, layer: int, n_features: int = 64, l1: float = 1e
 def spliced_metric(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
     """Per-example metric with the SAE's reconstruction spliced in after its layer:
     ``[n_examples]``. ``edit(f) -> f`` changes the features first (e.g. ablates one)."""
-    model, g = problem.model, problem.graph
-    layer = sae.layer
-    if not -1 <= layer < g.n_layers:
-        raise AcdcError(f"layer {layer} is not in a model of {g.n_layers} layers")
-    first = (layer + 1) * g.readers_per_layer  # the first reader slot above the layer
-    mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
-    mask[0, first:] = 0
+    return _spliced(problem, sae, None if edit is None else lambda f, i: edit(f))
+
+
+@torch.no_grad()
+def _spliced(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
+    """:func:`spliced_metric` with ``edit(f, i)`` told the batch index ``i``."""
+    model = problem.model
+    mask, _ = _splice_mask(problem, sae.layer)
     sae = sae.to(model.device, model.dtype)
     out = []
-    for b, x in zip(problem.batches, _acts(problem, layer)):
+    for i, (b, x) in enumerate(zip(problem.batches, _acts(problem, sae.layer))):
         _, acts = run(model.adapter, b.clean, collect=True, last_only=True)  # [W, b, p, d]
         f = sae.encode(x)
-        x_hat = sae.decode(edit(f) if edit is not None else f)
+        x_hat = sae.decode(edit(f, i) if edit is not None else f)
         ablated = acts.clone()
         ablated[0] = acts[0] + (x_hat - x)
-        logits = run(model.adapter, b.clean, mask=mask, ablated=ablated, last_only=True)
-        out.append(problem.metric(logits[:, -1], b).float().cpu())
+        logits = _logits(problem, b, mask=mask, ablated=ablated)
+        out.append(problem.metric.score(logits, b).float().cpu())
     return torch.cat(out)
 
 
@@ -162,8 +193,8 @@ def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
     f = sae.encode(x)
     err = ((sae.decode(f) - x) ** 2).sum(-1).mean()
     var = ((x - x.mean(0)) ** 2).sum(-1).mean()
-    clean = torch.cat([problem.metric(run(problem.model.adapter, b.clean, last_only=True)[:, -1],
-                                      b).float().cpu() for b in problem.batches])
+    clean = torch.cat([problem.metric.score(_logits(problem, b), b).float().cpu()
+                       for b in problem.batches])
     return SAEStats(float(err), float(err / var), float((f > 0).float().sum(-1).mean()),
                     float(clean.mean()), float(spliced_metric(problem, sae).mean()))
 
@@ -183,20 +214,72 @@ def top_activations(problem: Problem, sae: SAE, feature: int, k: int = 5,
     return sorted(found, key=lambda t: -t[0])[:k]
 
 
+def _sources(problem: Problem, sae: SAE, source: str) -> list[torch.Tensor] | None:
+    """Per batch, the features that replace ablated ones: the corrupted prompts' [b, p, F]
+    (None: zero)."""
+    if source not in FEATURE_SOURCES:
+        raise AcdcError(f"unknown feature source {source!r} (use {', '.join(FEATURE_SOURCES)})")
+    if source == "zero":
+        return None
+    with torch.no_grad():
+        return [sae.to(x.device, x.dtype).encode(x) for x in _acts(problem, sae.layer,
+                                                                     "corrupted")]
+
+
 def feature_effects(problem: Problem, sae: SAE, features: list[int] | None = None,
-                    top: int = 16) -> dict[int, float]:
-    """Mean metric change when one feature is zeroed in the spliced reconstruction, for
-    ``features`` (default: the ``top`` features with the largest mean activation)."""
+                    top: int = 16, source: str = "zero") -> dict[int, float]:
+    """Mean metric change when one feature is zeroed (``source="corrupted"``: set to its value
+    on the corrupted prompt) in the spliced reconstruction, for ``features`` (default: the
+    ``top`` features with the largest mean activation). Exact: one spliced run per feature;
+    :func:`feature_attribution` estimates all of them from one."""
     if features is None:
         x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
         mean = sae.to(x.device, x.dtype).encode(x).mean(0)
         features = mean.argsort(descending=True)[:top].tolist()
+    src = _sources(problem, sae, source)
     base = spliced_metric(problem, sae)
     out = {}
     for j in features:
-        def zero(f, j=j):
+        def patch(f, i, j=j):
             f = f.clone()
-            f[..., j] = 0
+            f[..., j] = 0 if src is None else src[i][..., j]
             return f
-        out[j] = float((spliced_metric(problem, sae, zero) - base).mean())
+        out[j] = float((_spliced(problem, sae, patch) - base).mean())
     return out
+
+
+def feature_attribution(problem: Problem, sae: SAE, source: str = "zero") -> torch.Tensor:
+    """Attribution-patching estimate of every feature's effect on the metric: ``[n_features]``,
+    mean over examples, comparable with :func:`feature_effects` (same ``source``).
+
+    ``effect_i ~= sum_pos dmetric/df_i * (f_i^src - f_i)`` with the SAE spliced in, ``f^src``
+    zero or the corrupted prompt's features. The spliced residual stream ``x_hat`` is read by
+    every reader above the layer, so ``dmetric/dx_hat`` is the sum of those readers' input
+    gradients, which the patched forward collects in its ``grad_sink`` (one forward and one
+    backward per batch); ``dmetric/df = dmetric/dx_hat @ W_dec^T``. Exact when the metric is
+    linear in ``x_hat`` (e.g. no final norm, the SAE on the last layer, logit difference).
+    Memory: the sink holds ``n_readers x batch x pos x d_model`` values per batch."""
+    model, g = problem.model, problem.graph
+    if not problem.metric.differentiable:
+        raise AcdcError(f"metric {problem.metric.name!r} is not differentiable: use "
+                        "feature_effects (exact) instead")
+    mask, first = _splice_mask(problem, sae.layer)
+    mask.requires_grad_(True)
+    sae = sae.to(model.device, model.dtype)
+    src = _sources(problem, sae, source)
+    total = torch.zeros(sae.W_enc.shape[1], dtype=torch.float64)
+    for i, (b, x) in enumerate(zip(problem.batches, _acts(problem, sae.layer))):
+        with torch.no_grad():
+            _, acts = run(model.adapter, b.clean, collect=True, last_only=True)  # [W, b, p, d]
+            f = sae.encode(x)  # [b, p, F]
+            ablated = acts.clone()
+            ablated[0] = acts[0] + (sae.decode(f) - x)
+        sink = torch.zeros(g.n_readers, *x.shape, device=x.device, dtype=x.dtype)
+        logits = _logits(problem, b, mask=mask, ablated=ablated, grad_sink=sink)
+        torch.autograd.grad(problem.metric.score(logits, b).sum(), mask, allow_unused=True)
+        with torch.no_grad():
+            grad_x = sink[first:].sum(0)  # [b, p, d]: dmetric/dx_hat, every reader above
+            grad_f = grad_x @ sae.W_dec.T  # [b, p, F]
+            step = -f if src is None else src[i] - f
+            total += (grad_f * step).sum((0, 1)).double().cpu()
+    return (total / problem.n_examples).float()

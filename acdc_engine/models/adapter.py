@@ -20,6 +20,14 @@ family with a faster one overrides it and declares ``fast_head_subset = True`` (
 ``head_subset_last_query = True`` when ``q`` may hold the last position only). The engine checks
 a declared kernel against ``attn_heads`` before trusting it.
 
+Optional hook point for MLP neurons: :meth:`ModelAdapter.mlp_out_proj` names the module of a
+layer's MLP whose *input* is the hidden activation ``[batch, pos, d_mlp]`` (after the
+nonlinearity and any gating), and :meth:`ModelAdapter.mlp_from_hidden` maps a hidden activation
+to the MLP node's output. Neuron-level tools read the hidden activation with a forward pre-hook
+on that module (they never change it) and express a change of neurons as a change of the MLP
+writer's output in the patched forward. Families without one (mixture-of-experts blocks) refuse
+with :class:`~acdc_engine.errors.UnsupportedModelError`.
+
 The invariants (tests/invariants, :mod:`acdc_engine.testing` for plugin authors) prove an
 adapter reproduces the model's own forward pass as traced by nnsight.
 """
@@ -32,6 +40,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import UnsupportedModelError
 from ..graph import Graph
 
 __all__ = ["ModelAdapter", "ModelFamily"]
@@ -91,6 +100,27 @@ class ModelAdapter:
             return out
 
         return self.attn_heads(layer, full(q), full(k), full(v))[heads]
+
+    # ----- optional hook point: MLP neurons ------------------------------------------------
+    def mlp_out_proj(self, layer: int) -> torch.nn.Module:
+        """The module of layer ``layer``'s MLP whose input is the hidden activation
+        ``[batch, pos, d_mlp]`` (read it with a forward pre-hook; the module must be called
+        once per :meth:`mlp` call, with that tensor as its first argument).
+
+        Default: refused; a family overrides it where its MLP has an output projection."""
+        raise UnsupportedModelError(
+            f"{type(self).__name__} declares no MLP output projection (mlp_out_proj), so its "
+            "MLP neurons cannot be read or ablated; neuron tools need a dense MLP whose output "
+            "projection is a module (a mixture-of-experts block has one per expert)"
+        )
+
+    def mlp_from_hidden(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """The MLP node's output ``[batch, pos, d_model]`` from its hidden activation ``h``
+        ``[batch, pos, d_mlp]``: ``mlp(layer, x) == mlp_from_hidden(layer, hidden of x)``.
+
+        Default: :meth:`mlp_out_proj` applied to ``h``; a family whose MLP node does more after
+        the projection (Gemma 2/3's post-norm) overrides it."""
+        return self.mlp_out_proj(layer)(h)
 
     # ----- derived ----------------------------------------------------------------------------
     @property

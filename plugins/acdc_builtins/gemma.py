@@ -83,6 +83,11 @@ class GemmaAdapter(LlamaAdapter):
         out = super().mlp(layer, x)
         return self.layers[layer].post_feedforward_layernorm(out) if self.post_norms else out
 
+    def mlp_from_hidden(self, layer, h):
+        """``down_proj``, then the MLP's post-norm (Gemma 2/3): part of the MLP node."""
+        out = self.mlp_out_proj(layer)(h)
+        return self.layers[layer].post_feedforward_layernorm(out) if self.post_norms else out
+
     def attn_heads_subset(self, layer, heads, q, k, v):
         if self.post_norms:
             raise UnsupportedModelError(

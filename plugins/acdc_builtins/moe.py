@@ -10,6 +10,7 @@ gradient sees the routing weights but not a change of the chosen experts; exact 
 
 from __future__ import annotations
 
+from acdc_engine.errors import UnsupportedModelError
 from acdc_engine.models import ModelFamily
 
 from .llama import LlamaAdapter
@@ -19,6 +20,15 @@ MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 class MoEAdapter(LlamaAdapter):
     """:class:`~.llama.LlamaAdapter`; only the MLP differs, and the model's block runs it."""
+
+    def mlp_out_proj(self, layer):
+        """Refused: each expert has its own output projection and the router picks them per
+        token, so the block has no one hidden activation."""
+        raise UnsupportedModelError(
+            "a mixture-of-experts MLP (Mixtral, Qwen-MoE) has one output projection per expert "
+            "and routes each token to some of them: it has no single hidden activation, so MLP "
+            "neuron tools do not apply; ablate the whole MLP node (m<layer>) instead"
+        )
 
 
 def _is_moe(model) -> bool:

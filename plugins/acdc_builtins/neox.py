@@ -44,6 +44,10 @@ class NeoXAdapter(DecoderAdapter):
         lin = attn.dense
         return lin.weight.view(self.d_model, self.n_heads, self.d_head), lin.bias
 
+    def mlp_out_proj(self, layer):
+        """``mlp.dense_4h_to_h``: its input is the GELU output."""
+        return self.layers[layer].mlp.dense_4h_to_h
+
     def embed(self, input_ids):
         return self.base.embed_in(input_ids)  # [b, p, d]
 

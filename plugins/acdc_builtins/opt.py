@@ -54,6 +54,10 @@ class OPTAdapter(DecoderAdapter):
         blk = self.layers[layer]
         return blk.fc2(blk.activation_fn(blk.fc1(blk.final_layer_norm(x))))
 
+    def mlp_out_proj(self, layer):
+        """``fc2``: its input is the ReLU output."""
+        return self.layers[layer].fc2
+
     def embed(self, input_ids):
         dec = self.base
         x = dec.embed_tokens(input_ids)

@@ -49,10 +49,32 @@ class TracrAdapter(ModelAdapter):
         return self.model.blocks[layer].attn.b_O
 
     def mlp(self, layer, x):
-        return self.model.blocks[layer].mlp(x)
+        mlp = self.model.blocks[layer].mlp
+        return self.mlp_out_proj(layer)(torch.relu(x @ mlp.W_in + mlp.b_in))
+
+    def mlp_out_proj(self, layer):
+        """A view of the MLP's ``W_out``/``b_out`` as a module (tracr's MLP computes its output
+        inline, so the adapter runs it through this module to give neuron tools a hook point)."""
+        if not hasattr(self, "_out_proj"):
+            self._out_proj = {}
+        if layer not in self._out_proj:
+            self._out_proj[layer] = _OutProj(self.model.blocks[layer].mlp)
+        return self._out_proj[layer]
 
     def unembed(self, x):
         return self.model.unembed(x)
+
+
+class _OutProj(torch.nn.Module):
+    """``h @ W_out + b_out`` with the MLP's own parameters (not copied): h [..., d_mlp]."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self._mlp = [mlp]  # a list: not registered as a submodule, the model owns it
+
+    def forward(self, h):
+        mlp = self._mlp[0]
+        return h @ mlp.W_out + mlp.b_out
 
 
 def _is_tracr(model) -> bool:
