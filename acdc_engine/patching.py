@@ -20,10 +20,19 @@ ablated ones, taken from the buffer, so EAP needs no separate clean forward pass
 
 The ablated outputs come from :class:`Ablation`: the corrupted run's writer outputs
 (counterfactual, the default), their mean over the task's corrupted prompts, or zero.
+
+Without gradients, two shortcuts give the same result (up to float rounding) for less work:
+a writer whose every edge is removed (a node ablation) writes its ablated output into the
+residual stream once instead of being corrected at every reader (:func:`_gone`), and the
+per-reader correction multiplies only the writers with a removed edge. Inside
+:func:`reuse_prefix`, a run also starts at the first layer with a removed edge, from the clean
+run's residual stream there (:class:`Prefix`; the ``acdc view`` session uses it).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +40,7 @@ import torch
 from .errors import UnknownNameError
 from .models.adapter import ModelAdapter
 
-__all__ = ["run", "edge_grads", "Ablation", "ABLATIONS"]
+__all__ = ["run", "edge_grads", "Ablation", "ABLATIONS", "Prefix", "reuse_prefix"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -100,6 +109,110 @@ class _Read(torch.autograd.Function):
         return g_resid, g_m, None, None, None, None, None, None
 
 
+_NODE_FASTPATH = True
+"""Apply whole-row removals once in the residual stream (:func:`_gone`); tests turn it off to
+compare with the edge-by-edge path."""
+
+
+def _gone(g, mask: torch.Tensor) -> tuple[list[bool] | None, torch.Tensor]:
+    """The node fast path of a run without gradients: (per writer, is every edge it feeds
+    removed; the mask with those rows set to 1), or (None, mask) when no row is.
+
+    Such a writer is read as its ablated output by every reader, which is the same as writing
+    the ablated output into the residual stream in its place (exactly, up to float rounding);
+    its row then needs no per-reader correction, and a node ablation costs one plain run
+    instead of a correction product and per-head q/k/v inputs at every later layer. Rows with
+    some edges kept (or any fractional entry) keep the edge-by-edge path.
+    """
+    m = mask.detach()
+    valid = g.valid.to(m.device)  # [W, S]: u is upstream of v
+    full = ((m == 0) | ~valid).all(1) & valid.any(1)  # [W]
+    if not bool(full.any()):
+        return None, mask
+    return full.tolist(), m.masked_fill(full[:, None], 1)
+
+
+def _first_layer(g, mask: torch.Tensor) -> int:
+    """The layer of the first writer with a removed edge (``g.n_layers`` when none is): every
+    writer before that layer computes what it computes in the clean run."""
+    rows = ((mask.detach() < 1) & g.valid.to(mask.device)).any(1).nonzero()  # [k, 1]
+    if len(rows) == 0:
+        return g.n_layers
+    w = int(rows[0, 0])
+    return 0 if w == 0 else (w - 1) // g.per_layer
+
+
+class Prefix:
+    """The clean run's residual stream at the start of each layer, per input, for one adapter.
+
+    Inside :func:`reuse_prefix`, a run without gradients, collection, fixed delta or replaced
+    embeddings starts at the layer of the first writer with a removed edge, from the residual
+    stream a clean run of the same ``input_ids`` left there (every writer before that layer
+    computes exactly what it computes in the clean run), and fills in what it passes through;
+    a clean run is then only its unembedding. Holds ``n_layers + 1`` tensors [b, p, d] per
+    input. Stale once the model changes (a hook, new weights): :meth:`clear` it then.
+    """
+
+    def __init__(self, adapter: ModelAdapter):
+        self.adapter = adapter
+        self._entries: list[tuple[torch.Tensor, dict[int, torch.Tensor]]] = []
+
+    def states(self, input_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+        """layer -> residual stream [b, p, d] at its start (``n_layers``: after the last) of
+        the clean run on ``input_ids``; a new (empty) entry for new inputs."""
+        for ids, states in self._entries:
+            if (ids.shape == input_ids.shape and ids.device == input_ids.device
+                    and torch.equal(ids, input_ids)):
+                return states
+        self._entries.append((input_ids.detach().clone(), {}))
+        return self._entries[-1][1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_PREFIX: ContextVar[Prefix | None] = ContextVar("acdc_prefix", default=None)
+
+
+@contextmanager
+def reuse_prefix(prefix: Prefix):
+    """Runs of ``prefix.adapter`` in this block (this thread or task) share ``prefix``: see
+    :class:`Prefix`. Exact: it skips only computations whose result is the clean run's."""
+    token = _PREFIX.set(prefix)
+    try:
+        yield prefix
+    finally:
+        _PREFIX.reset(token)
+
+
+def _substitute(out: torch.Tensor, w0: int, gone: list[bool], ablated) -> torch.Tensor:
+    """``out`` [n, b, p, d] (writers ``w0 .. w0 + n``) with the writers ``gone`` replaced by
+    their ablated outputs (zero when ``ablated`` is None); ``out`` itself is not changed."""
+    rows = [i for i in range(len(out)) if gone[w0 + i]]
+    if not rows:
+        return out
+    out = out.clone()
+    if ablated is None:
+        out[rows] = 0
+    else:  # [k, b or 1, p, d], broadcast over the batch
+        out[rows] = ablated[[w0 + i for i in rows]].to(out.dtype)
+    return out
+
+
+def _read_rows(resid, m, src, abl, parts: tuple) -> tuple:
+    """:class:`_Read`'s forward without autograd, over the writers (rows of ``m`` [n, s]) that
+    have a removed edge into these readers only: ``resid[None] + (m - 1)^T @ (src - abl)``
+    restricted to those rows, one [size, b, p, d] tensor per entry of ``parts``."""
+    rows = (m < 1).any(1).nonzero()[:, 0]  # [k]
+    d = src[rows] if abl is None else src[rows] - abl[rows]  # [k, b, p, dm]
+    mt = (m[rows] - 1).T.to(d.dtype)  # [s, k]
+    corr = (mt @ d.reshape(len(rows), -1)).view(m.shape[1], *d.shape[1:])
+    return (resid.unsqueeze(0) + corr).split(parts, dim=0)
+
+
 def run(
     adapter: ModelAdapter,
     input_ids: torch.Tensor,
@@ -111,6 +224,7 @@ def run(
     collect: bool = False,
     last_only: bool = False,
     grad_sink: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
 ):
     """Run ``adapter``'s model on ``input_ids`` [batch, pos] with edges removed by ``mask``.
 
@@ -123,27 +237,45 @@ def run(
     embed:    [batch, pos, d_model] replaces the embeddings (EAP-IG interpolation).
     collect:  also return every writer's output, [n_writers, batch, pos, d_model] (detached).
     last_only: unembed only the last position.
+    positions: [batch, k] long: unembed only the final residual at these positions (a task's
+              read positions, ``batch.read_positions``); overrides ``last_only``.
     grad_sink: [n_readers, batch, pos, d_model]: backward adds every reader input's gradient
               here instead of filling ``mask.grad`` (``mask`` must still require grad); see
               :func:`edge_grads`.
 
-    Returns logits [batch, pos or 1, vocab] (and the writer outputs when ``collect``).
+    Returns logits [batch, pos or 1 or k, vocab] (and the writer outputs when ``collect``).
     """
     g = adapter.graph
     H = g.n_heads
     adapter.prepare(input_ids)  # per-run state (e.g. rotary tables for this length)
-    x = adapter.embed(input_ids) if embed is None else embed  # [b, p, d]
-    # writer outputs, detached: [W, b, p, d]; a run with a fixed delta needs them only if asked
-    buf = x.new_empty((g.n_writers, *x.shape)) if collect or delta is None else None
-    n_done = 1
-    if buf is not None:
-        buf[0] = x.detach()
-
+    gone, grad = None, False  # node fast path: per writer, is its output substituted (_gone)
+    first = g.n_layers  # the layer of the first writer with a removed edge
     if mask is not None:
+        grad = mask.requires_grad
+        fast = not grad and grad_sink is None and delta is None and _NODE_FASTPATH
+        if fast:
+            first = _first_layer(g, mask)
+            gone, mask = _gone(g, mask)
         # columns with no removed edge need no correction in the forward pass
         touched = ((mask.detach() < 1) & g.valid.to(mask.device)).any(0).tolist()
-        grad = mask.requires_grad
+    # a clean prefix (reuse_prefix) lets a run without gradients start at a later layer
+    prefix = _PREFIX.get()
+    if (prefix is None or prefix.adapter is not adapter or embed is not None or collect
+            or grad or grad_sink is not None or delta is not None or not _NODE_FASTPATH):
+        prefix = None
+    states = None if prefix is None else prefix.states(input_ids)
+    start = 0 if states is None else max((n for n in states if n <= first), default=0)
+    resid = None if start == 0 else states[start]  # [b, p, d]
+    x = (adapter.embed(input_ids) if embed is None else embed) if start == 0 else resid
 
+    # writer outputs, detached: [W, b, p, d]; needed to collect them, for gradients, and for
+    # the per-reader corrections of removed edges (unless a fixed delta replaces them)
+    need = collect or (delta is None and (grad or (mask is not None and any(touched))))
+    buf = x.new_empty((g.n_writers, *x.shape)) if need else None
+    n_done = g.attn_upstream(start)  # rows before it are never read when a run resumes
+    if buf is not None and start == 0:
+        buf[0] = x.detach()
+    if mask is not None:
         state = (_Backward(buf, ablated, inplace=not collect, sink=grad_sink) if delta is None
                  else _Backward(delta, None, sink=grad_sink))
 
@@ -159,10 +291,15 @@ def run(
             src, abl = delta[:n_up], None
         else:
             src, abl = buf[:n_up], None if ablated is None else ablated[:n_up]
+        if not grad and _NODE_FASTPATH:  # no autograd: over the writers with a removed edge
+            return _read_rows(resid, mask[:n_up, cols], src, abl, parts)
         return _Read.apply(resid, mask[:n_up, cols], src, abl, hit, state, cols, parts)
 
-    resid = x
-    for layer in range(g.n_layers):
+    if start == 0:
+        resid = x if gone is None or not gone[0] else _substitute(x[None], 0, gone, ablated)[0]
+    for layer in range(start, g.n_layers):
+        if states is not None and layer <= first and not (layer == 0 and gone and gone[0]):
+            states.setdefault(layer, resid.detach())  # still the clean run: remember it
         inputs = read(resid, g.attn_upstream(layer), g.attn_slots(layer), (H, H, H))
         q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
         heads = adapter.attn_heads(layer, q, k, v)  # [H, b, p, d]
@@ -170,6 +307,8 @@ def run(
             buf[n_done : n_done + H] = heads.detach()
         n_done += H
         resid_pre = resid
+        if gone is not None:  # removed heads write their ablated output once, for everyone
+            heads = _substitute(heads, n_done - H, gone, ablated)
         resid = resid + heads.sum(0)
         bias = adapter.attn_bias(layer)
         if bias is not None:
@@ -182,11 +321,20 @@ def run(
             out = adapter.mlp(layer, mlp_in)  # [b, p, d]
             if buf is not None:
                 buf[n_done] = out.detach()
+            if gone is not None:
+                out = _substitute(out[None], n_done, gone, ablated)[0]
             n_done += 1
             resid = resid + out
+    if states is not None and first == g.n_layers:
+        states.setdefault(g.n_layers, resid.detach())
     inputs = read(resid, g.n_writers, slice(g.logits_slot, g.logits_slot + 1), (1,))
     final = resid if inputs is None else inputs[0][0]
-    logits = adapter.unembed(final[:, -1:] if last_only else final)
+    if positions is not None:  # [b, k] -> the final residual there: [b, k, d]
+        idx = positions.to(final.device)[:, :, None].expand(-1, -1, final.shape[-1])
+        final = final.gather(1, idx)
+    elif last_only:
+        final = final[:, -1:]
+    logits = adapter.unembed(final)
     if collect:
         return logits, buf
     return logits

@@ -3,9 +3,13 @@
     python benchmarks/view_latency.py                       # tiny-ioi, then GPT-2-small shape
     python benchmarks/view_latency.py --d-model 256 --repeats 5 --no-browser
     python benchmarks/view_latency.py --skip-gpt2
+    python benchmarks/view_latency.py --device cuda --dtype bfloat16 --no-browser
 
-Server side: the time ``Session.intervene`` takes to push ``ablate a{l}.{h}`` and evaluate the
-task's examples under the stack (reported by the session as ``summary.ms``), then undo.
+Server side: the time ``Session.intervene`` takes to push ``ablate a{l}.{h} corrupted`` and
+evaluate the task's examples under the stack, then undo; the session's memory of past
+evaluations is cleared before each. *warm* is the normal case: the session knows the clean run's
+residual stream per layer (from opening it), so an intervention recomputes the layers from the
+intervened one on; *cold* forgets that too (a full patched run per batch).
 Browser round trip: headless Chromium (system ``/usr/bin/chromium`` through Playwright) clicks
 the head on the map and waits until the page shows the new intervention and metric.
 
@@ -16,6 +20,7 @@ word tokenizer), ``--d-model`` (default 768) and ``--n-examples`` prompts of the
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -23,12 +28,12 @@ import time
 import torch
 
 
-def server_side(session, repeats: int) -> list[float]:
+def server_side(session, repeats: int, cold: bool = False) -> list[float]:
     g = session.graph
     out = []
     for i in range(repeats):
         layer, head = i % g.n_layers, (3 * i) % g.n_heads
-        session.clear_cache()  # measure the model, not the session's memory of past states
+        session.clear_cache(prefix=cold)  # measure the model, not the memory of past states
         t0 = time.perf_counter()
         session.intervene(f"ablate a{layer}.{head} corrupted")
         out.append(1000 * (time.perf_counter() - t0))
@@ -66,7 +71,7 @@ def browser_round_trip(session, repeats: int, chromium: str) -> list[float] | No
     return out
 
 
-def gpt2_small_session(d_model: int, n_examples: int, seq: int):
+def gpt2_small_session(d_model: int, n_examples: int, seq: int, device="cpu", dtype=None):
     from acdc_engine import load_model
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
@@ -76,7 +81,7 @@ def gpt2_small_session(d_model: int, n_examples: int, seq: int):
 
     path = save_gpt2(tempfile.mkdtemp(prefix="gpt2-small-shape-"), n_layer=12, n_head=12,
                      n_embd=d_model)
-    model = load_model(str(path), device="cpu")
+    model = load_model(str(path), device=device, dtype=dtype)
     data = prepare("pairs", model.tokenizer, random_pairs(n_examples, length=seq))
     problem = Problem.build(model, data, registry().metric("logit_diff"), "corrupted")
     return Session(model, problem, data, task="pairs", name=f"gpt2-small shape d={d_model}")
@@ -99,21 +104,29 @@ def main() -> None:
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--skip-gpt2", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from acdc_engine import load_model
     from acdc_engine.view import Session
 
-    sessions = [lambda: Session.open("tiny-ioi", "ioi")]
+    sessions = [lambda: Session.open(load_model("tiny-ioi", device=args.device,
+                                                dtype=args.dtype), "ioi")]
     if not args.skip_gpt2:
-        sessions.append(lambda: gpt2_small_session(args.d_model, args.n_examples, args.seq))
+        sessions.append(lambda: gpt2_small_session(args.d_model, args.n_examples, args.seq,
+                                                   args.device, args.dtype))
+    print(f"load average before: {os.getloadavg()[0]:.2f} (1 min)")
     for make in sessions:
         s = make()
         print(f"{s.name}: {s.problem.n_examples} examples, {s.graph.n_edges} edges, "
               f"{torch.get_num_threads()} thread(s)")
         server_side(s, 2)  # warm up
-        report("server side", server_side(s, args.repeats))
+        report("server side, warm", server_side(s, args.repeats))
+        report("server side, cold", server_side(s, args.repeats, cold=True))
         if not args.no_browser:
             report("browser round trip", browser_round_trip(s, args.repeats, args.chromium))
+    print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

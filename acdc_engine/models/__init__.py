@@ -4,6 +4,7 @@
     ModelFamily    a named architecture: which Hugging Face models an adapter runs
     LoadedModel    a loaded model: nnsight wrapper, adapter, tokenizer, identity
     ShippedModel   a model a plugin ships: a short name for a directory (+ ground truth)
+    shared_norm    a norm run once for the readers of a layer in gradient runs (:mod:`.norms`)
 
 Loading (transformers + nnsight, the load-time self-check) is one layer up, in
 :mod:`acdc_engine.loading`, because the self-check runs the patched forward.
@@ -11,7 +12,8 @@ Loading (transformers + nnsight, the load-time self-check) is one layer up, in
 
 from .adapter import ModelAdapter, ModelFamily
 from .loaded import LoadedModel, resolve_device, resolve_dtype
+from .norms import shared_norm
 from .shipped import ShippedModel
 
 __all__ = ["ModelAdapter", "ModelFamily", "LoadedModel", "ShippedModel", "resolve_device",
-           "resolve_dtype"]
+           "resolve_dtype", "shared_norm"]

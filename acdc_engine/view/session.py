@@ -10,6 +10,8 @@ and what the page does is visible to code::
     s.command("patch a2.* from corrupted")
     s.undo(); s.reset()
     server = s.serve()               # the same state in the browser (a background thread)
+    with s.hook("transformer.h.2.mlp", fn):   # a torch/nnsight hook: the page follows at once
+        ...
 
 Interventions go through :mod:`acdc_engine.interventions` (the one patched forward); the
 session only keeps the stack, groups what one command pushed into one undoable step, and
@@ -30,11 +32,13 @@ import torch
 from ..errors import AcdcError
 from ..interventions import Intervention, InterventionStack, evaluate_interventions
 from ..models import LoadedModel
+from ..patching import Prefix, reuse_prefix
 from ..problem import Problem
 from ..tasks import TaskData
 from .circuits import CircuitView
 from .compare import compare_state
 from .inspect import Inspector
+from .notebook import CodeSide, Hook
 
 __all__ = ["Session", "Summary", "CACHED"]
 
@@ -49,7 +53,9 @@ class Summary:
     metric: float
     """Mean of the task's metric over the examples."""
     prob: float
-    """Mean probability of the answer token at the last position."""
+    """Mean probability of the answer token at the last position (a token-set task such as
+    greater-than: the probability mass on its answer set; ``accuracy`` then counts the examples
+    whose answer set outweighs their wrong set)."""
     logit_diff: float | None
     """Mean logit(answer) - logit(wrong answer); None when the task has no wrong answers."""
     accuracy: float
@@ -76,7 +82,7 @@ class _Step:
 
 
 @dataclass
-class Session:
+class Session(CodeSide):
     """A loaded model, a task's :class:`Problem`, an intervention stack and an optional circuit.
 
     Thread-safe: the server calls it from worker threads while a notebook calls it from its
@@ -96,6 +102,7 @@ class Session:
     _summary: Summary | None = field(default=None, init=False, repr=False)
     _base_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
     _last_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _hooks: list[Hook] = field(default_factory=list, init=False, repr=False)
     activity: str | None = field(default=None, init=False)
     """What the session is computing now (None when idle); the pages show it."""
     other: Session | None = field(default=None, init=False, repr=False)
@@ -111,6 +118,9 @@ class Session:
             [w.cpu() for w in wrong])
         self.circuit = CircuitView(self)
         self.inspect = Inspector(self)
+        # the clean run's residual stream per layer: an intervention recomputes only the
+        # layers from its first intervened writer on (exact; see patching.Prefix)
+        self._prefix = Prefix(self.model.adapter)
         self._summary = self._evaluate(None)
 
     # ----- opening ----------------------------------------------------------------------------
@@ -248,17 +258,34 @@ class Session:
         finally:
             self.activity = None
 
-    def clear_cache(self) -> None:
-        """Forget remembered evaluations (the next one runs the model again)."""
+    def clear_cache(self, prefix: bool = False) -> None:
+        """Forget remembered evaluations (the next one runs the model again); with ``prefix``
+        also the clean run's residual stream per layer (the next run starts at layer 0)."""
         with self._lock:
             self._cache.clear()
+            if prefix:
+                self._prefix.clear()
 
-    def notify(self, message: str = "changed from code") -> None:
-        """Tell the views that something changed outside the session's own methods (e.g. a
-        custom nnsight hook on the model): the summary is recomputed and pages refresh."""
+    def notify(self, message: str = "changed from code") -> Summary:
+        """Tell the views that the model changed outside the session's own methods (e.g. its
+        weights were edited, or a hook added by hand): everything computed from the model is
+        forgotten, the summary is recomputed and the pages refresh. :meth:`hook` and
+        :meth:`changing` call it for you."""
         with self._lock:
-            self._cache.clear()
-            self._changed(message)
+            self._forget()
+            return self._changed(message)
+
+    def _forget(self) -> None:
+        """Drop everything computed from the model: evaluations, the clean prefix, the
+        problem's ablated activations (refit for mean ablation) and the inspector's caches."""
+        self._cache.clear()
+        self._prefix.clear()
+        self.problem.clear_cache()
+        if self.problem.ablation.kind == "mean":
+            self.problem.ablation.fit(self.model.adapter, self.problem.batches)
+        self.inspect = Inspector(self)
+        if hasattr(self.circuit, "_ends"):
+            self.circuit._ends = None  # the full and empty circuits' metric
 
     def _apply(self, change, message: str) -> Summary:
         """Make ``change`` to the stack and steps, then evaluate; if the evaluation fails the
@@ -291,21 +318,40 @@ class Session:
         if key in self._cache:
             self._cache[key] = self._cache.pop(key)  # most recently used last
             return self._cache[key]
-        out = evaluate_interventions(self.problem, stack, return_logits=True)
+        with reuse_prefix(self._prefix):
+            out = evaluate_interventions(self.problem, stack, return_logits=True)
         self._cache[key] = out
         while len(self._cache) > CACHED:
             self._cache.pop(next(iter(self._cache)))
         return out
 
+    def _set_masses(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(mass on answer_set, mass on wrong_set)`` per example ([n] each, batch order), or
+        None when the task has no answer sets (answers are single tokens)."""
+        batches = self.problem.batches
+        if any(b.answer_set is None for b in batches):
+            return None
+        probs = logits.float().softmax(-1).split([len(b) for b in batches])
+        cpu = [b.to("cpu") for b in batches]
+        good = torch.cat([b.set_mass(p, "answer_set") for b, p in zip(cpu, probs)])
+        bad = [b.set_mass(p, "wrong_set") if b.wrong_set is not None else torch.zeros(len(b))
+               for b, p in zip(cpu, probs)]
+        return good, torch.cat(bad)
+
     def _evaluate(self, previous: Summary | None) -> Summary:
         t0 = time.perf_counter()
         values, logits = self.per_example()  # [n], [n, vocab]
         n = torch.arange(len(values))
-        probs = logits.softmax(-1)[n, self._answer]  # [n]
-        if self._wrong is not None:
+        sets = self._set_masses(logits)
+        if sets is not None:  # a token-set task (greater-than): mass on each set
+            probs, wrong_mass = sets
+            diff, correct = None, probs > wrong_mass
+        elif self._wrong is not None:
+            probs = logits.softmax(-1)[n, self._answer]  # [n]
             diff = logits[n, self._answer] - logits[n, self._wrong]  # [n]
             correct = diff > 0
         else:
+            probs = logits.softmax(-1)[n, self._answer]  # [n]
             diff = None
             correct = logits.argmax(-1) == self._answer
         if self._base_correct is None:
@@ -336,7 +382,9 @@ class Session:
                 "metric": self.problem.metric.name, "version": self.version,
                 "graph": {**g.shape(), "n_edges": g.n_edges},
                 "n_examples": self.problem.n_examples,
-                "interventions": self.interventions, "steps": self.steps,
+                "interventions": self.interventions, "hooks": self.hooks,
+                # the page lists the steps; hooks added from code are listed after them
+                "steps": self.steps + [f"hook on {n} (from code)" for n in self.hooks],
                 "targets": self._targets(), "summary": s,
                 "circuit": self.circuit.info(), "log": self.log[-10:],
                 "compare": compare_state(self),

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter
+from acdc_engine.models import shared_norm
 
 __all__ = ["DecoderAdapter", "attend", "project", "layer_window"]
 
@@ -40,9 +41,12 @@ def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, n_heads: i
         if b is not None:
             y = y + b[:, None]
         return y if n == n_heads else y.repeat_interleave(n_heads // n, dim=1)
-    if n != n_heads:
-        w = w.repeat_interleave(n_heads // n, dim=0)
-        b = None if b is None else b.repeat_interleave(n_heads // n, dim=0)
+    if n != n_heads:  # GQA: group the query heads by their key/value head, no weight copies
+        H, bsz, p, d = x.shape
+        y = torch.einsum("ngbpd,nkd->bngpk", x.reshape(n, H // n, bsz, p, d), w)
+        if b is not None:
+            y = y + b[:, None, None]  # [n, 1, 1, d_head] over [b, n, g, p, d_head]
+        return y.reshape(bsz, H, p, w.shape[1])
     y = torch.einsum("hbpd,hkd->bhpk", x, w)
     return y if b is None else y + b[:, None]
 
@@ -166,8 +170,10 @@ class DecoderAdapter(ModelAdapter):
         attn, norm = self._attn(blk), self._attn_norm(blk)
         (wq, bq), (wk, bk), (wv, bv) = self._qkv(attn)
         H = self.n_heads
-        qh, kh, vh = project(norm(q), wq, bq, H), project(norm(k), wk, bk, H), \
-            project(norm(v), wv, bv, H)  # each [b, H, p, d_head]
+        # shared_norm: one norm per layer when q, k and v are the unpatched stream (EAP)
+        qh, kh, vh = (project(shared_norm(norm, x), w, b, H)
+                      for x, (w, b) in ((q, (wq, bq)), (k, (wk, bk)), (v, (wv, bv))))
+        # each [b, H, p, d_head]
         qh, kh = self._qk_norm(attn, qh, kh)
         tables = self._tables(layer)
         if tables is not None:
@@ -183,6 +189,10 @@ class DecoderAdapter(ModelAdapter):
     def mlp(self, layer, x):
         blk = self.layers[layer]
         return blk.mlp(self._mlp_norm(blk)(x))
+
+    def mlp_out_proj(self, layer):
+        """``mlp.down_proj``: its input is the gated hidden activation ``act(gate) * up``."""
+        return self.layers[layer].mlp.down_proj
 
     def unembed(self, x):
         logits = self.model.lm_head(self._final_norm()(x))

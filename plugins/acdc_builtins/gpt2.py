@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from acdc_engine.models import ModelAdapter, ModelFamily
+from acdc_engine.models import ModelAdapter, ModelFamily, shared_norm
 
 
 class GPT2Adapter(ModelAdapter):
@@ -38,7 +38,7 @@ class GPT2Adapter(ModelAdapter):
         b = block.attn.c_attn.bias[which * d : (which + 1) * d].view(H, 1, dh)
         if idx is not None:
             w, b = w.index_select(1, idx), b.index_select(0, idx)
-        x = block.ln_1(x)
+        x = shared_norm(block.ln_1, x)  # once per layer when the readers share their input (EAP)
         if x.dim() == 3:
             return torch.einsum("bpd,dhk->bhpk", x, w) + b
         return torch.einsum("hbpd,dhk->bhpk", x, w) + b
@@ -74,6 +74,10 @@ class GPT2Adapter(ModelAdapter):
     def mlp(self, layer, x):
         block = self.tf.h[layer]
         return block.mlp(block.ln_2(x))
+
+    def mlp_out_proj(self, layer):
+        """``mlp.c_proj`` (a Conv1D ``[d_mlp, d_model]``): its input is the GELU output."""
+        return self.tf.h[layer].mlp.c_proj
 
     def unembed(self, x):
         return self.model.lm_head(self.tf.ln_f(x))
