@@ -195,7 +195,19 @@ class DecoderAdapter(ModelAdapter):
         return self.layers[layer].mlp.down_proj
 
     def unembed(self, x):
-        logits = self.model.lm_head(self._final_norm()(x))
+        return self._softcap(self.model.lm_head(self._final_norm()(x)))
+
+    def unembed_columns(self, x, columns):
+        """``unembed(x)[..., columns]`` without the other logits: [..., len(columns)] (a
+        family that overrides :meth:`unembed`, e.g. OPT's ``project_out``, gets exactly that)."""
+        if type(self).unembed is not DecoderAdapter.unembed:
+            return self.unembed(x).index_select(-1, columns)
+        head = self.model.lm_head
+        bias = None if head.bias is None else head.bias.index_select(0, columns)
+        return self._softcap(torch.nn.functional.linear(
+            self._final_norm()(x), head.weight.index_select(0, columns), bias))
+
+    def _softcap(self, logits):
         if self.final_softcap is not None:
             logits = self.final_softcap * torch.tanh(logits / self.final_softcap)
         return logits

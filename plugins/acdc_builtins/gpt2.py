@@ -82,6 +82,11 @@ class GPT2Adapter(ModelAdapter):
     def unembed(self, x):
         return self.model.lm_head(self.tf.ln_f(x))
 
+    def unembed_columns(self, x, columns):
+        """``unembed(x)[..., columns]`` without the other logits: [..., len(columns)] (a
+        metric that reads a few logits, e.g. the logit difference, in ACDC's engine)."""
+        return self.tf.ln_f(x) @ self.model.lm_head.weight.index_select(0, columns).T
+
 
 def _is_gpt2(model) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == "gpt2" and hasattr(

@@ -144,7 +144,10 @@ def test_column_unembedding_equals_the_full_unembedding(model64):
     x = torch.randn(6, 1, model64.adapter.d_model, dtype=torch.float64)  # [n, k, d]
     cols = eng.states[0].scorer.columns
     full = model64.adapter.unembed(x)  # [n, k, vocab]
-    assert eng.unembed_columns is None  # the built-in GPT-2 adapter has no hook (yet)
+    # the built-in GPT-2 adapter's own column path
+    assert eng.unembed_columns is not None
+    assert torch.allclose(eng._unembed(x, cols), full[..., cols], atol=1e-12)
+    eng.unembed_columns = None  # no hook: the full unembedding, then the columns
     assert torch.equal(eng._unembed(x, cols), full[..., cols])
     hook, calls = _columns_hook(model64.adapter)
     eng.unembed_columns = hook
