@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
-from acdc_engine.testing.builders import WORDS, save_gpt2
-
-
-def per_position_rows(n: int, length: int = 5, seed: int = 0, positions="all") -> list[dict]:
-    """Rows reading ``positions`` with one answer and one wrong answer per read position."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        clean = [rng.choice(WORDS) for _ in range(length)]
-        corrupted = [rng.choice(WORDS) for _ in range(length)]
-        k = length if positions == "all" else len(positions)
-        rows.append({"clean": " ".join(clean), "corrupted": " ".join(corrupted),
-                     "positions": positions,
-                     "answer": [rng.choice(WORDS) for _ in range(k)],
-                     "wrong_answer": [rng.choice(WORDS) for _ in range(k)]})
-    return rows
+from acdc_engine.testing.builders import save_gpt2
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import per_position_rows
+from position_rows import per_position_rows
 
 from acdc_engine.metrics import Metric
 from acdc_engine.patching import run

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import per_position_rows
+from position_rows import per_position_rows
 
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
