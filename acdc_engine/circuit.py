@@ -17,6 +17,11 @@ Graph attributes are :attr:`Circuit.attrs` (model, task, method, metric, ablatio
 faithfulness, ...) plus the graph's shape (``n_layers, n_heads, parallel, attn_only``) and sizes.
 Files written before the shape was recorded are read onto the smallest graph with their
 ``n_edges_total`` (:meth:`Graph.infer`), or onto the graph passed in.
+
+A circuit of a position-aware graph keeps split edges (``a0.1->m2@END``): in networkx their
+key is ``kind@position`` and they carry a ``pos`` attribute; :meth:`Circuit.at` is the circuit
+at one position group and :meth:`Circuit.unsplit` the edges kept at any group (scores summed:
+first-order scores of the parts add up to the whole edge's), both on the unsplit graph.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import networkx as nx
 import torch
 
 from .errors import AcdcError
-from .graph import Edge, Graph, Keep, Mask, Scores, parse_edge, parse_node
+from .graph import Edge, Graph, Keep, Mask, Scores, edge_name, parse_edge, parse_node
 
 __all__ = ["Circuit", "select", "prune_dead"]
 
@@ -148,8 +153,39 @@ class Circuit:
         return float(self.scores[self.graph.edge_index[name]])
 
     def mask(self, device=None, dtype=torch.float32) -> Mask:
-        """The dense keep mask ``[n_writers, n_readers]`` for patched runs."""
+        """The dense keep mask ``[n_writers, n_readers]`` for patched runs
+        (``[..., n_groups]`` in a position-aware graph)."""
         return self.graph.to_dense(self.keep.to(dtype)).to(device)
+
+    # ----- positions -------------------------------------------------------------------------
+    def _groups(self, t: torch.Tensor) -> torch.Tensor:
+        g = self.graph
+        if not g.positions:
+            raise AcdcError("this circuit's graph has no positions (discover with --positions)")
+        return t.view(g.n_groups, g.base.n_edges)
+
+    def at(self, position: str) -> Circuit:
+        """The edges kept at position group ``position``, on the unsplit graph."""
+        g = self.graph
+        if position not in g.positions:
+            raise AcdcError(f"no position {position!r}; the circuit's are "
+                            f"{', '.join(g.positions)}")
+        k = g.positions.index(position)
+        scores = None if self.scores is None else self._groups(self.scores)[k]
+        return Circuit(g.base, self._groups(self.keep)[k], scores,
+                       {**self.attrs, "position": position})
+
+    def unsplit(self) -> Circuit:
+        """Every edge kept at some position group, with its scores summed over the groups
+        (NaN-free sum), on the unsplit graph."""
+        scores = None if self.scores is None else torch.nansum(self._groups(self.scores), 0)
+        return Circuit(self.graph.base, self._groups(self.keep).any(0), scores,
+                       {**self.attrs, "positions": ",".join(self.graph.positions)})
+
+    def positions_used(self) -> list[tuple[str, int]]:
+        """``(position group, kept edges there)`` for the groups with kept edges, in order."""
+        counts = self._groups(self.keep).sum(1).tolist()
+        return [(p, int(n)) for p, n in zip(self.graph.positions, counts) if n]
 
     # ----- networkx and JSON -----------------------------------------------------------------
     @cached_property
@@ -167,7 +203,9 @@ class Circuit:
                                head=-1 if node.head is None else node.head)
             kind = e.kind.value or "resid"
             score = None if self.scores is None else float(self.scores[i])
-            G.add_edge(e.src.name, e.dst.name, key=kind, kind=kind, name=e.name, score=score)
+            extra = {} if e.pos is None else {"pos": e.pos}
+            G.add_edge(e.src.name, e.dst.name, key=kind if e.pos is None else f"{kind}@{e.pos}",
+                       kind=kind, name=e.name, score=score, **extra)
         G.graph.update({k: v for k, v in self.attrs.items() if v is not None})
         G.graph.update(self.graph.shape())
         G.graph.update(n_edges=G.number_of_edges(), n_nodes=G.number_of_nodes(),
@@ -181,7 +219,8 @@ class Circuit:
         graph = graph or _graph_of(G)
         names, scores = [], {}
         for u, v, key, d in G.edges(keys=True, data=True):
-            name = d.get("name") or f"{u}->{v}" + (f"<{key}>" if key in ("q", "k", "v") else "")
+            kind, _, pos = str(key).partition("@")
+            name = d.get("name") or edge_name(u, v, kind, pos or None)
             names.append(name)
             if d.get("score") is not None:
                 scores[name] = float(d["score"])
@@ -226,12 +265,16 @@ class Circuit:
             raise AcdcError(f"{path} is not a readable circuit: {e}") from None
 
     def summary(self) -> str:
+        where = ""
+        if self.graph.positions:
+            used = self.positions_used()
+            where = " at positions " + (", ".join(f"{p} ({n})" for p, n in used) or "none")
         return (f"{self.number_of_edges()} of {self.graph.n_edges} edges, "
-                f"{self.number_of_nodes()} nodes")
+                f"{self.number_of_nodes()} nodes{where}")
 
 
 _DERIVED = frozenset({"n_edges", "n_nodes", "n_edges_total", "n_layers", "n_heads", "parallel",
-                      "attn_only"})
+                      "attn_only", "positions"})
 
 
 def _graph_of(G: nx.MultiDiGraph) -> Graph:

@@ -32,6 +32,17 @@ Tensor layout used by the patching core
     float per edge, in :attr:`Graph.edges` order.
 
 GPT-2 small (12 layers, 12 heads) has exactly 32,491 edges under this convention.
+
+Position-aware graphs (:meth:`Graph.with_positions`)
+    Every edge is split by the token position its signal travels at: ``a0.1->a2.3<q>@END``
+    is the part of ``a0.1->a2.3<q>`` at the tokens of position group ``END``. The residual
+    stream is per token, so ``u`` at token ``t`` reaches ``v`` at token ``t`` only; attention
+    moves information between tokens inside a head. Groups are token indices (``@0``, ``@1``,
+    ...; every prompt of one length) or names a task declares (``IO``, ``S1``, ``S2``, ``END``,
+    with ``other`` for the remaining tokens): :mod:`acdc_engine.positions` gives each token its
+    group. Edges are position-major (all edges at the first group, then the second, ...), a
+    dense mask is ``[n_writers, n_readers, n_groups]``, and :attr:`Graph.coords` repeats the
+    unsplit coordinates once per group (topology is the unsplit graph's).
 """
 
 from __future__ import annotations
@@ -44,14 +55,15 @@ from functools import cached_property
 import torch
 
 __all__ = ["NodeKind", "EdgeKind", "Node", "Edge", "Graph", "Scores", "Keep", "Mask",
-           "parse_node", "parse_edge", "edge_name"]
+           "parse_node", "parse_edge", "edge_name", "edge_position"]
 
 Scores = torch.Tensor
 """``[n_edges]`` float32: one score per edge, in :attr:`Graph.edges` order (NaN = not scored)."""
 Keep = torch.Tensor
 """``[n_edges]`` bool: which edges a circuit keeps, in :attr:`Graph.edges` order."""
 Mask = torch.Tensor
-"""``[n_writers, n_readers]`` float: 1 keeps the edge (writer -> reader slot), 0 removes it."""
+"""``[n_writers, n_readers]`` float: 1 keeps the edge (writer -> reader slot), 0 removes it
+(``[n_writers, n_readers, n_groups]`` in a position-aware graph)."""
 
 
 class NodeKind(str, enum.Enum):
@@ -100,17 +112,20 @@ class Edge:
     src: Node
     dst: Node
     kind: EdgeKind = EdgeKind.RESID
+    pos: str | None = None
+    """The position group in a position-aware graph (None: every token)."""
 
     @property
     def name(self) -> str:
-        return edge_name(self.src.name, self.dst.name, self.kind)
+        return edge_name(self.src.name, self.dst.name, self.kind, self.pos)
 
     def __str__(self) -> str:
         return self.name
 
 
 _NODE_RE = re.compile(r"^(?:a(?P<al>\d+)\.(?P<h>\d+)|m(?P<ml>\d+)|input|logits)$")
-_EDGE_RE = re.compile(r"^(?P<src>[\w.]+)->(?P<dst>[\w.]+)(?:<(?P<kind>[qkv])>)?$")
+_EDGE_RE = re.compile(
+    r"^(?P<src>[\w.]+)->(?P<dst>[\w.]+)(?:<(?P<kind>[qkv])>)?(?:@(?P<pos>[\w.-]+))?$")
 
 
 def parse_node(name: str) -> tuple[NodeKind, int | None, int | None]:
@@ -128,7 +143,8 @@ def parse_node(name: str) -> tuple[NodeKind, int | None, int | None]:
 
 
 def parse_edge(name: str) -> tuple[str, str, EdgeKind]:
-    """``(src name, dst name, kind)`` of an edge name such as ``a0.1->a2.3<q>``."""
+    """``(src name, dst name, kind)`` of an edge name such as ``a0.1->a2.3<q>`` (a position
+    suffix ``@END`` is allowed: :func:`edge_position` reads it)."""
     m = _EDGE_RE.match(name.strip())
     if m is None:
         raise ValueError(f"{name!r} is not an edge name (edges look like 'input->m0', "
@@ -138,10 +154,20 @@ def parse_edge(name: str) -> tuple[str, str, EdgeKind]:
     return m["src"], m["dst"], EdgeKind(m["kind"] or "")
 
 
-def edge_name(src: str, dst: str, kind: EdgeKind | str = EdgeKind.RESID) -> str:
-    """The name of the edge ``src -> dst`` into input ``kind`` (the inverse of parse_edge)."""
+def edge_position(name: str) -> tuple[str, str | None]:
+    """``(the unsplit edge's name, position group or None)``: ``a0.1->m2@END`` gives
+    ``("a0.1->m2", "END")``."""
+    src, dst, kind = parse_edge(name)
+    return edge_name(src, dst, kind), _EDGE_RE.match(name.strip())["pos"]
+
+
+def edge_name(src: str, dst: str, kind: EdgeKind | str = EdgeKind.RESID,
+              pos: str | None = None) -> str:
+    """The name of the edge ``src -> dst`` into input ``kind``, at position group ``pos`` (the
+    inverse of parse_edge and edge_position)."""
     kind = EdgeKind("" if kind in ("resid", None) else kind)
-    return f"{src}->{dst}" + (f"<{kind.value}>" if kind is not EdgeKind.RESID else "")
+    return (f"{src}->{dst}" + (f"<{kind.value}>" if kind is not EdgeKind.RESID else "")
+            + ("" if pos is None else f"@{pos}"))
 
 
 @dataclass(frozen=True)
@@ -149,14 +175,56 @@ class Graph:
     """The edge graph of a model with ``n_layers`` blocks of ``n_heads`` heads and one MLP.
 
     ``parallel`` is True for blocks where attention and MLP read the same residual stream
-    (GPT-J, GPT-NeoX); ``has_mlp``/``has_attn`` may be False per layer for models with empty
-    blocks (attention-only models, tracr programs).
+    (GPT-J, GPT-NeoX); ``attn_only`` for models without MLPs (tracr programs, attention-only
+    models). ``positions``: the position groups of a position-aware graph (module docstring);
+    empty for the usual graph.
     """
 
     n_layers: int
     n_heads: int
     parallel: bool = False
     attn_only: bool = False
+    positions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "positions", tuple(str(p) for p in self.positions))
+        bad = [p for p in self.positions if not re.fullmatch(r"[\w.-]+", p)]
+        if bad or len(set(self.positions)) != len(self.positions):
+            raise ValueError(f"position groups must be distinct names of letters, digits, "
+                             f"'_', '.', '-': got {list(self.positions)}")
+
+    def with_positions(self, positions) -> Graph:
+        """This graph with every edge split by the position groups ``positions`` (names)."""
+        return Graph(self.n_layers, self.n_heads, self.parallel, self.attn_only,
+                     tuple(positions))
+
+    @cached_property
+    def base(self) -> Graph:
+        """The graph without positions (itself when it has none)."""
+        return Graph(self.n_layers, self.n_heads, self.parallel, self.attn_only) \
+            if self.positions else self
+
+    @property
+    def n_groups(self) -> int:
+        """Position groups: 1 for a graph without positions."""
+        return max(1, len(self.positions))
+
+    @property
+    def dense_shape(self) -> tuple[int, ...]:
+        """The shape of a dense mask: ``(W, R)``, or ``(W, R, n_groups)`` with positions."""
+        return ((self.n_writers, self.n_readers, self.n_groups) if self.positions
+                else (self.n_writers, self.n_readers))
+
+    def full_mask(self, fill: float = 1.0, **kw) -> Mask:
+        """A dense mask filled with ``fill`` (1: the full model; 0: the empty circuit);
+        ``kw`` go to ``torch.full`` (device, dtype, requires_grad)."""
+        return torch.full(self.dense_shape, float(fill), **kw)
+
+    def dense_index(self, edge: int) -> tuple[int, ...]:
+        """Where edge ``edge`` (an index into :attr:`edges`) sits in a dense mask."""
+        w, r = self.coords
+        return ((int(w[edge]), int(r[edge]), edge // self.base.n_edges) if self.positions
+                else (int(w[edge]), int(r[edge])))
 
     # ----- nodes ---------------------------------------------------------------------------
     @cached_property
@@ -276,7 +344,11 @@ class Graph:
     # ----- edges ----------------------------------------------------------------------------
     @cached_property
     def edges(self) -> list[Edge]:
-        """Every edge, ordered by reader slot, then by writer."""
+        """Every edge, ordered by reader slot, then by writer (with positions: by position
+        group first, then as the unsplit graph)."""
+        if self.positions:
+            return [Edge(e.src, e.dst, e.kind, p) for p in self.positions
+                    for e in self.base.edges]
         out = []
         for slot, (dst, kind) in enumerate(self.readers()):
             out += [Edge(src, dst, kind) for src in self.writers[: self.upstream_count(slot)]]
@@ -294,14 +366,20 @@ class Graph:
     def edge(self, name: str) -> Edge:
         m = _EDGE_RE.match(name.strip())
         if not m or name.strip() not in self.edge_index:
+            at = (f", at a position: '...@{self.positions[0]}' (positions "
+                  f"{', '.join(self.positions[:8])})" if self.positions else "")
             raise KeyError(
-                f"no edge {name!r} in this graph (edges look like 'input->m0', 'a0.1->a2.3<q>')"
-            )
+                f"no edge {name!r} in this graph (edges look like 'input->m0', "
+                f"'a0.1->a2.3<q>'{at})")
         return self.edges[self.edge_index[name.strip()]]
 
     @cached_property
     def coords(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(writer index, reader slot) of every edge, as two LongTensors of length n_edges."""
+        """(writer index, reader slot) of every edge, as two LongTensors of length n_edges
+        (with positions: the unsplit graph's, repeated once per group; see :attr:`group`)."""
+        if self.positions:
+            w, r = self.base.coords
+            return w.repeat(self.n_groups), r.repeat(self.n_groups)
         w, r = [], []
         for slot in range(self.n_readers):
             n = self.upstream_count(slot)
@@ -310,27 +388,37 @@ class Graph:
         return torch.tensor(w, dtype=torch.long), torch.tensor(r, dtype=torch.long)
 
     @cached_property
+    def group(self) -> torch.Tensor:
+        """Per edge, the index of its position group (all 0 without positions)."""
+        return torch.arange(self.n_groups).repeat_interleave(self.base.n_edges)
+
+    @cached_property
     def valid(self) -> torch.Tensor:
         """``[n_writers, n_readers]`` bool: which entries of a dense mask are edges."""
         m = torch.zeros(self.n_writers, self.n_readers, dtype=torch.bool)
         m[self.coords] = True
         return m
 
+    def _dense_coords(self, device) -> tuple[torch.Tensor, ...]:
+        w, r = self.coords
+        out = (w, r, self.group) if self.positions else (w, r)
+        return tuple(t.to(device) for t in out)
+
     def to_dense(self, per_edge: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """Scatter a per-edge vector into a ``[n_writers, n_readers]`` matrix."""
+        """Scatter a per-edge vector into a dense ``[n_writers, n_readers]`` matrix
+        (``[..., n_groups]`` with positions)."""
         if per_edge.shape != (self.n_edges,):
             raise ValueError(f"expected {self.n_edges} values, one per edge, got {per_edge.shape}")
-        dense = torch.full(
-            (self.n_writers, self.n_readers), fill, dtype=per_edge.dtype, device=per_edge.device
-        )
-        w, r = self.coords
-        dense[w.to(per_edge.device), r.to(per_edge.device)] = per_edge
+        dense = torch.full(self.dense_shape, fill, dtype=per_edge.dtype, device=per_edge.device)
+        dense[self._dense_coords(per_edge.device)] = per_edge
         return dense
 
     def from_dense(self, dense: torch.Tensor) -> torch.Tensor:
-        """Gather the per-edge vector from a ``[n_writers, n_readers]`` matrix."""
-        w, r = self.coords
-        return dense[w.to(dense.device), r.to(dense.device)]
+        """Gather the per-edge vector from a dense mask (:attr:`dense_shape`)."""
+        if tuple(dense.shape) != self.dense_shape:
+            raise ValueError(f"expected a dense mask of shape {self.dense_shape}, got "
+                             f"{tuple(dense.shape)}")
+        return dense[self._dense_coords(dense.device)]
 
     def mask_from_edges(self, keep: torch.Tensor | list[str] | set[str]) -> torch.Tensor:
         """A dense float mask from a per-edge bool vector or a collection of edge names."""
@@ -371,15 +459,21 @@ class Graph:
 
     # ----- shape, for files ----------------------------------------------------------------
     def shape(self) -> dict:
-        """What identifies the graph: ``n_layers, n_heads, parallel, attn_only`` (circuit files
-        record it, so a circuit can be read back onto its graph)."""
-        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "parallel": self.parallel,
-                "attn_only": self.attn_only}
+        """What identifies the graph: ``n_layers, n_heads, parallel, attn_only`` and, in a
+        position-aware graph, ``positions`` (comma-separated); circuit files record it, so a
+        circuit can be read back onto its graph."""
+        out = {"n_layers": self.n_layers, "n_heads": self.n_heads, "parallel": self.parallel,
+               "attn_only": self.attn_only}
+        if self.positions:
+            out["positions"] = ",".join(self.positions)
+        return out
 
     @classmethod
     def from_shape(cls, d: dict) -> Graph:
+        pos = d.get("positions") or ()
+        pos = tuple(p for p in pos.split(",") if p) if isinstance(pos, str) else tuple(pos)
         return cls(int(d["n_layers"]), int(d["n_heads"]), parallel=_flag(d.get("parallel")),
-                   attn_only=_flag(d.get("attn_only")))
+                   attn_only=_flag(d.get("attn_only")), positions=pos)
 
     @classmethod
     def infer(cls, n_edges_total: int, n_layers_min: int = 1, n_heads_min: int = 1,
@@ -409,12 +503,15 @@ class Graph:
         tri = per * L * (L - 1) // 2  # sum over layers of layer * per
         heads = 3 * H * (L + tri)
         mlp = 0 if self.attn_only else L + tri + (0 if self.parallel else L * H)
-        return heads + mlp + 1 + L * per
+        return (heads + mlp + 1 + L * per) * self.n_groups
 
     def summary(self) -> str:
+        split = (f" ({self.base.n_edges} split over {self.n_groups} positions: "
+                 f"{', '.join(self.positions[:6])}{', ...' if self.n_groups > 6 else ''})"
+                 if self.positions else "")
         return (
             f"{len(self.nodes)} nodes ({self.n_layers} layers x {self.n_heads} heads"
-            f"{'' if self.attn_only else ' + MLP'}, input, logits), {self.n_edges} edges"
+            f"{'' if self.attn_only else ' + MLP'}, input, logits), {self.n_edges} edges{split}"
         )
 
 

@@ -21,6 +21,13 @@ ablated ones, taken from the buffer, so EAP needs no separate clean forward pass
 The ablated outputs come from :class:`Ablation`: the corrupted run's writer outputs
 (counterfactual, the default), their mean over the task's corrupted prompts, or zero.
 
+Position-aware edges (:meth:`acdc_engine.graph.Graph.with_positions`): a mask
+``[n_writers, n_readers, n_groups]`` with per-token group ``labels`` [batch, pos] reads token
+``t`` through column ``labels[t]`` of the mask, ``in_v[t] = resid_v[t] + sum_u (mask[u, v,
+labels[t]] - 1) * delta_u[t]``; the correction and ``mask.grad`` are one product per group over
+that group's tokens (:class:`_Groups`), the same arithmetic as without positions, so the sum
+over groups of ``mask.grad`` is the unsplit graph's.
+
 Without gradients, two shortcuts give the same result (up to float rounding) for less work:
 a writer whose every edge is removed (a node ablation) writes its ablated output into the
 residual stream once instead of being corrected at every reader (:func:`_gone`), and the
@@ -45,6 +52,62 @@ __all__ = ["run", "edge_grads", "Ablation", "ABLATIONS", "Prefix", "reuse_prefix
 ABLATIONS = ("corrupted", "mean", "zero")
 
 
+class _Groups:
+    """The tokens of each position group: flat indices into ``batch * pos``, per group."""
+
+    def __init__(self, labels: torch.Tensor, n_groups: int):
+        flat = labels.reshape(-1)  # [b * p]
+        if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= n_groups):
+            raise ValueError(f"position labels must lie in 0..{n_groups - 1}, the mask's groups")
+        order = torch.argsort(flat, stable=True)
+        self.idx = order.split(torch.bincount(flat, minlength=n_groups).tolist())
+        self.b, self.p = labels.shape
+
+    def correction(self, m: torch.Tensor, src: torch.Tensor, abl) -> torch.Tensor:
+        """``sum_u (m[u, :, labels[t]] - 1) * (src - abl)[u, t]`` for every token ``t``:
+        m [n, s, G], src [n, b, p, d], abl [n, b or 1, p, d] or None -> [s, b, p, d]."""
+        n, s, _ = m.shape
+        dm = src.shape[-1]
+        x = src.reshape(n, -1, dm)  # [n, T, d]
+        a = None if abl is None else abl.reshape(n, -1, dm)  # [n, T or p, d]
+        out = src.new_zeros(s, x.shape[1], dm)
+        for grp, idx in enumerate(self.idx):
+            mg = m[:, :, grp]
+            if len(idx) == 0 or bool((mg == 1).all()):
+                continue
+            idx = idx.to(src.device)
+            d = x.index_select(1, idx)  # [n, t, d]
+            if a is not None:  # a mean ablation broadcasts over the batch: token -> position
+                d = d - a.index_select(1, idx if a.shape[1] == x.shape[1] else idx % self.p)
+            mt = (mg - 1).T.to(src.dtype)  # [s, n]
+            out.index_copy_(1, idx, (mt @ d.reshape(n, -1)).view(s, len(idx), dm))
+        return out.view(s, *src.shape[1:])
+
+    def products(self, delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``sum_{t in group} delta_u[t] . grad_v[t]`` per group: delta [n, b, p, d], grad
+        [s, b, p, d] -> [n, s, G] float32."""
+        n, s, dm = delta.shape[0], grad.shape[0], delta.shape[-1]
+        x, y = delta.reshape(n, -1, dm), grad.reshape(s, -1, dm)
+        out = torch.zeros(n, s, len(self.idx), device=delta.device, dtype=torch.float32)
+        for grp, idx in enumerate(self.idx):
+            if len(idx):
+                idx = idx.to(delta.device)
+                out[:, :, grp] = (x.index_select(1, idx).reshape(n, -1)
+                                  @ y.index_select(1, idx).reshape(s, -1).T).float()
+        return out
+
+
+def _rows_any(t: torch.Tensor) -> torch.Tensor:
+    """[W] bool: any entry of each row of a [W, R] or [W, R, G] bool tensor."""
+    return t.reshape(t.shape[0], -1).any(1)
+
+
+def _valid(g, mask: torch.Tensor) -> torch.Tensor:
+    """The graph's [W, R] edge pattern, shaped to broadcast against ``mask``."""
+    valid = g.valid.to(mask.device)
+    return valid if mask.dim() == 2 else valid[:, :, None]
+
+
 class _Backward:
     """Backward-side state of one patched run: the writers' ``delta`` and an optional sink.
 
@@ -56,8 +119,9 @@ class _Backward:
     step, sums the gradients of all steps and forms the edge products once (:func:`edge_grads`).
     """
 
-    def __init__(self, src, abl, *, inplace: bool = False, sink=None):
+    def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
         self.src, self.abl, self.inplace, self.sink = src, abl, inplace, sink
+        self.groups = groups  # _Groups of a position-aware mask, else None
         self.delta = src if abl is None else None  # no ablated outputs: src is the delta
 
     def upto(self, n: int) -> torch.Tensor:
@@ -80,9 +144,11 @@ class _Read(torch.autograd.Function):
     def forward(ctx, resid, m, src, abl, touched: bool, state: _Backward, cols: slice,
                 parts: tuple):
         ctx.state, ctx.n, ctx.cols = state, m.shape[0], cols
-        n, s = m.shape
+        n, s = m.shape[:2]
         out = resid.unsqueeze(0).expand(s, *resid.shape)
-        if touched:
+        if touched and state.groups is not None:  # m [n, s, G]: per token, its group's column
+            out = out + state.groups.correction(m, src, abl)
+        elif touched:
             mt = (m - 1).T.to(src.dtype)  # [s, n]
             corr = (mt @ src.reshape(n, -1)).view(s, *src.shape[1:])
             if abl is not None:
@@ -101,8 +167,11 @@ class _Read(torch.autograd.Function):
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
             grad = grads[0] if len(grads) == 1 else torch.cat(grads)  # [s, b, p, dm]
-            d = state.upto(ctx.n).reshape(ctx.n, -1)
-            g_m = d @ grad.reshape(grad.shape[0], -1).T  # [n, s]
+            if state.groups is not None:  # [n, s, G]: per group, over its tokens
+                g_m = state.groups.products(state.upto(ctx.n), grad).to(grad.dtype)
+            else:
+                d = state.upto(ctx.n).reshape(ctx.n, -1)
+                g_m = d @ grad.reshape(grad.shape[0], -1).T  # [n, s]
         g_resid = grads[0].sum(0)
         for g in grads[1:]:
             g_resid += g.sum(0)
@@ -125,17 +194,17 @@ def _gone(g, mask: torch.Tensor) -> tuple[list[bool] | None, torch.Tensor]:
     some edges kept (or any fractional entry) keep the edge-by-edge path.
     """
     m = mask.detach()
-    valid = g.valid.to(m.device)  # [W, S]: u is upstream of v
-    full = ((m == 0) | ~valid).all(1) & valid.any(1)  # [W]
+    valid = _valid(g, m)  # [W, S(, 1)]: u is upstream of v
+    full = ~_rows_any((m != 0) & valid) & g.valid.to(m.device).any(1)  # [W]
     if not bool(full.any()):
         return None, mask
-    return full.tolist(), m.masked_fill(full[:, None], 1)
+    return full.tolist(), m.masked_fill(full.view(-1, *[1] * (m.dim() - 1)), 1)
 
 
 def _first_layer(g, mask: torch.Tensor) -> int:
     """The layer of the first writer with a removed edge (``g.n_layers`` when none is): every
     writer before that layer computes what it computes in the clean run."""
-    rows = ((mask.detach() < 1) & g.valid.to(mask.device)).any(1).nonzero()  # [k, 1]
+    rows = _rows_any((mask.detach() < 1) & _valid(g, mask)).nonzero()  # [k, 1]
     if len(rows) == 0:
         return g.n_layers
     w = int(rows[0, 0])
@@ -202,11 +271,15 @@ def _substitute(out: torch.Tensor, w0: int, gone: list[bool], ablated) -> torch.
     return out
 
 
-def _read_rows(resid, m, src, abl, parts: tuple) -> tuple:
-    """:class:`_Read`'s forward without autograd, over the writers (rows of ``m`` [n, s]) that
-    have a removed edge into these readers only: ``resid[None] + (m - 1)^T @ (src - abl)``
-    restricted to those rows, one [size, b, p, d] tensor per entry of ``parts``."""
-    rows = (m < 1).any(1).nonzero()[:, 0]  # [k]
+def _read_rows(resid, m, src, abl, parts: tuple, groups: _Groups | None = None) -> tuple:
+    """:class:`_Read`'s forward without autograd, over the writers (rows of ``m`` [n, s], or
+    [n, s, G] with ``groups``) that have a removed edge into these readers only:
+    ``resid[None] + (m - 1)^T @ (src - abl)`` restricted to those rows, one [size, b, p, d]
+    tensor per entry of ``parts``."""
+    rows = _rows_any(m < 1).nonzero()[:, 0]  # [k]
+    if groups is not None:
+        corr = groups.correction(m[rows], src[rows], None if abl is None else abl[rows])
+        return (resid.unsqueeze(0) + corr).split(parts, dim=0)
     d = src[rows] if abl is None else src[rows] - abl[rows]  # [k, b, p, dm]
     mt = (m[rows] - 1).T.to(d.dtype)  # [s, k]
     corr = (mt @ d.reshape(len(rows), -1)).view(m.shape[1], *d.shape[1:])
@@ -225,11 +298,15 @@ def run(
     last_only: bool = False,
     grad_sink: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ):
     """Run ``adapter``'s model on ``input_ids`` [batch, pos] with edges removed by ``mask``.
 
     mask:     [n_writers, n_readers], 1 keeps an edge, 0 removes it (None: keep all). If it
               requires grad, backward fills ``mask.grad`` (see the module docstring).
+              [n_writers, n_readers, n_groups] for position-aware edges, with ``labels``.
+    labels:   [batch, pos] long: each token's position group (a 3-D mask's last index; see
+              :class:`acdc_engine.positions.PositionSplit`).
     ablated:  [n_writers, batch or 1, pos, d_model] writer outputs that replace removed edges'
               sources (None: zero ablation).
     delta:    [n_writers, batch, pos, d_model] fixed ``this - ablated`` (EAP-IG), instead of
@@ -250,6 +327,13 @@ def run(
     adapter.prepare(input_ids)  # per-run state (e.g. rotary tables for this length)
     gone, grad = None, False  # node fast path: per writer, is its output substituted (_gone)
     first = g.n_layers  # the layer of the first writer with a removed edge
+    groups = None
+    if mask is not None and mask.dim() == 3:
+        if labels is None or tuple(labels.shape) != tuple(input_ids.shape):
+            raise ValueError("a position-aware mask [n_writers, n_readers, n_groups] needs "
+                             f"labels [batch, pos] = {tuple(input_ids.shape)}, one group per "
+                             f"token; got {None if labels is None else tuple(labels.shape)}")
+        groups = _Groups(labels, mask.shape[2])
     if mask is not None:
         grad = mask.requires_grad
         fast = not grad and grad_sink is None and delta is None and _NODE_FASTPATH
@@ -257,7 +341,8 @@ def run(
             first = _first_layer(g, mask)
             gone, mask = _gone(g, mask)
         # columns with no removed edge need no correction in the forward pass
-        touched = ((mask.detach() < 1) & g.valid.to(mask.device)).any(0).tolist()
+        touched = ((mask.detach() < 1) & _valid(g, mask)).any(0)  # [R] or [R, G]
+        touched = (touched if touched.dim() == 1 else touched.any(1)).tolist()
     # a clean prefix (reuse_prefix) lets a run without gradients start at a later layer
     prefix = _PREFIX.get()
     if (prefix is None or prefix.adapter is not adapter or embed is not None or collect
@@ -276,8 +361,8 @@ def run(
     if buf is not None and start == 0:
         buf[0] = x.detach()
     if mask is not None:
-        state = (_Backward(buf, ablated, inplace=not collect, sink=grad_sink) if delta is None
-                 else _Backward(delta, None, sink=grad_sink))
+        state = (_Backward(buf, ablated, inplace=not collect, sink=grad_sink, groups=groups)
+                 if delta is None else _Backward(delta, None, sink=grad_sink, groups=groups))
 
     def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple) -> tuple | None:
         """Reader inputs for ``cols``, one [size, b, p, d] tensor per part, or None when no
@@ -292,7 +377,7 @@ def run(
         else:
             src, abl = buf[:n_up], None if ablated is None else ablated[:n_up]
         if not grad and _NODE_FASTPATH:  # no autograd: over the writers with a removed edge
-            return _read_rows(resid, mask[:n_up, cols], src, abl, parts)
+            return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
         return _Read.apply(resid, mask[:n_up, cols], src, abl, hit, state, cols, parts)
 
     if start == 0:
@@ -350,12 +435,20 @@ def _reader_groups(g):
     yield g.n_writers, slice(g.logits_slot, g.logits_slot + 1)
 
 
-def edge_grads(g, delta: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
-    """``[n_writers, n_readers]`` edge gradients ``sum delta_u . sink_v`` from a ``grad_sink``.
+def edge_grads(g, delta: torch.Tensor, sink: torch.Tensor,
+               labels: torch.Tensor | None = None, n_groups: int = 1) -> torch.Tensor:
+    """``[n_writers, n_readers]`` edge gradients ``sum delta_u . sink_v`` from a ``grad_sink``
+    (``[n_writers, n_readers, n_groups]``, summed per group, with position ``labels``).
 
     Equal to the ``mask.grad`` the runs that filled ``sink`` would have summed, for one GEMM
     per reader group in total instead of one per run.
     """
+    if labels is not None:
+        groups = _Groups(labels, n_groups)
+        out = torch.zeros(g.n_writers, g.n_readers, n_groups, device=delta.device)
+        for n_up, cols in _reader_groups(g):
+            out[:n_up, cols] = groups.products(delta[:n_up], sink[cols])
+        return out
     out = torch.zeros(g.n_writers, g.n_readers, device=delta.device, dtype=torch.float32)
     for n_up, cols in _reader_groups(g):
         s = sink[cols]

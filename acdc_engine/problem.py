@@ -15,6 +15,10 @@ Every metric value goes through ``metric.score(run(..., positions=batch.read_pos
 batch)``: logits ``[batch, k, vocab]`` at the task's read positions (the last one by default).
 :meth:`with_metric` shares those caches with a problem scored by another metric (ACDC's
 pruning metric).
+
+With ``positions`` (a :class:`~acdc_engine.positions.PositionSplit`), the problem's graph is
+position-aware (every edge split by position group), masks are ``[n_writers, n_readers,
+n_groups]`` and every run gets the batch's per-token group labels.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .graph import Graph, Mask
 from .metrics import Faithfulness, Metric
 from .models import LoadedModel
 from .patching import Ablation, run
+from .positions import PositionSplit
 from .progress import progress_bar
 from .tasks import Batch, TaskData
 
@@ -61,25 +66,37 @@ class Problem:
     metric: Metric
     ablation: Ablation
     cache: bool = True
+    positions: PositionSplit | None = None
     _ablated: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, model: LoadedModel, data: TaskData, metric: Metric,
               ablation: Ablation | str = "corrupted", batch_size: int = 32,
-              cache: bool = True) -> Problem:
-        """Batch ``data`` for ``model`` and fit the ablation (mean activations)."""
+              cache: bool = True, positions: PositionSplit | str | None = None) -> Problem:
+        """Batch ``data`` for ``model`` and fit the ablation (mean activations).
+        ``positions``: split edges by position (:meth:`PositionSplit.parse`'s forms)."""
         if batch_size < 1:
             raise AcdcError(f"batch size must be at least 1, got {batch_size}")
         check_needs(metric, data)
+        if isinstance(positions, str):
+            positions = PositionSplit.parse(positions, data)
+        elif positions is not None:
+            positions.check(data)
         ablation = Ablation(ablation) if isinstance(ablation, str) else ablation
         batches = data.batches(batch_size, device=model.device)
         ablation.fit(model.adapter, batches)
-        return cls(model, batches, metric, ablation, cache).with_metric(metric)
+        return cls(model, batches, metric, ablation, cache, positions).with_metric(metric)
 
     # ----- what it is ---------------------------------------------------------------------------
     @property
     def graph(self) -> Graph:
-        return self.model.graph
+        """The model's graph, split by :attr:`positions` when the problem has them."""
+        g = self.model.graph
+        return g if self.positions is None else g.with_positions(self.positions.names)
+
+    def labels(self, batch: Batch) -> torch.Tensor | None:
+        """``batch``'s per-token position groups [B, P] (None without positions)."""
+        return None if self.positions is None else self.positions.labels(batch)
 
     @property
     def n_examples(self) -> int:
@@ -123,7 +140,7 @@ class Problem:
                         c.clean_logits = run(self.model.adapter, b.clean, last_only=True,
                                              positions=b.read_positions)
                     batches.append(c)
-        out = Problem(self.model, batches, metric, self.ablation, self.cache)
+        out = Problem(self.model, batches, metric, self.ablation, self.cache, self.positions)
         out._ablated = self._ablated
         return out
 
@@ -140,18 +157,19 @@ class Problem:
                                                enabled=progress and len(masks) > 1)):
             abl = self.ablated(i)
             for j, mask in enumerate(masks):
+                labels = None if mask is None or mask.dim() == 2 else self.labels(batch)
                 logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True,
-                             positions=batch.read_positions)  # [b, k, vocab]
+                             positions=batch.read_positions, labels=labels)  # [b, k, vocab]
                 totals[j] += float(self.metric.score(logits, batch).sum())
         n = self.n_examples
         return [t / n for t in totals]
 
     def empty_mask(self) -> Mask:
-        g = self.graph
-        return torch.zeros(g.n_writers, g.n_readers)
+        """The empty circuit's mask (every edge removed) on :attr:`graph`."""
+        return self.graph.full_mask(0.0)
 
     def faithfulness(self, mask: Mask, progress: bool = False) -> Faithfulness:
-        """Faithfulness of the circuit ``mask`` ([n_writers, n_readers], 1 = keep)."""
+        """Faithfulness of the circuit ``mask`` (:attr:`Graph.dense_shape`, 1 = keep)."""
         circuit, full, empty = self.evaluate([mask, None, self.empty_mask()], progress,
                                              desc="faithfulness")
         return Faithfulness(circuit, full, empty)

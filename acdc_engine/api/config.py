@@ -45,6 +45,7 @@ class DiscoverConfig:
     revision: str | None = None
     threads: int | None = None
     stability: int = 0
+    positions: str | None = None
 
     @property
     def default_search(self) -> bool:
@@ -66,6 +67,9 @@ class DiscoverConfig:
             raise AcdcError(f"the number of examples must be at least 1, got {self.n_examples}")
         if self.batch_size < 1:
             raise AcdcError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.positions and self.stability:
+            raise AcdcError("stability does not take position-aware edges yet; run it without "
+                            "--positions")
         if self.stability < 0:
             raise AcdcError(f"stability must be a number of subsamples >= 0, got "
                             f"{self.stability}")

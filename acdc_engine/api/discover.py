@@ -78,7 +78,8 @@ def discover(
               **settings_d, "metric": metric_obj.name, "ablation": ablation.kind,
               "n_edges_requested": cfg.n_edges, "threshold": cfg.threshold,
               "target": cfg.target if cfg.default_search else None, "seed": cfg.seed,
-              "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets)}
+              "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets),
+              "position_split": cfg.positions or None}
 
     def work(rec: Recorder) -> DiscoveryResult:
         t_start = time.perf_counter()
@@ -87,7 +88,7 @@ def discover(
         t_load = time.perf_counter()
         on_scores = None
         if (p := rec.path("edge_scores.tsv")) is not None:
-            on_scores = lambda s: write_scores(p, lm.graph, s)  # noqa: E731  kept if later fails
+            on_scores = lambda s: write_scores(p, problem.graph, s)  # noqa: E731  kept if it fails
         out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
         if "prune_metric" in out.info:  # defaulted for this model (pipeline.default_settings)
             settings_d["prune_metric"] = params["prune_metric"] = out.info["prune_metric"]
@@ -104,7 +105,7 @@ def discover(
         warnings = [w for w in [degenerate_warning(faith.full, faith.empty),
                                 out.info.get("warning")] if w]
         result = DiscoveryResult(
-            circuit=Circuit(lm.graph, out.keep, out.scores, attrs), scores=out.scores,
+            circuit=Circuit(problem.graph, out.keep, out.scores, attrs), scores=out.scores,
             faithfulness=faith, params=params, timings=timings, info=out.info,
             curve=out.curve, warnings=warnings,
             ground_truth=ground_truth_aucs(problem, out.scores, ground_truth_for(lm)))
@@ -138,8 +139,10 @@ def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, a
     lm = load_model(model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision)
     problem, data = build_problem(lm, task_obj, metric=metric, ablation=ablation,
                                   n_examples=cfg.n_examples, batch_size=cfg.batch_size,
-                                  seed=cfg.seed)
+                                  seed=cfg.seed, positions=cfg.positions)
     notes = {f"task.{k}": str(v) for k, v in data.meta.get("notes", {}).items()}
+    if problem.positions is not None:
+        notes["positions_groups"] = ",".join(problem.positions.names)
     params.update(model_params(lm, data), **notes)
     rec.log_params({**model_params(lm, data), **notes})
     return lm, problem

@@ -99,5 +99,11 @@ def default_settings(problem: Problem, settings, given: dict | None) -> tuple[ob
 
 
 def ground_truth_aucs(problem: Problem, scores: Scores, gt: GroundTruth | None) -> dict | None:
-    """Edge and node ROC AUC of ``scores`` against ``gt`` (None without a ground truth)."""
-    return None if gt is None else evaluate_ground_truth(problem.graph, scores, gt)
+    """Edge and node ROC AUC of ``scores`` against ``gt`` (None without a ground truth; a
+    position-aware problem is scored by its edges' scores summed over positions)."""
+    if gt is None:
+        return None
+    g = problem.graph
+    if g.positions:
+        scores = torch.nansum(scores.view(g.n_groups, -1), 0)
+    return evaluate_ground_truth(g.base, scores, gt)

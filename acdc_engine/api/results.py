@@ -78,8 +78,7 @@ class DiscoveryResult(_Recorded):
         lines = [
             f"model {p['model']} | task {p['task']} | method {p['method']} | metric "
             f"{p['metric']} | ablation {p['ablation']}",
-            f"circuit: {self.circuit.number_of_edges()} of {self.graph.n_edges} edges, "
-            f"{self.circuit.number_of_nodes()} nodes",
+            f"circuit: {self.circuit.summary()}",
             *self._notes(),
             f"faithfulness: {f.normalized:.3f} normalized (metric: circuit {f.circuit:.4g}, "
             f"full model {f.full:.4g}, empty circuit {f.empty:.4g})",

@@ -74,12 +74,14 @@ def load_data(task: Task, model: LoadedModel, n_examples: int | None = None,
 
 def build_problem(model: LoadedModel, task: Task, *, metric: str | Metric | None = None,
                   ablation: str | None = None, n_examples: int | None = None,
-                  batch_size: int = 32, seed: int = 0) -> tuple[Problem, TaskData]:
+                  batch_size: int = 32, seed: int = 0,
+                  positions: str | None = None) -> tuple[Problem, TaskData]:
     """The :class:`Problem` of ``task`` on ``model`` (metric and ablation default to the
-    task's), and the tokenized data it was built from."""
+    task's), and the tokenized data it was built from. ``positions``: split every edge by
+    position ("tokens", "named" or names such as "IO,S2,END"; see acdc_engine.positions)."""
     torch.manual_seed(seed)
     metric_obj = metric if isinstance(metric, Metric) else registry().metric(
         metric or task.default_metric)
     abl = Ablation(ablation or task.default_ablation)
     data = load_data(task, model, n_examples, seed)
-    return Problem.build(model, data, metric_obj, abl, batch_size), data
+    return Problem.build(model, data, metric_obj, abl, batch_size, positions=positions), data

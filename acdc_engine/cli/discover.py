@@ -31,7 +31,7 @@ def _cmd_discover(args) -> int:
         n_edges=args.edges, threshold=args.threshold, target=args.target,
         n_examples=args.examples, batch_size=args.batch_size, settings=options,
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
-        render=not args.no_render, **record(args),
+        positions=args.positions, render=not args.no_render, **record(args),
     )
     print(result.summary())
     if result.stability:
@@ -57,6 +57,10 @@ def register(sub) -> None:
     d.add_argument("--target", type=fraction, default=0.8,
                    help="without --edges/--threshold: smallest budget reaching this "
                         "normalized faithfulness (default 0.8)")
+    d.add_argument("--positions", metavar="SPLIT",
+                   help="split every edge by token position: 'tokens' (one group per token "
+                        "index), 'named' (the task's named positions, e.g. IO,S1,S2,END, and "
+                        "'other'), or some names, e.g. IO,S2,END (default: no split)")
     d.add_argument("--examples", type=positive,
                    help="number of task examples (default: the task's)")
     d.add_argument("--batch-size", type=positive, default=32)

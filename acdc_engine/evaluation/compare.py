@@ -10,6 +10,11 @@ graph)::
 Whether each circuit still works in the other model is :func:`acdc_engine.api.cross_faithfulness`
 (it runs the models). Circuits of different tasks, metrics or budgets can be compared, but the
 comparison says so (:attr:`Comparison.warnings`): their differences need not be the model's.
+
+Position-aware circuits compare edge by split edge (``a0.1->m2@END``), and
+:attr:`Comparison.positions` counts each position group's edges in both. A position-aware
+circuit against an unsplit one of the same model shape is compared unsplit
+(:meth:`Circuit.unsplit`: an edge kept at any position), with a warning saying so.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Comparison:
     score_spearman: float | None  # on the shared edges (None if fewer than 3)
     largest_changes: list[tuple[str, float | None, float | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    positions: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """Position-aware circuits: ``(group, edges in a, edges in b, shared)`` per group with
+    edges."""
 
     def summary(self, name_a: str = "A", name_b: str = "B", top: int = 10) -> str:
         lines = [
@@ -64,6 +72,10 @@ class Comparison:
             f"{', '.join(self.nodes_only_a) or '-'}; only in {name_b}: "
             f"{', '.join(self.nodes_only_b) or '-'}",
         ]
+        if self.positions:
+            lines.append("by position: " + "; ".join(
+                f"{p} {na} in {name_a}, {nb} in {name_b}, {ns} shared"
+                for p, na, nb, ns in self.positions))
         if self.score_spearman is not None:
             lines.append(f"score rank correlation on shared edges: {self.score_spearman:.3f}")
         if self.largest_changes and top:
@@ -83,12 +95,19 @@ def compare_circuits(a, b) -> Comparison:
     """Overlap of two circuits (Circuit, networkx or circuit.json path) and how the shared
     edges' scores moved. Circuits of different graphs are refused."""
     a, b = as_circuit(a), as_circuit(b)
+    warn = []
+    if a.graph.positions != b.graph.positions and a.graph.base == b.graph.base:
+        warn.append("one circuit is split by position ("
+                    f"{','.join(a.graph.positions or b.graph.positions)}) and the other is not "
+                    "(or differently): compared unsplit, an edge kept at any position")
+        a = a.unsplit() if a.graph.positions else a
+        b = b.unsplit() if b.graph.positions else b
     if a.graph.n_edges != b.graph.n_edges or a.graph != b.graph:
         raise AcdcError(f"the circuits come from different graphs ({a.graph.n_edges} vs "
                         f"{b.graph.n_edges} edges); compare circuits of models with the same "
                         "architecture")
-    warn = [f"the circuits differ in {k} ({a.attrs.get(k)!r} vs {b.attrs.get(k)!r})"
-            for k in SETTINGS if a.attrs.get(k) is not None and b.attrs.get(k) is not None
+    warn += [f"the circuits differ in {k} ({a.attrs.get(k)!r} vs {b.attrs.get(k)!r})"
+             for k in SETTINGS if a.attrs.get(k) is not None and b.attrs.get(k) is not None
             and a.attrs.get(k) != b.attrs.get(k)]
     ta, tb = a.attrs.get("n_edges_requested"), b.attrs.get("n_edges_requested")
     if ta != tb and (ta or tb):
@@ -102,10 +121,15 @@ def compare_circuits(a, b) -> Comparison:
         rho = float(spearmanr([ea[e] for e in shared], [eb[e] for e in shared]).statistic)
     changes = sorted(((e, ea.get(e), eb.get(e)) for e in union),
                      key=lambda t: -abs((t[2] or 0.0) - (t[1] or 0.0)))
+    by_pos = []
+    if a.graph.positions:
+        ka, kb = (c.keep.view(c.graph.n_groups, -1) for c in (a, b))
+        by_pos = [(p, int(ka[i].sum()), int(kb[i].sum()), int((ka[i] & kb[i]).sum()))
+                  for i, p in enumerate(a.graph.positions) if bool((ka[i] | kb[i]).any())]
     return Comparison(
         shared=shared, only_a=sorted(ea.keys() - eb.keys()), only_b=sorted(eb.keys() - ea.keys()),
         nodes_only_a=sorted(na - nb), nodes_only_b=sorted(nb - na),
         edge_jaccard=len(shared) / len(union) if union else 1.0,
         node_jaccard=len(na & nb) / len(na | nb) if na | nb else 1.0,
-        score_spearman=rho, largest_changes=changes, warnings=warn,
+        score_spearman=rho, largest_changes=changes, warnings=warn, positions=by_pos,
     )

@@ -179,7 +179,7 @@ def faithfulness_curve(
             masks.append(g.mask_from_edges(k))
     extra = list(extra or [])
     n_curve = len(masks)
-    masks += extra + [None, torch.zeros(g.n_writers, g.n_readers)]
+    masks += extra + [None, problem.empty_mask()]
     values = problem.evaluate(masks, progress=progress, desc="faithfulness curve")
     full, empty = values[-2], values[-1]
     curve = curve_from_values(budgets, keeps, [values[unique[id(k)]] for k in keeps],

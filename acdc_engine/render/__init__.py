@@ -12,6 +12,10 @@ Modules, each one idea:
     page     the offline HTML page (its script and style are ``static/circuit.{js,css}``)
     curve    the faithfulness curve
 
+A position-aware circuit is drawn as its unsplit overview (``circuit.*``: every edge kept at
+some position, scores summed over positions) and one diagram per position group with kept
+edges (``circuit_at_END.*``; the ``max_positions`` groups with most edges).
+
 matplotlib is optional (the ``render`` extra) and imported only when something is drawn.
 """
 
@@ -31,7 +35,7 @@ __all__ = ["render_circuit", "plot_curve", "circuit_html", "ScoreMeaning"]
 
 def render_circuit(circuit: Circuit, out_dir: str | Path, stem: str = "circuit", *,
                    higher_is_better: bool | None = None, max_edges: int | None = 1500,
-                   dpi: int | None = None) -> list[Path]:
+                   dpi: int | None = None, max_positions: int = 8) -> list[Path]:
     """Draw ``circuit`` into ``out_dir``: ``{stem}.svg``, ``{stem}.png`` and ``{stem}.html``.
 
     Every node of ``circuit.graph`` is drawn (faintly when not in the circuit). An edge's colour
@@ -39,11 +43,20 @@ def render_circuit(circuit: Circuit, out_dir: str | Path, stem: str = "circuit",
     so whether it hurts depends on the metric's direction, ``higher_is_better`` (default: the
     circuit's ``metric_higher_is_better`` attribute; unknown: colour by sign). A circuit of more
     than ``max_edges`` edges is drawn with its strongest ``max_edges`` by ``|score|`` (None
-    draws all). ``dpi`` of the PNG (default 150, 120 for wide figures). Returns the paths.
+    draws all). ``dpi`` of the PNG (default 150, 120 for wide figures). A position-aware
+    circuit: the overview and up to ``max_positions`` per-position diagrams (module
+    docstring). Returns the paths.
     """
     if not isinstance(circuit, Circuit):
         raise AcdcError(f"render_circuit draws a Circuit, got {type(circuit).__name__} "
                         "(a networkx graph: Circuit.from_networkx(G))")
+    kw = dict(higher_is_better=higher_is_better, max_edges=max_edges, dpi=dpi)
+    if circuit.graph.positions:
+        paths = render_circuit(circuit.unsplit(), out_dir, stem, **kw)
+        used = sorted(circuit.positions_used(), key=lambda t: -t[1])[:max_positions]
+        for pos, _ in sorted(used, key=lambda t: circuit.graph.positions.index(t[0])):
+            paths += render_circuit(circuit.at(pos), out_dir, f"{stem}_at_{pos}", **kw)
+        return paths
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig, drawing = draw(circuit, ScoreMeaning.of(circuit.attrs, higher_is_better), max_edges)

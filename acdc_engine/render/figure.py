@@ -59,6 +59,10 @@ def _titles(circuit: Circuit) -> tuple[str, str]:
     parts = []
     if a.get("faithfulness") is not None:
         parts.append(f"faithfulness {_fmt(a['faithfulness'])}")
+    if a.get("position"):
+        parts.append(f"at position {a['position']}")
+    elif a.get("positions"):
+        parts.append("edges kept at any position")
     parts.append(f"{circuit.number_of_edges():,} of {circuit.graph.n_edges:,} edges")
     parts.append(f"{circuit.number_of_nodes():,} nodes")
     for key in ("metric", "ablation"):

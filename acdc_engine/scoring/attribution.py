@@ -86,15 +86,15 @@ def _chunks(problem: Problem, i: int, batch, chunk: int | None):
 def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
                chunk: int | None = None) -> Scores:
     model, metric = problem.model, problem.metric
-    adapter, g = model.adapter, model.graph
-    grad_sum = torch.zeros(g.n_writers, g.n_readers, device=model.device, dtype=torch.float32)
+    adapter = model.adapter
+    g = problem.graph  # position-aware when the problem has positions: masks [W, R, G]
+    grad_sum = g.full_mask(0.0, device=model.device, dtype=torch.float32)
     n = 0
 
     def gradient(batch, sink=None, **kw):
-        mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype,
-                          requires_grad=True)
+        mask = g.full_mask(1.0, device=model.device, dtype=model.dtype, requires_grad=True)
         out = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink,
-                  positions=batch.read_positions, **kw)
+                  positions=batch.read_positions, labels=problem.labels(batch), **kw)
         logits, acts = out if kw.get("collect") else (out, None)  # logits [b, k, vocab]
         metric.score(logits, batch).sum().backward()
         return mask.grad, acts
@@ -119,7 +119,7 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
             for step in range(1, steps):
                 embed = x_abl + (step / steps) * delta[0]  # ablated -> clean embeddings
                 gradient(batch, sink=sink, delta=delta, embed=embed)
-            grad_sum += edge_grads(g, delta, sink)
+            grad_sum += edge_grads(g.base, delta, sink, problem.labels(batch), g.n_groups)
         n += len(batch)
     scores = -(grad_sum / (steps * n))  # (ablated - clean) . grad = -mask.grad
     return g.from_dense(scores).cpu()

@@ -20,15 +20,14 @@ def exact_scores(problem: Problem, edges: list[int] | None = None, chunk: int = 
     """Per-edge ``m(without edge) - m(full)`` (NaN for edges not in ``edges``)."""
     g = problem.graph
     todo = list(range(g.n_edges)) if edges is None else list(edges)
-    w, r = g.coords
     (full,) = problem.evaluate([None])
     scores = torch.full((g.n_edges,), float("nan"))
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         masks = []
         for e in part:
-            m = torch.ones(g.n_writers, g.n_readers)
-            m[w[e], r[e]] = 0
+            m = g.full_mask(1.0)
+            m[g.dense_index(e)] = 0
             masks.append(m)
         values = problem.evaluate(masks, progress=progress, desc=f"exact {start}/{len(todo)}")
         scores[part] = torch.tensor(values) - full

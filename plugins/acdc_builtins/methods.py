@@ -118,10 +118,13 @@ def _acdc_config(settings, progress, guide=None):
 
 
 def _acdc(problem, settings, progress):
-    from acdc_engine.scoring.acdc import acdc
+    from acdc_engine.scoring.acdc import acdc, acdc_naive
 
     p = _prune_problem(problem, settings.prune_metric)
-    result = acdc(p, _acdc_config(settings, progress))
+    # the incremental engine works on the unsplit graph; position-aware edges run the
+    # reference loop (one patched forward per tested edge, the same decisions by definition)
+    run = acdc_naive if p.graph.positions else acdc
+    result = run(p, _acdc_config(settings, progress))
     return MethodOutput(result.scores, keep=result.keep, info=_prune_info(result))
 
 
@@ -129,6 +132,11 @@ def _acdc_guided(problem, settings, progress):
     from acdc_engine.scoring.acdc import Guide, acdc
 
     p = _prune_problem(problem, settings.prune_metric)
+    if p.graph.positions:
+        from acdc_engine.errors import AcdcError
+
+        raise AcdcError("acdc-guided does not take position-aware edges yet; use 'acdc' (or "
+                        "'eap'/'eap-ig') with --positions")
     estimates = attribute(p, method=settings.guide, ig_steps=settings.ig_steps,
                           progress=progress)
     guide = Guide(estimates, keep_factor=settings.keep_factor,

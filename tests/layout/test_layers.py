@@ -15,7 +15,7 @@ ROOT = Path(acdc_engine.__file__).parent
 
 LAYERS = [
     {"errors", "progress", "resources", "extras"},
-    {"graph", "circuit", "tasks", "task_rows", "metrics"},
+    {"graph", "circuit", "tasks", "task_rows", "metrics", "positions"},
     {"models"},
     {"patching", "loading", "problem", "interventions"},
     {"scoring"},

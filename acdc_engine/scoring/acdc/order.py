@@ -31,8 +31,13 @@ def visit_order(g: Graph) -> list[tuple[int, list[int]]]:
 
     Nodes are visited in reverse topological order (logits, last MLP, last layer's heads from
     the highest head down, ...). A head's edges come q first, then k, then v; within one input,
-    the nearest writer first (reverse writer order).
+    the nearest writer first (reverse writer order). In a position-aware graph each edge is
+    tested at every position group in turn (edge ids of the split graph).
     """
+    if g.positions:
+        n = g.base.n_edges
+        return [(node, [e + k * n for e in edges for k in range(g.n_groups)])
+                for node, edges in visit_order(g.base)]
     start = g.slot_starts
     out = []
     for node_idx in range(len(g.nodes) - 1, 0, -1):

@@ -1,7 +1,10 @@
 """The naive reference: ACDC with one full patched forward over the dataset per tested edge.
 
 Slow and obviously right; kept to test the fast engine (identical decisions) and to measure
-it against (benchmarks/acdc_cost.py). Not for real runs.
+it against (benchmarks/acdc_cost.py). It is also how ACDC runs on a position-aware graph
+(every edge split by position group: the dense masks are ``[W, R, G]``), which the incremental
+engine does not handle: one patched forward per tested split edge, so keep such runs to small
+models or few groups.
 """
 
 from __future__ import annotations
@@ -35,19 +38,22 @@ def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
     """
     if config.guide is not None:
         raise AcdcError("the naive reference implements plain ACDC only (config.guide is set)")
+    if problem.graph.positions and config.checkpoint is not None:
+        raise AcdcError("ACDC on a position-aware graph does not checkpoint; run it without "
+                        "a checkpoint")
     t0 = time.perf_counter()
     problem = problem.with_metric(problem.metric)  # batches carry the clean logits if needed
     g, model = problem.graph, problem.model
     tau, max_tested = float(config.tau), config.max_tested
-    w_of, r_of = (t.tolist() for t in g.coords)
+    at = [g.dense_index(e) for e in range(g.n_edges)]  # where each edge sits in a dense mask
     damage = damage_fn(problem.metric, config.abs_value)
-    mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
+    mask = g.full_mask(1.0, device=model.device, dtype=model.dtype)
 
     def m(mask) -> float:
         return problem.evaluate([mask])[0]
 
     topo = Topology(g)
-    keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
+    keep = np.ones(g.dense_shape, dtype=bool)
     scores = torch.zeros(g.n_edges)
     tested = torch.zeros(g.n_edges, dtype=torch.bool)
     decisions, damages = [], []
@@ -71,33 +77,33 @@ def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
     nodes_done = start
     complete = True
     for node, edges in progress_bar(order[start:], desc="acdc (naive)", enabled=config.progress):
-        alive = topo.alive(topo.adjacency(keep))
+        alive = topo.alive(topo.adjacency(keep if keep.ndim == 2 else keep.any(-1)))
         if not alive[node]:
             for e in edges:
-                mask[w_of[e], r_of[e]] = 0
-                keep[w_of[e], r_of[e]] = False
+                mask[at[e]] = 0
+                keep[at[e]] = False
             nodes_done += 1
             continue
         for e in edges:
             if max_tested is not None and len(decisions) - n_start >= max_tested:
                 complete = False
                 break
-            mask[w_of[e], r_of[e]] = 0
+            mask[at[e]] = 0
             new = m(mask)
             n_eval += 1
             scores[e], tested[e] = new - cur, True
             damages.append(damage(new, cur))
             if damages[-1] < tau:
                 cur = new
-                keep[w_of[e], r_of[e]] = False
+                keep[at[e]] = False
                 decisions.append((e, True))
             else:
-                mask[w_of[e], r_of[e]] = 1
+                mask[at[e]] = 1
                 decisions.append((e, False))
         if not complete:
             break
         nodes_done += 1
-    keep_e = torch.from_numpy(keep)[g.coords]
+    keep_e = g.from_dense(torch.from_numpy(keep))
     result = PruneResult(keep_e, scores, tested, decisions, full, cur, tau, n_eval, 0,
                          time.perf_counter() - t0, nodes_done, complete)
     check_outcome(result, damages, g, stacklevel=4)  # the caller (under no_grad's wrapper)

@@ -1,0 +1,115 @@
+"""Position-aware circuits end to end: ACDC, circuit files, comparison, pictures, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from acdc_engine.circuit import Circuit
+from acdc_engine.errors import AcdcError
+from acdc_engine.evaluation.compare import compare_circuits
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.scoring import attribute
+from acdc_engine.scoring.acdc import AcdcConfig, acdc_naive
+from acdc_engine.tasks import prepare
+from acdc_engine.testing.builders import random_pairs
+
+
+def _rows(n=8, length=6, seed=0):
+    rng = random.Random(seed)
+    rows = random_pairs(n, length, seed)
+    for r in rows:
+        a, b = rng.sample(range(length - 1), 2)
+        r.update(a_pos=a, b_pos=b, end_pos=-1)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def problem(gpt2):
+    data = prepare("t", gpt2.tokenizer, _rows())
+    return Problem.build(gpt2, data, registry().metric("kl_div"), "corrupted", batch_size=8,
+                         positions="named")
+
+
+def test_acdc_on_split_edges(problem):
+    """ACDC tests every split edge; the logits read END only, so every edge into the logits
+    at another position goes (removing it changes nothing), and the kept circuit's metric is
+    the one ACDC ended with."""
+    g = problem.graph
+    res = acdc_naive(problem, AcdcConfig(tau=0.002, progress=False))
+    assert res.complete and res.keep.shape == (g.n_edges,)
+    for e in g.edges:
+        if e.dst.name == "logits" and e.pos != "END":
+            assert not res.keep[g.edge_index[e.name]], e.name
+    assert res.keep.any()
+    (value,) = problem.evaluate([g.to_dense(res.keep.float())])
+    assert value == pytest.approx(res.metric_final, abs=1e-6)
+
+
+def test_registered_acdc_takes_positions(problem):
+    out = registry().method("acdc").run(problem, registry().method("acdc").configure(
+        {"tau": 0.002}), False)
+    assert out.keep.shape == (problem.graph.n_edges,)
+    with pytest.raises(AcdcError, match="position-aware"):
+        m = registry().method("acdc-guided")
+        m.run(problem, m.configure({"tau": 0.002}), False)
+
+
+def test_circuit_round_trip_split_compare_and_draw(problem, tmp_path):
+    g = problem.graph
+    scores = attribute(problem.with_metric(registry().metric("kl_div")), "eap", progress=False)
+    c = Circuit.top(g, scores, 40, task="t", method="eap")
+    assert all("@" in n for n in c.edge_names)
+    back = Circuit.load(c.save(tmp_path / "circuit.json"))
+    assert back.graph == g and back.edge_names == c.edge_names
+    assert torch.equal(back.keep, c.keep)
+    data = json.loads((tmp_path / "circuit.json").read_text())
+    assert data["graph"]["positions"] == ",".join(g.positions)
+    assert {e["pos"] for e in data["edges"]} <= set(g.positions)
+    # per position and unsplit views
+    end = c.at("END")
+    assert end.graph == g.base and end.number_of_edges() == dict(c.positions_used())["END"]
+    un = c.unsplit()
+    assert un.number_of_edges() <= c.number_of_edges()
+    assert set(un.edge_names) == {n.split("@")[0] for n in c.edge_names}
+    # comparison: by split edge, per position; against an unsplit circuit, with a warning
+    other = Circuit.top(g, scores, 20)
+    diff = compare_circuits(c, other)
+    assert set(diff.shared) == set(other.edge_names) and diff.positions  # top-20 in top-40
+    assert "by position:" in diff.summary()
+    mixed = compare_circuits(c, un)
+    assert mixed.edge_jaccard == 1.0 and any("split by position" in w for w in mixed.warnings)
+    # pictures: the overview and one diagram per position with edges
+    from acdc_engine.render import render_circuit
+
+    paths = render_circuit(c, tmp_path / "pics")
+    names = {p.name for p in paths}
+    assert "circuit.svg" in names and "circuit_at_END.svg" in names
+    assert len([n for n in names if n.endswith(".svg")]) == 1 + len(c.positions_used())
+    assert "at position END" in (tmp_path / "pics" / "circuit_at_END.svg").read_text()
+
+
+def test_discover_cli_with_positions(gpt2_path, tmp_path, capsys):
+    from acdc_engine.cli import main
+
+    task = tmp_path / "pairs.jsonl"
+    task.write_text("\n".join(json.dumps(r) for r in _rows(6)) + "\n")
+    out = tmp_path / "run"
+    rc = main(["discover", "--model", str(gpt2_path), "--task", str(task), "--method", "eap",
+               "--metric", "kl_div", "--positions", "END,A", "--edges", "30", "--out", str(out),
+               "--no-progress", "--no-track"])
+    assert rc == 0
+    c = Circuit.load(out / "circuit.json")
+    assert c.graph.positions == ("A", "END", "other")
+    assert c.number_of_edges() <= 30 and c.attrs["position_split"] == "END,A"
+    assert (out / "circuit.svg").exists() and (out / "circuit_at_END.svg").exists()
+    assert "at positions" in capsys.readouterr().out
+    rc = main(["discover", "--model", str(gpt2_path), "--task", str(task), "--method", "eap",
+               "--positions", "IO", "--edges", "30", "--out", str(tmp_path / "bad"),
+               "--no-progress", "--no-track"])
+    assert rc != 0
+    assert "unknown or repeated position" in capsys.readouterr().err
