@@ -48,6 +48,7 @@ Position-aware graphs (:meth:`Graph.with_positions`)
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -194,14 +195,15 @@ class Graph:
                              f"'_', '.', '-': got {list(self.positions)}")
 
     def with_positions(self, positions) -> Graph:
-        """This graph with every edge split by the position groups ``positions`` (names)."""
-        return Graph(self.n_layers, self.n_heads, self.parallel, self.attn_only,
-                     tuple(positions))
+        """This graph with every edge split by the position groups ``positions`` (names); one
+        shared object per shape and positions, so its edge tables are built once."""
+        return _shared(self.n_layers, self.n_heads, self.parallel, self.attn_only,
+                       tuple(str(p) for p in positions))
 
     @cached_property
     def base(self) -> Graph:
         """The graph without positions (itself when it has none)."""
-        return Graph(self.n_layers, self.n_heads, self.parallel, self.attn_only) \
+        return _shared(self.n_layers, self.n_heads, self.parallel, self.attn_only, ()) \
             if self.positions else self
 
     @property
@@ -513,6 +515,12 @@ class Graph:
             f"{len(self.nodes)} nodes ({self.n_layers} layers x {self.n_heads} heads"
             f"{'' if self.attn_only else ' + MLP'}, input, logits), {self.n_edges} edges{split}"
         )
+
+
+@functools.lru_cache(maxsize=32)
+def _shared(n_layers: int, n_heads: int, parallel: bool, attn_only: bool,
+            positions: tuple[str, ...]) -> Graph:
+    return Graph(n_layers, n_heads, parallel, attn_only, positions)
 
 
 def _flag(v) -> bool:

@@ -24,9 +24,10 @@ The ablated outputs come from :class:`Ablation`: the corrupted run's writer outp
 Position-aware edges (:meth:`acdc_engine.graph.Graph.with_positions`): a mask
 ``[n_writers, n_readers, n_groups]`` with per-token group ``labels`` [batch, pos] reads token
 ``t`` through column ``labels[t]`` of the mask, ``in_v[t] = resid_v[t] + sum_u (mask[u, v,
-labels[t]] - 1) * delta_u[t]``; the correction and ``mask.grad`` are one product per group over
-that group's tokens (:class:`_Groups`), the same arithmetic as without positions, so the sum
-over groups of ``mask.grad`` is the unsplit graph's.
+labels[t]] - 1) * delta_u[t]``: the correction is one product per group over that group's
+tokens, and ``mask.grad`` sums per-token products into their groups (:class:`_Groups`), the
+same multiply-adds as without positions, so the sum over groups of ``mask.grad`` is the
+unsplit graph's.
 
 Without gradients, two shortcuts give the same result (up to float rounding) for less work:
 a writer whose every edge is removed (a node ablation) writes its ablated output into the
@@ -52,15 +53,21 @@ __all__ = ["run", "edge_grads", "Ablation", "ABLATIONS", "Prefix", "reuse_prefix
 ABLATIONS = ("corrupted", "mean", "zero")
 
 
+_TOKEN_CHUNK = 16 << 20
+"""Entries of per-token edge products held at once by :meth:`_Groups.products` (64 MiB)."""
+
+
 class _Groups:
-    """The tokens of each position group: flat indices into ``batch * pos``, per group."""
+    """The tokens of each position group of a run: ``labels`` [b, p] flattened, and each
+    group's flat token indices (for the forward correction, :meth:`correction`)."""
 
     def __init__(self, labels: torch.Tensor, n_groups: int):
-        flat = labels.reshape(-1)  # [b * p]
-        if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= n_groups):
+        self.flat = labels.reshape(-1)  # [T = b * p]
+        if len(self.flat) and (int(self.flat.min()) < 0 or int(self.flat.max()) >= n_groups):
             raise ValueError(f"position labels must lie in 0..{n_groups - 1}, the mask's groups")
-        order = torch.argsort(flat, stable=True)
-        self.idx = order.split(torch.bincount(flat, minlength=n_groups).tolist())
+        order = torch.argsort(self.flat, stable=True)
+        self.idx = order.split(torch.bincount(self.flat, minlength=n_groups).tolist())
+        self.n_groups = n_groups
         self.b, self.p = labels.shape
 
     def correction(self, m: torch.Tensor, src: torch.Tensor, abl) -> torch.Tensor:
@@ -85,16 +92,22 @@ class _Groups:
 
     def products(self, delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """``sum_{t in group} delta_u[t] . grad_v[t]`` per group: delta [n, b, p, d], grad
-        [s, b, p, d] -> [n, s, G] float32."""
+        [s, b, p, d] -> [n, s, G] float32.
+
+        One small GEMM per token, batched (``[T, n, d] @ [T, d, s]`` on strided views of the
+        two tensors: nothing is copied or sorted), then each token's [n, s] product is added
+        to its group's; the same multiply-adds as the unsplit product. Tokens go in chunks
+        that bound the per-token products to about 64 MiB."""
         n, s, dm = delta.shape[0], grad.shape[0], delta.shape[-1]
-        x, y = delta.reshape(n, -1, dm), grad.reshape(s, -1, dm)
-        out = torch.zeros(n, s, len(self.idx), device=delta.device, dtype=torch.float32)
-        for grp, idx in enumerate(self.idx):
-            if len(idx):
-                idx = idx.to(delta.device)
-                out[:, :, grp] = (x.index_select(1, idx).reshape(n, -1)
-                                  @ y.index_select(1, idx).reshape(s, -1).T).float()
-        return out
+        x = delta.reshape(n, -1, dm).transpose(0, 1)  # [T, n, d] (a view)
+        y = grad.reshape(s, -1, dm).permute(1, 2, 0)  # [T, d, s] (a view)
+        out = torch.zeros(self.n_groups, n, s, device=delta.device, dtype=torch.float32)
+        flat = self.flat.to(delta.device)
+        step = max(1, _TOKEN_CHUNK // max(1, n * s))
+        for lo in range(0, x.shape[0], step):
+            part = torch.bmm(x[lo : lo + step], y[lo : lo + step])  # [t, n, s]
+            out.index_add_(0, flat[lo : lo + step], part.float())
+        return out.permute(1, 2, 0)
 
 
 def _rows_any(t: torch.Tensor) -> torch.Tensor:

@@ -160,3 +160,13 @@ def test_exact_split_scores_chunked(gpt2):
 
 def _metric(name):
     return registry().metric(name)
+
+
+def test_token_chunks_give_the_same_split_scores(gpt2, monkeypatch):
+    """The per-token products go in chunks on big models; any chunk size gives the same."""
+    import acdc_engine.patching as patching
+
+    p = _problem(gpt2, "tokens", n=4)
+    whole = attribute(p, "eap", progress=False)
+    monkeypatch.setattr(patching, "_TOKEN_CHUNK", 7)  # a few tokens per chunk
+    assert torch.allclose(attribute(p, "eap", progress=False), whole, atol=1e-6)
