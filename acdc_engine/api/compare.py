@@ -45,7 +45,8 @@ def cross_faithfulness(circuits: list, models: list, task: str | None = None,
 
     ``circuits`` are Circuits, networkx circuits or circuit.json paths; ``options`` are
     CrossConfig fields. Each model is loaded once and its ablated activations computed once for
-    all circuits."""
+    all circuits. Position-aware circuits run with their position split (all of them must share
+    it); an unsplit circuit among them keeps its edges at every position."""
     cfg = config or CrossConfig()
     for k, v in options.items():
         if not hasattr(cfg, k):
@@ -53,6 +54,15 @@ def cross_faithfulness(circuits: list, models: list, task: str | None = None,
         setattr(cfg, k, v)
     cs = [as_circuit(c) for c in circuits]
     first = cs[0].attrs
+    splits = {(c.graph.positions, c.attrs.get("position_split")) for c in cs if c.graph.positions}
+    if len(splits) > 1:
+        raise AcdcError("the circuits are split by different positions "
+                        f"({'; '.join(','.join(p) for p, _ in splits)}); compare circuits of "
+                        "one split, or their unsplit forms (Circuit.unsplit)")
+    positions, split = next(iter(splits), ((), None))
+    if positions and not split:
+        raise AcdcError("a position-aware circuit that does not record its split "
+                        "(position_split); rediscover it with acdc discover --positions")
     task_obj = load_task(task or cfg.task or first.get("task_ref") or first["task"])
     table = [[float("nan")] * len(models) for _ in cs]
     for j, model in enumerate(models):
@@ -61,14 +71,19 @@ def cross_faithfulness(circuits: list, models: list, task: str | None = None,
             lm, task_obj, metric=cfg.metric or first.get("metric"),
             ablation=cfg.ablation or first.get("ablation"),
             n_examples=cfg.n_examples or first.get("n_examples"), batch_size=cfg.batch_size,
-            seed=cfg.seed)
-        g = lm.graph
+            seed=cfg.seed, positions=split)
+        g = problem.graph
+        if g.positions != positions:
+            raise AcdcError(f"model {lm.id!r} splits the task into positions "
+                            f"{','.join(g.positions)}, the circuits into {','.join(positions)}")
         masks = []
         for c in cs:
-            if c.graph.n_edges != g.n_edges:
-                raise AcdcError(f"circuit from a {c.graph.n_edges}-edge graph cannot run in "
-                                f"model {lm.id!r} ({g.n_edges} edges)")
-            masks.append(c.mask())
+            if c.graph.base.n_edges != g.base.n_edges:
+                raise AcdcError(f"circuit from a {c.graph.base.n_edges}-edge graph cannot run in "
+                                f"model {lm.id!r} ({g.base.n_edges} edges)")
+            m = c.mask()  # [W, R] or [W, R, G]
+            masks.append(m[..., None].expand(*m.shape, g.n_groups).contiguous()
+                         if g.positions and not c.graph.positions else m)
         values = problem.evaluate([*masks, None, problem.empty_mask()])
         full, empty = values[-2], values[-1]
         for i, v in enumerate(values[:-2]):

@@ -108,6 +108,19 @@ def test_discover_cli_with_positions(gpt2_path, tmp_path, capsys):
     assert c.number_of_edges() <= 30 and c.attrs["position_split"] == "END,A"
     assert (out / "circuit.svg").exists() and (out / "circuit_at_END.svg").exists()
     assert "at positions" in capsys.readouterr().out
+    # the circuit still works across models, next to an unsplit circuit of the same task
+    plain = tmp_path / "plain"
+    assert main(["discover", "--model", str(gpt2_path), "--task", str(task), "--method", "eap",
+                 "--metric", "kl_div", "--edges", "30", "--out", str(plain), "--no-progress",
+                 "--no-track", "--no-render"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out / "circuit.json"), str(plain / "circuit.json"),
+                 "--models", str(gpt2_path), str(gpt2_path)]) == 0
+    text = capsys.readouterr().out
+    assert "split by position" in text and "normalized faithfulness" in text
+    row_a = next(line for line in text.splitlines() if line.startswith("A "))
+    value = float(row_a.split()[1])
+    assert value == pytest.approx(c.attrs["faithfulness"], abs=6e-4)  # printed to 3 places
     rc = main(["discover", "--model", str(gpt2_path), "--task", str(task), "--method", "eap",
                "--positions", "IO", "--edges", "30", "--out", str(tmp_path / "bad"),
                "--no-progress", "--no-track"])
