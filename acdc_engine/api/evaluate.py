@@ -86,6 +86,7 @@ def evaluate_scores(
     cfg.n_examples = cfg.n_examples or _int(src.get("n_examples"))
     cfg.batch_size = cfg.batch_size or _int(src.get("batch_size")) or 32
     cfg.seed = cfg.seed if cfg.seed is not None else (_int(src.get("seed")) or 0)
+    cfg.positions = cfg.positions or src.get("position_split") or None  # the scored split
     cfg.check()
     resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     set_threads(cfg.threads)
@@ -96,11 +97,11 @@ def evaluate_scores(
     params = {"task": task_obj.name, "task_ref": task_ref(task, task_obj), "method": method,
               "metric": metric_obj.name, "ablation": abl.kind, "seed": cfg.seed,
               "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets),
-              "source": label if source is None or not source.run_id else source.run_id}
+              "position_split": cfg.positions, "source": label if source is None or not source.run_id else source.run_id}
 
     def work(rec: Recorder) -> EvaluationResult:
         lm, problem = recorded_setup(rec, params, model, task_obj, metric_obj, abl.kind, cfg)
-        g = lm.graph
+        g = problem.graph  # split by position when the scored run was
         if isinstance(scores, torch.Tensor):
             if scores.shape != (g.n_edges,):
                 raise AcdcError(f"expected {g.n_edges} scores, one per edge, got "

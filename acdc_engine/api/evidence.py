@@ -12,6 +12,8 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
+
 
 from ..circuit import Circuit
 from ..errors import AcdcError
@@ -46,7 +48,9 @@ def _int(v):
 
 
 def open_run(ref: str, uri: str | None = None, device=None) -> RunContext:
-    """Reopen a discovery run by id, directory or run.json (see :func:`records.find_run`)."""
+    """Reopen a discovery run by id, directory or run.json (see :func:`records.find_run`).
+    A position-aware run opens unsplit (:meth:`Circuit.unsplit`; scores summed over positions):
+    the evidence tools read unsplit circuits."""
     src = find_run(ref, uri=uri)
     d = Path(src.scores_path).parent
     cpath = d / "circuit.json"
@@ -63,14 +67,25 @@ def open_run(ref: str, uri: str | None = None, device=None) -> RunContext:
     if src.record.get("kind") not in (None, "discover"):
         raise AcdcError(f"run {ref!r} is a {src.record.get('kind')} run, not a discovery")
     problem, data = problem_for(src.params, device=device)
-    circuit = Circuit.load(cpath, problem.graph)
+    circuit = Circuit.load(cpath)
+    positioned = bool(circuit.graph.positions)
+    if positioned:  # the evidence tools read unsplit circuits: an edge kept at any position
+        circuit = circuit.unsplit()
+    if circuit.graph != problem.graph:
+        raise AcdcError(f"run {ref!r}'s circuit ({circuit.graph.summary()}) is not of the "
+                        f"model's graph ({problem.graph.summary()})")
     local = d if (d / "run.json").exists() and not str(d).startswith(tempfile.gettempdir()
                                                                       + "/acdc-source-") else None
     from ..records import read_scores
 
+    g = problem.graph
+    scores = (read_scores(src.scores_path, g.with_positions(src.params["positions_groups"]
+                                                               .split(",")))
+              if positioned else read_scores(src.scores_path, g))
+    if positioned:  # summed over positions, as Circuit.unsplit sums them
+        scores = torch.nansum(scores.view(-1, g.n_edges), 0)
     return RunContext(ref, src.record, circuit, problem, data, local,
-                      src.record.get("tracking_uri") or uri,
-                      read_scores(src.scores_path, problem.graph))
+                      src.record.get("tracking_uri") or uri, scores)
 
 
 def log_to_run(ctx: RunContext, files: list[Path], metrics: dict | None = None,

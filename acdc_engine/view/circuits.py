@@ -50,12 +50,20 @@ class CircuitView:
         g = self.s.graph
         path = Path(ref)
         if path.suffix == ".json" and path.name != "run.json" and path.is_file():
-            circuit = Circuit.load(path, g)
+            circuit = Circuit.load(path)
+            if circuit.graph.positions:  # the page draws unsplit circuits
+                circuit = circuit.unsplit()
+            if circuit.graph != g:
+                raise AcdcError(f"{path} is a circuit of another graph "
+                                f"({circuit.graph.summary()}; this model: {g.summary()})")
             scores = circuit.scores
             if scores is not None and torch.isnan(scores).any():
                 scores = None
             return self._set(circuit, scores, str(path))
         run = find_run(ref)
+        if run.params.get("position_split"):
+            raise AcdcError(f"run {ref} is split by position; load its circuit.json (drawn "
+                            "unsplit: an edge kept at any position)")
         scores = read_scores(run.scores_path, g)
         n = n_edges or _default_edges(run.record, g.n_edges)
         return self._set(Circuit.top(g, scores, n), scores, f"run {ref}")

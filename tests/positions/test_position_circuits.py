@@ -126,3 +126,26 @@ def test_discover_cli_with_positions(gpt2_path, tmp_path, capsys):
                "--no-progress", "--no-track"])
     assert rc != 0
     assert "unknown or repeated position" in capsys.readouterr().err
+
+
+def test_evaluate_and_reopen_a_position_run(gpt2_path, tmp_path):
+    """A position-aware run's scores re-evaluate on the same split; the evidence tools reopen
+    it unsplit, with scores summed over positions."""
+    from acdc_engine.api import discover, evaluate_scores
+    from acdc_engine.api.evidence import open_run
+
+    task = tmp_path / "pairs.jsonl"
+    task.write_text("\n".join(json.dumps(r) for r in _rows(6)) + "\n")
+    res = discover(str(gpt2_path), str(task), "eap", metric="kl_div", positions="named",
+                   n_edges=25, out=tmp_path / "run", progress=False, track=False, render=False)
+    g = res.circuit.graph
+    assert set(g.positions) == {"A", "B", "END", "other"} and g.positions[-2:] == ("END", "other")
+    ev = evaluate_scores(tmp_path / "run", out=tmp_path / "ev", progress=False, track=False,
+                         render=False)
+    assert ev.params["position_split"] == "named"
+    assert ev.curve.full == pytest.approx(res.faithfulness.full, abs=1e-6)
+    ctx = open_run(str(tmp_path / "run"))
+    assert not ctx.circuit.graph.positions
+    assert set(ctx.circuit.edge_names) == {n.split("@")[0] for n in res.circuit.edge_names}
+    summed = res.scores.view(g.n_groups, -1).sum(0)
+    assert torch.allclose(ctx.scores, summed, atol=1e-6)
