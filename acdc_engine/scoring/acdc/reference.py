@@ -10,12 +10,14 @@ models or few groups.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...errors import AcdcError
+from ...patching import Prefix, reuse_prefix
 from ...problem import Problem
 from ...progress import progress_bar
 from .checkpoints import fingerprint, load_checkpoint, run_settings
@@ -49,8 +51,13 @@ def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
     damage = damage_fn(problem.metric, config.abs_value)
     mask = g.full_mask(1.0, device=model.device, dtype=model.dtype)
 
+    # position-aware graphs run this loop for real: each test starts at the first layer with a
+    # removed edge, from the clean run's residual stream there (exact; patching.Prefix)
+    prefix = Prefix(model.adapter) if g.positions else None
+
     def m(mask) -> float:
-        return problem.evaluate([mask])[0]
+        with nullcontext() if prefix is None else reuse_prefix(prefix):
+            return problem.evaluate([mask])[0]
 
     topo = Topology(g)
     keep = np.ones(g.dense_shape, dtype=bool)
