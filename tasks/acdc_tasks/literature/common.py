@@ -40,6 +40,8 @@ def try_encode(tokenizer, text: str) -> list[int] | None:
 
 def describe(tokenizer) -> str:
     """A short name for a tokenizer in messages: its path or class, and its size."""
+    if tokenizer is None:
+        return "words (no tokenizer)"
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
     return f"{name.rstrip('/').rsplit('/', 1)[-1]} ({len(tokenizer)} tokens)"
 

@@ -11,7 +11,9 @@ Clean start years have YY in 02..98. The corruption is the paper's: the start ye
 Metric: ``set_prob_diff`` (the paper's probability difference): the probability mass on
 ``answer_set`` (the two-digit years greater than YY) minus the mass on ``wrong_set`` (those
 <= YY). For today's last-token metrics each row also has ``answer`` (the smallest year above
-YY) and ``wrong_answer`` (YY itself). Extra keys: ``noun``, ``year`` (YY as a number).
+YY) and ``wrong_answer`` (YY itself). Extra keys: ``noun``, ``year`` (YY as a number), and
+the named positions ``noun_pos``, ``yy_pos`` (the start year's YY token) and ``end_pos`` (the
+last token; ``--positions named`` splits edges by them, docs/positions.md).
 
 Survival: the century ``" 17"`` must be one token, and a YY is kept only when it is one token
 right after it (``" 17" + "32"`` tokenizes as ``[" 17", "32"]``, as GPT-2's BPE does); ``01``
@@ -23,7 +25,8 @@ keep no YY and are refused. Nouns are kept when one token with their leading spa
 from __future__ import annotations
 
 from .common import (
-    describe, draw, mismatch, refuse, require_words, single_tokens, survival, task_rows, try_encode,
+    describe, draw, ids, mismatch, position, refuse, require_words, single_tokens, survival,
+    task_rows, try_encode,
 )
 from .words import GT_NOUNS
 
@@ -85,8 +88,15 @@ def rows(n: int | None, seed: int = 0, tokenizer=None):
         why = mismatch(tokenizer, clean, corrupted)
         if why:
             return why
+        full = ids(tokenizer, clean)
+        year = clean.index(CENTURY + yy)  # words without a tokenizer: "17YY" is one
+        at = [position(tokenizer, clean, start, full) for start in (
+            clean.index(noun), year if tokenizer is None else year + len(CENTURY))]
+        if None in at:
+            return "the noun's or the year's token index is ambiguous"
         return {"clean": clean, "corrupted": corrupted, "answer": above[0], "wrong_answer": yy,
-                "answer_set": above, "wrong_set": below, "noun": noun, "year": int(yy)}
+                "answer_set": above, "wrong_set": below, "noun": noun, "year": int(yy),
+                "noun_pos": at[0], "yy_pos": at[1], "end_pos": len(full) - 1}
 
     out, dropped = draw(n, seed, make)
     notes = {"years": survival(len(years), len(YEARS), f"single-token after ' {CENTURY}'"),
