@@ -73,6 +73,7 @@ if [ "$QUICK" = 1 ]; then
   SCALE_BF16=(--quick --shapes gpt2-tiny)
   SCALE_FP32=(--quick --shapes gpt2-tiny)
   ACDC=(--layers 2 --heads 2 --d-model 32 --vocab 200 --batch 2 --pos 6 --naive-edges 3)
+  POS=($TINY --batch 2 --pos 8 --repeats 1)
   VIEW=(--skip-gpt2 --repeats 2)
 else
   INV=(--families gpt2 llama)
@@ -81,6 +82,7 @@ else
   SCALE_BF16=(--scale $((16 * F)))
   SCALE_FP32=(--scale $((8 * F)))
   ACDC=(--batch 32 --pos 16 --naive-edges 10)
+  POS=(--batch $((32 * F)) --pos 64 --repeats 3)
   VIEW=(--repeats 10 --n-examples 64)
 fi
 BUDGET="${BUDGET:-${SUITE_BUDGET:-$(( QUICK ? 1800 : 450 ))}}"
@@ -122,6 +124,7 @@ step attribution-bfloat16 70 "$PY" "$B/attribution_cost.py" "${D[@]}" --dtype bf
   "${ATTR_BF16[@]}"
 step attribution-float32 70 "$PY" "$B/attribution_cost.py" "${D[@]}" --dtype float32 \
   "${ATTR_FP32[@]}"
+step positions 40 "$PY" "$B/position_cost.py" "${D[@]}" --dtype bfloat16 "${POS[@]}"
 step scaling-bfloat16 90 "$PY" "$B/scaling.py" "${D[@]}" --dtype bfloat16 "${SCALE_BF16[@]}" \
   --json "$OUT/scaling-bfloat16.json"
 step acdc 120 "$PY" "$B/acdc_cost.py" "${D[@]}" --dtype float32 "${ACDC[@]}"
@@ -162,6 +165,18 @@ def attribution(name):
             "eap_ratio": rows.get("eap", {}).get("x_baseline"),
             "eap_ig_ratio": next((v["x_baseline"] for k, v in rows.items()
                                   if k.startswith("eap-ig")), None)}
+
+
+def positions():
+    """EAP with position-aware edges against EAP without, per split (position_cost.py)."""
+    rows = {}
+    for m in re.finditer(r"^(eap(?:-ig\(\d+\))?(?: tokens| named)?)\s+([\d,]+)\s+([\d.]+)\s+"
+                         r"([\d.]+)x\s+([\d.]+)x\s*([\d.e+-]*)\s*$", text("positions"), re.M):
+        rows[m.group(1)] = {"edges": int(m.group(2).replace(",", "")),
+                            "seconds": float(m.group(3)), "x_unsplit": float(m.group(4)),
+                            "cpu_x_unsplit": float(m.group(5)),
+                            "sum_error": float(m.group(6)) if m.group(6) else None}
+    return rows
 
 
 def scaling(name):
@@ -227,7 +242,7 @@ figures = {"suite": "gpu_suite", "device": device, **info, "seconds": seconds,
            "invariants": json.loads(inv.read_text()) if inv.exists() else None,
            "attribution": {d: attribution(f"attribution-{d}") for d in ("bfloat16", "float32")},
            "scaling": {d: scaling(f"scaling-{d}") for d in ("bfloat16", "float32")},
-           "acdc": acdc(), "view": view(),
+           "acdc": acdc(), "positions": positions(), "view": view(),
            # every step's last lines, so a figure the parsers above missed is still here
            "logs": {name: text(name).splitlines()[-25:] for name in steps}}
 (out / "gpu_suite.json").write_text(json.dumps(figures, indent=1) + "\n")

@@ -40,10 +40,11 @@ def test_dry_run_plans_every_benchmark_on_cuda_in_both_dtypes(bench_dir, tmp_pat
     assert budget.startswith("# budget 450s")  # + 10 s to kill a step + the JSON: < 8 min
     scripts = [line.split("] ")[1].split()[1].rsplit("/", 1)[1] for line in plan]
     assert scripts == ["invariants_check.py", "attribution_cost.py", "attribution_cost.py",
-                       "scaling.py", "acdc_cost.py", "scaling.py", "view_latency.py"]
+                       "position_cost.py", "scaling.py", "acdc_cost.py", "scaling.py",
+                       "view_latency.py"]
     assert all("--device cuda" in line for line in plan)
-    # invariants (both), attribution and scaling in each; ACDC in float32
-    assert sum("--dtype bfloat16" in line for line in plan) == 3
+    # invariants (both), attribution and scaling in each; positions in bf16; ACDC in float32
+    assert sum("--dtype bfloat16" in line for line in plan) == 4
     assert sum("--dtype float32" in line or "bfloat16 float32" in line for line in plan) == 4
     limits = [int(line.split("<= ")[1].split("s]")[0]) for line in plan]
     assert max(limits) <= 120 and sum(limits) > 450  # the budget, not the limits, binds
@@ -58,6 +59,7 @@ def test_cpu_rehearsal_writes_every_figure(bench_dir, tmp_path):
         f"\n== {p.name}\n{p.read_text()[-2000:]}" for p in out.glob("*.err"))
     fig = json.loads((out / "gpu_suite.json").read_text())
     assert all(s["rc"] == 0 for s in fig["steps"].values()), fig["steps"]
+    assert fig["positions"]["eap tokens"]["edges"] > fig["positions"]["eap"]["edges"]
     for dtype in ("bfloat16", "float32"):
         a = fig["attribution"][dtype]
         assert a["batch"] == 2 and a["pos"] == 8
