@@ -172,23 +172,46 @@ class _Read(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         g_m, state = None, ctx.state
-        if state.sink is not None:  # per part: no concatenation
+        joined = _joined(grads)  # [s, b, p, dm] when the parts are one buffer, else None
+        if state.sink is not None and joined is not None:
+            state.sink[ctx.cols] += joined
+        elif state.sink is not None:  # per part: no concatenation
             start = ctx.cols.start
             for g in grads:
                 state.sink[start : start + len(g)] += g
                 start += len(g)
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
-            grad = grads[0] if len(grads) == 1 else torch.cat(grads)  # [s, b, p, dm]
+            grad = joined if joined is not None else torch.cat(grads)  # [s, b, p, dm]
             if state.groups is not None:  # [n, s, G]: per group, over its tokens
                 g_m = state.groups.products(state.upto(ctx.n), grad).to(grad.dtype)
             else:
                 d = state.upto(ctx.n).reshape(ctx.n, -1)
                 g_m = d @ grad.reshape(grad.shape[0], -1).T  # [n, s]
+        if joined is not None:
+            return joined.sum(0), g_m, None, None, None, None, None, None
         g_resid = grads[0].sum(0)
         for g in grads[1:]:
             g_resid += g.sum(0)
         return g_resid, g_m, None, None, None, None, None, None
+
+
+def _joined(grads: tuple) -> torch.Tensor | None:
+    """The reader gradients ``grads`` ([size, b, p, d] each) as one [s, b, p, d] tensor without
+    a copy: ``grads[0]`` alone, or a view when they are consecutive pieces of one contiguous
+    buffer (the adapters' fused q/k/v backward, ``models.norms.norm_project``, returns them
+    so); None otherwise."""
+    g0 = grads[0]
+    if len(grads) == 1:
+        return g0
+    ptr, off = g0.untyped_storage().data_ptr(), g0.storage_offset()
+    for g in grads:
+        if (not g.is_contiguous() or g.shape[1:] != g0.shape[1:] or g.dtype != g0.dtype
+                or g.untyped_storage().data_ptr() != ptr or g.storage_offset() != off):
+            return None
+        off += g.numel()
+    shape = (sum(len(g) for g in grads), *g0.shape[1:])
+    return g0.new_empty(0).set_(g0.untyped_storage(), g0.storage_offset(), shape)
 
 
 _NODE_FASTPATH = True

@@ -22,14 +22,19 @@ relative to the logits' scale), then times, in one run and on the same batch:
   eap chunk  EAP with ``attribute(..., chunk=--chunk)`` (default batch / 4 examples at a time;
              0: no such row): the memory-bounded option, same scores
 
-and prints each as a ratio to the baseline, with peak memory. The floor for EAP is two forward
-passes and one backward pass; targets (issue 14): EAP <= 2x, EAP-IG (5 steps) <= 6x, EAP's peak
-memory <= 1.5x the baseline's.
+and prints each as a ratio to the baseline, with peak memory (peak RSS on CPU, counted from a
+trimmed heap and without the +W row's leftover weight gradients). ``--ab`` instead times EAP and
+EAP-IG with and without the fused norm + q/k/v projection (``models.norm_project``), interleaved;
+``--layer-ab`` times that change on one layer's q/k/v inputs alone (CPU seconds).
+The floor for EAP is two forward passes and one backward pass; targets (issue 14): EAP <= 2x,
+EAP-IG (5 steps) <= 6x, EAP's peak memory <= 1.5x the baseline's.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import statistics
 import tempfile
 import time
@@ -38,11 +43,22 @@ from pathlib import Path
 import torch
 
 
+def _trim_heap():
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``), so that a row's
+    peak RSS counts what that row keeps alive, not what an earlier row freed into the heap."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_reset(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
+        _trim_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS) on Linux
         except OSError:
@@ -99,6 +115,80 @@ def build(args):
     return AutoModelForCausalLM.from_config(cfg)
 
 
+def side_by_side(args, baseline, method, device):
+    """Time the baseline and EAP / EAP-IG with the fused norm + projection on and off, one
+    after the other in every repeat (a loaded machine slows all of them alike), and print the
+    median ratios: the before/after of that change in one run."""
+    from acdc_engine.models import norms
+
+    ig = f"eap-ig ({args.ig_steps} steps)"
+    runs = [("baseline fwd+bwd", None, baseline)] + [
+        (f"{name} {'fused' if fuse else 'unfused'}", fuse, method(name))
+        for name in ("eap", "eap-ig") for fuse in (False, True)]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    for fuse in (False, True):  # warm-up
+        norms._FUSE = fuse
+        method("eap")()
+    for _ in range(args.repeats):
+        for name, fuse, fn in runs:
+            norms._FUSE = True if fuse is None else fuse
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    norms._FUSE = True
+    base = statistics.median(times["baseline fwd+bwd"])
+    print(f"side by side, interleaved, median of {args.repeats}:")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"{name.replace('eap-ig', ig):34s} {t:9.4f} s {t / base:7.2f}x")
+
+
+def layer_side_by_side(args):
+    """One layer's q/k/v inputs alone (the part the fused norm + projection changes): norm and
+    project the unpatched stream for 3H readers, backward to every reader, join the 3H
+    gradients and sum them (what the patched forward's reader node does), with the per-reader
+    norm (``shared_norm`` + projection + concatenation) and with ``norm_project`` (+ the joined
+    view). CPU seconds per layer, interleaved; far less noisy than whole runs on a busy
+    machine."""
+    from acdc_engine.models.norms import norm_project, shared_norm
+
+    H, d, b, p = args.heads, args.d_model, args.batch, args.pos
+    k = d // H
+    torch.manual_seed(0)
+    ln = torch.nn.LayerNorm(d).requires_grad_(False)
+    w, bias = torch.randn(3, H, k, d) / d**0.5, torch.randn(3, H, k)
+    resid, gs = torch.randn(b, p, d), [torch.randn(b, H, p, k) for _ in range(3)]
+
+    def step(fused: bool):
+        x = resid.clone().requires_grad_(True)
+        qkv = x.unsqueeze(0).expand(3 * H, b, p, d).split(H)  # as the patched forward
+        if fused:
+            outs = norm_project(ln, *qkv, [(w[i], bias[i]) for i in range(3)], H)
+        else:
+            outs = [torch.einsum("hbpd,hkd->bhpk", shared_norm(ln, t), w[i]) + bias[i][:, None]
+                    for i, t in enumerate(qkv)]
+        grads = torch.autograd.grad(outs, qkv, gs)
+        base = grads[0]
+        joined = (base.new_empty(0).set_(base.untyped_storage(), 0, (3 * H, b, p, d))
+                  if fused else torch.cat(grads))  # [3H, b, p, d]
+        return joined.sum(0)
+
+    times = {False: [], True: []}
+    for _ in range(args.repeats):
+        for fused in (False, True):
+            step(fused)
+            t = time.process_time()
+            for _ in range(10):
+                step(fused)
+            times[fused].append((time.process_time() - t) / 10)
+    old, new = statistics.median(times[False]), statistics.median(times[True])
+    print(f"one layer's q/k/v inputs, {3 * H} readers, batch {b} x {p}, d_model {d}, CPU "
+          f"seconds, median of {args.repeats} x 10: per-reader norm {old * 1e3:.1f} ms, fused "
+          f"{new * 1e3:.1f} ms ({new / old:.2f}x)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="gpt2", choices=sorted(FAMILIES),
@@ -117,10 +207,17 @@ def main():
                     help="cpu, cuda or cuda:N (default: cuda when torch sees one, else cpu)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    ap.add_argument("--ab", action="store_true",
+                    help="instead of the rows: EAP and EAP-IG with and without the fused "
+                         "norm + q/k/v projection (models.norm_project), interleaved")
+    ap.add_argument("--layer-ab", action="store_true",
+                    help="only one layer's q/k/v inputs, per-reader norm against the fused one")
     ap.add_argument("--chunk", type=int, default=None,
                     help="examples per pass of the chunked EAP row (default batch/4; 0: none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layer_ab:
+        return layer_side_by_side(args)
 
     from acdc_engine import load_model
     from acdc_engine.patching import Ablation, run
@@ -171,6 +268,8 @@ def main():
     scale = ref.abs().max().clamp(min=1.0)
     print(f"invariant error (relative): full circuit {float((full - ref).abs().max() / scale):.1e}"
           f", empty circuit {float((empty - ref_k).abs().max() / scale):.1e}")
+    if args.ab:
+        return side_by_side(args, baseline(False), method, dev)
     rows = [("baseline fwd+bwd", baseline(False)), ("baseline fwd+bwd +W grads", baseline(True)),
             ("eap", method("eap")), (f"eap-ig ({args.ig_steps} steps)", method("eap-ig"))]
     chunk = max(1, B // 4) if args.chunk is None else args.chunk
@@ -179,6 +278,8 @@ def main():
     results = {}
     for name, fn in rows:
         results[name] = timed(fn, dev, args.repeats)
+        for p in hf.parameters():  # the +W row's weight gradients are no later row's memory
+            p.grad = None
     base = results["baseline fwd+bwd"][0]
     print(f"{'':28s} {'seconds':>9s} {'x baseline':>11s} {'peak MiB':>9s}")
     for name, (t, peak) in results.items():

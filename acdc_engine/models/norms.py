@@ -5,13 +5,22 @@ the ``s`` readers of a layer (the q/k/v inputs of its heads) one residual stream
 them (stride 0). An adapter that normalizes its per-reader input with :func:`shared_norm`
 instead of calling the norm runs it once and shares the result, with the same values and the
 same per-reader input gradients. Families call it on their attention inputs.
+
+:func:`norm_project` goes one step further for the q, k and v inputs together: one norm and
+three projections of the shared stream forward, and a backward that maps each head's output
+gradient to its input gradient in one batched GEMM (the norm's backward folded into the
+projection), written into one buffer for all 3H readers (no per-reader norm backward, no
+concatenation); the GPT-2 and decoder families use it.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import torch
 
-__all__ = ["shared_norm"]
+__all__ = ["shared_norm", "norm_project", "release_workspace"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -51,3 +60,188 @@ def shared_norm(norm, x: torch.Tensor) -> torch.Tensor:
     if any(p.requires_grad for p in getattr(norm, "parameters", lambda: ())()):
         return norm(x)
     return _SharedNorm.apply(x, norm)
+
+
+# ----- the shared norm fused with the q/k/v projections --------------------------------------
+
+
+def _stats(kind: str, x0: torch.Tensor, eps: float):
+    """(xhat, rstd) of ``x0`` [b, p, d] in float32: the normalized stream before the norm's
+    weight, and the inverse scale [b, p, 1], for a ``layer`` or ``rms`` norm."""
+    x = x0.float()
+    if kind == "layer":
+        x = x - x.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [b, p, 1]
+    return x * rstd, rstd
+
+
+def _affine(norm, x0: torch.Tensor, y0: torch.Tensor):
+    """``(kind, rstd [b,p,1], xhat [b,p,d], weight [d] or None, bias [d] or None)`` when
+    ``norm`` is a layer norm or an RMS norm that computes ``y0 = norm(x0)`` as ``xhat * weight
+    (+ bias)`` (checked on this very input), else None.
+
+    Recognized: ``torch.nn.LayerNorm`` and the RMS norms of transformers (``*RMSNorm``, weight
+    ``w`` or ``1 + w`` as in Gemma). Anything else keeps autograd's own backward.
+    """
+    if isinstance(norm, torch.nn.LayerNorm):
+        kind, eps = "layer", norm.eps
+    elif "RMSNorm" in type(norm).__name__:
+        kind = "rms"
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+        if eps is None:
+            eps = torch.finfo(x0.dtype).eps
+    else:
+        return None
+    w, b = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    if kind == "rms":
+        b = None
+    xhat, rstd = _stats(kind, x0, float(eps))
+    forms = (w, None if w is None else 1 + w.float())  # w, then Gemma's 1 + w
+    known = _FORMS.get(norm)  # checked before: no check (and no device sync) again
+    if known is not None:
+        return None if known < 0 else (kind, rstd, xhat, forms[known], b)
+    want = y0.float()
+    tol = 1e-3 if y0.dtype in (torch.float32, torch.float64) else 3e-2
+    scale = float(want.abs().max().clamp(min=1.0))
+    for i, weight in enumerate(forms[: 1 if w is None else 2]):
+        got = xhat if weight is None else xhat * weight.float()
+        if b is not None:
+            got = got + b.float()
+        if float((got - want).abs().max()) <= tol * scale:
+            _FORMS[norm] = i
+            return kind, rstd, xhat, weight, b
+    _FORMS[norm] = -1
+    return None
+
+
+_FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""norm module -> which form :func:`_affine` found it to compute (index into (w, 1 + w)), or
+-1 for neither."""
+
+
+_FUSE = True
+"""Use :func:`norm_project`'s fused path; the benchmark and tests turn it off to compare."""
+
+_LOCAL = threading.local()
+"""Per thread: one CPU backward buffer ``(key, tensor)`` reused by the layers of a pass."""
+
+
+def _workspace(like: torch.Tensor, shape: tuple, reuse: bool) -> torch.Tensor:
+    """An uninitialized tensor of ``shape``: on CPU with ``reuse``, this thread's cached one
+    (a fresh buffer of a few 10s of MB costs its page faults again at every layer, about as
+    much as the GEMM that fills it; a CPU backward pass runs in the calling thread), else a
+    new one (CUDA's caching allocator reuses memory anyway)."""
+    if not reuse or like.device.type != "cpu":
+        return like.new_empty(shape)
+    key = (shape, like.dtype)
+    cached = getattr(_LOCAL, "buf", None)
+    if cached is None or cached[0] != key:  # at most one: a new shape replaces the old
+        cached = _LOCAL.buf = (key, like.new_empty(shape))
+    return cached[1]
+
+
+def release_workspace() -> None:
+    """Drop this thread's cached backward buffer (:func:`norm_project`)."""
+    _LOCAL.buf = None
+
+
+class _NormProject(torch.autograd.Function):
+    """``project(norm(x))`` for the q, k and v inputs of one layer's heads when all three are
+    one residual stream expanded over the heads (the unpatched stream of a gradient run).
+
+    Forward: one norm and, per input, one projection of that stream (as :func:`shared_norm`).
+    Backward: each head's input gradient straight from its output gradient ``g_h`` [b, p, k]
+    through the norm's analytic backward, with the norm's weight folded into the projection
+    (``W'_h = W_h * w``) and the two per-position reductions of the norm backward reduced on
+    the ``k``-wide side::
+
+        gx_h = rstd * (g_h W'_h - mean_d(g_h W'_h) - xhat * mean_d(g_h W'_h * xhat))
+        (an RMS norm: without the middle term)
+        mean_d(g_h W'_h) = g_h . mean_d(W'_h)         mean_d(g_h W'_h * xhat) = g_h . P_h / d
+
+    with ``P_h = xhat W'_h^T`` [b, p, k] (the projection before its biases). One batched GEMM
+    per input writes into one ``[3H, b, p, d]`` buffer, so the three gradients come back as
+    consecutive views of it (no concatenation needed downstream), and no per-head copy of the
+    stream, its norm or an intermediate gradient is made.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, xn, aff, weights, n_heads: int):
+        # xn [b, p, d]: the model's own norm of the one stream q, k and v view (its values)
+        kind, rstd, xhat, nw, nb = aff
+        outs, ps = [], []
+        for w, bias in weights:  # w [n, kh, d], bias [n, kh] or None
+            y = torch.einsum("bpd,nkd->bnpk", xn, w)  # [b, n, p, kh]
+            if xn.dtype in (torch.float32, torch.float64):  # P from y: no second projection
+                c = torch.zeros(w.shape[:2], dtype=y.dtype, device=y.device)  # [n, kh]
+                if nb is not None:
+                    c = w @ nb.to(w.dtype)
+                ps.append(y - c[:, None])
+            else:  # low precision: P in float32 from xhat
+                wf = w.float() if nw is None else w.float() * nw.float()
+                ps.append(torch.einsum("bpd,nkd->bnpk", xhat, wf).to(y.dtype))
+            if bias is not None:
+                y = y + bias[:, None]
+            n = w.shape[0]
+            outs.append(y if n == n_heads else y.repeat_interleave(n_heads // n, dim=1))
+        ctx.save_for_backward(rstd, xhat, *ps)
+        ctx.weights, ctx.nw, ctx.n_heads, ctx.kind = weights, nw, n_heads, kind
+        # the patched forward's reader node only reads the gradients we return (a GEMM, a sum,
+        # a sink update) before the next layer's backward: one buffer serves every layer
+        ctx.reuse = type(q.grad_fn).__name__ == "_ReadBackward"
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):  # each [b, H, p, kh]
+        rstd, xhat, *ps = ctx.saved_tensors
+        H, dt = ctx.n_heads, grads[0].dtype
+        b, p, d = xhat.shape
+        buf = _workspace(grads[0], (3 * H, b, p, d), ctx.reuse)  # q, k, v input gradients
+        r = rstd.to(dt)  # [b, p, 1]
+        xh = xhat.to(dt)
+        for i, ((w, _), g, P) in enumerate(zip(ctx.weights, grads, ps)):
+            n, kh = w.shape[:2]
+            wf = w if ctx.nw is None else w * ctx.nw.to(w.dtype)  # W' [n, kh, d]
+            gg = g.reshape(b, n, H // n, p, kh)  # query heads grouped by key/value head
+            m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P) * (-1 / d)  # [n, g, b, p]
+            m2 = (m2 * r[..., 0]).unsqueeze(-1)  # -rstd * mean_d(g W' * xhat): [n, g, b, p, 1]
+            # out = -rstd * (m1 + m2 * xhat) in one pass, then += (rstd g) W' (one GEMM)
+            out = buf[i * H : (i + 1) * H].view(n, H // n, b, p, d)
+            if ctx.kind == "layer":  # an RMS norm subtracts no mean: no m1
+                m1 = torch.einsum("bngpk,nk->ngbp", gg, wf.mean(-1))
+                torch.addcmul((m1 * r[..., 0]).neg_().unsqueeze(-1), xh, m2, out=out)
+            else:
+                torch.mul(xh, m2, out=out)
+            gs = (gg * r[:, None, None]).permute(1, 2, 0, 3, 4)  # [n, g, b, p, kh]
+            out.view(n, -1, d).baddbmm_(gs.reshape(n, -1, kh), wf)
+        return buf[:H], buf[H : 2 * H], buf[2 * H :], None, None, None, None
+
+
+def norm_project(norm, q, k, v, weights, n_heads: int):
+    """``(project(norm(q)), project(norm(k)), project(norm(v)))``, each [b, H, p, kh], in one
+    step when it is exact to share (else None: the caller projects as usual).
+
+    ``weights``: three ``(w [n, kh, d], bias [n, kh] or None)``, ``n`` = ``n_heads`` or the
+    key/value heads of grouped-query attention (query head ``h`` uses ``h // (H / n)``).
+    Shares when q, k and v are one stream expanded over the heads (stride 0, as the patched
+    forward hands them in a gradient run with every edge kept), gradients are on, the norm's
+    own parameters are frozen and it is a recognized layer or RMS norm (:func:`_affine`);
+    see :class:`_NormProject` for the backward.
+    """
+    if not (_FUSE and torch.is_grad_enabled() and q.requires_grad and q.dim() == 4
+            and len(q) >= 2):
+        return None
+    if any(t.stride(0) != 0 or t.data_ptr() != q.data_ptr() or t.shape != q.shape
+           for t in (q, k, v)):
+        return None
+    if any(p.requires_grad for p in getattr(norm, "parameters", lambda: ())()):
+        return None
+    if any(t is not None and t.requires_grad for pair in weights for t in pair):
+        return None  # weight gradients wanted: autograd's own path gives them
+    x0 = q[0].detach()  # [b, p, d]
+    with torch.no_grad():
+        xn = norm(x0)  # the model's own norm: the forward values are its own
+        aff = _affine(norm, x0, xn)
+    if aff is None:
+        return None
+    return _NormProject.apply(q, k, v, xn, aff, tuple(weights), n_heads)

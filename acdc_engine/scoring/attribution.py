@@ -19,6 +19,7 @@ import torch
 
 from ..errors import AcdcError, UnknownNameError
 from ..graph import Scores
+from ..models.norms import release_workspace
 from ..patching import edge_grads, run
 from ..problem import Problem
 from ..progress import progress_bar
@@ -62,6 +63,7 @@ def attribute(
         return _attribute(problem, ig_steps if method == "eap-ig" else 1, method, progress,
                           chunk)
     finally:
+        release_workspace()  # the adapters' cached backward buffer (models.norms)
         for p in frozen:
             p.requires_grad_(True)
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter
 from acdc_engine.models import shared_norm
+from acdc_engine.models.norms import norm_project
 
 __all__ = ["DecoderAdapter", "attend", "project", "layer_window"]
 
@@ -170,9 +171,11 @@ class DecoderAdapter(ModelAdapter):
         attn, norm = self._attn(blk), self._attn_norm(blk)
         (wq, bq), (wk, bk), (wv, bv) = self._qkv(attn)
         H = self.n_heads
-        # shared_norm: one norm per layer when q, k and v are the unpatched stream (EAP)
-        qh, kh, vh = (project(shared_norm(norm, x), w, b, H)
-                      for x, (w, b) in ((q, (wq, bq)), (k, (wk, bk)), (v, (wv, bv))))
+        # norm_project / shared_norm: one norm per layer when q, k and v are the unpatched
+        # stream of a gradient run (EAP, EAP-IG), with the norm's backward fused in
+        fused = norm_project(norm, q, k, v, ((wq, bq), (wk, bk), (wv, bv)), H)
+        qh, kh, vh = fused or (project(shared_norm(norm, x), w, b, H)
+                               for x, (w, b) in ((q, (wq, bq)), (k, (wk, bk)), (v, (wv, bv))))
         # each [b, H, p, d_head]
         qh, kh = self._qk_norm(attn, qh, kh)
         tables = self._tables(layer)
@@ -206,6 +209,27 @@ class DecoderAdapter(ModelAdapter):
         bias = None if head.bias is None else head.bias.index_select(0, columns)
         return self._softcap(torch.nn.functional.linear(
             self._final_norm()(x), head.weight.index_select(0, columns), bias))
+
+    def unembed_into(self, x, out):
+        """``unembed(x)`` for ``x`` [n, d] written into ``out`` [n, vocab] (a buffer ACDC's
+        engine reuses); a family that overrides :meth:`unembed` gets a copy of it."""
+        if type(self).unembed is not DecoderAdapter.unembed:
+            return out.copy_(self.unembed(x))
+        head = self.model.lm_head
+        torch.mm(self._final_norm()(x), head.weight.T, out=out)
+        if head.bias is not None:
+            out.add_(head.bias)
+        if self.final_softcap is not None:  # the same arithmetic as _softcap, in place
+            out.div_(self.final_softcap).tanh_().mul_(self.final_softcap)
+        return out
+
+    def unembed_linear(self):
+        """(final norm, weight, bias) when ``unembed(x) == F.linear(norm(x), weight, bias)``;
+        None with soft-capping or an overridden :meth:`unembed`."""
+        if type(self).unembed is not DecoderAdapter.unembed or self.final_softcap is not None:
+            return None
+        head = self.model.lm_head
+        return self._final_norm(), head.weight, head.bias
 
     def _softcap(self, logits):
         if self.final_softcap is not None:

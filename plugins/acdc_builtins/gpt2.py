@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter, ModelFamily, shared_norm
+from acdc_engine.models.norms import norm_project
 
 
 class GPT2Adapter(ModelAdapter):
@@ -45,7 +46,8 @@ class GPT2Adapter(ModelAdapter):
 
     def _heads(self, layer, q, k, v, idx=None):
         block = self.tf.h[layer]
-        qh, kh, vh = (self._proj(block, x, i, idx) for i, x in enumerate((q, k, v)))
+        fused = None if idx is not None else self._norm_project(block, q, k, v)
+        qh, kh, vh = fused or (self._proj(block, x, i, idx) for i, x in enumerate((q, k, v)))
         scale = 1 / math.sqrt(self.d_head) if self.scale_weights else 1.0
         if self.inverse_layer:
             scale /= layer + 1
@@ -55,6 +57,14 @@ class GPT2Adapter(ModelAdapter):
         if idx is not None:
             w_o = w_o.index_select(0, idx)
         return torch.einsum("bhpk,hkd->hbpd", z, w_o)  # [n, b, p, d]
+
+    def _norm_project(self, block, q, k, v):
+        """q, k, v projections [b, H, p, d_head] in one step when the three inputs are the
+        unpatched stream of a gradient run (EAP, EAP-IG: :func:`norm_project`), else None."""
+        d, H, dh = self.d_model, self.n_heads, self.d_head
+        w = block.attn.c_attn.weight.view(d, 3, H, dh).permute(1, 2, 3, 0)  # [3, H, dh, d]
+        b = block.attn.c_attn.bias.view(3, H, dh)
+        return norm_project(block.ln_1, q, k, v, [(w[i], b[i]) for i in range(3)], H)
 
     def attn_heads(self, layer, q, k, v):
         return self._heads(layer, q, k, v)
@@ -86,6 +96,15 @@ class GPT2Adapter(ModelAdapter):
         """``unembed(x)[..., columns]`` without the other logits: [..., len(columns)] (a
         metric that reads a few logits, e.g. the logit difference, in ACDC's engine)."""
         return self.tf.ln_f(x) @ self.model.lm_head.weight.index_select(0, columns).T
+
+    def unembed_into(self, x, out):
+        """``unembed(x)`` for ``x`` [n, d] written into ``out`` [n, vocab] (a buffer ACDC's
+        engine reuses: a fresh 50k-wide logits tensor per evaluation costs page faults)."""
+        return torch.mm(self.tf.ln_f(x), self.model.lm_head.weight.T, out=out)
+
+    def unembed_linear(self):
+        """``unembed(x) == F.linear(ln_f(x), weight)``: (final norm, weight, bias None)."""
+        return self.tf.ln_f, self.model.lm_head.weight, None
 
 
 def _is_gpt2(model) -> bool:
