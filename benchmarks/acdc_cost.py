@@ -6,6 +6,7 @@
     python benchmarks/acdc_cost.py --device cuda --batch 32 # on a GPU
     python benchmarks/acdc_cost.py --guided                 # ACDC vs guided ACDC on tiny-ioi
     python benchmarks/acdc_cost.py --metric-cost            # one evaluation's unembedding + KL
+    python benchmarks/acdc_cost.py --eval-cost --threads 2  # one evaluation, four ways
 
 Builds a GPT-2-small-shaped model (12 layers x 12 heads, 32,491 edges; ``--d-model`` reduces the
 width for CPUs) with random weights, saves it and loads it by path through acdc-engine, draws a
@@ -33,6 +34,15 @@ alike), what one engine evaluation of ``--speculate`` stacked candidates spends 
 work: the unembedding ``[candidates x batch, d_model] @ [d_model, vocab]``, the KL divergence as
 the plain metric computes it on the repeated batch (two ``log_softmax``, ``exp``, sum: the form
 before the prepared metrics), and the prepared KL the engine uses (clean side kept per batch).
+
+``--eval-cost`` instead times, interleaved in one process, one engine evaluation of
+``--speculate`` stacked candidates on the GPT-2-small-shaped model, the kind that dominates a
+whole run (87% of its candidates): testing the query edges into head a11.5 whose only kept
+write is the logits. Four ways: the logits as a fresh tensor from ``adapter.unembed`` and the
+head re-run on c copies of its keys and values (before), the logits written into the engine's
+reused buffer, then also unembedded at low rank, then also the candidates' queries as query
+rows of one attention (the engine now); it prints the median times, their ratios and the
+largest difference of the metric values.
 
 tau: ``--tau auto`` (default) takes the median of the positive single-edge damages of the
 logits' incoming edges (one batched evaluation), which prunes the graph to a sparse circuit as
@@ -174,6 +184,62 @@ def metric_cost(args):
           f"max |difference| {err:.2e}")
 
 
+def eval_cost(args, problem):
+    """One node's evaluation, three ways interleaved (see the module docstring)."""
+    import numpy as np
+
+    from acdc_engine.scoring.acdc import engine as engine_mod
+    from acdc_engine.scoring.acdc import visit_order
+
+    problem = problem.with_metric(problem.metric)
+    g = problem.graph
+    keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
+    v = next(i for i, n in enumerate(g.nodes) if n.name == f"a{g.n_layers - 1}.5")
+    keep[v, g.mlp_slot(g.n_layers - 1)] = False  # the head writes into the logits only
+    eng = engine_mod.Engine(problem, keep)
+    eng.reset()
+    edges = dict(visit_order(g))[v]
+    eng.begin_node(v, expected=len(edges))
+    st, into = eng.states[0], eng.unembed.into
+    low = st.low
+    sets = [edges[: j + 1] for j in range(args.speculate)]
+
+    rows_ok = eng.multi_query_ok
+
+    def way(fresh, low_rank, query_rows):
+        def fn():
+            st.low = low if low_rank else None
+            eng.unembed.into = None if fresh else into
+            eng.multi_query_ok = rows_ok and query_rows
+            try:
+                return eng.evaluate(sets)
+            finally:
+                eng.unembed.into, eng.multi_query_ok = into, rows_ok
+        return fn
+
+    jobs = {"fresh logits (before)": way(True, False, False),
+            "reused buffer": way(False, False, False),
+            "+ low rank": way(False, True, False),
+            "+ query rows (now)": way(False, True, True)}
+    values = {k: f() for k, f in jobs.items()}  # the first round warms up
+    wall = {k: [] for k in jobs}
+    for _ in range(args.repeats):
+        for name, fn in jobs.items():
+            t0 = time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+    ms = {k: statistics.median(w) * 1000 for k, w in wall.items()}
+    ref = values["fresh logits (before)"]
+    print(f"one evaluation of {len(sets)} candidates x {len(problem.batches[0])} examples "
+          f"(testing {g.nodes[v].name}'s query edges, low rank available: {low is not None}, "
+          f"query rows: {rows_ok}), "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} (ms):")
+    for k in jobs:
+        err = max(abs(a - b) for a, b in zip(values[k], ref))
+        print(f"  {k:22s} {ms[k]:8.1f}  x{ms[k] / ms['fresh logits (before)']:.2f}  "
+              f"max |metric difference| {err:.2e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=12)
@@ -199,7 +265,10 @@ def main():
     ap.add_argument("--examples", type=int, default=64, help="--guided: ioi examples")
     ap.add_argument("--metric-cost", action="store_true",
                     help="time one evaluation's unembedding and KL instead (see above)")
-    ap.add_argument("--repeats", type=int, default=5, help="--metric-cost: timed rounds")
+    ap.add_argument("--eval-cost", action="store_true",
+                    help="time one engine evaluation three ways instead (see above)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="--metric-cost, --eval-cost: timed rounds")
     ap.add_argument("--taus", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03],
                     help="--guided: thresholds")
     args = ap.parse_args()
@@ -236,6 +305,8 @@ def main():
         metric = registry().metric("kl_div")
         problem = Problem.build(lm, data, metric, "corrupted", batch_size=B)  # one batch
         batch = problem.batches[0]
+        if args.eval_cost:
+            return eval_cost(args, problem)
 
         with torch.no_grad():
             run(lm.adapter, batch.clean, last_only=True)
@@ -279,7 +350,8 @@ def main():
         fast_s, fast_cpu = t1 - t_fast, c1 - c_fast
         n_fast = fast.n_tested
         print(f"fast:  {n_fast} edges tested ({fast.n_evaluations} candidate evaluations, "
-              f"{fast.node_evaluations / max(1, fast.n_evaluations):.1f} nodes re-run each), "
+              f"{fast.node_evaluations / max(1, fast.n_evaluations):.1f} nodes re-run each, "
+              f"{fast.info.get('low_rank_evaluations', 0)} unembedded at low rank), "
               f"{fast.n_kept} kept of {g.n_edges}, in {fast_s:.1f}s")
 
         # -- naive: two stretches ------------------------------------------------------------

@@ -20,6 +20,14 @@ family with a faster one overrides it and declares ``fast_head_subset = True`` (
 ``head_subset_last_query = True`` when ``q`` may hold the last position only). The engine checks
 a declared kernel against ``attn_heads`` before trusting it.
 
+Optional unembedding forms (ACDC's engine scores many candidates through them; both must equal
+``unembed`` to float rounding): ``unembed_columns(x, columns)`` -> ``unembed(x)[..., columns]``
+without the other logits; ``unembed_into(x, out)`` writes ``unembed(x)`` for ``x`` [n, d] into a
+reused ``out`` [n, vocab]; ``unembed_linear()`` -> ``(final_norm, weight, bias)`` when
+``unembed(x) == F.linear(final_norm(x), weight, bias)`` (else None), which lets the engine
+unembed a change confined to a few heads' subspaces at low rank. A family without them gets the
+full ``unembed``.
+
 Optional hook point for MLP neurons: :meth:`ModelAdapter.mlp_out_proj` names the module of a
 layer's MLP whose *input* is the hidden activation ``[batch, pos, d_mlp]`` (after the
 nonlinearity and any gating), and :meth:`ModelAdapter.mlp_from_hidden` maps a hidden activation

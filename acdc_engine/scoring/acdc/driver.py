@@ -143,6 +143,7 @@ class _Pruner:
                              self.cur, self.tau, eng.evaluations, eng.node_evals,
                              prior_s + time.perf_counter() - t0, nodes_done, complete,
                              info={"resumed_from": start} if start else {})
+        result.info["low_rank_evaluations"] = eng.low_rank_evals  # this call's (engine.py)
         check_outcome(result, self.damages, g, stacklevel=4)  # the caller of acdc()
         if self.estimates is not None:
             result.info["group_removals"] = self.info_groups
@@ -172,7 +173,8 @@ class _Pruner:
     def _node(self, node: int, edges: list[int]) -> bool:
         """Decide every edge into ``node``; False when ``max_tested`` stopped the run."""
         eng = self.engine
-        if not eng.begin_node(node):  # dead: nothing it does can reach the logits
+        # dead: nothing it does can reach the logits
+        if not eng.begin_node(node, expected=len(edges)):
             for e in edges:
                 self._remove(e)
             return True

@@ -19,6 +19,13 @@ only what they can change.
       clean distribution's side, and a metric that reads a few logit columns (logit
       difference) gets only those, unembedded through the adapter's ``unembed_columns(x,
       columns)`` when it has one (else the full unembedding, then the columns).
+    * A full-vocabulary metric reads the logits from one reused buffer (``unembed_into``), in
+      groups of ``SCORE_ROWS`` rows; when every re-run writer that reaches the logits directly
+      is a head, the candidates are unembedded at low rank (:mod:`.kernel`: 87% of them in the
+      GPT-2-small benchmark).
+    * While only a head's query edges are tested, the candidates' last queries go through one
+      attention over its current keys and values as query rows (when the kernel accepts them,
+      :func:`.kernel.accepts_query_rows`).
 
 Up to floating-point summation order the tested masks and metric values are those of the
 reference (:mod:`.reference`), so the decisions are the same: do not change the order of any
@@ -37,11 +44,13 @@ from ...metrics import Stacked
 from ...patching import run
 from ...problem import Problem
 from ...tasks import Batch
-from .kernel import head_kernel
+from .kernel import LowRankUnembed, Unembedding, accepts_query_rows, head_kernel
 from .plan import HeadsStep, Mixer, NodePlan, Planner
 
 __all__ = ["Engine"]
 
+SCORE_ROWS = 128
+"""Rows of logits (candidates x examples x read positions) handed to the metric at once."""
 
 @dataclass
 class Candidates:
@@ -68,6 +77,7 @@ class BatchState:
     cur_in: dict = field(default_factory=dict)  # slot of v -> [b, p, d] current input
     cand: Candidates | None = None  # the last evaluation
     scorer: Stacked | None = None  # the metric prepared for this batch's stacked candidates
+    low: LowRankUnembed | None = None  # this node's low-rank unembedding, when it applies
 
 
 class Engine:
@@ -89,8 +99,11 @@ class Engine:
         self.n = problem.n_examples
         self.states = [BatchState(b, problem.ablated(i), scorer=self.metric.stacked(b))
                        for i, b in enumerate(problem.batches)]
-        self.unembed_columns = getattr(self.adapter, "unembed_columns", None)
+        self.low_rank_evals = 0  # candidates unembedded at low rank
         self.heads_fn, self.last_query_ok = head_kernel(model)
+        self.multi_query_ok = accepts_query_rows(model, self.heads_fn, self.last_query_ok)
+        self.unembed = Unembedding(self.adapter, self.heads_fn, self.dev, self.dtype)
+        self.unembed_columns = getattr(self.adapter, "unembed_columns", None)
         # a batch that reads other positions than the last: the logits read every position
         self.all_pos = not all(b.last_only for b in problem.batches)
         self.planner = Planner(self.g, self.last_query_ok, self.dev, self.dtype, self.all_pos)
@@ -143,8 +156,10 @@ class Engine:
         return out
 
     # -- one node ------------------------------------------------------------------------------
-    def begin_node(self, v: int) -> bool:
-        """Prepare to test edges into node ``v``; False if ``v`` is dead (cannot reach logits)."""
+    def begin_node(self, v: int, expected: int | None = None) -> bool:
+        """Prepare to test edges into node ``v``; False if ``v`` is dead (cannot reach logits).
+        ``expected``: about how many candidates will be evaluated (the low-rank unembedding's
+        per-node set-up is only worth it for enough of them)."""
         keep = self.keep
         self.plan = plan = self.planner.plan(keep, v)
         if plan is None:
@@ -156,6 +171,18 @@ class Engine:
             vin = self._read(st, plan.v_slots, keep[:, plan.v_slots])
             st.cur_in = {s: vin[i] for i, s in enumerate(plan.v_slots)}
             st.cand = None
+        bases = None
+        if not (plan.is_logits or self.all_pos
+                or any(st.scorer.columns is not None for st in self.states)):
+            writers = [self.g.nodes[plan.rerun[i]] for i in plan.logit_mixer.cols.tolist()]
+            bases = self.unembed.low_rank_bases(writers, max(len(st.batch) for st in self.states),
+                                                expected)
+        shared = None if bases is None else LowRankUnembed.node_part(self.unembed.affine, bases)
+        for st in self.states:
+            st.low = None
+            if shared is not None:
+                F = st.F[plan.logit_mixer.rows.start, :, -1]  # [b|1, d] fixed final residual
+                st.low = LowRankUnembed(shared, F.expand(len(st.batch), -1))
         return True
 
     def max_candidates(self) -> int:
@@ -163,6 +190,9 @@ class Engine:
         st, plan = self.states[0], self.plan
         per_example = st.out[0, 0].numel() * st.out.element_size()
         per_cand = (len(plan.rerun) + 3 * len(plan.v_slots) + 2) * per_example * self.n
+        if self.unembed.into is not None and st.scorer.columns is None:  # the logits buffer
+            rows = max(len(s.batch) * s.batch.k for s in self.states)  # one batch at a time
+            per_cand += rows * self.unembed.vocab_size(st.out) * st.out.element_size()
         return max(1, int(self.mem_budget // per_cand))
 
     def _mix(self, st: BatchState, chg: torch.Tensor, mixer: Mixer, last: bool,
@@ -221,9 +251,10 @@ class Engine:
                 cand_in[s] = base[None].expand(c, *base.shape)
         return cand_in
 
-    def _rerun(self, st: BatchState, cand_in: dict[int, torch.Tensor],
-               c: int) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1 or p, d])."""
+    def _rerun(self, st: BatchState, cand_in: dict[int, torch.Tensor], c: int,
+               changed=()) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1 or p, d]).
+        ``changed``: v's input slots some candidate changes."""
         plan, g = self.plan, self.g
         if plan.is_logits:
             return None, cand_in[g.logits_slot]
@@ -233,7 +264,18 @@ class Engine:
             chg[i, :, :, : p - 1] = 0
         node = g.nodes[plan.v]
         at = slice(None) if plan.need_all[plan.v] else slice(p - 1, p)
-        if node.kind is NodeKind.ATTN:
+        qs, ks, vs = plan.v_slots if node.kind is NodeKind.ATTN else (None, None, None)
+        if (node.kind is NodeKind.ATTN and self.multi_query_ok and plan.v_last[qs]
+                and not plan.need_all[plan.v] and ks not in changed and vs not in changed):
+            # only the query changes: the candidates' last queries as query rows of one
+            # attention over the current keys and values (not c copies of them)
+            q = cand_in[qs][:, :, -1].transpose(0, 1)  # [b, c, d]
+            if c == p:  # as many queries as keys would read as a causal full-sequence call
+                q = torch.cat([q, q[:, -1:]], 1)
+            out = self.heads_fn(node.layer, [node.head], q[None], st.cur_in[ks][None],
+                                st.cur_in[vs][None])[0]  # [b, c (+1), d]
+            out = out[:, :c].transpose(0, 1)[:, :, None]  # [c, b, 1, d]
+        elif node.kind is NodeKind.ATTN:
             q, k, vv = (cand_in[s].reshape(1, c * b, -1, d) for s in plan.v_slots)
             out = self.heads_fn(node.layer, [node.head], q, k, vv)[0]
         else:
@@ -275,22 +317,64 @@ class Engine:
         c = len(sets)
         removals = self._removals(sets)
         totals = [0.0] * c
+        low = all(st.low is not None for st in self.states)
         for st in self.states:
             b, d = st.out.shape[1], st.out.shape[3]
             self.adapter.prepare(st.batch.clean)  # per-run state (e.g. rotary tables)
             cand_in = self._candidate_inputs(st, removals, c)
-            chg, final = self._rerun(st, cand_in, c)
+            chg, final = self._rerun(st, cand_in, c, removals.keys())
             if self.all_pos:  # final [c, b, p, d] -> at the read positions [c, b, k, d]
                 idx = st.batch.positions[None, :, :, None].expand(c, -1, -1, d)
                 final = final.gather(2, idx)
-            logits = self._unembed(final.reshape(c * b, -1, d), st.scorer.columns)
-            values = st.scorer(logits.view(c, b, *logits.shape[1:])).sum(1).tolist()
+            values = self._score(st, chg, final.reshape(c, b, -1, d)).sum(1).tolist()
             for j in range(c):
                 totals[j] += values[j]
             st.cand = Candidates(chg, cand_in)
         self.evaluations += c
+        if low and all(st.low is not None for st in self.states):  # no batch fell back
+            self.low_rank_evals += c
         self.node_evals += c * (len(self.plan.rerun) + 1)
         return [t / self.n for t in totals]
+
+    def _score(self, st: BatchState, chg: torch.Tensor | None,
+               final: torch.Tensor) -> torch.Tensor:
+        """The metric [c, b] of the final residuals ``final`` [c, b, k, d] (``chg``: the re-run
+        writers' outputs, for the low-rank unembedding).
+
+        A metric that reads a few columns gets only those (:meth:`_unembed`). Otherwise the
+        adapter's ``unembed_into(x, out)``, when it has one, writes every candidate's logits into
+        one reused buffer (a fresh 50k-wide tensor per evaluation costs as much in page faults as
+        a third of the GEMM), and the metric, which may overwrite its input, reads views of it
+        ``SCORE_ROWS`` rows at a time (its own temporaries stay small enough for the allocator
+        to reuse and the cache to hold); each candidate's value is computed on its own rows
+        alone, so the grouping changes no number. With a low-rank unembedding for the node
+        (:mod:`.kernel`) the logits are one ``[rows, r + b + 1]`` product away."""
+        scorer = st.scorer
+        c, b, k, d = final.shape
+        fn = self.unembed.into
+        if scorer.columns is not None or fn is None:
+            logits = self._unembed(final.reshape(c * b, k, d), scorer.columns)
+            return scorer(logits.view(c, b, k, -1))
+        rows = c * b * k
+        buf = self.unembed.buffer(rows, final)  # [rows, vocab]
+        inp = None
+        if st.low is not None:
+            mixer = self.plan.logit_mixer
+            writes = [chg[u, :, :, -1] * mixer.K[0, i] for i, u in enumerate(mixer.cols.tolist())]
+            inp = st.low.inputs(writes, final[:, :, -1])  # [rows, r + b + 1]
+            if inp is None:  # a write outside its basis: the full unembedding from now on
+                st.low = None
+        if inp is None:
+            fn(final.reshape(rows, d), buf)
+        per = b * k  # rows per candidate
+        g = max(1, SCORE_ROWS // per)  # candidates per metric call
+        values = []
+        for i in range(0, c, g):
+            at = slice(i * per, min(i + g, c) * per)
+            if inp is not None:  # each group's logits just before the metric reads them
+                torch.mm(inp[at], st.low.A, out=buf[at])
+            values.append(scorer(buf[at].view(-1, b, k, buf.shape[1])))
+        return torch.cat(values)
 
     def _unembed(self, x: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
         """Logits [n, k, vocab] of the final residual ``x`` [n, k, d], or only at the metric's
@@ -318,5 +402,5 @@ class Engine:
 
     def end_node(self) -> None:
         for st in self.states:
-            st.F, st.cand, st.cur_in = None, None, {}
+            st.F, st.cand, st.cur_in, st.low = None, None, {}, None
         self.plan = None
