@@ -67,16 +67,23 @@ class PositionSplit:
         if spec.lower() == "tokens":
             lengths = sorted({len(c) for c in data.clean})
             if len(lengths) != 1:
+                named = ", ".join(n for n, _ in named_positions(data))
                 raise AcdcError(
                     f"position-aware edges by token index need prompts of one length; task "
-                    f"{data.task!r} has lengths {lengths[:8]}: use its named positions "
-                    f"(--positions named) or a task of one length")
+                    f"{data.task!r} has lengths {lengths[:8]}: " + (
+                        f"use its named positions (--positions named: {named})" if named else
+                        "use a task of one length, or rows with named positions "
+                        "('<name>_pos' keys)"))
             return cls("tokens", tuple(str(i) for i in range(lengths[0])))
         declared = named_positions(data)
         if not declared:
+            one = len({len(c) for c in data.clean}) == 1
             raise AcdcError(
                 f"task {data.task!r} declares no named positions (row keys '<name>_pos' "
-                "holding a token index, e.g. 'io_pos'); use --positions tokens instead")
+                "holding a token index, e.g. 'io_pos')" + (
+                    "; use --positions tokens instead" if one else
+                    "; add such keys to its rows (its prompts have several lengths, so token "
+                    "positions do not apply either)"))
         if spec.lower() == "named":
             chosen = declared
         else:

@@ -151,6 +151,29 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
     return pairs
 
 
+def with_positions(row: dict, tokenizer=None) -> dict:
+    """``row`` with its named positions (docs/positions.md): the token indices ``io_pos`` (the
+    indirect object), ``s1_pos`` and ``s2_pos`` (the subject's two mentions) and ``end_pos``
+    (the last token) of the clean prompt for ``tokenizer`` (words without one). A row whose
+    prefix tokenizes differently from the whole prompt keeps no position keys."""
+    from .literature.common import ids, position
+
+    words = TEMPLATES[row["template"]].split()
+    clean = row["clean"]
+    starts, at = [], 0
+    for w in clean.split(" "):
+        starts.append(at)
+        at += len(w) + 1
+    full = ids(tokenizer, clean)
+    slot = {k: [i for i, w in enumerate(words) if w == "{" + k + "}"] for k in _NAME_FIELDS}
+    found = [position(tokenizer, clean, starts[i], full)
+             for i in (slot["A"][0], slot["B"][0], slot["B"][1])]
+    if None in found:
+        return row
+    return {**row, "io_pos": found[0], "s1_pos": found[1], "s2_pos": found[2],
+            "end_pos": len(full) - 1}
+
+
 def vocabulary() -> list[str]:
     """Every word that templates, names, places and objects can produce, sorted."""
     words: set[str] = set(NAMES) | set(PLACES) | set(OBJECTS)

@@ -11,10 +11,10 @@ from functools import lru_cache
 from acdc_engine.hookspecs import hookimpl
 
 
-def _ioi_rows(n: int | None, seed: int = 0) -> list[dict]:
-    from .ioi import make_pairs
+def _ioi_rows(n: int | None, seed: int = 0, tokenizer=None) -> list[dict]:
+    from .ioi import make_pairs, with_positions
 
-    return make_pairs(64 if n is None else n, seed=seed)
+    return [with_positions(r, tokenizer) for r in make_pairs(64 if n is None else n, seed=seed)]
 
 
 @lru_cache(maxsize=1)

@@ -48,3 +48,20 @@ def test_greater_than_positions(tokenizer):
         yy = lab[i].tolist().index(1)
         assert tokenizer.decode([toks[yy]]) == f"{data.rows[row]['year']:02d}"
         assert tokenizer.decode([toks[lab[i].tolist().index(0)]]).strip() == data.rows[row]["noun"]
+
+
+def test_builtin_ioi_positions_on_tiny_ioi():
+    """The default task on the shipped word-level model names the same positions."""
+    from acdc_engine.api import load_model
+
+    tok = load_model("tiny-ioi").tokenizer
+    rows, data, split = _split("ioi", tok, n=16)
+    assert set(split.names) == {"IO", "S1", "S2", "END", "other"}
+    for batch in data.batches(64):
+        lab = split.labels(batch)
+        for i, row in enumerate(batch.rows):
+            words = tok.convert_ids_to_tokens(batch.clean[i].tolist())
+            at = {split.names[g]: p for p, g in enumerate(lab[i].tolist())}
+            assert " " + words[at["IO"]] == data.rows[row]["answer"]
+            assert " " + words[at["S1"]] == " " + words[at["S2"]] == data.rows[row]["wrong_answer"]
+            assert at["S1"] < at["S2"] < at["END"] == len(words) - 1
