@@ -27,7 +27,7 @@ import torch
 
 from .errors import AcdcError
 from .graph import Graph, NodeKind, parse_edge, parse_node
-from .patching import run
+from .patching import run, writer_outputs
 from .problem import Problem
 
 __all__ = ["Intervention", "InterventionStack", "SOURCES", "evaluate_interventions",
@@ -128,10 +128,9 @@ def source_activations(problem: Problem, i: int, source: str) -> torch.Tensor | 
         return problem.ablated(i)
     with torch.no_grad():
         if source == "mean":  # the mean over this batch's corrupted prompts, per position
-            _, acts = run(adapter, batch.corrupted, collect=True, last_only=True)
-            return acts.mean(1, keepdim=True)
+            return writer_outputs(adapter, batch.corrupted).mean(1, keepdim=True)
         ids = batch.clean if source == "clean" else batch.corrupted
-        _, acts = run(adapter, ids, collect=True, last_only=True)
+        acts = writer_outputs(adapter, ids)
     return acts
 
 

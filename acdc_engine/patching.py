@@ -48,7 +48,8 @@ import torch
 from .errors import UnknownNameError
 from .models.adapter import ModelAdapter
 
-__all__ = ["run", "edge_grads", "Ablation", "ABLATIONS", "Prefix", "reuse_prefix"]
+__all__ = ["run", "writer_outputs", "edge_grads", "Ablation", "ABLATIONS", "Prefix",
+           "reuse_prefix"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -461,6 +462,16 @@ def run(
     return logits
 
 
+def writer_outputs(adapter: ModelAdapter, input_ids: torch.Tensor,
+                   mask: torch.Tensor | None = None, ablated: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Every writer's output in a (patched) run, [n_writers, batch, pos, d_model], without
+    unembedding anything (the run reads no position: a vocabulary-sized product saved)."""
+    none = torch.empty(input_ids.shape[0], 0, dtype=torch.long, device=input_ids.device)
+    return run(adapter, input_ids, mask=mask, ablated=ablated, collect=True, positions=none,
+               labels=labels)[1]
+
+
 def _reader_groups(g):
     """(writers upstream, reader columns) for each group of readers that share a prefix."""
     for layer in range(g.n_layers):
@@ -514,7 +525,7 @@ class Ablation:
         sums: dict[int, tuple[torch.Tensor, int]] = {}
         with torch.no_grad():
             for b in batches:
-                _, acts = run(adapter, b.corrupted, collect=True, last_only=True)
+                acts = writer_outputs(adapter, b.corrupted)
                 p = b.corrupted.shape[1]
                 s, n = sums.get(p, (0, 0))
                 sums[p] = (s + acts.sum(1, keepdim=True), n + len(b))
@@ -531,5 +542,5 @@ class Ablation:
                 raise RuntimeError("mean ablation needs .fit() on the task's batches first")
             return self._means[p]
         with torch.no_grad():
-            _, acts = run(adapter, batch.corrupted, collect=True, last_only=True)
+            acts = writer_outputs(adapter, batch.corrupted)
         return acts

@@ -97,7 +97,8 @@ def evaluate_scores(
     params = {"task": task_obj.name, "task_ref": task_ref(task, task_obj), "method": method,
               "metric": metric_obj.name, "ablation": abl.kind, "seed": cfg.seed,
               "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets),
-              "position_split": cfg.positions, "source": label if source is None or not source.run_id else source.run_id}
+              "position_split": cfg.positions,
+              "source": label if source is None or not source.run_id else source.run_id}
 
     def work(rec: Recorder) -> EvaluationResult:
         lm, problem = recorded_setup(rec, params, model, task_obj, metric_obj, abl.kind, cfg)

@@ -101,7 +101,7 @@ def test_removing_every_position_is_removing_the_edge(model):
         [base.to_dense(keep.float())])[0]
     assert a == pytest.approx(b, abs=1e-5)
     # and removing it at one group only is something else (for some edge into a late reader)
-    e = base.edge_index[f"input->logits"]
+    e = base.edge_index["input->logits"]
     one = g.full_mask(1.0)
     one[g.dense_index(g.edge_index["input->logits@END"])] = 0
     allm = plain.graph.full_mask(1.0)

@@ -41,7 +41,7 @@ import torch
 
 from ...graph import NodeKind
 from ...metrics import Stacked
-from ...patching import run
+from ...patching import writer_outputs
 from ...problem import Problem
 from ...tasks import Batch
 from .kernel import LowRankUnembed, Unembedding, accepts_query_rows, head_kernel
@@ -140,8 +140,7 @@ class Engine:
         """Writer outputs under the current mask, from one patched forward per batch."""
         mask = self._dense(self.keep)
         for st in self.states:
-            _, st.out = run(self.adapter, st.batch.clean, mask=mask, ablated=st.abl,
-                            collect=True, last_only=True)
+            st.out = writer_outputs(self.adapter, st.batch.clean, mask=mask, ablated=st.abl)
 
     def _read(self, st: BatchState, slots: list[int], coef_keep: np.ndarray) -> torch.Tensor:
         """``bias + sum_u (1 - keep) abl_u + coef_keep * out_u`` for ``slots``: [n, b|1, p, d]."""
