@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-
 import pytest
 import torch
 
@@ -16,16 +14,10 @@ from acdc_engine.problem import Problem
 from acdc_engine.scoring import attribute
 from acdc_engine.scoring.acdc import AcdcConfig, acdc_naive
 from acdc_engine.tasks import prepare
-from acdc_engine.testing.builders import random_pairs
+from split_rows import named_rows
 
 
-def _rows(n=8, length=6, seed=0):
-    rng = random.Random(seed)
-    rows = random_pairs(n, length, seed)
-    for r in rows:
-        a, b = rng.sample(range(length - 1), 2)
-        r.update(a_pos=a, b_pos=b, end_pos=-1)
-    return rows
+_rows = named_rows
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -22,16 +20,10 @@ from acdc_engine.problem import Problem
 from acdc_engine.scoring import attribute, exact_scores
 from acdc_engine.tasks import prepare
 from acdc_engine.testing.builders import random_pairs
+from split_rows import named_rows
 
 
-def _rows(n=8, length=6, seed=0):
-    """Random pairs with named positions: A (varies per row), B, END (the last token)."""
-    rng = random.Random(seed)
-    rows = random_pairs(n, length, seed)
-    for r in rows:
-        a, b = rng.sample(range(length - 1), 2)
-        r.update(a_pos=a, b_pos=b, end_pos=-1)
-    return rows
+_rows = named_rows
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
