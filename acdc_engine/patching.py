@@ -25,7 +25,7 @@ Position-aware edges (:meth:`acdc_engine.graph.Graph.with_positions`): a mask
 ``[n_writers, n_readers, n_groups]`` with per-token group ``labels`` [batch, pos] reads token
 ``t`` through column ``labels[t]`` of the mask, ``in_v[t] = resid_v[t] + sum_u (mask[u, v,
 labels[t]] - 1) * delta_u[t]``: the correction is one product per group over that group's
-tokens, and ``mask.grad`` sums per-token products into their groups (:class:`_Groups`), the
+tokens, and ``mask.grad`` sums per-token products into their groups (:class:`TokenGroups`), the
 same multiply-adds as without positions, so the sum over groups of ``mask.grad`` is the
 unsplit graph's.
 
@@ -39,76 +39,19 @@ run's residual stream there (:class:`Prefix`; the ``acdc view`` session uses it)
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
 
 from .errors import UnknownNameError
 from .models.adapter import ModelAdapter
+from .prefix import Prefix, current_prefix, reuse_prefix
+from .token_groups import TokenGroups
 
 __all__ = ["run", "writer_outputs", "edge_grads", "Ablation", "ABLATIONS", "Prefix",
            "reuse_prefix"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
-
-
-_TOKEN_CHUNK = 16 << 20
-"""Entries of per-token edge products held at once by :meth:`_Groups.products` (64 MiB)."""
-
-
-class _Groups:
-    """The tokens of each position group of a run: ``labels`` [b, p] flattened, and each
-    group's flat token indices (for the forward correction, :meth:`correction`)."""
-
-    def __init__(self, labels: torch.Tensor, n_groups: int):
-        self.flat = labels.reshape(-1)  # [T = b * p]
-        if len(self.flat) and (int(self.flat.min()) < 0 or int(self.flat.max()) >= n_groups):
-            raise ValueError(f"position labels must lie in 0..{n_groups - 1}, the mask's groups")
-        order = torch.argsort(self.flat, stable=True)
-        self.idx = order.split(torch.bincount(self.flat, minlength=n_groups).tolist())
-        self.n_groups = n_groups
-        self.b, self.p = labels.shape
-
-    def correction(self, m: torch.Tensor, src: torch.Tensor, abl) -> torch.Tensor:
-        """``sum_u (m[u, :, labels[t]] - 1) * (src - abl)[u, t]`` for every token ``t``:
-        m [n, s, G], src [n, b, p, d], abl [n, b or 1, p, d] or None -> [s, b, p, d]."""
-        n, s, _ = m.shape
-        dm = src.shape[-1]
-        x = src.reshape(n, -1, dm)  # [n, T, d]
-        a = None if abl is None else abl.reshape(n, -1, dm)  # [n, T or p, d]
-        out = src.new_zeros(s, x.shape[1], dm)
-        for grp, idx in enumerate(self.idx):
-            mg = m[:, :, grp]
-            if len(idx) == 0 or bool((mg == 1).all()):
-                continue
-            idx = idx.to(src.device)
-            d = x.index_select(1, idx)  # [n, t, d]
-            if a is not None:  # a mean ablation broadcasts over the batch: token -> position
-                d = d - a.index_select(1, idx if a.shape[1] == x.shape[1] else idx % self.p)
-            mt = (mg - 1).T.to(src.dtype)  # [s, n]
-            out.index_copy_(1, idx, (mt @ d.reshape(n, -1)).view(s, len(idx), dm))
-        return out.view(s, *src.shape[1:])
-
-    def products(self, delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``sum_{t in group} delta_u[t] . grad_v[t]`` per group: delta [n, b, p, d], grad
-        [s, b, p, d] -> [n, s, G] float32.
-
-        One small GEMM per token, batched (``[T, n, d] @ [T, d, s]`` on strided views of the
-        two tensors: nothing is copied or sorted), then each token's [n, s] product is added
-        to its group's; the same multiply-adds as the unsplit product. Tokens go in chunks
-        that bound the per-token products to about 64 MiB."""
-        n, s, dm = delta.shape[0], grad.shape[0], delta.shape[-1]
-        x = delta.reshape(n, -1, dm).transpose(0, 1)  # [T, n, d] (a view)
-        y = grad.reshape(s, -1, dm).permute(1, 2, 0)  # [T, d, s] (a view)
-        out = torch.zeros(self.n_groups, n, s, device=delta.device, dtype=torch.float32)
-        flat = self.flat.to(delta.device)
-        step = max(1, _TOKEN_CHUNK // max(1, n * s))
-        for lo in range(0, x.shape[0], step):
-            part = torch.bmm(x[lo : lo + step], y[lo : lo + step])  # [t, n, s]
-            out.index_add_(0, flat[lo : lo + step], part.float())
-        return out.permute(1, 2, 0)
 
 
 def _rows_any(t: torch.Tensor) -> torch.Tensor:
@@ -135,7 +78,7 @@ class _Backward:
 
     def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
         self.src, self.abl, self.inplace, self.sink = src, abl, inplace, sink
-        self.groups = groups  # _Groups of a position-aware mask, else None
+        self.groups = groups  # TokenGroups of a position-aware mask, else None
         self.delta = src if abl is None else None  # no ablated outputs: src is the delta
 
     def upto(self, n: int) -> torch.Tensor:
@@ -248,52 +191,6 @@ def _first_layer(g, mask: torch.Tensor) -> int:
     return 0 if w == 0 else (w - 1) // g.per_layer
 
 
-class Prefix:
-    """The clean run's residual stream at the start of each layer, per input, for one adapter.
-
-    Inside :func:`reuse_prefix`, a run without gradients, collection, fixed delta or replaced
-    embeddings starts at the layer of the first writer with a removed edge, from the residual
-    stream a clean run of the same ``input_ids`` left there (every writer before that layer
-    computes exactly what it computes in the clean run), and fills in what it passes through;
-    a clean run is then only its unembedding. Holds ``n_layers + 1`` tensors [b, p, d] per
-    input. Stale once the model changes (a hook, new weights): :meth:`clear` it then.
-    """
-
-    def __init__(self, adapter: ModelAdapter):
-        self.adapter = adapter
-        self._entries: list[tuple[torch.Tensor, dict[int, torch.Tensor]]] = []
-
-    def states(self, input_ids: torch.Tensor) -> dict[int, torch.Tensor]:
-        """layer -> residual stream [b, p, d] at its start (``n_layers``: after the last) of
-        the clean run on ``input_ids``; a new (empty) entry for new inputs."""
-        for ids, states in self._entries:
-            if (ids.shape == input_ids.shape and ids.device == input_ids.device
-                    and torch.equal(ids, input_ids)):
-                return states
-        self._entries.append((input_ids.detach().clone(), {}))
-        return self._entries[-1][1]
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-_PREFIX: ContextVar[Prefix | None] = ContextVar("acdc_prefix", default=None)
-
-
-@contextmanager
-def reuse_prefix(prefix: Prefix):
-    """Runs of ``prefix.adapter`` in this block (this thread or task) share ``prefix``: see
-    :class:`Prefix`. Exact: it skips only computations whose result is the clean run's."""
-    token = _PREFIX.set(prefix)
-    try:
-        yield prefix
-    finally:
-        _PREFIX.reset(token)
-
-
 def _substitute(out: torch.Tensor, w0: int, gone: list[bool], ablated) -> torch.Tensor:
     """``out`` [n, b, p, d] (writers ``w0 .. w0 + n``) with the writers ``gone`` replaced by
     their ablated outputs (zero when ``ablated`` is None); ``out`` itself is not changed."""
@@ -308,7 +205,7 @@ def _substitute(out: torch.Tensor, w0: int, gone: list[bool], ablated) -> torch.
     return out
 
 
-def _read_rows(resid, m, src, abl, parts: tuple, groups: _Groups | None = None) -> tuple:
+def _read_rows(resid, m, src, abl, parts: tuple, groups: TokenGroups | None = None) -> tuple:
     """:class:`_Read`'s forward without autograd, over the writers (rows of ``m`` [n, s], or
     [n, s, G] with ``groups``) that have a removed edge into these readers only:
     ``resid[None] + (m - 1)^T @ (src - abl)`` restricted to those rows, one [size, b, p, d]
@@ -370,7 +267,7 @@ def run(
             raise ValueError("a position-aware mask [n_writers, n_readers, n_groups] needs "
                              f"labels [batch, pos] = {tuple(input_ids.shape)}, one group per "
                              f"token; got {None if labels is None else tuple(labels.shape)}")
-        groups = _Groups(labels, mask.shape[2])
+        groups = TokenGroups(labels, mask.shape[2])
     if mask is not None:
         grad = mask.requires_grad
         fast = not grad and grad_sink is None and delta is None and _NODE_FASTPATH
@@ -381,7 +278,7 @@ def run(
         touched = ((mask.detach() < 1) & _valid(g, mask)).any(0)  # [R] or [R, G]
         touched = (touched if touched.dim() == 1 else touched.any(1)).tolist()
     # a clean prefix (reuse_prefix) lets a run without gradients start at a later layer
-    prefix = _PREFIX.get()
+    prefix = current_prefix()
     if (prefix is None or prefix.adapter is not adapter or embed is not None or collect
             or grad or grad_sink is not None or delta is not None or not _NODE_FASTPATH):
         prefix = None
@@ -491,7 +388,7 @@ def edge_grads(g, delta: torch.Tensor, sink: torch.Tensor,
     per reader group in total instead of one per run.
     """
     if labels is not None:
-        groups = _Groups(labels, n_groups)
+        groups = TokenGroups(labels, n_groups)
         out = torch.zeros(g.n_writers, g.n_readers, n_groups, device=delta.device)
         for n_up, cols in _reader_groups(g):
             out[:n_up, cols] = groups.products(delta[:n_up], sink[cols])

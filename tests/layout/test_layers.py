@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "progress", "resources", "extras"},
     {"graph", "circuit", "tasks", "task_rows", "metrics", "positions"},
     {"models"},
-    {"patching", "loading", "problem", "interventions"},
+    {"patching", "prefix", "token_groups", "loading", "problem", "interventions"},
     {"scoring"},
     {"evaluation"},
     {"records", "render"},

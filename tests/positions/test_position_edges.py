@@ -156,9 +156,9 @@ def _metric(name):
 
 def test_token_chunks_give_the_same_split_scores(gpt2, monkeypatch):
     """The per-token products go in chunks on big models; any chunk size gives the same."""
-    import acdc_engine.patching as patching
+    import acdc_engine.token_groups as token_groups
 
     p = _problem(gpt2, "tokens", n=4)
     whole = attribute(p, "eap", progress=False)
-    monkeypatch.setattr(patching, "_TOKEN_CHUNK", 7)  # a few tokens per chunk
+    monkeypatch.setattr(token_groups, "_TOKEN_CHUNK", 7)  # a few tokens per chunk
     assert torch.allclose(attribute(p, "eap", progress=False), whole, atol=1e-6)
