@@ -43,8 +43,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import buffers
 from .errors import UnknownNameError
+from .grad_sink import GradSink
 from .models.adapter import ModelAdapter
+from .models.norms import recording
 from .prefix import Prefix, current_prefix, reuse_prefix
 from .token_groups import TokenGroups
 
@@ -71,9 +74,10 @@ class _Backward:
     Every reader's gradient needs ``delta = out - ablated`` for the writers upstream of it;
     backward visits the layers last to first, so the first call sees the whole buffer and later
     calls take a prefix. Forming it once halves the backward products (one GEMM per layer
-    instead of two). With a ``sink`` ([n_readers, b, p, d]), backward adds each reader input's
-    gradient there instead of forming ``mask.grad``: EAP-IG, whose delta is the same at every
-    step, sums the gradients of all steps and forms the edge products once (:func:`edge_grads`).
+    instead of two). With a ``sink`` (:class:`~acdc_engine.grad_sink.GradSink`), backward adds
+    each reader input's gradient there instead of forming ``mask.grad``: EAP-IG, whose delta is
+    the same at every step, sums the gradients of all steps and forms the edge products once
+    (:func:`edge_grads`).
     """
 
     def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
@@ -117,13 +121,8 @@ class _Read(torch.autograd.Function):
     def backward(ctx, *grads):
         g_m, state = None, ctx.state
         joined = _joined(grads)  # [s, b, p, dm] when the parts are one buffer, else None
-        if state.sink is not None and joined is not None:
-            state.sink[ctx.cols] += joined
-        elif state.sink is not None:  # per part: no concatenation
-            start = ctx.cols.start
-            for g in grads:
-                state.sink[start : start + len(g)] += g
-                start += len(g)
+        if state.sink is not None:  # per part when not joined: no concatenation
+            state.sink.add(ctx.cols.start, grads, joined)
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
             grad = joined if joined is not None else torch.cat(grads)  # [s, b, p, dm]
@@ -133,11 +132,19 @@ class _Read(torch.autograd.Function):
                 d = state.upto(ctx.n).reshape(ctx.n, -1)
                 g_m = d @ grad.reshape(grad.shape[0], -1).T  # [n, s]
         if joined is not None:
-            return joined.sum(0), g_m, None, None, None, None, None, None
-        g_resid = grads[0].sum(0)
+            return _sum0(joined), g_m, None, None, None, None, None, None
+        g_resid = _sum0(grads[0])
         for g in grads[1:]:
-            g_resid += g.sum(0)
+            g_resid += _sum0(g)
         return g_resid, g_m, None, None, None, None, None, None
+
+
+def _sum0(t: torch.Tensor) -> torch.Tensor:
+    """``t.sum(0)`` for the readers' gradients ``t`` [s, b, p, d]: on CPU in float32 as one
+    matrix-vector product (BLAS reads the 10s of MB about twice as fast as the reduction)."""
+    if t.device.type != "cpu" or t.dtype != torch.float32 or len(t) < 2 or not t.is_contiguous():
+        return t.sum(0)
+    return (t.new_ones(len(t)) @ t.view(len(t), -1)).view(t.shape[1:])
 
 
 def _joined(grads: tuple) -> torch.Tensor | None:
@@ -250,9 +257,9 @@ def run(
     last_only: unembed only the last position.
     positions: [batch, k] long: unembed only the final residual at these positions (a task's
               read positions, ``batch.read_positions``); overrides ``last_only``.
-    grad_sink: [n_readers, batch, pos, d_model]: backward adds every reader input's gradient
-              here instead of filling ``mask.grad`` (``mask`` must still require grad); see
-              :func:`edge_grads`.
+    grad_sink: a :class:`~acdc_engine.grad_sink.GradSink`, or a tensor [n_readers, batch,
+              pos, d_model]: backward adds every reader input's gradient there instead of
+              filling ``mask.grad`` (``mask`` must still require grad); see :func:`edge_grads`.
 
     Returns logits [batch, pos or 1 or k, vocab] (and the writer outputs when ``collect``).
     """
@@ -290,13 +297,20 @@ def run(
     # writer outputs, detached: [W, b, p, d]; needed to collect them, for gradients, and for
     # the per-reader corrections of removed edges (unless a fixed delta replaces them)
     need = collect or (delta is None and (grad or (mask is not None and any(touched))))
-    buf = x.new_empty((g.n_writers, *x.shape)) if need else None
+    buf = buffers.empty((g.n_writers, *x.shape), dtype=x.dtype, device=x.device) if need \
+        else None
     n_done = g.attn_upstream(start)  # rows before it are never read when a run resumes
     if buf is not None and start == 0:
         buf[0] = x.detach()
     if mask is not None:
-        state = (_Backward(buf, ablated, inplace=not collect, sink=grad_sink, groups=groups)
-                 if delta is None else _Backward(delta, None, sink=grad_sink, groups=groups))
+        sink = grad_sink if grad_sink is None or isinstance(grad_sink, GradSink) else \
+            GradSink(grad_sink)
+        state = (_Backward(buf, ablated, inplace=not collect, sink=sink, groups=groups)
+                 if delta is None else _Backward(delta, None, sink=sink, groups=groups))
+    # EAP-IG: a layer's q/k/v readers whose input is the unpatched stream are recorded as
+    # factors (models.reader_factors), not handed to the sink one reader at a time
+    factor_sink = sink if mask is not None and grad and sink is not None and sink.factors_ok \
+        else None
 
     def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple) -> tuple | None:
         """Reader inputs for ``cols``, one [size, b, p, d] tensor per part, or None when no
@@ -314,21 +328,32 @@ def run(
             return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
         return _Read.apply(resid, mask[:n_up, cols], src, abl, hit, state, cols, parts)
 
+    summed = buf is None and gone is None  # no head's own write needed: only their sum
     if start == 0:
         resid = x if gone is None or not gone[0] else _substitute(x[None], 0, gone, ablated)[0]
     for layer in range(start, g.n_layers):
         if states is not None and layer <= first and not (layer == 0 and gone and gone[0]):
             states.setdefault(layer, resid.detach())  # still the clean run: remember it
-        inputs = read(resid, g.attn_upstream(layer), g.attn_slots(layer), (H, H, H))
-        q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
-        heads = adapter.attn_heads(layer, q, k, v)  # [H, b, p, d]
+        cols = g.attn_slots(layer)
+        attend = adapter.attn_out if summed else adapter.attn_heads
+        heads = None
+        if factor_sink is not None and not any(touched[cols]):  # the readers share one stream
+            rec = factor_sink.factors(cols.start, anchor=mask)
+            with recording(rec):
+                heads = attend(layer, resid, resid, resid)
+            if not rec.used:  # the family does not share its q/k/v norm: per reader, as below
+                heads, factor_sink.factors_ok, factor_sink = None, False, None
+        if heads is None:
+            inputs = read(resid, g.attn_upstream(layer), cols, (H, H, H))
+            q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
+            heads = attend(layer, q, k, v)  # [H, b, p, d], or their sum [b, p, d]
         if buf is not None:
             buf[n_done : n_done + H] = heads.detach()
         n_done += H
         resid_pre = resid
         if gone is not None:  # removed heads write their ablated output once, for everyone
             heads = _substitute(heads, n_done - H, gone, ablated)
-        resid = resid + heads.sum(0)
+        resid = resid + (heads if summed else heads.sum(0))
         bias = adapter.attn_bias(layer)
         if bias is not None:
             resid = resid + bias
@@ -379,24 +404,26 @@ def _reader_groups(g):
     yield g.n_writers, slice(g.logits_slot, g.logits_slot + 1)
 
 
-def edge_grads(g, delta: torch.Tensor, sink: torch.Tensor,
+def edge_grads(g, delta: torch.Tensor, sink: GradSink,
                labels: torch.Tensor | None = None, n_groups: int = 1) -> torch.Tensor:
     """``[n_writers, n_readers]`` edge gradients ``sum delta_u . sink_v`` from a ``grad_sink``
     (``[n_writers, n_readers, n_groups]``, summed per group, with position ``labels``).
 
     Equal to the ``mask.grad`` the runs that filled ``sink`` would have summed, for one GEMM
-    per reader group in total instead of one per run.
+    per reader group in total instead of one per run; the sink forms one group's gradients
+    at a time.
     """
-    if labels is not None:
-        groups = TokenGroups(labels, n_groups)
-        out = torch.zeros(g.n_writers, g.n_readers, n_groups, device=delta.device)
-        for n_up, cols in _reader_groups(g):
-            out[:n_up, cols] = groups.products(delta[:n_up], sink[cols])
-        return out
-    out = torch.zeros(g.n_writers, g.n_readers, device=delta.device, dtype=torch.float32)
+    groups = None if labels is None else TokenGroups(labels, n_groups)
+    shape = (g.n_writers, g.n_readers) + (() if groups is None else (n_groups,))
+    out = torch.zeros(shape, device=delta.device, dtype=torch.float32)
     for n_up, cols in _reader_groups(g):
-        s = sink[cols]
-        out[:n_up, cols] = (delta[:n_up].reshape(n_up, -1) @ s.reshape(len(s), -1).T).float()
+        s = sink.rows(cols)  # [s, b, p, d], or None: nothing reached these readers
+        if s is None:
+            continue
+        if groups is not None:
+            out[:n_up, cols] = groups.products(delta[:n_up], s)
+        else:
+            out[:n_up, cols] = (delta[:n_up].reshape(n_up, -1) @ s.reshape(len(s), -1).T).float()
     return out
 
 

@@ -23,7 +23,10 @@ relative to the logits' scale), then times, in one run and on the same batch:
              0: no such row): the memory-bounded option, same scores
 
 and prints each as a ratio to the baseline, with peak memory (peak RSS on CPU, counted from a
-trimmed heap and without the +W row's leftover weight gradients). ``--ab`` instead times EAP and
+trimmed heap and without the +W row's leftover weight gradients). The rows are timed
+round-robin (each repeat runs every row once) and the ratio is the median over repeats of each
+round's ratio to that round's baseline: on a shared machine whose speed drifts by 10-20% over
+minutes, ratios taken within a round are what stays comparable. ``--ab`` instead times EAP and
 EAP-IG with and without the fused norm + q/k/v projection (``models.norm_project``), interleaved;
 ``--layer-ab`` times that change on one layer's q/k/v inputs alone (CPU seconds).
 The floor for EAP is two forward passes and one backward pass; targets (issue 14): EAP <= 2x,
@@ -76,20 +79,35 @@ def peak_read(device) -> float:
     return float("nan")
 
 
-def timed(fn, device, repeats):
-    fn()  # warm-up
-    times, peaks = [], []
-    for _ in range(repeats):
-        peak_reset(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+def interleaved(rows, device, repeats, between=None):
+    """Time every row ``(name, fn)`` ``repeats`` times, round-robin: each round runs every row
+    once, so a slow spell of a shared machine hits the rows of a round alike. Returns ``{name:
+    (median seconds, max peak MiB, median ratio to the first row within a round)}``; the
+    ratio of each round's pair is steadier than a ratio of medians taken at different times.
+    ``between()`` runs after every call (untimed)."""
+    for _, fn in rows:  # warm-up
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-        peaks.append(peak_read(device))
-    return statistics.median(times), max(peaks)
+        if between:
+            between()
+    times = {name: [] for name, _ in rows}
+    peaks = {name: [] for name, _ in rows}
+    for _ in range(repeats):
+        for name, fn in rows:
+            peak_reset(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+            peaks[name].append(peak_read(device))
+            if between:
+                between()
+    first = times[rows[0][0]]
+    return {name: (statistics.median(ts), max(peaks[name]),
+                   statistics.median(t / b for t, b in zip(ts, first)))
+            for name, ts in times.items()}
 
 
 #: --family -> transformers model_type
@@ -275,17 +293,16 @@ def main():
     chunk = max(1, B // 4) if args.chunk is None else args.chunk
     if chunk:
         rows.append((f"eap (chunk {chunk})", method("eap", chunk)))
-    results = {}
-    for name, fn in rows:
-        results[name] = timed(fn, dev, args.repeats)
-        for p in hf.parameters():  # the +W row's weight gradients are no later row's memory
+    def drop_weight_grads():  # the +W row's weight gradients are no later row's memory
+        for p in hf.parameters():
             p.grad = None
-    base = results["baseline fwd+bwd"][0]
+
+    results = interleaved(rows, dev, args.repeats, between=drop_weight_grads)
     print(f"{'':28s} {'seconds':>9s} {'x baseline':>11s} {'peak MiB':>9s}")
-    for name, (t, peak) in results.items():
-        print(f"{name:28s} {t:9.4f} {t / base:10.2f}x {peak:9.0f}")
-    eap = results["eap"][0] / base
-    ig = results[f"eap-ig ({args.ig_steps} steps)"][0] / base
+    for name, (t, peak, ratio) in results.items():
+        print(f"{name:28s} {t:9.4f} {ratio:10.2f}x {peak:9.0f}")
+    eap = results["eap"][2]
+    ig = results[f"eap-ig ({args.ig_steps} steps)"][2]
     mem = results["eap"][1] / results["baseline fwd+bwd"][1]
     print(f"EAP/baseline = {eap:.2f}x (target <= 2x); EAP-IG/baseline = {ig:.2f}x "
           f"(target <= 6x at 5 steps); EAP peak memory/baseline = {mem:.2f}x (target <= 1.5x)")

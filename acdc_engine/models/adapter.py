@@ -14,6 +14,11 @@ own weights, so the patching core can feed every attention head its own q, k and
 ``q, k, v`` are residual-stream tensors, either shared ``[batch, pos, d_model]`` or one per head
 ``[head, batch, pos, d_model]``; the adapter applies the layer's norm itself.
 
+Optional summed attention: :meth:`ModelAdapter.attn_out` -> ``attn_heads(...).sum(0)``
+``[batch, pos, d_model]``, what the layer's heads add together; a family may compute it without
+forming each head's write (one dense output projection instead of ``head`` of them). The patched
+forward calls it when no head's own write is needed (EAP-IG's interpolation steps).
+
 Optional per-head kernel: :meth:`ModelAdapter.attn_heads_subset` runs only some heads (ACDC's
 engine re-runs one head per candidate). The base class implements it through ``attn_heads``; a
 family with a faster one overrides it and declares ``fast_head_subset = True`` (and
@@ -86,6 +91,12 @@ class ModelAdapter:
 
     def attn_bias(self, layer: int) -> torch.Tensor | None:
         return None
+
+    def attn_out(self, layer: int, q: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor) -> torch.Tensor:
+        """The sum of the heads' writes, ``attn_heads(layer, q, k, v).sum(0)`` [batch, pos,
+        d_model]. Generic: exactly that; a family may skip the per-head writes."""
+        return self.attn_heads(layer, q, k, v).sum(0)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

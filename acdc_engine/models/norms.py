@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["shared_norm", "norm_project", "release_workspace"]
+from .. import buffers
+
+__all__ = ["shared_norm", "norm_project", "release_workspace", "recording", "head_terms",
+           "shared_affine"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -136,7 +140,7 @@ def _workspace(like: torch.Tensor, shape: tuple, reuse: bool) -> torch.Tensor:
     key = (shape, like.dtype)
     cached = getattr(_LOCAL, "buf", None)
     if cached is None or cached[0] != key:  # at most one: a new shape replaces the old
-        cached = _LOCAL.buf = (key, like.new_empty(shape))
+        cached = _LOCAL.buf = (key, buffers.empty(shape, dtype=like.dtype, device=like.device))
     return cached[1]
 
 
@@ -160,7 +164,9 @@ class _NormProject(torch.autograd.Function):
         mean_d(g_h W'_h) = g_h . mean_d(W'_h)         mean_d(g_h W'_h * xhat) = g_h . P_h / d
 
     with ``P_h = xhat W'_h^T`` [b, p, k] (the projection before its biases). One batched GEMM
-    per input writes into one ``[3H, b, p, d]`` buffer, so the three gradients come back as
+    per input (``rstd g_h`` against ``W'_h``, with ``-rstd mean_d(g_h W'_h)`` as one more column
+    against a row of ones) writes into one ``[3H, b, p, d]`` buffer, the ``xhat`` term is added
+    in place, so the three gradients come back as
     consecutive views of it (no concatenation needed downstream), and no per-head copy of the
     stream, its norm or an intermediate gradient is made.
     """
@@ -168,22 +174,8 @@ class _NormProject(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, xn, aff, weights, n_heads: int):
         # xn [b, p, d]: the model's own norm of the one stream q, k and v view (its values)
-        kind, rstd, xhat, nw, nb = aff
-        outs, ps = [], []
-        for w, bias in weights:  # w [n, kh, d], bias [n, kh] or None
-            y = torch.einsum("bpd,nkd->bnpk", xn, w)  # [b, n, p, kh]
-            if xn.dtype in (torch.float32, torch.float64):  # P from y: no second projection
-                c = torch.zeros(w.shape[:2], dtype=y.dtype, device=y.device)  # [n, kh]
-                if nb is not None:
-                    c = w @ nb.to(w.dtype)
-                ps.append(y - c[:, None])
-            else:  # low precision: P in float32 from xhat
-                wf = w.float() if nw is None else w.float() * nw.float()
-                ps.append(torch.einsum("bpd,nkd->bnpk", xhat, wf).to(y.dtype))
-            if bias is not None:
-                y = y + bias[:, None]
-            n = w.shape[0]
-            outs.append(y if n == n_heads else y.repeat_interleave(n_heads // n, dim=1))
+        outs, ps = _project(xn, aff, weights, n_heads)
+        kind, rstd, xhat, nw, _ = aff
         ctx.save_for_backward(rstd, xhat, *ps)
         ctx.weights, ctx.nw, ctx.n_heads, ctx.kind = weights, nw, n_heads, kind
         # the patched forward's reader node only reads the gradients we return (a GEMM, a sum,
@@ -197,24 +189,61 @@ class _NormProject(torch.autograd.Function):
         H, dt = ctx.n_heads, grads[0].dtype
         b, p, d = xhat.shape
         buf = _workspace(grads[0], (3 * H, b, p, d), ctx.reuse)  # q, k, v input gradients
-        r = rstd.to(dt)  # [b, p, 1]
-        xh = xhat.to(dt)
+        r, xh = rstd.to(dt), xhat.to(dt)  # [b, p, 1], [b, p, d]
         for i, ((w, _), g, P) in enumerate(zip(ctx.weights, grads, ps)):
-            n, kh = w.shape[:2]
-            wf = w if ctx.nw is None else w * ctx.nw.to(w.dtype)  # W' [n, kh, d]
-            gg = g.reshape(b, n, H // n, p, kh)  # query heads grouped by key/value head
-            m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P) * (-1 / d)  # [n, g, b, p]
-            m2 = (m2 * r[..., 0]).unsqueeze(-1)  # -rstd * mean_d(g W' * xhat): [n, g, b, p, 1]
-            # out = -rstd * (m1 + m2 * xhat) in one pass, then += (rstd g) W' (one GEMM)
-            out = buf[i * H : (i + 1) * H].view(n, H // n, b, p, d)
-            if ctx.kind == "layer":  # an RMS norm subtracts no mean: no m1
-                m1 = torch.einsum("bngpk,nk->ngbp", gg, wf.mean(-1))
-                torch.addcmul((m1 * r[..., 0]).neg_().unsqueeze(-1), xh, m2, out=out)
-            else:
-                torch.mul(xh, m2, out=out)
-            gs = (gg * r[:, None, None]).permute(1, 2, 0, 3, 4)  # [n, g, b, p, kh]
-            out.view(n, -1, d).baddbmm_(gs.reshape(n, -1, kh), wf)
+            a, wf, m2 = head_terms(ctx.kind, w, ctx.nw, g, P, r, H)
+            out = buf[i * H : (i + 1) * H].view(*a.shape[:-1], d)  # [n, g, b, p, d]
+            torch.bmm(a.view(len(a), -1, a.shape[-1]), wf, out=out.view(len(a), -1, d))
+            out.addcmul_(xh, m2[..., None])
         return buf[:H], buf[H : 2 * H], buf[2 * H :], None, None, None, None
+
+
+def _project(xn: torch.Tensor, aff, weights, n_heads: int):
+    """The forward of the fused norm + projections: ``(outs, ps)``, per input the projection
+    ``[b, H, p, kh]`` of the normed stream ``xn`` [b, p, d] (biases added, key/value heads
+    repeated over their query heads) and ``P = xhat W'^T`` [b, n, p, kh] for the backward."""
+    _, _, xhat, nw, nb = aff
+    outs, ps = [], []
+    for w, bias in weights:  # w [n, kh, d], bias [n, kh] or None
+        y = torch.einsum("bpd,nkd->bnpk", xn, w)  # [b, n, p, kh]
+        if xn.dtype in (torch.float32, torch.float64):  # P from y: no second projection
+            c = torch.zeros(w.shape[:2], dtype=y.dtype, device=y.device)  # [n, kh]
+            if nb is not None:
+                c = w @ nb.to(w.dtype)
+            ps.append(y - c[:, None])
+        else:  # low precision: P in float32 from xhat
+            wf = w.float() if nw is None else w.float() * nw.float()
+            ps.append(torch.einsum("bpd,nkd->bnpk", xhat, wf).to(y.dtype))
+        if bias is not None:
+            y = y + bias[:, None]
+        n = w.shape[0]
+        outs.append(y if n == n_heads else y.repeat_interleave(n_heads // n, dim=1))
+    return outs, ps
+
+
+def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
+    """One input's per-head gradient terms (see :class:`_NormProject`)::
+
+        gx_h = a_h @ wf  +  m2_h * xhat
+
+    ``a`` [n, g, b, p, kh(+1)]: ``rstd g_h`` and, for a layer norm, ``-rstd mean_d(g_h W'_h)``
+    as one more column; ``wf`` [n, kh(+1), d]: ``W'`` and, for a layer norm, a row of ones;
+    ``m2`` [n, g, b, p]: ``-rstd mean_d(g_h W'_h * xhat)``. ``g`` [b, H, p, kh] is the
+    projection's output gradient, ``r`` the norm's ``rstd`` [b, p, 1]; ``n`` key/value heads
+    of ``g = H / n`` query heads each."""
+    n, kh, d = w.shape
+    b, _, p, _ = g.shape
+    wf = w if nw is None else w * nw.to(w.dtype)  # W' [n, kh, d]
+    gg = g.reshape(b, n, n_heads // n, p, kh)  # query heads grouped by key/value head
+    m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P).mul_(r[..., 0]).mul_(-1 / d)
+    layer = kind == "layer"  # an RMS norm subtracts no mean: no m1 column
+    a = g.new_empty(n, n_heads // n, b, p, kh + layer)
+    torch.mul(gg.permute(1, 2, 0, 3, 4), r, out=a[..., :kh])
+    if layer:
+        m1 = torch.einsum("bngpk,nk->ngbp", gg, wf.mean(-1))
+        torch.mul(m1, r[..., 0], out=a[..., kh]).neg_()
+        wf = torch.cat([wf, wf.new_ones(n, 1, d)], 1)
+    return a, wf, m2
 
 
 def norm_project(norm, q, k, v, weights, n_heads: int):
@@ -227,21 +256,48 @@ def norm_project(norm, q, k, v, weights, n_heads: int):
     forward hands them in a gradient run with every edge kept), gradients are on, the norm's
     own parameters are frozen and it is a recognized layer or RMS norm (:func:`_affine`);
     see :class:`_NormProject` for the backward.
+
+    Inside :func:`recording` the q, k and v of the next call may instead be the one shared
+    stream itself ([b, p, d]); its readers' gradients then go to the recording's
+    :class:`~acdc_engine.models.reader_factors.ReaderFactors` (EAP-IG).
     """
-    if not (_FUSE and torch.is_grad_enabled() and q.requires_grad and q.dim() == 4
-            and len(q) >= 2):
+    rec = getattr(_LOCAL, "factors", None)
+    if rec is not None and q is k and k is v and q.dim() == 3:
+        _LOCAL.factors = None  # one layer's q, k and v
+        return rec.project(norm, q, weights, n_heads)
+    if not (q.requires_grad and q.dim() == 4 and len(q) >= 2):
         return None
     if any(t.stride(0) != 0 or t.data_ptr() != q.data_ptr() or t.shape != q.shape
            for t in (q, k, v)):
+        return None
+    shared = shared_affine(norm, q[0], weights)
+    return None if shared is None else _NormProject.apply(q, k, v, *shared, tuple(weights),
+                                                          n_heads)
+
+
+def shared_affine(norm, x: torch.Tensor, weights):
+    """``(norm(x), _affine(...))`` for one stream ``x`` [b, p, d] when the fused path applies
+    (gradients on, :data:`_FUSE`, the norm's and the projections' weights frozen, a
+    recognized norm), else None."""
+    if not (_FUSE and torch.is_grad_enabled()):
         return None
     if any(p.requires_grad for p in getattr(norm, "parameters", lambda: ())()):
         return None
     if any(t is not None and t.requires_grad for pair in weights for t in pair):
         return None  # weight gradients wanted: autograd's own path gives them
-    x0 = q[0].detach()  # [b, p, d]
+    x0 = x.detach()  # [b, p, d]
     with torch.no_grad():
         xn = norm(x0)  # the model's own norm: the forward values are its own
         aff = _affine(norm, x0, xn)
-    if aff is None:
-        return None
-    return _NormProject.apply(q, k, v, xn, aff, tuple(weights), n_heads)
+    return None if aff is None else (xn, aff)
+
+
+@contextmanager
+def recording(factors):
+    """Within it, this thread's next :func:`norm_project` call on one shared stream hands its
+    readers' gradients to ``factors`` (a ``ReaderFactors``) rather than returning them."""
+    prev, _LOCAL.factors = getattr(_LOCAL, "factors", None), factors
+    try:
+        yield factors
+    finally:
+        _LOCAL.factors = prev

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AcdcError, UnknownNameError
+from ..grad_sink import GradSink
 from ..graph import Scores
 from ..models.norms import release_workspace
 from ..patching import edge_grads, run
@@ -110,10 +111,8 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
             grad_sum += gradient(batch, ablated=abl)[0].float()
         else:
             # every step shares delta = clean - ablated, so the steps' reader gradients are
-            # summed in one sink and multiplied by delta once, not once per step
-            b, p = batch.clean.shape
-            sink = torch.zeros(g.n_readers, b, p, adapter.d_model, device=model.device,
-                               dtype=model.dtype)
+            # summed in one sink (q/k/v readers as factors) and multiplied by delta once
+            sink = GradSink.lazy()
             _, delta = gradient(batch, sink=sink, ablated=abl, collect=True)  # alpha = 1: clean
             if abl is not None:
                 delta.sub_(abl)  # the clean outputs, now clean - ablated, in place

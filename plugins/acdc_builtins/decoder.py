@@ -167,6 +167,19 @@ class DecoderAdapter(ModelAdapter):
         return self.base.embed_tokens(input_ids)  # [b, p, d]
 
     def attn_heads(self, layer, q, k, v):
+        blk, z, w_o, b_o = self._attend(layer, q, k, v)
+        heads = torch.einsum("bhpk,dhk->hbpd", z, w_o)  # [H, b, p, d]
+        return self._post_attn(blk, heads, b_o)
+
+    def attn_out(self, layer, q, k, v):
+        if type(self)._post_attn is not DecoderAdapter._post_attn:  # per-head post-processing
+            return super().attn_out(layer, q, k, v)
+        _, z, w_o, _ = self._attend(layer, q, k, v)
+        return torch.einsum("bhpk,dhk->bpd", z, w_o)  # the heads' writes added up
+
+    def _attend(self, layer, q, k, v):
+        """(block, the heads' attention outputs z [b, H, p, d_head], the output projection's
+        weight [d, H, d_head] and bias)."""
         blk = self.layers[layer]
         attn, norm = self._attn(blk), self._attn_norm(blk)
         (wq, bq), (wk, bk), (wv, bv) = self._qkv(attn)
@@ -182,9 +195,7 @@ class DecoderAdapter(ModelAdapter):
         if tables is not None:
             qh, kh = self._rope(qh, kh, *tables)
         z = attend(qh, kh, vh, self._scale(attn), self.windows[layer], self.attn_softcap)
-        w_o, b_o = self._out(attn)
-        heads = torch.einsum("bhpk,dhk->hbpd", z, w_o)  # [H, b, p, d]
-        return self._post_attn(blk, heads, b_o)
+        return (blk, z, *self._out(attn))
 
     def attn_bias(self, layer):
         return self._out(self._attn(self.layers[layer]))[1]

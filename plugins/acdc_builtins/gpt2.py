@@ -44,7 +44,7 @@ class GPT2Adapter(ModelAdapter):
             return torch.einsum("bpd,dhk->bhpk", x, w) + b
         return torch.einsum("hbpd,dhk->bhpk", x, w) + b
 
-    def _heads(self, layer, q, k, v, idx=None):
+    def _heads(self, layer, q, k, v, idx=None, summed: bool = False):
         block = self.tf.h[layer]
         fused = None if idx is not None else self._norm_project(block, q, k, v)
         qh, kh, vh = fused or (self._proj(block, x, i, idx) for i, x in enumerate((q, k, v)))
@@ -56,6 +56,8 @@ class GPT2Adapter(ModelAdapter):
         w_o = block.attn.c_proj.weight.view(self.n_heads, self.d_head, self.d_model)
         if idx is not None:
             w_o = w_o.index_select(0, idx)
+        if summed:  # the heads' writes added up: one dense output projection
+            return torch.einsum("bhpk,hkd->bpd", z, w_o)  # [b, p, d]
         return torch.einsum("bhpk,hkd->hbpd", z, w_o)  # [n, b, p, d]
 
     def _norm_project(self, block, q, k, v):
@@ -68,6 +70,9 @@ class GPT2Adapter(ModelAdapter):
 
     def attn_heads(self, layer, q, k, v):
         return self._heads(layer, q, k, v)
+
+    def attn_out(self, layer, q, k, v):
+        return self._heads(layer, q, k, v, summed=True)
 
     # ACDC's fast engine re-runs a few heads at a time, often for the last query only
     fast_head_subset = True
