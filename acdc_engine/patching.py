@@ -422,8 +422,13 @@ def edge_grads(g, delta: torch.Tensor, sink: GradSink,
             continue
         if groups is not None:
             out[:n_up, cols] = groups.products(delta[:n_up], s)
-        else:
+        elif s.is_contiguous():
             out[:n_up, cols] = (delta[:n_up].reshape(n_up, -1) @ s.reshape(len(s), -1).T).float()
+        else:  # position-major (ReaderFactors.gradients): one [n, d] @ [d, s] per position
+            dm = s.shape[-1]
+            x = delta[:n_up].reshape(n_up, -1, dm).transpose(0, 1)  # [T, n, d]
+            y = s.reshape(len(s), -1, dm).permute(1, 2, 0)  # [T, d, s]
+            out[:n_up, cols] = torch.bmm(x, y).sum(0, dtype=torch.float32)
     return out
 
 

@@ -24,7 +24,7 @@ import torch
 from .. import buffers
 
 __all__ = ["shared_norm", "norm_project", "release_workspace", "recording", "head_terms",
-           "shared_affine"]
+           "scalar_terms", "weight_rows", "shared_affine"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -221,6 +221,34 @@ def _project(xn: torch.Tensor, aff, weights, n_heads: int):
     return outs, ps
 
 
+def scalar_terms(gg, P, r, d: int, wmean=None):
+    """The two per-position scalars of one input's norm backward (see :class:`_NormProject`):
+    ``(m2, c)``, each [n, g, b, p]: ``m2 = -rstd mean_d(g_h W'_h * xhat)`` and, for a layer
+    norm (``wmean`` = ``mean_d(W'_h)`` [n, kh]; None for an RMS norm), ``c = -rstd
+    mean_d(g_h W'_h)`` (else None). ``gg`` [b, n, g, p, kh] is the projection's output
+    gradient grouped by key/value head, ``P`` [b, n, p, kh], ``r`` = rstd [b, p, 1], ``d`` the
+    stream's width."""
+    rr = r[..., 0]  # [b, p]
+    m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P).mul_(rr).mul_(-1 / d)
+    if wmean is None:
+        return m2, None
+    return m2, torch.einsum("bngpk,nk->ngbp", gg, wmean).mul_(rr).neg_()
+
+
+def weight_rows(w, nw, ones: bool) -> torch.Tensor:
+    """``W' = W * w_norm`` [n, kh, d] (and, with ``ones``, a row of ones below each head's
+    rows: [n, kh + 1, d]) in one new tensor."""
+    n, kh, d = w.shape
+    out = w.new_empty(n, kh + ones, d)
+    if nw is None:
+        out[:, :kh] = w
+    else:
+        torch.mul(w, nw.to(w.dtype), out=out[:, :kh])
+    if ones:
+        out[:, kh] = 1
+    return out
+
+
 def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
     """One input's per-head gradient terms (see :class:`_NormProject`)::
 
@@ -232,17 +260,14 @@ def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
     projection's output gradient, ``r`` the norm's ``rstd`` [b, p, 1]; ``n`` key/value heads
     of ``g = H / n`` query heads each."""
     n, kh, d = w.shape
-    b, _, p, _ = g.shape
-    wf = w if nw is None else w * nw.to(w.dtype)  # W' [n, kh, d]
-    gg = g.reshape(b, n, n_heads // n, p, kh)  # query heads grouped by key/value head
-    m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P).mul_(r[..., 0]).mul_(-1 / d)
-    layer = kind == "layer"  # an RMS norm subtracts no mean: no m1 column
-    a = g.new_empty(n, n_heads // n, b, p, kh + layer)
+    layer = kind == "layer"  # an RMS norm subtracts no mean: no c column
+    wf = weight_rows(w, nw, layer)
+    gg = g.reshape(g.shape[0], n, n_heads // n, g.shape[2], kh)  # query heads by kv head
+    m2, c = scalar_terms(gg, P, r, d, wf[:, :kh].mean(-1) if layer else None)
+    a = g.new_empty(n, n_heads // n, g.shape[0], g.shape[2], kh + layer)
     torch.mul(gg.permute(1, 2, 0, 3, 4), r, out=a[..., :kh])
     if layer:
-        m1 = torch.einsum("bngpk,nk->ngbp", gg, wf.mean(-1))
-        torch.mul(m1, r[..., 0], out=a[..., kh]).neg_()
-        wf = torch.cat([wf, wf.new_ones(n, 1, d)], 1)
+        a[..., kh] = c
     return a, wf, m2
 
 

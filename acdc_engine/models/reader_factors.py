@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .. import buffers
-from .norms import _project, head_terms, shared_affine
+from .norms import _project, scalar_terms, shared_affine, weight_rows
 
 __all__ = ["ReaderFactors"]
 
@@ -38,8 +38,11 @@ class ReaderFactors:
     def __init__(self):
         self.anchor: torch.Tensor | None = None  # a tensor of the run that requires grad
         self.used = False  # set when a run's attention was recorded
-        self._a: list[torch.Tensor] = []  # per input, summed over runs
-        self._wf: list[torch.Tensor] = []  # per input, W' (with a row of ones)
+        self._w: list[torch.Tensor] = []  # per input, the projection's weight [n, kh, d]
+        self._nw: torch.Tensor | None = None  # the norm's weight (its 1 + w form) or None
+        self._wmean: list[torch.Tensor | None] = []  # per input, mean_d(W') [n, kh] or None
+        self._a: list[torch.Tensor] = []  # per input, sum over runs of rstd g [n, g, b, p, kh]
+        self._c: list[torch.Tensor] = []  # per input, sum of -rstd mean_d(g W') [n, g, b, p]
         self._m2: list[torch.Tensor] = []  # per run [3H, b, p]
         self._xhat: list[torch.Tensor] = []  # per run [b, p, d]
 
@@ -53,47 +56,72 @@ class ReaderFactors:
         anchor = x if self.anchor is None else self.anchor
         return _Record.apply(x, anchor, *shared, tuple(weights), n_heads, self)
 
-    def _add(self, i: int, a: torch.Tensor, wf: torch.Tensor) -> None:
-        if a.dtype in (torch.float16, torch.bfloat16):
-            a = a.float()  # sums over steps in float32
+    def _weights(self, weights, nw, kind: str) -> None:
+        """The first run's weights (the same at every run: the model is frozen)."""
+        if self._w:
+            return
+        self._w, self._nw = [w for w, _ in weights], nw
+        for w in self._w:  # mean_d(W'_h) = W_h nw / d: the layer norm's mean term
+            n, kh, d = w.shape
+            if kind != "layer":
+                self._wmean.append(None)
+            elif nw is None:
+                self._wmean.append(w.mean(-1))
+            else:  # one matrix-vector product, no W-sized temporary
+                self._wmean.append((w.reshape(n * kh, d) @ nw.to(w.dtype)).div_(d).view(n, kh))
+
+    def _add(self, i: int, a: torch.Tensor, c: torch.Tensor | None) -> None:
+        if a.dtype in (torch.float16, torch.bfloat16):  # sums over steps in float32
+            a, c = a.float(), None if c is None else c.float()
         if i == len(self._a):
-            self._a.append(a)  # a fresh tensor, nobody else's
-            self._wf.append(wf)
+            self._a.append(a)  # fresh tensors, nobody else's
+            if c is not None:
+                self._c.append(c)
         else:
             self._a[i] += a
+            if c is not None:
+                self._c[i] += c
 
-    def _add_run(self, m2: torch.Tensor, xhat: torch.Tensor) -> None:
-        self._m2.append(m2)
-        self._xhat.append(xhat)
-
+    @torch.no_grad()
     def gradients(self) -> torch.Tensor | None:
-        """The summed input gradients of the layer's readers, [3H, b, p, d] (None: no run)."""
+        """The summed input gradients of the layer's readers, [3H, b, p, d] (None: no run).
+
+        Laid out position-major (a view of a [b * p, 3H, d] tensor): the per-position terms
+        are then one batched product that writes it, and the edge products read it per
+        position (:func:`acdc_engine.patching.edge_grads`) as fast as row-major."""
         if not self._xhat:
             return None
         b, p, d = self._xhat[0].shape
+        dt = self._xhat[0].dtype
         rows = sum(a.shape[0] * a.shape[1] for a in self._a)
-        dt = self._wf[0].dtype
-        out = buffers.empty((rows, b, p, d), dtype=dt, device=self._wf[0].device)
+        # sum_s m2^s * xhat^s (+ sum_s c^s * 1): per position a [3H, K] @ [K, d] product
+        m2, xhat = list(self._m2), list(self._xhat)
+        if self._c:
+            m2.append(torch.cat([c.reshape(-1, b, p) for c in self._c]))
+            xhat.append(torch.ones_like(xhat[0]))
+        K = len(m2)
+        m2 = torch.stack(m2, -1).to(dt).view(rows, b * p, K).transpose(0, 1).contiguous()
+        xhat = torch.stack(xhat, -2).to(dt).view(b * p, K, d)
+        out = buffers.empty((b * p, rows, d), dtype=dt, device=xhat.device)
+        torch.bmm(m2, xhat, out=out)
+        heads = out.transpose(0, 1)  # [3H, b * p, d], a view
         r0 = 0
-        for a, wf in zip(self._a, self._wf):  # the a @ W' term, one batched GEMM per input
-            n, hn = len(a), a.shape[0] * a.shape[1]
-            torch.bmm(a.view(n, -1, a.shape[-1]).to(dt), wf, out=out[r0 : r0 + hn].view(n, -1, d))
-            r0 += hn
-        S = len(self._m2)
-        if S == 1:
-            out.addcmul_(self._xhat[0].to(dt), self._m2[0][..., None].to(dt))
-        else:  # sum_s m2^s * xhat^s: per position [3H, S] @ [S, d], added in place
-            m2 = torch.stack(self._m2, -1).to(dt).view(rows, b * p, S).transpose(0, 1)
-            xhat = torch.stack(self._xhat, -2).to(dt).view(b * p, S, d)
-            out.view(rows, b * p, d).transpose(0, 1).baddbmm_(m2.contiguous(), xhat)
-        return out
+        for a, w in zip(self._a, self._w):  # += sum_s rstd g_h @ W'_h, per key/value group
+            n, g = a.shape[:2]
+            wf = weight_rows(w, self._nw, False).to(dt)  # [n, kh, d]
+            for j in range(g):  # query head n * g + j
+                heads[r0 + j : r0 + n * g : g].baddbmm_(a[:, j].reshape(n, b * p, -1).to(dt), wf)
+            r0 += n * g
+        return heads.view(rows, b, p, d)
 
 
 class _Record(torch.autograd.Function):
     """``project(norm(x))`` for q, k and v of one stream ``x``; backward records the readers'
-    factors in ``rec`` and returns the stream's gradient (the sum over readers) only.
-    ``anchor`` (unused) makes the outputs require grad when ``x`` does not (the first layer
-    of a run whose embeddings are constants)."""
+    factors in ``rec`` and returns the stream's gradient (the sum over readers) only, as a
+    plain backward would: ``rstd (sum_h g_h W_h) * w_norm`` and the two per-position terms.
+    Nothing of the weights' size is computed per run. ``anchor`` (unused) makes the outputs
+    require grad when ``x`` does not (the first layer of a run whose embeddings are constants).
+    """
 
     @staticmethod
     def forward(ctx, x, anchor, xn, aff, weights, n_heads: int, rec: ReaderFactors):
@@ -106,20 +134,35 @@ class _Record(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):  # each [b, H, p, kh]
         rstd, xhat, *ps = ctx.saved_tensors
-        dt = grads[0].dtype
+        rec, H, dt = ctx.rec, ctx.n_heads, grads[0].dtype
         r, xh = rstd.to(dt), xhat.to(dt)  # [b, p, 1], [b, p, d]
         b, p, d = xhat.shape
-        gx, m2s = None, []
+        rec._weights(ctx.weights, ctx.nw, ctx.kind)
+        need = ctx.needs_input_grad[0]
+        dense, csum, m2s = None, None, []
         for i, ((w, _), g, P) in enumerate(zip(ctx.weights, grads, ps)):
-            a, wf, m2 = head_terms(ctx.kind, w, ctx.nw, g, P, r, ctx.n_heads)
-            ctx.rec._add(i, a, wf)
+            n, kh = w.shape[:2]
+            gg = g.reshape(b, n, H // n, p, kh)  # query heads grouped by key/value head
+            m2, c = scalar_terms(gg, P, r, d, rec._wmean[i])
+            a = g.new_empty(n, H // n, b, p, kh)  # rstd g, laid out for the batched GEMM
+            rec._add(i, torch.mul(gg.permute(1, 2, 0, 3, 4), r, out=a), c)
             m2s.append(m2.reshape(-1, b, p))
-            if ctx.needs_input_grad[0]:  # sum_h a_h @ W'_h as one dense product
-                n, K = len(a), a.shape[-1]
-                part = a.sum(1).permute(1, 2, 0, 3).reshape(b * p, n * K) @ wf.reshape(n * K, d)
-                gx = part if gx is None else gx.add_(part)
+            if need:  # sum_h g_h W_h as one dense product, as a plain backward does
+                gs = (gg.sum(2) if gg.shape[2] > 1 else gg[:, :, 0]).transpose(1, 2)
+                part = gs.reshape(b * p, n * kh) @ w.reshape(n * kh, d)
+                dense = part if dense is None else dense.add_(part)
+                if c is not None:
+                    cs = c.sum((0, 1))  # [b, p]
+                    csum = cs if csum is None else csum.add_(cs)
         m2 = torch.cat(m2s)  # [3H, b, p]
-        ctx.rec._add_run(m2, xh)
-        if gx is not None:
-            gx = gx.view(b, p, d).addcmul_(xh, m2.sum(0)[..., None])
+        rec._m2.append(m2)
+        rec._xhat.append(xh)
+        if not need:
+            return None, None, None, None, None, None, None
+        gx = dense.view(b, p, d)
+        if ctx.nw is not None:
+            gx.mul_(ctx.nw.to(dt))
+        gx.mul_(r).addcmul_(xh, m2.sum(0)[..., None])
+        if csum is not None:
+            gx.add_(csum[..., None])
         return gx, None, None, None, None, None, None

@@ -191,6 +191,28 @@ def test_eap_is_exact_to_first_order(case):
             cfg._experts_implementation = experts
 
 
+def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
+    """EAP-IG's q/k/v readers summed as factors (models.reader_factors) give the scores of the
+    per-reader path (models.norms._FUSE off: every reader's gradient summed as it is)."""
+    from acdc_engine.models import norms
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.scoring import attribute
+    from acdc_engine.tasks import prepare
+
+    _, _, model = case
+    data = prepare("t", model.tokenizer, random_pairs(4, length=LENGTH, seed=2))
+    p = Problem.build(model, data, registry().metric("kl_div"), "corrupted", batch_size=4)
+    got = attribute(p, "eap-ig", ig_steps=3, progress=False)
+    norms._FUSE = False
+    try:
+        want = attribute(p, "eap-ig", ig_steps=3, progress=False)
+    finally:
+        norms._FUSE = True
+    assert float(want.abs().max()) > 0
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
 # ----- each feature matters ------------------------------------------------------------------
 @pytest.mark.parametrize("name, attr, off", FEATURES, ids=[f"{c}-{a}" for c, a, _ in FEATURES])
 def test_each_feature_matters(tmp_path, name, attr, off):
