@@ -328,7 +328,9 @@ def run(
             return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
         return _Read.apply(resid, mask[:n_up, cols], src, abl, hit, state, cols, parts)
 
-    summed = buf is None and gone is None  # no head's own write needed: only their sum
+    # EAP-IG's interpolation steps need no head's own write, only their sum: one dense output
+    # projection (other runs keep the per-head sum, so equal runs stay bit-for-bit equal)
+    summed = buf is None and gone is None and delta is not None
     if start == 0:
         resid = x if gone is None or not gone[0] else _substitute(x[None], 0, gone, ablated)[0]
     for layer in range(start, g.n_layers):

@@ -154,11 +154,13 @@ def attribution(name):
     s = text(name)
     b, p = num(r"batch (\d+) x", s, int), num(r"x (\d+) tokens", s, int)
     rows = {}
-    for m in re.finditer(r"^(baseline fwd\+bwd(?: \+W grads)?|eap(?:-ig \(\d+ steps\))?)\s+"
-                         r"([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s*$", s, re.M):
+    for m in re.finditer(r"^(baseline fwd\+bwd(?: \+W grads)?|baseline, 2-D unembedding|"
+                         r"eap(?:-ig \(\d+ steps\))?)\s+([\d.]+)\s+([\d.]+)x\s+"
+                         r"(?:([\d.]+)x\s+)?([\d.]+)\s*$", s, re.M):
         secs = float(m.group(2))
         rows[m.group(1)] = {"seconds": secs, "x_baseline": float(m.group(3)),
-                            "peak_mib": float(m.group(4)),
+                            "x_2d_baseline": None if m.group(4) is None else float(m.group(4)),
+                            "peak_mib": float(m.group(5)),
                             "tokens_per_s": b * p / secs if b and p and secs else None}
     return {"batch": b, "pos": p, "invariant_full": num(r"full circuit ([\d.e+-]+),", s),
             "invariant_empty": num(r"empty circuit ([\d.e+-]+)", s), "rows": rows,

@@ -14,10 +14,10 @@ import acdc_engine
 ROOT = Path(acdc_engine.__file__).parent
 
 LAYERS = [
-    {"errors", "progress", "resources", "extras"},
+    {"errors", "progress", "resources", "extras", "buffers"},
     {"graph", "circuit", "tasks", "task_rows", "metrics", "positions"},
     {"models"},
-    {"patching", "prefix", "token_groups", "loading", "problem", "interventions"},
+    {"patching", "prefix", "token_groups", "grad_sink", "loading", "problem", "interventions"},
     {"scoring"},
     {"evaluation"},
     {"records", "render"},
