@@ -327,6 +327,9 @@ def main():
           f"(target <= 6x at 5 steps); EAP peak memory/baseline = {mem:.2f}x (target <= 1.5x)")
     print(f"against the 2-D-unembedding baseline: EAP {round_ratio(times, 'eap', base2):.2f}x, "
           f"EAP-IG {round_ratio(times, ig_row, base2):.2f}x")
+    print("seconds in each round (the ratios above are medians of each round's ratio):")
+    for name, ts in times.items():
+        print(f"  {name:26s} " + " ".join(f"{t:7.3f}" for t in ts))
 
 
 if __name__ == "__main__":
