@@ -239,7 +239,10 @@ def weight_rows(w, nw, ones: bool) -> torch.Tensor:
     """``W' = W * w_norm`` [n, kh, d] (and, with ``ones``, a row of ones below each head's
     rows: [n, kh + 1, d]) in one new tensor."""
     n, kh, d = w.shape
-    out = w.new_empty(n, kh + ones, d)
+    if w.stride(-1) == 1:  # rows along d (a Linear's weight): the same layout
+        out = w.new_empty(n, kh + ones, d)
+    else:  # d outermost (GPT-2's Conv1D weight): keep it so, reads and writes stay in order
+        out = w.new_empty(d, n, kh + ones).permute(1, 2, 0)  # a batched GEMM takes it as is
     if nw is None:
         out[:, :kh] = w
     else:
