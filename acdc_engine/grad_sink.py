@@ -4,7 +4,7 @@ EAP-IG's steps share one ``delta`` per writer, so instead of forming every step'
 (one product of ``delta`` with each reader's input gradient per step), the patched forward's
 backward hands each reader group's input gradients (the q/k/v inputs of a layer's heads, an
 MLP's input, the logits' input) to a :class:`GradSink`, and the products are formed once at the
-end (:func:`acdc_engine.patching.edge_grads`), group by group.
+end (:func:`edge_grads`), group by group.
 
 A sink from :meth:`GradSink.lazy` keeps one ``[s, b, p, d]`` tensor per reader group, made by
 the group's first gradient (written, not added to zeros), and lets the patched forward record a
@@ -19,8 +19,9 @@ import torch
 
 from . import buffers
 from .models.reader_factors import ReaderFactors
+from .token_groups import TokenGroups
 
-__all__ = ["GradSink"]
+__all__ = ["GradSink", "edge_grads"]
 
 
 class GradSink:
@@ -76,3 +77,41 @@ class GradSink:
         if formed is None or dense is None:
             return dense if formed is None else formed
         return formed.add_(dense)
+
+
+def _reader_groups(g):
+    """(writers upstream, reader columns) for each group of readers that share a prefix."""
+    for layer in range(g.n_layers):
+        yield g.attn_upstream(layer), g.attn_slots(layer)
+        if not g.attn_only:
+            slot = g.mlp_slot(layer)
+            yield g.mlp_upstream(layer), slice(slot, slot + 1)
+    yield g.n_writers, slice(g.logits_slot, g.logits_slot + 1)
+
+
+def edge_grads(g, delta: torch.Tensor, sink: GradSink,
+               labels: torch.Tensor | None = None, n_groups: int = 1) -> torch.Tensor:
+    """``[n_writers, n_readers]`` edge gradients ``sum delta_u . sink_v`` from a ``grad_sink``
+    (``[n_writers, n_readers, n_groups]``, summed per group, with position ``labels``).
+
+    Equal to the ``mask.grad`` the runs that filled ``sink`` would have summed, for one GEMM
+    per reader group in total instead of one per run; the sink forms one group's gradients
+    at a time.
+    """
+    groups = None if labels is None else TokenGroups(labels, n_groups)
+    shape = (g.n_writers, g.n_readers) + (() if groups is None else (n_groups,))
+    out = torch.zeros(shape, device=delta.device, dtype=torch.float32)
+    for n_up, cols in _reader_groups(g):
+        s = sink.rows(cols)  # [s, b, p, d], or None: nothing reached these readers
+        if s is None:
+            continue
+        if groups is not None:
+            out[:n_up, cols] = groups.products(delta[:n_up], s)
+        elif s.is_contiguous():
+            out[:n_up, cols] = (delta[:n_up].reshape(n_up, -1) @ s.reshape(len(s), -1).T).float()
+        else:  # position-major (ReaderFactors.gradients): one [n, d] @ [d, s] per position
+            dm = s.shape[-1]
+            x = delta[:n_up].reshape(n_up, -1, dm).transpose(0, 1)  # [T, n, d]
+            y = s.reshape(len(s), -1, dm).permute(1, 2, 0)  # [T, d, s]
+            out[:n_up, cols] = torch.bmm(x, y).sum(0, dtype=torch.float32)
+    return out

@@ -51,7 +51,7 @@ from .models.norms import recording
 from .prefix import Prefix, current_prefix, reuse_prefix
 from .token_groups import TokenGroups
 
-__all__ = ["run", "writer_outputs", "edge_grads", "Ablation", "ABLATIONS", "Prefix",
+__all__ = ["run", "writer_outputs", "Ablation", "ABLATIONS", "Prefix",
            "reuse_prefix"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
@@ -77,7 +77,7 @@ class _Backward:
     instead of two). With a ``sink`` (:class:`~acdc_engine.grad_sink.GradSink`), backward adds
     each reader input's gradient there instead of forming ``mask.grad``: EAP-IG, whose delta is
     the same at every step, sums the gradients of all steps and forms the edge products once
-    (:func:`edge_grads`).
+    (:func:`acdc_engine.grad_sink.edge_grads`).
     """
 
     def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
@@ -259,7 +259,8 @@ def run(
               read positions, ``batch.read_positions``); overrides ``last_only``.
     grad_sink: a :class:`~acdc_engine.grad_sink.GradSink`, or a tensor [n_readers, batch,
               pos, d_model]: backward adds every reader input's gradient there instead of
-              filling ``mask.grad`` (``mask`` must still require grad); see :func:`edge_grads`.
+              filling ``mask.grad`` (``mask`` must still require grad); see
+              :func:`acdc_engine.grad_sink.edge_grads`.
 
     Returns logits [batch, pos or 1 or k, vocab] (and the writer outputs when ``collect``).
     """
@@ -394,44 +395,6 @@ def writer_outputs(adapter: ModelAdapter, input_ids: torch.Tensor,
     none = torch.empty(input_ids.shape[0], 0, dtype=torch.long, device=input_ids.device)
     return run(adapter, input_ids, mask=mask, ablated=ablated, collect=True, positions=none,
                labels=labels)[1]
-
-
-def _reader_groups(g):
-    """(writers upstream, reader columns) for each group of readers that share a prefix."""
-    for layer in range(g.n_layers):
-        yield g.attn_upstream(layer), g.attn_slots(layer)
-        if not g.attn_only:
-            slot = g.mlp_slot(layer)
-            yield g.mlp_upstream(layer), slice(slot, slot + 1)
-    yield g.n_writers, slice(g.logits_slot, g.logits_slot + 1)
-
-
-def edge_grads(g, delta: torch.Tensor, sink: GradSink,
-               labels: torch.Tensor | None = None, n_groups: int = 1) -> torch.Tensor:
-    """``[n_writers, n_readers]`` edge gradients ``sum delta_u . sink_v`` from a ``grad_sink``
-    (``[n_writers, n_readers, n_groups]``, summed per group, with position ``labels``).
-
-    Equal to the ``mask.grad`` the runs that filled ``sink`` would have summed, for one GEMM
-    per reader group in total instead of one per run; the sink forms one group's gradients
-    at a time.
-    """
-    groups = None if labels is None else TokenGroups(labels, n_groups)
-    shape = (g.n_writers, g.n_readers) + (() if groups is None else (n_groups,))
-    out = torch.zeros(shape, device=delta.device, dtype=torch.float32)
-    for n_up, cols in _reader_groups(g):
-        s = sink.rows(cols)  # [s, b, p, d], or None: nothing reached these readers
-        if s is None:
-            continue
-        if groups is not None:
-            out[:n_up, cols] = groups.products(delta[:n_up], s)
-        elif s.is_contiguous():
-            out[:n_up, cols] = (delta[:n_up].reshape(n_up, -1) @ s.reshape(len(s), -1).T).float()
-        else:  # position-major (ReaderFactors.gradients): one [n, d] @ [d, s] per position
-            dm = s.shape[-1]
-            x = delta[:n_up].reshape(n_up, -1, dm).transpose(0, 1)  # [T, n, d]
-            y = s.reshape(len(s), -1, dm).permute(1, 2, 0)  # [T, d, s]
-            out[:n_up, cols] = torch.bmm(x, y).sum(0, dtype=torch.float32)
-    return out
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from .. import buffers
 
 __all__ = ["shared_norm", "norm_project", "release_workspace", "recording", "head_terms",
-           "scalar_terms", "weight_rows", "shared_affine"]
+           "scalar_terms", "weight_rows", "shared_affine", "unfused"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -318,6 +318,19 @@ def shared_affine(norm, x: torch.Tensor, weights):
         xn = norm(x0)  # the model's own norm: the forward values are its own
         aff = _affine(norm, x0, xn)
     return None if aff is None else (xn, aff)
+
+
+@contextmanager
+def unfused():
+    """Within it, :func:`norm_project` declines, so every reader normalises its own input and
+    EAP-IG hands over its reader gradients one by one: the reference path that tests and
+    benchmarks compare the fused one with (not thread-safe: it switches :data:`_FUSE`)."""
+    global _FUSE
+    prev, _FUSE = _FUSE, False
+    try:
+        yield
+    finally:
+        _FUSE = prev
 
 
 @contextmanager

@@ -88,7 +88,7 @@ class ReaderFactors:
 
         Laid out position-major (a view of a [b * p, 3H, d] tensor): the per-position terms
         are then one batched product that writes it, and the edge products read it per
-        position (:func:`acdc_engine.patching.edge_grads`) as fast as row-major."""
+        position (:func:`acdc_engine.grad_sink.edge_grads`) as fast as row-major."""
         if not self._xhat:
             return None
         b, p, d = self._xhat[0].shape

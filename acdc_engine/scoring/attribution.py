@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import AcdcError, UnknownNameError
-from ..grad_sink import GradSink
+from ..grad_sink import GradSink, edge_grads
 from ..graph import Scores
 from ..models.norms import release_workspace
-from ..patching import edge_grads, run
+from ..patching import run
 from ..problem import Problem
 from ..progress import progress_bar
 

@@ -193,7 +193,7 @@ def test_eap_is_exact_to_first_order(case):
 
 def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
     """EAP-IG's q/k/v readers summed as factors (models.reader_factors) give the scores of the
-    per-reader path (models.norms._FUSE off: every reader's gradient summed as it is)."""
+    per-reader path (models.norms.unfused: every reader's gradient summed as it is)."""
     from acdc_engine.models import norms
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
@@ -204,11 +204,8 @@ def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
     data = prepare("t", model.tokenizer, random_pairs(4, length=LENGTH, seed=2))
     p = Problem.build(model, data, registry().metric("kl_div"), "corrupted", batch_size=4)
     got = attribute(p, "eap-ig", ig_steps=3, progress=False)
-    norms._FUSE = False
-    try:
+    with norms.unfused():
         want = attribute(p, "eap-ig", ig_steps=3, progress=False)
-    finally:
-        norms._FUSE = True
     assert float(want.abs().max()) > 0
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
 

@@ -88,11 +88,8 @@ def test_factor_records_form_the_per_reader_sums(name, request):
 
 
 def test_a_family_without_the_shared_norm_keeps_the_per_reader_path(gpt2):
-    norms._FUSE = False  # norm_project declines: as a family that never calls it
-    try:
+    with norms.unfused():  # norm_project declines: as a family that never calls it
         sink, g = _sink_runs(gpt2, factors=True, steps=2)
-    finally:
-        norms._FUSE = True
     assert not sink.factors_ok and all(not r.used for r in sink._factors.values())
     assert sink.rows(g.attn_slots(0)).shape[0] == 3 * g.n_heads
 
@@ -101,11 +98,8 @@ def test_eap_ig_scores_with_and_without_factor_records(qwen2):
     data = prepare("t", qwen2.tokenizer, random_pairs(6, seed=4))
     p = Problem.build(qwen2, data, registry().metric("kl_div"), "mean", batch_size=3)
     got = attribute(p, "eap-ig", ig_steps=4, progress=False)
-    norms._FUSE = False
-    try:
+    with norms.unfused():
         want = attribute(p, "eap-ig", ig_steps=4, progress=False)
-    finally:
-        norms._FUSE = True
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
 
 
