@@ -38,10 +38,9 @@ class GradSink:
         """A sink that holds only what its runs give it."""
         return cls()
 
-    def add(self, start: int, grads: tuple, joined: torch.Tensor | None = None) -> None:
-        """Add the gradients of the consecutive readers ``start, start + 1, ...`` (``grads``,
-        one [size, b, p, d] tensor per part, or ``joined``, all of them as one tensor)."""
-        parts = (joined,) if joined is not None else grads
+    def add(self, start: int, parts: tuple) -> None:
+        """Add the gradients of the consecutive readers ``start, start + 1, ...``: ``parts``,
+        one [size, b, p, d] tensor per part (all of them as one tensor, or q, k and v)."""
         if self.tensor is not None:
             for g in parts:
                 self.tensor[start : start + len(g)] += g
@@ -52,7 +51,7 @@ class GradSink:
             g0 = parts[0]
             have = buffers.empty((sum(len(g) for g in parts), *g0.shape[1:]), dtype=g0.dtype,
                                  device=g0.device)
-            torch.cat(parts, out=have) if len(parts) > 1 else have.copy_(g0)
+            torch.cat(parts, out=have)
             self._dense[start] = have
             return
         row = 0

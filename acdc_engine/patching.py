@@ -122,7 +122,7 @@ class _Read(torch.autograd.Function):
         g_m, state = None, ctx.state
         joined = _joined(grads)  # [s, b, p, dm] when the parts are one buffer, else None
         if state.sink is not None:  # per part when not joined: no concatenation
-            state.sink.add(ctx.cols.start, grads, joined)
+            state.sink.add(ctx.cols.start, grads if joined is None else (joined,))
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
             grad = joined if joined is not None else torch.cat(grads)  # [s, b, p, dm]
@@ -303,15 +303,14 @@ def run(
     n_done = g.attn_upstream(start)  # rows before it are never read when a run resumes
     if buf is not None and start == 0:
         buf[0] = x.detach()
+    sink = grad_sink if grad_sink is None or isinstance(grad_sink, GradSink) else \
+        GradSink(grad_sink)
     if mask is not None:
-        sink = grad_sink if grad_sink is None or isinstance(grad_sink, GradSink) else \
-            GradSink(grad_sink)
         state = (_Backward(buf, ablated, inplace=not collect, sink=sink, groups=groups)
                  if delta is None else _Backward(delta, None, sink=sink, groups=groups))
     # EAP-IG: a layer's q/k/v readers whose input is the unpatched stream are recorded as
     # factors (models.reader_factors), not handed to the sink one reader at a time
-    factor_sink = sink if mask is not None and grad and sink is not None and sink.factors_ok \
-        else None
+    factor_sink = sink if grad and sink is not None and sink.factors_ok else None
 
     def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple) -> tuple | None:
         """Reader inputs for ``cols``, one [size, b, p, d] tensor per part, or None when no

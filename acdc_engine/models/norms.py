@@ -24,7 +24,7 @@ import torch
 from .. import buffers
 
 __all__ = ["shared_norm", "norm_project", "release_workspace", "recording", "head_terms",
-           "scalar_terms", "weight_rows", "shared_affine", "unfused"]
+           "scalar_terms", "weight_rows", "weight_mean", "shared_affine", "unfused"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -252,6 +252,15 @@ def weight_rows(w, nw, ones: bool) -> torch.Tensor:
     return out
 
 
+def weight_mean(w, nw) -> torch.Tensor:
+    """``mean_d(W'_h)`` [n, kh] for ``W' = W * w_norm`` (a layer norm's mean term), as one
+    matrix-vector product: no W-sized temporary."""
+    n, kh, d = w.shape
+    if nw is None:
+        return w.mean(-1)
+    return (w.reshape(n * kh, d) @ nw.to(w.dtype)).div_(d).view(n, kh)
+
+
 def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
     """One input's per-head gradient terms (see :class:`_NormProject`)::
 
@@ -266,7 +275,7 @@ def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
     layer = kind == "layer"  # an RMS norm subtracts no mean: no c column
     wf = weight_rows(w, nw, layer)
     gg = g.reshape(g.shape[0], n, n_heads // n, g.shape[2], kh)  # query heads by kv head
-    m2, c = scalar_terms(gg, P, r, d, wf[:, :kh].mean(-1) if layer else None)
+    m2, c = scalar_terms(gg, P, r, d, weight_mean(w, nw) if layer else None)
     a = g.new_empty(n, n_heads // n, g.shape[0], g.shape[2], kh + layer)
     torch.mul(gg.permute(1, 2, 0, 3, 4), r, out=a[..., :kh])
     if layer:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .. import buffers
-from .norms import _project, scalar_terms, shared_affine, weight_rows
+from .norms import _project, scalar_terms, shared_affine, weight_mean, weight_rows
 
 __all__ = ["ReaderFactors"]
 
@@ -61,14 +61,7 @@ class ReaderFactors:
         if self._w:
             return
         self._w, self._nw = [w for w, _ in weights], nw
-        for w in self._w:  # mean_d(W'_h) = W_h nw / d: the layer norm's mean term
-            n, kh, d = w.shape
-            if kind != "layer":
-                self._wmean.append(None)
-            elif nw is None:
-                self._wmean.append(w.mean(-1))
-            else:  # one matrix-vector product, no W-sized temporary
-                self._wmean.append((w.reshape(n * kh, d) @ nw.to(w.dtype)).div_(d).view(n, kh))
+        self._wmean = [weight_mean(w, nw) if kind == "layer" else None for w in self._w]
 
     def _add(self, i: int, a: torch.Tensor, c: torch.Tensor | None) -> None:
         if a.dtype in (torch.float16, torch.bfloat16):  # sums over steps in float32

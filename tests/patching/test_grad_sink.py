@@ -25,7 +25,7 @@ def test_a_lazy_sink_sums_each_group_over_runs():
     sink = GradSink.lazy()
     for parts in runs:
         sink.add(0, tuple(parts[:2]))  # readers 0-4 as two parts
-        sink.add(5, (), parts[2])  # reader 5 joined
+        sink.add(5, (parts[2],))  # reader 5 as one part
     torch.testing.assert_close(sink.rows(slice(0, 5)), sum(torch.cat(r[:2]) for r in runs))
     torch.testing.assert_close(sink.rows(slice(5, 6)), sum(r[2] for r in runs))
     assert sink.rows(slice(6, 9)) is None  # never reached: a zero sum, nothing held
