@@ -47,7 +47,7 @@ from . import buffers
 from .errors import UnknownNameError
 from .grad_sink import GradSink
 from .models.adapter import ModelAdapter
-from .models.norms import recording
+from .models.norms import recording, spare_row
 from .prefix import Prefix, current_prefix, reuse_prefix
 from .token_groups import TokenGroups
 
@@ -78,34 +78,93 @@ class _Backward:
     each reader input's gradient there instead of forming ``mask.grad``: EAP-IG, whose delta is
     the same at every step, sums the gradients of all steps and forms the edge products once
     (:func:`acdc_engine.grad_sink.edge_grads`).
+
+    ``mask.grad`` (:meth:`mask_grad`): a reader group marked ``merge`` (a layer's heads, the
+    logits) leaves its product pending, and the group that backward reaches next (the MLP
+    before it, one column) forms both in one GEMM: ``delta`` is read once instead of twice,
+    and the MLP's matrix-vector product, bound by reading ``delta``, is gone. The MLP's column
+    goes next to the pending gradients: into the spare row the fused q/k/v backward leaves
+    after them (:func:`acdc_engine.models.norms.spare_row`), or a copy when the pending group
+    is one column.
     """
 
     def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
         self.src, self.abl, self.inplace, self.sink = src, abl, inplace, sink
         self.groups = groups  # TokenGroups of a position-aware mask, else None
         self.delta = src if abl is None else None  # no ablated outputs: src is the delta
+        self.pending = None  # (n, cols, grad [s, b, p, d]) of a group marked ``merge``
 
     def upto(self, n: int) -> torch.Tensor:
         if self.delta is None:  # in place when nobody else holds the buffer: no new 100s of MB
             self.delta = self.src.sub_(self.abl) if self.inplace else self.src - self.abl
         return self.delta[:n]
 
+    def mask_grad(self, mask_shape, n: int, cols: slice, grad, merge: bool):
+        """This reader group's share of ``mask.grad``, full-size (zero elsewhere), with the
+        pending group's when there is one; None when this group's is left pending."""
+        pend, self.pending = self.pending, None
+        if self.groups is not None:  # [n, s, G]: per group, over its tokens
+            return _placed(mask_shape, [(n, cols, self.groups.products(self.upto(n), grad))])
+        if pend is None and merge:
+            self.pending = (n, cols, grad)
+            return None
+        parts = [] if pend is None else [pend]
+        joint = None if pend is None else _adjacent(pend[2], grad)
+        if joint is not None:  # [s1 + s2, b, p, d]: one GEMM over the pending group's writers
+            n1, c1, g1 = pend
+            prod = self.upto(n1).reshape(n1, -1) @ joint.reshape(len(joint), -1).T
+            parts = [(n1, c1, prod[:, : len(g1)]), (n, cols, prod[:n, len(g1) :])]
+        else:
+            parts = [(m, c, self.upto(m).reshape(m, -1) @ g.reshape(len(g), -1).T)
+                     for m, c, g in parts + [(n, cols, grad)]]
+        return _placed(mask_shape, parts)
+
+
+def _placed(shape, parts) -> torch.Tensor:
+    """A zero tensor of ``shape`` with each ``(n, cols, values)`` of ``parts`` at [:n, cols]."""
+    vals = parts[0][2]
+    out = vals.new_zeros(shape)
+    for n, cols, v in parts:
+        out[:n, cols] = v.to(out.dtype)
+    return out
+
+
+def _adjacent(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor | None:
+    """``cat([first, then])`` [s1 + s2, b, p, d] without copying ``first`` when ``then`` is one
+    row and the q/k/v workspace keeps a spare row after ``first``; a copy when ``first`` is one
+    row too (the logits reader); else None (the products are formed one after the other)."""
+    if len(then) != 1 or first.shape[1:] != then.shape[1:] or first.dtype != then.dtype:
+        return None
+    if len(first) == 1:
+        return torch.cat([first, then])
+    spare = spare_row(first)
+    if spare is None:
+        return None
+    spare.copy_(then[0])
+    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(),
+                                   (len(first) + 1, *first.shape[1:]))
+
 
 class _Read(torch.autograd.Function):
-    """``resid[None] + (m - 1)^T @ (src - abl)``: inputs of ``s`` readers from ``n`` writers.
+    """``resid[None] + (m - 1)^T @ (src - abl)`` with ``m = mask[:n, cols]``: inputs of the
+    ``s`` readers ``cols`` from the ``n`` writers upstream of them.
 
-    resid [b, p, dm]; m [n, s]; src [n, b, p, dm] and abl [n, b or 1, p, dm] (or None) are
-    constants, used as views (the difference is never materialized in the forward pass) ->
-    one [size, b, p, dm] tensor per entry of ``parts`` (sizes summing to s), so callers get
-    q, k and v separately and backward never concatenates their gradients.
-    ``touched`` False skips the product in the forward pass (every entry of m is 1).
+    resid [b, p, dm]; mask [W, R] (or [W, R, G]); src [n, b, p, dm] and abl [n, b or 1, p, dm]
+    (or None) are constants, used as views (the difference is never materialized in the forward
+    pass) -> one [size, b, p, dm] tensor per entry of ``parts`` (sizes summing to s), so callers
+    get q, k and v separately and backward never concatenates their gradients.
+    ``touched`` False skips the product in the forward pass (every entry of m is 1). The
+    backward returns a full-size gradient for ``mask`` (:meth:`_Backward.mask_grad`), so that
+    one node may carry the products of two reader groups (``merge``).
     """
 
     @staticmethod
-    def forward(ctx, resid, m, src, abl, touched: bool, state: _Backward, cols: slice,
-                parts: tuple):
-        ctx.state, ctx.n, ctx.cols = state, m.shape[0], cols
-        n, s = m.shape[:2]
+    def forward(ctx, resid, mask, src, abl, touched: bool, state: _Backward, cols: slice,
+                parts: tuple, merge: bool = False):
+        n = src.shape[0]
+        ctx.state, ctx.n, ctx.cols, ctx.merge, ctx.shape = state, n, cols, merge, mask.shape
+        m = mask[:n, cols]
+        s = m.shape[1]
         out = resid.unsqueeze(0).expand(s, *resid.shape)
         if touched and state.groups is not None:  # m [n, s, G]: per token, its group's column
             out = out + state.groups.correction(m, src, abl)
@@ -126,17 +185,13 @@ class _Read(torch.autograd.Function):
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
             grad = joined if joined is not None else torch.cat(grads)  # [s, b, p, dm]
-            if state.groups is not None:  # [n, s, G]: per group, over its tokens
-                g_m = state.groups.products(state.upto(ctx.n), grad).to(grad.dtype)
-            else:
-                d = state.upto(ctx.n).reshape(ctx.n, -1)
-                g_m = d @ grad.reshape(grad.shape[0], -1).T  # [n, s]
+            g_m = state.mask_grad(ctx.shape, ctx.n, ctx.cols, grad, ctx.merge)
         if joined is not None:
-            return _sum0(joined), g_m, None, None, None, None, None, None
+            return _sum0(joined), g_m, None, None, None, None, None, None, None
         g_resid = _sum0(grads[0])
         for g in grads[1:]:
             g_resid += _sum0(g)
-        return g_resid, g_m, None, None, None, None, None, None
+        return g_resid, g_m, None, None, None, None, None, None, None
 
 
 def _sum0(t: torch.Tensor) -> torch.Tensor:
@@ -312,9 +367,15 @@ def run(
     # factors (models.reader_factors), not handed to the sink one reader at a time
     factor_sink = sink if grad and sink is not None and sink.factors_ok else None
 
-    def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple) -> tuple | None:
+    # in a sequential model with MLPs, the MLP before a layer's heads (before the logits) is the
+    # reader group backward reaches next: their edge products go in one GEMM (_Backward)
+    merge = not (g.parallel or g.attn_only)
+
+    def read(resid: torch.Tensor, n_up: int, cols: slice, parts: tuple,
+             before_mlp: bool = False) -> tuple | None:
         """Reader inputs for ``cols``, one [size, b, p, d] tensor per part, or None when no
-        edge into ``cols`` is patched."""
+        edge into ``cols`` is patched. ``before_mlp``: an MLP's readers come right before
+        these in the forward pass."""
         if mask is None:
             return None
         hit = any(touched[cols])
@@ -326,10 +387,10 @@ def run(
             src, abl = buf[:n_up], None if ablated is None else ablated[:n_up]
         if not grad and _NODE_FASTPATH:  # no autograd: over the writers with a removed edge
             return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
-        return _Read.apply(resid, mask[:n_up, cols], src, abl, hit, state, cols, parts)
+        return _Read.apply(resid, mask, src, abl, hit, state, cols, parts, merge and before_mlp)
 
     # EAP-IG's interpolation steps need no head's own write, only their sum: one dense output
-    # projection (other runs keep the per-head sum, so equal runs stay bit-for-bit equal)
+    # projection (other runs add up the heads' writes, so equal runs stay bit-for-bit equal)
     summed = buf is None and gone is None and delta is not None
     if start == 0:
         resid = x if gone is None or not gone[0] else _substitute(x[None], 0, gone, ablated)[0]
@@ -337,25 +398,35 @@ def run(
         if states is not None and layer <= first and not (layer == 0 and gone and gone[0]):
             states.setdefault(layer, resid.detach())  # still the clean run: remember it
         cols = g.attn_slots(layer)
-        attend = adapter.attn_out if summed else adapter.attn_heads
-        heads = None
+        rows = slice(n_done, n_done + H)
+
+        def attend(q, k, v):
+            """The heads' writes added to the stream [b, p, d]; kept in ``buf`` when it is."""
+            if summed:
+                return adapter.attn_out(layer, q, k, v)
+            if buf is not None and (gone is None or not any(gone[rows])):
+                return adapter.attn_write(layer, q, k, v, buf[rows])  # formed in the buffer
+            heads = adapter.attn_heads(layer, q, k, v)  # [H, b, p, d]
+            if buf is not None:
+                buf[rows] = heads.detach()
+            if gone is not None:  # removed heads write their ablated output once, for everyone
+                heads = _substitute(heads, rows.start, gone, ablated)
+            return heads.sum(0)
+
+        written = None
         if factor_sink is not None and not any(touched[cols]):  # the readers share one stream
             rec = factor_sink.factors(cols.start, anchor=mask)
             with recording(rec):
-                heads = attend(layer, resid, resid, resid)
+                written = attend(resid, resid, resid)
             if not rec.used:  # the family does not share its q/k/v norm: per reader, as below
-                heads, factor_sink.factors_ok, factor_sink = None, False, None
-        if heads is None:
-            inputs = read(resid, g.attn_upstream(layer), cols, (H, H, H))
+                written, factor_sink.factors_ok, factor_sink = None, False, None
+        if written is None:
+            inputs = read(resid, g.attn_upstream(layer), cols, (H, H, H), layer > 0)
             q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
-            heads = attend(layer, q, k, v)  # [H, b, p, d], or their sum [b, p, d]
-        if buf is not None:
-            buf[n_done : n_done + H] = heads.detach()
+            written = attend(q, k, v)
         n_done += H
         resid_pre = resid
-        if gone is not None:  # removed heads write their ablated output once, for everyone
-            heads = _substitute(heads, n_done - H, gone, ablated)
-        resid = resid + (heads if summed else heads.sum(0))
+        resid = resid + written
         bias = adapter.attn_bias(layer)
         if bias is not None:
             resid = resid + bias
@@ -373,7 +444,7 @@ def run(
             resid = resid + out
     if states is not None and first == g.n_layers:
         states.setdefault(g.n_layers, resid.detach())
-    inputs = read(resid, g.n_writers, slice(g.logits_slot, g.logits_slot + 1), (1,))
+    inputs = read(resid, g.n_writers, slice(g.logits_slot, g.logits_slot + 1), (1,), True)
     final = resid if inputs is None else inputs[0][0]
     if positions is not None:  # [b, k] -> the final residual there: [b, k, d]
         idx = positions.to(final.device)[:, :, None].expand(-1, -1, final.shape[-1])

@@ -21,6 +21,7 @@ from acdc_engine.testing.builders import (  # noqa: E402,F401  (fixtures and tes
     perturb,
     random_pairs,
     save_gpt2,
+    save_hf,
     save_llama,
     save_tokenizer,
     save_tracr,
@@ -71,6 +72,17 @@ def qwen2(tmp_path_factory):
 
     path = save_llama(tmp_path_factory.mktemp("qwen2"), model_type="qwen2", seed=1)
     return load_model(str(path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def neox(tmp_path_factory):
+    """A tiny random GPT-NeoX with parallel attention and MLP (Pythia's layout)."""
+    from acdc_engine import load_model
+
+    path = save_hf(tmp_path_factory.mktemp("neox-parallel"), "gpt_neox", n_layer=3)
+    model = load_model(str(path), device="cpu")
+    assert model.graph.parallel
+    return model
 
 
 @pytest.fixture(scope="session")

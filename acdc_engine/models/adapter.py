@@ -19,6 +19,12 @@ Optional summed attention: :meth:`ModelAdapter.attn_out` -> ``attn_heads(...).su
 forming each head's write (one dense output projection instead of ``head`` of them). The patched
 forward calls it when no head's own write is needed (EAP-IG's interpolation steps).
 
+Optional buffered attention: :meth:`ModelAdapter.attn_write` writes each head's write into a
+slice of the patched forward's writer buffer and returns their sum, ``attn_heads(...).sum(0)``
+bit for bit; a family may form the writes in place and give the sum a dense backward
+(:mod:`acdc_engine.models.head_writes`). The patched forward calls it whenever it keeps the
+writers' outputs (gradient runs, the corrupted run, patched runs).
+
 Optional per-head kernel: :meth:`ModelAdapter.attn_heads_subset` runs only some heads (ACDC's
 engine re-runs one head per candidate). The base class implements it through ``attn_heads``; a
 family with a faster one overrides it and declares ``fast_head_subset = True`` (and
@@ -55,6 +61,7 @@ import torch
 
 from ..errors import UnsupportedModelError
 from ..graph import Graph
+from .head_writes import copy_sum
 
 __all__ = ["ModelAdapter", "ModelFamily"]
 
@@ -97,6 +104,13 @@ class ModelAdapter:
         """The sum of the heads' writes, ``attn_heads(layer, q, k, v).sum(0)`` [batch, pos,
         d_model]. Generic: exactly that; a family may skip the per-head writes."""
         return self.attn_heads(layer, q, k, v).sum(0)
+
+    def attn_write(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   out: torch.Tensor) -> torch.Tensor:
+        """Each head's write into ``out`` [head, batch, pos, d_model] (values only) and their
+        sum [batch, pos, d_model], differentiable like ``attn_heads(...).sum(0)`` and equal to
+        it bit for bit. Generic: ``attn_heads`` copied into ``out``."""
+        return copy_sum(self.attn_heads(layer, q, k, v), out)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -23,8 +23,8 @@ import torch
 
 from .. import buffers
 
-__all__ = ["shared_norm", "norm_project", "release_workspace", "recording", "head_terms",
-           "scalar_terms", "weight_rows", "weight_mean", "shared_affine", "unfused"]
+__all__ = ["shared_norm", "norm_project", "release_workspace", "spare_row", "recording",
+           "head_terms", "scalar_terms", "weight_rows", "weight_mean", "shared_affine", "unfused"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -144,6 +144,22 @@ def _workspace(like: torch.Tensor, shape: tuple, reuse: bool) -> torch.Tensor:
     return cached[1]
 
 
+def spare_row(t: torch.Tensor) -> torch.Tensor | None:
+    """The workspace row right after ``t`` when ``t`` [s, b, p, d] is the first ``s`` rows of
+    this thread's backward workspace: :class:`_NormProject` leaves one row after the q/k/v
+    gradients free, where the reader group that backward reaches next (the previous layer's
+    MLP, one column) may put its gradient, so that the patched forward forms both groups' edge
+    products in one GEMM (:class:`acdc_engine.patching._Backward`). Else None."""
+    cached = getattr(_LOCAL, "buf", None)
+    if cached is None:
+        return None
+    ws = cached[1]
+    if (t.data_ptr() != ws.data_ptr() or len(t) >= len(ws) or t.shape[1:] != ws.shape[1:]
+            or t.dtype != ws.dtype or not t.is_contiguous()):
+        return None
+    return ws[len(t)]
+
+
 def release_workspace() -> None:
     """Drop this thread's cached backward buffer (:func:`norm_project`)."""
     _LOCAL.buf = None
@@ -188,14 +204,15 @@ class _NormProject(torch.autograd.Function):
         rstd, xhat, *ps = ctx.saved_tensors
         H, dt = ctx.n_heads, grads[0].dtype
         b, p, d = xhat.shape
-        buf = _workspace(grads[0], (3 * H, b, p, d), ctx.reuse)  # q, k, v input gradients
+        # q, k, v input gradients, and a spare row for the next reader group's (spare_row)
+        buf = _workspace(grads[0], (3 * H + 1, b, p, d), ctx.reuse)
         r, xh = rstd.to(dt), xhat.to(dt)  # [b, p, 1], [b, p, d]
         for i, ((w, _), g, P) in enumerate(zip(ctx.weights, grads, ps)):
             a, wf, m2 = head_terms(ctx.kind, w, ctx.nw, g, P, r, H)
             out = buf[i * H : (i + 1) * H].view(*a.shape[:-1], d)  # [n, g, b, p, d]
             torch.bmm(a.view(len(a), -1, a.shape[-1]), wf, out=out.view(len(a), -1, d))
             out.addcmul_(xh, m2[..., None])
-        return buf[:H], buf[H : 2 * H], buf[2 * H :], None, None, None, None
+        return buf[:H], buf[H : 2 * H], buf[2 * H : 3 * H], None, None, None, None
 
 
 def _project(xn: torch.Tensor, aff, weights, n_heads: int):
@@ -229,10 +246,15 @@ def scalar_terms(gg, P, r, d: int, wmean=None):
     gradient grouped by key/value head, ``P`` [b, n, p, kh], ``r`` = rstd [b, p, 1], ``d`` the
     stream's width."""
     rr = r[..., 0]  # [b, p]
-    m2 = torch.einsum("bngpk,bnpk->ngbp", gg, P).mul_(rr).mul_(-1 / d)
-    if wmean is None:
-        return m2, None
-    return m2, torch.einsum("bngpk,nk->ngbp", gg, wmean).mul_(rr).neg_()
+
+    def dot(x):  # sum_kh gg * x -> [n, g, b, p]: elementwise and a sum, where einsum would
+        # copy both operands into a batched GEMM of one-row matrices (3x the time); products
+        # in float32 at least, as the GEMM accumulates them
+        up = torch.promote_types(gg.dtype, torch.float32)
+        return (gg.to(up) * x.to(up)).sum(-1).to(gg.dtype).permute(1, 2, 0, 3).mul_(rr)
+
+    m2 = dot(P[:, :, None]).mul_(-1 / d)
+    return m2, (None if wmean is None else dot(wmean[:, None, None, :]).neg_())
 
 
 def weight_rows(w, nw, ones: bool) -> torch.Tensor:

@@ -11,8 +11,8 @@
 Each check raises ``AssertionError`` with a message that says which rule failed. ``check_model``
 runs the model-family invariants of the architecture: the full circuit reproduces the model's
 own logits (traced through nnsight), the empty circuit reproduces the ablated run, cutting every
-edge into the logits gives the ablated run's logits, ``attn_out`` is the sum of ``attn_heads``,
-and EAP matches exact single-edge patching to first order.
+edge into the logits gives the ablated run's logits, ``attn_out`` and ``attn_write`` are the sum
+of ``attn_heads``, and EAP matches exact single-edge patching to first order.
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def check_model(model: LoadedModel, tol: float = 1e-4, length: int = 5) -> None:
 
 
 def _check_attn_out(model: LoadedModel, ids, tol: float) -> None:
-    """``attn_out`` is the heads' writes added up, for one shared stream and for per-head
-    inputs, at every layer."""
+    """``attn_out`` and ``attn_write`` are the heads' writes added up, and ``attn_write`` leaves
+    every head's write in its buffer, for one shared stream and for per-head inputs, at every
+    layer."""
     adapter, H = model.adapter, model.graph.n_heads
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -116,11 +117,15 @@ def _check_attn_out(model: LoadedModel, ids, tol: float) -> None:
         per_head = [x[None] + 0.1 * x.float().std().to(x.dtype) * n for n in noise]
         for layer in range(model.graph.n_layers):
             for q, k, v in ((x, x, x), per_head):
-                want = adapter.attn_heads(layer, q, k, v).float().sum(0)
-                got = adapter.attn_out(layer, q, k, v).float()
-                err = (got - want).abs().max() / want.abs().max().clamp(min=1.0)
-                assert err < tol, (f"attn_out of layer {layer} is not the sum of attn_heads "
-                                   f"({err:.2e}, relative)")
+                heads = adapter.attn_heads(layer, q, k, v)
+                want = heads.float().sum(0)
+                out = torch.full_like(heads, float("nan"))
+                for name, got in (("attn_out", adapter.attn_out(layer, q, k, v)),
+                                  ("attn_write", adapter.attn_write(layer, q, k, v, out)),
+                                  ("attn_write's buffer", out.float().sum(0))):
+                    err = (got.float() - want).abs().max() / want.abs().max().clamp(min=1.0)
+                    assert err < tol, (f"{name} of layer {layer} is not the sum of attn_heads "
+                                       f"({err:.2e}, relative)")
 
 
 def _check_mlp_neurons(model: LoadedModel, ids, tol: float) -> None:

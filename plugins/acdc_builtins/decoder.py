@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter
 from acdc_engine.models import shared_norm
+from acdc_engine.models.head_writes import per_head, write_sum
 from acdc_engine.models.norms import norm_project
 
 __all__ = ["DecoderAdapter", "attend", "project", "layer_window"]
@@ -168,7 +169,7 @@ class DecoderAdapter(ModelAdapter):
 
     def attn_heads(self, layer, q, k, v):
         blk, z, w_o, b_o = self._attend(layer, q, k, v)
-        heads = torch.einsum("bhpk,dhk->hbpd", z, w_o)  # [H, b, p, d]
+        heads = per_head(z, w_o.permute(1, 2, 0))  # [H, b, p, d]
         return self._post_attn(blk, heads, b_o)
 
     def attn_out(self, layer, q, k, v):
@@ -176,6 +177,12 @@ class DecoderAdapter(ModelAdapter):
             return super().attn_out(layer, q, k, v)
         _, z, w_o, _ = self._attend(layer, q, k, v)
         return torch.einsum("bhpk,dhk->bpd", z, w_o)  # the heads' writes added up
+
+    def attn_write(self, layer, q, k, v, out):
+        if type(self)._post_attn is not DecoderAdapter._post_attn:  # per-head post-processing
+            return super().attn_write(layer, q, k, v, out)
+        _, z, w_o, _ = self._attend(layer, q, k, v)
+        return write_sum(z, w_o.permute(1, 2, 0), out)  # the writes formed in ``out``
 
     def _attend(self, layer, q, k, v):
         """(block, the heads' attention outputs z [b, H, p, d_head], the output projection's

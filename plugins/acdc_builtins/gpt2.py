@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter, ModelFamily, shared_norm
+from acdc_engine.models.head_writes import per_head, write_sum
 from acdc_engine.models.norms import norm_project
 
 
@@ -44,7 +45,7 @@ class GPT2Adapter(ModelAdapter):
             return torch.einsum("bpd,dhk->bhpk", x, w) + b
         return torch.einsum("hbpd,dhk->bhpk", x, w) + b
 
-    def _heads(self, layer, q, k, v, idx=None, summed: bool = False):
+    def _heads(self, layer, q, k, v, idx=None, summed: bool = False, out=None):
         block = self.tf.h[layer]
         fused = None if idx is not None else self._norm_project(block, q, k, v)
         qh, kh, vh = fused or (self._proj(block, x, i, idx) for i, x in enumerate((q, k, v)))
@@ -58,7 +59,9 @@ class GPT2Adapter(ModelAdapter):
             w_o = w_o.index_select(0, idx)
         if summed:  # the heads' writes added up: one dense output projection
             return torch.einsum("bhpk,hkd->bpd", z, w_o)  # [b, p, d]
-        return torch.einsum("bhpk,hkd->hbpd", z, w_o)  # [n, b, p, d]
+        if out is not None:  # the writes formed in the writer buffer, their sum returned
+            return write_sum(z, w_o, out)
+        return per_head(z, w_o)  # [n, b, p, d]
 
     def _norm_project(self, block, q, k, v):
         """q, k, v projections [b, H, p, d_head] in one step when the three inputs are the
@@ -73,6 +76,9 @@ class GPT2Adapter(ModelAdapter):
 
     def attn_out(self, layer, q, k, v):
         return self._heads(layer, q, k, v, summed=True)
+
+    def attn_write(self, layer, q, k, v, out):
+        return self._heads(layer, q, k, v, out=out)
 
     # ACDC's fast engine re-runs a few heads at a time, often for the last query only
     fast_head_subset = True

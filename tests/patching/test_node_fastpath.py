@@ -12,18 +12,6 @@ import acdc_engine.patching as patching
 from acdc_engine.patching import run
 
 
-@pytest.fixture(scope="module")
-def neox(tmp_path_factory):
-    """A tiny random GPT-NeoX with parallel attention and MLP (Pythia's layout)."""
-    from acdc_engine import load_model
-    from acdc_engine.testing.builders import save_hf
-
-    path = save_hf(tmp_path_factory.mktemp("neox-parallel"), "gpt_neox", n_layer=3)
-    model = load_model(str(path), device="cpu")
-    assert model.graph.parallel
-    return model
-
-
 @pytest.fixture(params=["gpt2", "llama", "neox", "tracr"])
 def model(request):
     return request.getfixturevalue(request.param)
@@ -174,9 +162,10 @@ def test_prefix_resumes_exactly(name, request, monkeypatch):
     clean, corrupted, gen = _inputs(model, 3)
     ablated = _ablated(model, corrupted, "corrupted")
     layers = []
-    real = adapter.attn_heads
-    monkeypatch.setattr(adapter, "attn_heads", lambda layer, *a: layers.append(layer)
-                        or real(layer, *a))
+    for name in ("attn_heads", "attn_write"):  # the layers that run their heads
+        real = getattr(adapter, name)
+        monkeypatch.setattr(adapter, name, lambda layer, *a, real=real: layers.append(layer)
+                            or real(layer, *a))
     prefix = Prefix(adapter)
     with torch.no_grad():
         full = run(adapter, clean, last_only=True)

@@ -1,0 +1,67 @@
+"""The heads' writes formed in the writer buffer (``ModelAdapter.attn_write``,
+``models.head_writes``) are ``attn_heads`` bit for bit, their sum is ``attn_heads(...).sum(0)``
+bit for bit, and the sum's dense backward gives the per-head path's gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acdc_engine.models.head_writes import per_head, write_sum
+
+
+def _inputs(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, model.hf.config.vocab_size, (3, 6), generator=g)
+    model.adapter.prepare(ids)
+    x = model.adapter.embed(ids).detach()
+    H = model.graph.n_heads
+    noise = torch.randn((3, H, *x.shape), generator=g)
+    return x, [(x[None] + 0.1 * n).contiguous() for n in noise]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "tracr"])
+def test_attn_write_is_attn_heads_bit_for_bit(name, request):
+    model = request.getfixturevalue(name)
+    adapter, H = model.adapter, model.graph.n_heads
+    x, per = _inputs(model)
+    with torch.no_grad():
+        for layer in range(model.graph.n_layers):
+            for q, k, v in ((x, x, x), per):
+                heads = adapter.attn_heads(layer, q, k, v)
+                out = torch.full((H, *x.shape), float("nan"))
+                total = adapter.attn_write(layer, q, k, v, out)
+                assert torch.equal(out, heads) and torch.equal(total, heads.sum(0))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2"])
+def test_attn_write_backward_equals_the_per_head_backward(name, request):
+    """The dense backward (``dz = g @ W_O^T``) gives every input the gradient that autograd
+    gives through ``attn_heads(...).sum(0)``, for a shared stream and per-head inputs."""
+    model = request.getfixturevalue(name)
+    adapter, H = model.adapter, model.graph.n_heads
+    x, per = _inputs(model, seed=1)
+    g_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    for layer in range(model.graph.n_layers):
+        for inputs in ((x, x, x), per):
+            grads = []
+            for fn in (lambda *a: adapter.attn_heads(layer, *a).sum(0),
+                       lambda *a: adapter.attn_write(layer, *a, torch.empty(H, *x.shape))):
+                leaves = [t.clone().requires_grad_(True) for t in inputs]
+                (fn(*leaves) * g_out).sum().backward()
+                grads.append([t.grad for t in leaves])
+            for got, want in zip(*grads):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_write_sum_falls_back_when_weight_gradients_are_wanted():
+    """A ``w_o`` that requires grad (someone differentiates the weights) takes the per-head
+    path, whose autograd gives the weight gradient."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 4, 5, generator=gen)
+    w = torch.randn(3, 5, 7, generator=gen, requires_grad=True)
+    out = torch.empty(3, 2, 4, 7)
+    total = write_sum(z, w, out)
+    assert torch.equal(out, per_head(z, w).detach())
+    total.sum().backward()
+    torch.testing.assert_close(w.grad, z.sum((0, 2))[..., None].expand(3, 5, 7))

@@ -1,0 +1,43 @@
+"""A layer's heads (and the logits) form their edge products in one GEMM with the MLP before
+them (``patching._Backward.mask_grad``): ``mask.grad`` is the one the groups give one by one,
+the merged path is the one taken in a sequential model, and a parallel model never defers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acdc_engine import patching
+from acdc_engine.patching import run
+
+
+def _mask_grad(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    v = model.hf.config.vocab_size
+    clean, corrupted = (torch.randint(1, v, (3, 6), generator=g) for _ in range(2))
+    with torch.no_grad():
+        ablated = patching.writer_outputs(model.adapter, corrupted)
+    mask = model.graph.full_mask(1.0, requires_grad=True)
+    logits = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
+    (logits[:, -1] * torch.randn(logits.shape[-1], generator=g)).sum().backward()
+    return mask.grad
+
+
+@pytest.mark.parametrize("name, merges", [("gpt2", True), ("llama", True), ("neox", False)])
+def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, request,
+                                                                 monkeypatch):
+    model = request.getfixturevalue(name)
+    seen = []
+    real = patching._adjacent
+    monkeypatch.setattr(patching, "_adjacent",
+                        lambda a, b: seen.append((len(a), len(b))) or real(a, b))
+    got = _mask_grad(model)
+    H = model.graph.n_heads
+    if merges:  # the logits with the last MLP, every later layer's heads with the MLP before
+        assert seen == [(1, 1)] + [(3 * H, 1)] * (model.graph.n_layers - 1)
+    else:  # parallel blocks: the MLP and the heads of a layer read one stream, in either order
+        assert seen == []
+    monkeypatch.setattr(patching, "_adjacent", lambda a, b: None)  # one group at a time
+    want = _mask_grad(model)
+    assert float(want.abs().max()) > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
