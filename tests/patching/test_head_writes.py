@@ -45,8 +45,8 @@ def test_attn_write_backward_equals_the_per_head_backward(name, request):
     for layer in range(model.graph.n_layers):
         for inputs in ((x, x, x), per):
             grads = []
-            for fn in (lambda *a: adapter.attn_heads(layer, *a).sum(0),
-                       lambda *a: adapter.attn_write(layer, *a, torch.empty(H, *x.shape))):
+            for fn in (lambda *a, i=layer: adapter.attn_heads(i, *a).sum(0),
+                       lambda *a, i=layer: adapter.attn_write(i, *a, torch.empty(H, *x.shape))):
                 leaves = [t.clone().requires_grad_(True) for t in inputs]
                 (fn(*leaves) * g_out).sum().backward()
                 grads.append([t.grad for t in leaves])

@@ -1,5 +1,5 @@
 """A layer's heads (and the logits) form their edge products in one GEMM with the MLP before
-them (``patching._Backward.mask_grad``): ``mask.grad`` is the one the groups give one by one,
+them (``reads._Backward.mask_grad``): ``mask.grad`` is the one the groups give one by one,
 the merged path is the one taken in a sequential model, and a parallel model never defers."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acdc_engine import patching
+from acdc_engine import patching, reads
 from acdc_engine.patching import run
 
 
@@ -28,8 +28,8 @@ def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, re
                                                                  monkeypatch):
     model = request.getfixturevalue(name)
     seen = []
-    real = patching._adjacent
-    monkeypatch.setattr(patching, "_adjacent",
+    real = reads._adjacent
+    monkeypatch.setattr(reads, "_adjacent",
                         lambda a, b: seen.append((len(a), len(b))) or real(a, b))
     got = _mask_grad(model)
     H = model.graph.n_heads
@@ -37,7 +37,7 @@ def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, re
         assert seen == [(1, 1)] + [(3 * H, 1)] * (model.graph.n_layers - 1)
     else:  # parallel blocks: the MLP and the heads of a layer read one stream, in either order
         assert seen == []
-    monkeypatch.setattr(patching, "_adjacent", lambda a, b: None)  # one group at a time
+    monkeypatch.setattr(reads, "_adjacent", lambda a, b: None)  # one group at a time
     want = _mask_grad(model)
     assert float(want.abs().max()) > 0
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
