@@ -27,7 +27,7 @@ __all__ = ["per_head", "write_sum", "copy_sum"]
 
 
 def _by_head(z: torch.Tensor) -> torch.Tensor:
-    """``z`` [b, H, p, dh] -> [H, b*p, dh] (a copy of 1/``d_model``-th of the writes' size)."""
+    """``z`` [b, H, p, dh] -> [H, b*p, dh] (a copy, ``dh / d_model`` the size of the writes)."""
     b, H, p, dh = z.shape
     return z.transpose(0, 1).reshape(H, b * p, dh)
 
