@@ -49,7 +49,7 @@ from .grad_sink import GradSink
 from .models.adapter import ModelAdapter
 from .models.norms import recording
 from .prefix import Prefix, current_prefix, reuse_prefix
-from .reads import _Backward, _Read, _read_rows, _rows_any
+from .reads import Readers, _Backward, _Read, _read_rows, _rows_any
 from .token_groups import TokenGroups
 
 __all__ = ["run", "writer_outputs", "Ablation", "ABLATIONS", "Prefix",
@@ -216,7 +216,8 @@ def run(
             src, abl = buf[:n_up], None if ablated is None else ablated[:n_up]
         if not grad and _NODE_FASTPATH:  # no autograd: over the writers with a removed edge
             return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
-        return _Read.apply(resid, mask, src, abl, hit, state, cols, parts, merge and before_mlp)
+        group = Readers(cols, parts, merge and before_mlp)
+        return _Read.apply(resid, mask, src, abl, hit, state, group)
 
     # EAP-IG's interpolation steps need no head's own write, only their sum: one dense output
     # projection (other runs add up the heads' writes, so equal runs stay bit-for-bit equal)

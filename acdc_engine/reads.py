@@ -9,6 +9,8 @@ them in one GEMM (:class:`_Backward`), or hands the gradients to a sink (EAP-IG)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .models.norms import spare_row
@@ -97,9 +99,19 @@ def _adjacent(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor | None:
                                    (len(first) + 1, *first.shape[1:]))
 
 
+class Readers(NamedTuple):
+    """One reader group of a :class:`_Read`: its reader columns, the sizes its inputs come
+    back in (q, k and v: ``(H, H, H)``), and whether its edge products may wait for the group
+    backward reaches next (:meth:`_Backward.mask_grad`)."""
+
+    cols: slice
+    parts: tuple
+    merge: bool = False
+
+
 class _Read(torch.autograd.Function):
     """``resid[None] + (m - 1)^T @ (src - abl)`` with ``m = mask[:n, cols]``: inputs of the
-    ``s`` readers ``cols`` from the ``n`` writers upstream of them.
+    ``s`` readers ``cols`` (of :class:`Readers` ``group``) from the ``n`` writers upstream.
 
     resid [b, p, dm]; mask [W, R] (or [W, R, G]); src [n, b, p, dm] and abl [n, b or 1, p, dm]
     (or None) are constants, used as views (the difference is never materialized in the forward
@@ -111,10 +123,9 @@ class _Read(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, resid, mask, src, abl, touched: bool, state: _Backward, cols: slice,
-                parts: tuple, merge: bool = False):
-        n = src.shape[0]
-        ctx.state, ctx.n, ctx.cols, ctx.merge, ctx.shape = state, n, cols, merge, mask.shape
+    def forward(ctx, resid, mask, src, abl, touched: bool, state: _Backward, group: Readers):
+        n, cols = src.shape[0], group.cols
+        ctx.state, ctx.n, ctx.group, ctx.shape = state, n, group, mask.shape
         m = mask[:n, cols]
         s = m.shape[1]
         out = resid.unsqueeze(0).expand(s, *resid.shape)
@@ -126,24 +137,24 @@ class _Read(torch.autograd.Function):
             if abl is not None:
                 corr = corr - (mt @ abl.reshape(n, -1)).view(s, *abl.shape[1:])
             out = out + corr
-        return out.split(parts, dim=0)
+        return out.split(group.parts, dim=0)
 
     @staticmethod
     def backward(ctx, *grads):
-        g_m, state = None, ctx.state
+        g_m, state, cols = None, ctx.state, ctx.group.cols
         joined = _joined(grads)  # [s, b, p, dm] when the parts are one buffer, else None
         if state.sink is not None:  # per part when not joined: no concatenation
-            state.sink.add(ctx.cols.start, grads if joined is None else (joined,))
+            state.sink.add(cols.start, grads if joined is None else (joined,))
         elif ctx.needs_input_grad[1]:
             # one GEMM over all s readers: it is memory-bound on delta, so read delta once
             grad = joined if joined is not None else torch.cat(grads)  # [s, b, p, dm]
-            g_m = state.mask_grad(ctx.shape, ctx.n, ctx.cols, grad, ctx.merge)
+            g_m = state.mask_grad(ctx.shape, ctx.n, cols, grad, ctx.group.merge)
         if joined is not None:
-            return _sum0(joined), g_m, None, None, None, None, None, None, None
+            return _sum0(joined), g_m, None, None, None, None, None
         g_resid = _sum0(grads[0])
         for g in grads[1:]:
             g_resid += _sum0(g)
-        return g_resid, g_m, None, None, None, None, None, None, None
+        return g_resid, g_m, None, None, None, None, None
 
 
 def _sum0(t: torch.Tensor) -> torch.Tensor:
