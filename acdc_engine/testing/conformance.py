@@ -110,22 +110,38 @@ def _check_attn_out(model: LoadedModel, ids, tol: float) -> None:
     layer."""
     adapter, H = model.adapter, model.graph.n_heads
     gen = torch.Generator().manual_seed(1)
+    # weights frozen, as in attribution: a family's attn_write may form the writes in place
+    # only then (with weight gradients wanted it takes the per-head path)
+    params = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        _check_sums(adapter, H, ids, gen, model.graph.n_layers, tol)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _check_sums(adapter, H: int, ids, gen, n_layers: int, tol: float) -> None:
+    """:func:`_check_attn_out`'s comparisons, layer by layer."""
     with torch.no_grad():
         adapter.prepare(ids)
         x = adapter.embed(ids)  # [b, p, d]
         noise = torch.randn((3, H, *x.shape), generator=gen).to(x)
         per_head = [x[None] + 0.1 * x.float().std().to(x.dtype) * n for n in noise]
-        for layer in range(model.graph.n_layers):
+        for layer in range(n_layers):
             for q, k, v in ((x, x, x), per_head):
                 heads = adapter.attn_heads(layer, q, k, v)
                 want = heads.float().sum(0)
                 out = torch.full_like(heads, float("nan"))
                 for name, got in (("attn_out", adapter.attn_out(layer, q, k, v)),
-                                  ("attn_write", adapter.attn_write(layer, q, k, v, out)),
-                                  ("attn_write's buffer", out.float().sum(0))):
+                                  ("attn_write", adapter.attn_write(layer, q, k, v, out))):
                     err = (got.float() - want).abs().max() / want.abs().max().clamp(min=1.0)
                     assert err < tol, (f"{name} of layer {layer} is not the sum of attn_heads "
                                        f"({err:.2e}, relative)")
+                err = (out.float() - heads.float()).abs().max() / heads.abs().max().clamp(min=1.0)
+                assert err < tol, (f"attn_write of layer {layer} does not leave each head's "
+                                   f"write of attn_heads in its buffer ({err:.2e}, relative)")
 
 
 def _check_mlp_neurons(model: LoadedModel, ids, tol: float) -> None:

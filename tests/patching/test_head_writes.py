@@ -4,10 +4,31 @@ bit for bit, and the sum's dense backward gives the per-head path's gradients.""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
+from acdc_engine.models import head_writes
 from acdc_engine.models.head_writes import per_head, write_sum
+
+
+@contextmanager
+def _frozen(model, monkeypatch):
+    """The weights frozen, as ``attribute`` freezes them (else ``write_sum`` takes the per-head
+    path that gives weight gradients), and a count of the dense-backward sums formed."""
+    params = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    used = []
+    real = head_writes._WriteSum.apply
+    monkeypatch.setattr(head_writes._WriteSum, "apply",
+                        lambda *a: used.append(1) or real(*a))
+    try:
+        yield used
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _inputs(model, seed=0):
@@ -21,37 +42,45 @@ def _inputs(model, seed=0):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "tracr"])
-def test_attn_write_is_attn_heads_bit_for_bit(name, request):
+def test_attn_write_is_attn_heads_bit_for_bit(name, request, monkeypatch):
     model = request.getfixturevalue(name)
     adapter, H = model.adapter, model.graph.n_heads
     x, per = _inputs(model)
-    with torch.no_grad():
+    with torch.no_grad(), _frozen(model, monkeypatch) as used:
         for layer in range(model.graph.n_layers):
             for q, k, v in ((x, x, x), per):
                 heads = adapter.attn_heads(layer, q, k, v)
                 out = torch.full((H, *x.shape), float("nan"))
                 total = adapter.attn_write(layer, q, k, v, out)
                 assert torch.equal(out, heads) and torch.equal(total, heads.sum(0))
+    assert bool(used) == (name != "tracr")  # the built-in families form them in place
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2"])
-def test_attn_write_backward_equals_the_per_head_backward(name, request):
+def test_attn_write_backward_equals_the_per_head_backward(name, request, monkeypatch):
     """The dense backward (``dz = g @ W_O^T``) gives every input the gradient that autograd
     gives through ``attn_heads(...).sum(0)``, for a shared stream and per-head inputs."""
     model = request.getfixturevalue(name)
     adapter, H = model.adapter, model.graph.n_heads
     x, per = _inputs(model, seed=1)
     g_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
-    for layer in range(model.graph.n_layers):
-        for inputs in ((x, x, x), per):
-            grads = []
-            for fn in (lambda *a, i=layer: adapter.attn_heads(i, *a).sum(0),
-                       lambda *a, i=layer: adapter.attn_write(i, *a, torch.empty(H, *x.shape))):
-                leaves = [t.clone().requires_grad_(True) for t in inputs]
-                (fn(*leaves) * g_out).sum().backward()
-                grads.append([t.grad for t in leaves])
-            for got, want in zip(*grads):
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with _frozen(model, monkeypatch) as used:
+        for layer in range(model.graph.n_layers):
+            for inputs in ((x, x, x), per):
+                _compare_grads(adapter, layer, inputs, g_out, H)
+    assert used  # the dense backward ran
+
+
+def _compare_grads(adapter, layer, inputs, g_out, H):
+    """q, k and v's gradients through attn_write's sum equal those through attn_heads'."""
+    grads = []
+    for fn in (lambda *a: adapter.attn_heads(layer, *a).sum(0),
+               lambda *a: adapter.attn_write(layer, *a, torch.empty(H, *g_out.shape))):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        (fn(*leaves) * g_out).sum().backward()
+        grads.append([t.grad for t in leaves])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_write_sum_falls_back_when_weight_gradients_are_wanted():

@@ -12,14 +12,23 @@ from acdc_engine.patching import run
 
 
 def _mask_grad(model, seed=0):
+    """``mask.grad`` of one EAP-like run, with the weights frozen as ``attribute`` freezes
+    them (the fused q/k/v backward, and its spare row, need that)."""
     g = torch.Generator().manual_seed(seed)
     v = model.hf.config.vocab_size
     clean, corrupted = (torch.randint(1, v, (3, 6), generator=g) for _ in range(2))
     with torch.no_grad():
         ablated = patching.writer_outputs(model.adapter, corrupted)
-    mask = model.graph.full_mask(1.0, requires_grad=True)
-    logits = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
-    (logits[:, -1] * torch.randn(logits.shape[-1], generator=g)).sum().backward()
+    params = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        mask = model.graph.full_mask(1.0, requires_grad=True)
+        logits = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
+        (logits[:, -1] * torch.randn(logits.shape[-1], generator=g)).sum().backward()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
     return mask.grad
 
 
@@ -29,15 +38,33 @@ def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, re
     model = request.getfixturevalue(name)
     seen = []
     real = reads._adjacent
-    monkeypatch.setattr(reads, "_adjacent",
-                        lambda a, b: seen.append((len(a), len(b))) or real(a, b))
+    monkeypatch.setattr(reads, "_adjacent", lambda a, b: seen.append(
+        (len(a), len(b), (joint := real(a, b)) is not None)) or joint)
     got = _mask_grad(model)
     H = model.graph.n_heads
     if merges:  # the logits with the last MLP, every later layer's heads with the MLP before
-        assert seen == [(1, 1)] + [(3 * H, 1)] * (model.graph.n_layers - 1)
+        assert seen == [(1, 1, True)] + [(3 * H, 1, True)] * (model.graph.n_layers - 1)
     else:  # parallel blocks: the MLP and the heads of a layer read one stream, in either order
         assert seen == []
     monkeypatch.setattr(reads, "_adjacent", lambda a, b: None)  # one group at a time
     want = _mask_grad(model)
     assert float(want.abs().max()) > 0
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+
+def test_spare_row_is_only_the_row_after_the_workspace_gradients(gpt2):
+    """The MLP's gradient goes only into the row the fused q/k/v backward keeps free after its
+    gradients: never into a tensor the workspace does not own, nor past its end."""
+    from acdc_engine.models import norms
+
+    _mask_grad(gpt2)  # a fused backward leaves this thread's workspace cached
+    ws = norms._LOCAL.buf[1]  # [3H + 1, b, p, d]
+    H = gpt2.graph.n_heads
+    assert len(ws) == 3 * H + 1
+    spare = norms.spare_row(ws[: 3 * H])
+    assert spare is not None and spare.data_ptr() == ws[3 * H].data_ptr()
+    assert norms.spare_row(ws) is None  # no row after the last
+    assert norms.spare_row(ws[1 : 3 * H]) is None  # not the workspace's first rows
+    assert norms.spare_row(ws[: 3 * H].clone()) is None  # another tensor
+    norms.release_workspace()
+    assert norms.spare_row(ws[: 3 * H]) is None

@@ -101,3 +101,22 @@ def test_conformance_kit_catches_a_wrong_adapter(gpt2_path):
     model.adapter.attn_bias = lambda layer: None
     with pytest.raises(AssertionError, match="full circuit differs"):
         check_model(model)
+
+
+def test_conformance_kit_catches_an_attn_write_that_mixes_up_the_heads(gpt2_path):
+    """An attn_write whose sum is right but whose buffer swaps two heads' writes would give
+    every edge from those heads the other's delta: check_model must fail on it."""
+    from acdc_engine import load_model
+    from acdc_engine.testing import check_model
+
+    model = load_model(str(gpt2_path), device="cpu")
+    real = model.adapter.attn_write
+
+    def swapped(layer, q, k, v, out):
+        total = real(layer, q, k, v, out)
+        out[[0, 1]] = out[[1, 0]].clone()
+        return total
+
+    model.adapter.attn_write = swapped
+    with pytest.raises(AssertionError, match="each head's write"):
+        check_model(model)
