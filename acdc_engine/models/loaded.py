@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -46,6 +47,20 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.adapter.dtype
+
+    @contextmanager
+    def frozen(self):
+        """Within it, no weight requires grad (those that did again after): gradients flow to
+        the edge mask only, and the adapters' fused paths (which skip weight gradients) apply.
+        Attribution runs inside it."""
+        params = [p for p in self.hf.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in params:
+                p.requires_grad_(True)
 
     @cached_property
     def weights_hash(self) -> str:

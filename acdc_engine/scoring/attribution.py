@@ -57,16 +57,12 @@ def attribute(
         raise AcdcError(f"ig_steps must be at least 1, got {ig_steps}")
     if chunk is not None and chunk < 1:
         raise AcdcError(f"chunk must be at least 1 example, got {chunk}")
-    frozen = [p for p in model.hf.parameters() if p.requires_grad]
-    for p in frozen:  # gradients flow to the edge mask only, never to the weights
-        p.requires_grad_(False)
     try:
-        return _attribute(problem, ig_steps if method == "eap-ig" else 1, method, progress,
-                          chunk)
+        with model.frozen():  # gradients flow to the edge mask only, never to the weights
+            return _attribute(problem, ig_steps if method == "eap-ig" else 1, method,
+                              progress, chunk)
     finally:
         release_workspace()  # the adapters' cached backward buffer (models.norms)
-        for p in frozen:
-            p.requires_grad_(True)
 
 
 def _chunks(problem: Problem, i: int, batch, chunk: int | None):

@@ -112,14 +112,8 @@ def _check_attn_out(model: LoadedModel, ids, tol: float) -> None:
     gen = torch.Generator().manual_seed(1)
     # weights frozen, as in attribution: a family's attn_write may form the writes in place
     # only then (with weight gradients wanted it takes the per-head path)
-    params = [p for p in model.hf.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with model.frozen():
         _check_sums(adapter, H, ids, gen, model.graph.n_layers, tol)
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _check_sums(adapter, H: int, ids, gen, n_layers: int, tol: float) -> None:

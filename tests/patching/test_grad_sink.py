@@ -55,18 +55,13 @@ def _sink_runs(lm, factors: bool, steps: int = 3) -> tuple:
     sink = GradSink.lazy()
     sink.factors_ok = factors
     abl = p.ablated(0)
-    for p in lm.hf.parameters():
-        p.requires_grad_(False)
-    try:
+    with lm.frozen():
         for step in range(steps):
             mask = g.full_mask(1.0, requires_grad=True)
             x = abl[0] + (step + 1) / steps * (torch.zeros_like(abl[0]) + 0.5)
             logits = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink,
                          ablated=abl, embed=x)
             logits.float().sum().backward()
-    finally:
-        for p in lm.hf.parameters():
-            p.requires_grad_(True)
     return sink, g
 
 

@@ -17,18 +17,12 @@ from acdc_engine.models.head_writes import per_head, write_sum
 def _frozen(model, monkeypatch):
     """The weights frozen, as ``attribute`` freezes them (else ``write_sum`` takes the per-head
     path that gives weight gradients), and a count of the dense-backward sums formed."""
-    params = [p for p in model.hf.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
     used = []
     real = head_writes._WriteSum.apply
     monkeypatch.setattr(head_writes._WriteSum, "apply",
                         lambda *a: used.append(1) or real(*a))
-    try:
+    with model.frozen():
         yield used
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _inputs(model, seed=0):

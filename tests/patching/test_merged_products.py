@@ -19,16 +19,10 @@ def _mask_grad(model, seed=0):
     clean, corrupted = (torch.randint(1, v, (3, 6), generator=g) for _ in range(2))
     with torch.no_grad():
         ablated = patching.writer_outputs(model.adapter, corrupted)
-    params = [p for p in model.hf.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with model.frozen():
         mask = model.graph.full_mask(1.0, requires_grad=True)
         logits = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
         (logits[:, -1] * torch.randn(logits.shape[-1], generator=g)).sum().backward()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
     return mask.grad
 
 
