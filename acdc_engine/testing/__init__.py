@@ -2,6 +2,7 @@
 
     conformance   check_task, check_metric, check_model: run them against your plugin
     builders      tiny random-weight models saved like a user's (save_gpt2, save_llama, ...)
+    numerics      float32 tolerances from a float64 reference (float64, assert_close_to_f64)
 """
 
 from .builders import (
@@ -17,7 +18,8 @@ from .builders import (
     word_tokenizer,
 )
 from .conformance import check_metric, check_model, check_task, first_order_error
+from .numerics import assert_close_to_f64, f32_bound, float64
 
 __all__ = ["check_task", "check_metric", "check_model", "first_order_error", "WORDS",
            "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_hf", "hf_shape",
-           "save_llama", "save_tracr", "random_pairs"]
+           "save_llama", "save_tracr", "random_pairs", "float64", "assert_close_to_f64", "f32_bound"]
