@@ -7,8 +7,9 @@ logits [batch, k, vocab]). The set metrics compare probability mass (or logsumex
 batch's ``answer_set`` and ``wrong_set`` (greater-than, Hanna et al. 2023).
 
 Prepared forms (scoring many stacked candidates of one batch, see :mod:`acdc_engine.metrics`):
-KL divergence keeps the clean distribution's probabilities and entropy per batch; logit
-difference and the set logit difference declare the few logit columns they read.
+KL divergence (:mod:`acdc_builtins.kl`, held to a float64 reference down to tiny values)
+keeps the clean distribution per batch; logit difference and the set logit difference declare
+the few logit columns they read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 
 from acdc_engine.metrics import Metric
+
+from .kl import kl_div, kl_div_prepared
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -42,43 +45,6 @@ def logit_diff_prepared(batch):
 def prob_diff(logits, batch):
     probs = logits.float().softmax(-1)
     return _gather(probs, batch.answer) - _gather(probs, batch.wrong)
-
-
-def _kl_clean(clean_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The clean side of the KL, fixed per batch: (q [B, vocab], sum q log q [B], sum q [B])."""
-    logq = clean_logits.float().log_softmax(-1)
-    q = logq.exp()
-    return q, (q * logq).sum(-1), q.sum(-1)
-
-
-def _kl_patched(logits: torch.Tensor, q: torch.Tensor, qlogq: torch.Tensor,
-                mass: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
-    """KL(q || softmax(logits)) for logits [..., B, vocab] -> [..., B].
-
-    ``sum q (log q - log p)`` with ``log p = z - logsumexp(z)``, rearranged so that only the
-    patched side is computed per call: ``sum q log q - sum q y + sum q * log sum exp y`` with
-    ``y = z - max z`` (the shift keeps the terms as small as log-probabilities). ``overwrite``:
-    ``y`` may be computed in the (contiguous) logits' own storage: the caller gives them up."""
-    z = logits.float()
-    shift = z.detach().amax(-1, keepdim=True)
-    own = z is not logits or (overwrite and z.is_contiguous())  # writing z changes no one's
-    inplace = own and not z.requires_grad
-    y = z.sub_(shift) if inplace else z - shift  # [..., B, vocab], <= 0
-    dot = torch.linalg.vecdot(y, q)  # sum q y: [..., B] (pairwise sum: a GEMV is less exact)
-    e = y.exp() if y.requires_grad else y.exp_()  # in place when nothing is differentiated
-    return qlogq - dot + mass * e.sum(-1).log()
-
-
-def kl_div(logits, batch):
-    """KL(clean || patched) of the next-token distributions."""
-    return _kl_patched(logits, *_kl_clean(batch.clean_logits))
-
-
-def kl_div_prepared(batch):
-    """The clean side once per batch; then [c, B, vocab] -> [c, B] (overwriting the logits,
-    which the prepared form may)."""
-    clean = _kl_clean(batch.clean_logits)
-    return lambda logits: _kl_patched(logits, *clean, overwrite=True)
 
 
 def nll(logits, batch):
