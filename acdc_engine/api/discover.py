@@ -32,7 +32,7 @@ from ..tasks import Task
 from .config import DiscoverConfig, RecordConfig, split_options
 from .pipeline import find_circuit, ground_truth_aucs
 from .recording import model_params, record_discovery, recorded, version_params
-from .results import DiscoveryResult, degenerate_warning
+from .results import DiscoveryResult, faithfulness_warnings
 from .setup import build_problem, load_model, load_task, task_ref
 
 __all__ = ["discover"]
@@ -102,8 +102,8 @@ def discover(
             attrs.update(cpr=out.curve.cpr, cmd=out.curve.cmd)
         timings = {"load_s": t_load - t_start, **out.timings,
                    "total_s": time.perf_counter() - t0}
-        warnings = [w for w in [degenerate_warning(faith.full, faith.empty),
-                                out.info.get("warning")] if w]
+        warnings = [*faithfulness_warnings(problem, faith.full, faith.empty, faith.normalized),
+                    *[w for w in [out.info.get("warning")] if w]]
         result = DiscoveryResult(
             circuit=Circuit(problem.graph, out.keep, out.scores, attrs), scores=out.scores,
             faithfulness=faith, params=params, timings=timings, info=out.info,

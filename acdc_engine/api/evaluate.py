@@ -29,7 +29,7 @@ from .config import DiscoverConfig, RecordConfig, split_options
 from .discover import recorded_setup
 from .pipeline import ground_truth_aucs
 from .recording import record_evaluation, recorded
-from .results import EvaluationResult, degenerate_warning
+from .results import EvaluationResult, faithfulness_warnings
 from .setup import load_task, task_ref
 
 __all__ = ["evaluate_scores", "EvaluateConfig"]
@@ -116,7 +116,7 @@ def evaluate_scores(
         t_load = time.perf_counter()
         curve, _, _ = faithfulness_curve(problem, values, cfg.budgets, progress=rc.progress)
         t_eval = time.perf_counter()
-        warn += [w for w in [degenerate_warning(curve.full, curve.empty)] if w]
+        warn += faithfulness_warnings(problem, curve.full, curve.empty, curve=curve)
         timings = {"load_s": t_load - t0, "evaluation_s": t_eval - t_load,
                    "total_s": time.perf_counter() - t0}
         result = EvaluationResult(curve=curve, params=params, source=label, timings=timings,

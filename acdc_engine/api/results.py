@@ -12,7 +12,8 @@ from ..evaluation.curves import Curve
 from ..graph import Graph
 from ..metrics import Faithfulness
 
-__all__ = ["DiscoveryResult", "EvaluationResult", "degenerate_warning"]
+__all__ = ["DiscoveryResult", "EvaluationResult", "degenerate_warning",
+           "faithfulness_warnings"]
 
 
 def degenerate_warning(full: float, empty: float) -> str | None:
@@ -26,6 +27,50 @@ def degenerate_warning(full: float, empty: float) -> str | None:
             "divide by the difference): the task does not exercise this model's behaviour "
             "(random weights? clean and corrupted prompts with the same answer? a metric that "
             "does not see the change?)")
+
+
+FAR_OUTSIDE = 0.25
+"""Normalized faithfulness below ``-FAR_OUTSIDE`` or above ``1 + FAR_OUTSIDE`` is warned."""
+
+
+def faithfulness_warnings(problem, full: float, empty: float, normalized: float | None = None,
+                          curve: Curve | None = None) -> list[str]:
+    """Every warning about a run's normalized faithfulness (discover and evaluate call this
+    once): the full model and the empty circuit nearly equal (:func:`degenerate_warning`);
+    their gap within the noise of the examples (fewer than 3 standard errors of the
+    per-example differences from zero, or under 0.2 of their spread:
+    :meth:`~acdc_engine.evidence.uncertainty.GapNoise.too_noisy`; two more runs over the
+    examples); ``normalized`` (the circuit's) or a point of ``curve`` far outside [0, 1]
+    (:data:`FAR_OUTSIDE`)."""
+    out = []
+    if (w := degenerate_warning(full, empty)) is not None:
+        out.append(w)
+    elif problem is not None:
+        from ..evidence.uncertainty import gap_noise
+
+        g = gap_noise(problem)
+        if g.too_noisy():
+            out.append(
+                f"the full model ({full:.4g}) and the empty circuit ({empty:.4g}) differ by "
+                f"{full - empty:.3g}, within the noise of the {g.n} examples (standard error "
+                f"{g.se:.3g}, so the gap is {g.z:.1f} standard errors from 0; the per-example "
+                f"differences spread {g.sd:.3g}, {g.sd / abs(full - empty):.1f}x the gap): "
+                "normalized faithfulness, CPR and CMD divide by this gap and are unreliable; "
+                "the task hardly exercises this model's behaviour (prompts the model was not "
+                "trained on? more examples?)")
+    points = [("", normalized)] if normalized is not None else []
+    if curve is not None:
+        points += [(f" at the {b:g}% budget", f) for b, f in zip(curve.budgets, curve.normalized)]
+    far = [(at, f) for at, f in points  # NaN: full == empty, warned above
+           if f == f and not -FAR_OUTSIDE <= f <= 1 + FAR_OUTSIDE]
+    if far:
+        at, f = max(far, key=lambda t: abs(t[1] - 0.5))
+        side = "above the full model's" if f > 1 else "beyond the empty circuit's"
+        out.append(f"normalized faithfulness {f:.3f}{at} is far outside [0, 1]: the "
+                   f"circuit's metric lies {side}, so the number is not a share of the "
+                   "behaviour recovered (a small full-vs-empty gap, or a circuit that drops "
+                   "components working against the behaviour)")
+    return out
 
 
 @dataclass

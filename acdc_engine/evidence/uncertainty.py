@@ -25,7 +25,8 @@ from ..graph import Keep, Mask, Scores
 from ..patching import run
 from ..problem import Problem
 
-__all__ = ["Interval", "bootstrap", "per_example", "faithfulness_interval", "CurveIntervals",
+__all__ = ["Interval", "bootstrap", "per_example", "GapNoise", "gap_noise",
+           "faithfulness_interval", "CurveIntervals",
            "curve_intervals", "subsample", "Stability", "circuit_stability", "method_agreement",
            "jaccard", "Redundancy", "redundancy"]
 
@@ -102,10 +103,54 @@ def per_example(problem: Problem, masks: list[Mask | None]) -> torch.Tensor:
     for i, batch in enumerate(problem.batches):
         abl = problem.ablated(i)
         rows = [problem.metric.score(run(model.adapter, batch.clean, mask=m, ablated=abl,
-                                         last_only=True, positions=batch.read_positions),
+                                         last_only=True, positions=batch.read_positions,
+                                         labels=None if m is None or m.dim() == 2
+                                         else problem.labels(batch)),
                                      batch).float().cpu() for m in masks]
         cols.append(torch.stack(rows))  # [n_masks, b]
     return torch.cat(cols, dim=1)
+
+
+GAP_Z_MIN = 3.0
+"""The full-vs-empty gap must be at least this many standard errors from zero."""
+GAP_EFFECT_MIN = 0.2
+"""... and at least this share of the per-example differences' spread (Cohen's "small")."""
+
+
+@dataclass(frozen=True)
+class GapNoise:
+    """How well the examples pin down the full-vs-empty gap that normalized faithfulness
+    divides by: ``gap`` = mean over examples of ``d_i = m_i(full) - m_i(empty)``, ``se`` its
+    standard error, ``sd`` the spread of the ``d_i``."""
+
+    gap: float
+    se: float
+    sd: float
+    n: int
+
+    @property
+    def z(self) -> float:
+        """The gap in standard errors (inf when every example has the same difference)."""
+        return abs(self.gap) / self.se if self.se > 0 else math.inf
+
+    @property
+    def effect_size(self) -> float:
+        """``|gap| / sd`` (Cohen's d_z of the paired differences)."""
+        return abs(self.gap) / self.sd if self.sd > 0 else math.inf
+
+    def too_noisy(self, z_min: float = GAP_Z_MIN, effect_min: float = GAP_EFFECT_MIN) -> bool:
+        """True when the gap is within ``z_min`` standard errors of zero, or smaller than
+        ``effect_min`` times the spread of the per-example differences."""
+        return self.n >= 2 and (self.z < z_min or self.effect_size < effect_min)
+
+
+def gap_noise(problem: Problem) -> GapNoise:
+    """The per-example full-vs-empty differences of ``problem`` (two runs per batch)."""
+    v = per_example(problem, [None, problem.empty_mask()]).double()
+    d = v[0] - v[1]
+    n = d.numel()
+    sd = float(d.std()) if n > 1 else 0.0
+    return GapNoise(float(d.mean()), sd / math.sqrt(n) if n else 0.0, sd, n)
 
 
 def _normalized(v: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from acdc_engine.evidence.uncertainty import (
     circuit_stability,
     curve_intervals,
     faithfulness_interval,
+    gap_noise,
     method_agreement,
     per_example,
     redundancy,
@@ -43,6 +44,30 @@ def test_per_example_means_are_problem_evaluate(gpt2_problem):
     vals = per_example(p, masks)
     assert vals.shape == (3, p.n_examples)
     assert vals.mean(1).tolist() == pytest.approx(p.evaluate(masks), abs=1e-5)
+
+
+def test_gap_noise_is_the_per_example_differences(gpt2_problem):
+    v = per_example(gpt2_problem, [None, gpt2_problem.empty_mask()]).double()
+    d = v[0] - v[1]
+    g = gap_noise(gpt2_problem)
+    assert g.n == d.numel() and g.gap == pytest.approx(float(d.mean()))
+    assert g.se == pytest.approx(float(d.std()) / d.numel() ** 0.5)
+    full, empty = gpt2_problem.evaluate([None, gpt2_problem.empty_mask()])
+    assert g.gap == pytest.approx(full - empty, rel=1e-4, abs=1e-5)
+
+
+def test_per_example_on_a_position_split_problem_is_problem_evaluate(gpt2):
+    """Split masks [W, R, groups] need each token's group (before: run() refused them)."""
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.tasks import prepare
+    from acdc_engine.testing import random_pairs
+
+    data = prepare("t", gpt2.tokenizer, random_pairs(6, seed=2, length=5))
+    p = Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted", batch_size=4,
+                      positions="tokens")
+    masks = [None, p.empty_mask()]
+    assert per_example(p, masks).mean(1).tolist() == pytest.approx(p.evaluate(masks), abs=1e-5)
 
 
 def test_faithfulness_interval_contains_the_point_and_shrinks(gpt2, behaving_problem):
