@@ -17,10 +17,13 @@ the plain path happens to be exact. Both numbers are stated next to every use.
     float64(model)                            the model's weights in float64 inside the block
     assert_close_to_f64(fast, plain, ref64)   the rule above (returns the measured errors)
     f32_bound(ref64, *magnitudes, plain=...)  the bound alone
+
+``ACDC_NUMERICS_REPORT=1 pytest -s ...`` prints every comparison's measured errors.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -91,6 +94,9 @@ def assert_close_to_f64(fast, plain, ref64, *magnitudes, factor: float = 4.0,
     msg = (f"{what + ': ' if what else ''}float32 error against float64 {e_fast:.3g} > bound "
            f"{bound:.3g} = {factor:g} x the plain path's {e_plain:.3g} + {ulps:g} eps x "
            f"{max(magnitude(ref64), magnitude(*magnitudes) if magnitudes else 0.0):.3g}")
+    if os.environ.get("ACDC_NUMERICS_REPORT"):  # pytest -s: the measured errors of every site
+        print(f"\n[numerics] {what or 'compare'}: fast {e_fast:.3g} plain {e_plain:.3g} "
+              f"bound {bound:.3g} scale {max(magnitude(ref64), magnitude(*magnitudes) if magnitudes else 0.0):.3g}")
     assert e_fast <= bound, msg
     assert max_error(fast, plain) <= bound + e_plain, msg
     return Errors(e_fast, e_plain, bound)
