@@ -197,8 +197,8 @@ def decisions(args):
     da, db = dict(a), dict(b)
     differ = [e for e in da if e in db and da[e] != db[e]]
     print(f"edges decided differently (by edge id): {len(differ)} of {len(da)}")
-    ka = set(torch.flatnonzero(runs["before"].keep).tolist())
-    kb = set(torch.flatnonzero(runs["now"].keep).tolist())
+    ka = set(torch.nonzero(runs["before"].keep).flatten().tolist())
+    kb = set(torch.nonzero(runs["now"].keep).flatten().tolist())
     print(f"kept sets: {len(ka & kb)} shared, {len(ka - kb)} only before, {len(kb - ka)} only now")
 
 
