@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import sys
 
+import argparse
+
 from .args import add_threads_arg, count, positive
 
 ORDER = 70
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    n = count(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {n}")
+    return n
 
 
 def _cmd_view(args) -> int:
@@ -31,9 +41,14 @@ def _cmd_view(args) -> int:
     session = Session.open(args.model, args.task, n_examples=args.n_examples,
                            device=args.device, metric=args.metric)
     if args.compare:
-        session.compare_with(Session.open(args.compare, session.task, n_examples=args.n_examples,
-                                          device=args.device, metric=args.metric))
+        try:
+            other = Session.open(args.compare, session.task, n_examples=args.n_examples,
+                                 device=args.device, metric=args.metric)
+        except AcdcError as e:
+            raise AcdcError(f"--compare {args.compare}: {e}") from None
+        session.compare_with(other)
     if args.run:
+        session.allow(args.run)  # the console may show it again (show circuit PATH)
         try:
             session.circuit.load(args.run)
         except AcdcError as e:
@@ -58,7 +73,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; anything else needs --token)")
-    p.add_argument("--port", type=count, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--port", type=port, default=8765, help="port (default 8765; 0: any free)")
     p.add_argument("--token", help="secret the page and clients must send (?token= or the "
                                    "X-ACDC-Token header)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")

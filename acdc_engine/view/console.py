@@ -8,7 +8,9 @@
     compare a1.2 [EXAMPLE] | compare circuits                help
 
 Every line returns ``{"ok": bool, "message": str, "verb": str, ...}``; a line that fails
-returns ``ok: False`` with the reason and leaves the session as it was.
+returns ``ok: False`` with the reason and leaves the session as it was. The lines come from
+the page, so the verbs that open or write files (``show circuit``, ``save circuit``) take only
+paths inside the results folder and the runs given on the command line (:mod:`.paths`).
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ def _show(s: Session, args: list[str]) -> dict:
     if len(args) != 2 or args[0] != "circuit":
         raise AcdcError("use 'show circuit RUN' (a run id, run directory, scores file or "
                         "circuit.json)")
-    info = s.circuit.load(args[1])
+    info = s.circuit.load(args[1], confined=True)
+    note = f" ({info['note']})" if info.get("note") else ""
     return {"message": f"circuit of {info['source']}: {info['n_edges']} edges, "
-                       f"faithfulness {info['faithfulness']['normalized']:.3f}"}
+                       f"faithfulness {info['faithfulness']['normalized']:.3f}{note}"}
 
 
 def _edges(s: Session, args: list[str]) -> dict:
@@ -123,7 +126,7 @@ def _prompt(s: Session, args: list[str]) -> dict:
 
 def _save(s: Session, args: list[str]) -> dict:
     if args[:1] == ["circuit"] and len(args) == 2:
-        path = s.circuit.save(args[1])
+        path = s.circuit.save(args[1], confined=True)
         return {"message": f"saved the circuit the interventions leave to {path}"}
     if args[:1] == ["experiment"] and len(args) <= 2:
         run_id = s.circuit.save_experiment(args[1] if len(args) > 1 else None)

@@ -39,6 +39,7 @@ from .circuits import CircuitView
 from .compare import compare_state
 from .inspect import Inspector
 from .notebook import CodeSide, Hook
+from .paths import PathGuard
 
 __all__ = ["Session", "Summary", "CACHED"]
 
@@ -79,6 +80,18 @@ class Summary:
 class _Step:
     text: str
     items: list[Intervention]
+    whole: bool = True
+    """False once ``restore`` took some of its interventions away: ``text`` (e.g. a pattern,
+    ``ablate a1.*``) then no longer says what the step does."""
+
+
+def _describe(items: list[Intervention]) -> str:
+    """What ``items`` do, in one line: ``ablate a1.1, a1.2 zero`` when they share a verb and a
+    source, else each in turn."""
+    if len({(iv.verb, iv.source) for iv in items}) == 1:
+        iv = items[0]
+        return f"{iv.verb} {', '.join(i.target for i in items)} {iv.source}"
+    return "; ".join(str(iv) for iv in items)
 
 
 @dataclass
@@ -107,6 +120,9 @@ class Session(CodeSide):
     """What the session is computing now (None when idle); the pages show it."""
     other: Session | None = field(default=None, init=False, repr=False)
     """A second model on the same task, shown side by side (:meth:`compare_with`)."""
+    paths: PathGuard = field(default_factory=PathGuard, init=False, repr=False)
+    """Where the console may open and write files: the results folder and what :meth:`allow`
+    added (see :mod:`acdc_engine.view.paths`)."""
 
     def __post_init__(self):
         self.stack = InterventionStack(self.problem.graph)
@@ -135,11 +151,29 @@ class Session(CodeSide):
         loaded = load_model(model, device=device or "cpu")
         task_name = task or loaded.info.get("task") or "ioi"
         task_obj = load_task(task_name)
-        problem, data = build_problem(loaded, task_obj, metric=metric, n_examples=n_examples)
+        try:
+            problem, data = build_problem(loaded, task_obj, metric=metric,
+                                          n_examples=n_examples)
+        except AcdcError:
+            raise
+        except Exception as e:  # noqa: BLE001  (the tokenizer's own errors: one line)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AcdcError(f"{loaded.id} cannot run the task {task_obj.name!r}: its tokenizer "
+                            f"fails on the task's prompts ({msg}); is the task built for "
+                            "another model's tokenizer?") from None
         s = cls(loaded, problem, data, task=task_obj.name, name=f"{loaded.id} on {task_obj.name}")
         if run:
+            s.allow(run)
             s.circuit.load(run)
         return s
+
+    def allow(self, path) -> None:
+        """Let the console open ``path`` (a run directory or file given on the command line or
+        by code) besides the results folder; see :mod:`acdc_engine.view.paths`."""
+        from pathlib import Path
+
+        if Path(path).expanduser().exists():
+            self.paths.allow(path)
 
     # ----- what it is -------------------------------------------------------------------------
     @property
@@ -157,7 +191,44 @@ class Session(CodeSide):
 
     @property
     def steps(self) -> list[str]:
-        return [s.text for s in self._steps]
+        """The steps as the page lists them, saying what each has in force now: a step's own
+        words while all of it applies as pushed; after ``restore`` took part of it away, the
+        interventions it has left; where a later step intervenes on the same writer, what of
+        it that replaced (the removed edges of a writer all read the source pushed last)."""
+        with self._lock:
+            return [self._step_text(i) for i in range(len(self._steps))]
+
+    def _step_text(self, i: int) -> str:
+        st = self._steps[i]
+        later = [iv for s in self._steps[i + 1:] for iv in s.items]
+        slots = {}
+        for iv in [*st.items, *later]:
+            if iv not in slots:
+                w, sl = self.stack._slots(iv)
+                slots[iv] = (w, set(sl))
+        last_source = {slots[iv][0]: iv.source for iv in [*st.items, *later]}
+        live, replaced, resourced = [], [], []
+        for iv in st.items:
+            w, mine = slots[iv]
+            covered = set().union(*[slots[x][1] for x in later if slots[x][0] == w])
+            if mine <= covered:
+                replaced.append(iv.target)
+            elif last_source[w] != iv.source:
+                resourced.append(iv.target)
+                live.append(Intervention(iv.verb, iv.target, last_source[w]))
+            else:
+                live.append(iv)
+        text = st.text if st.whole else _describe(st.items)
+        if not live:
+            return f"{text} (replaced by a later step)"
+        if not (replaced or resourced):
+            return text
+        notes = []
+        if replaced:
+            notes.append(f"{', '.join(replaced)} replaced by a later step")
+        if resourced:
+            notes.append(f"{', '.join(resourced)} now read the source a later step set")
+        return f"{_describe(live)} (of '{text}': {'; '.join(notes)})"
 
     def tokens(self, ids: list[int] | torch.Tensor) -> list[str]:
         """Readable token strings of ``ids``."""
@@ -236,8 +307,10 @@ class Session(CodeSide):
                                 f"(intervened: {', '.join(self._targets()) or 'nothing'})")
             def remove():
                 self.stack.items[:] = [iv for iv in self.stack.items if iv.target != target]
-                steps = [_Step(st.text, [iv for iv in st.items if iv.target != target])
-                         for st in self._steps]
+                steps = []
+                for st in self._steps:
+                    kept = [iv for iv in st.items if iv.target != target]
+                    steps.append(_Step(st.text, kept, st.whole and len(kept) == len(st.items)))
                 self._steps = [st for st in steps if st.items]
             return self._apply(remove, f"restore {target}")
 

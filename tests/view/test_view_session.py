@@ -82,6 +82,7 @@ def test_console_verbs(view_session, tmp_path):
     assert float(pat.triu(1).abs().max()) < 1e-6
     ov = s.command("heads a1.0 ov")["view"]
     assert abs(ov["diff_effect"] - (ov["answer_effect"] - ov["wrong_effect"])) < 1e-6
+    s.allow(tmp_path)  # the console writes only where it is allowed to (test_view_paths.py)
     assert s.command(f"save circuit {tmp_path / 'c.json'}")["ok"]
     assert "help" in s.command("help")["message"]
 
