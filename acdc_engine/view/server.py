@@ -16,11 +16,24 @@ status 500 with the exception's one-line message: never a traceback in the brows
 
 Binding: 127.0.0.1 by default; any other address needs a token, which the page and clients
 send as ``?token=...`` or the ``X-ACDC-Token`` header.
+
+Every request is checked before it reaches the session (:func:`guard`): its ``Host`` must name
+this server (on loopback: 127.0.0.1, localhost or [::1] with the server's port; with ``--host
+NAME``: that name), which defeats DNS rebinding; an ``Origin``, when sent, must be the server's
+own; and a request that changes anything (any method but GET, HEAD, OPTIONS) must say
+``Content-Type: application/json`` and carry the session's secret in the ``X-ACDC-Token``
+header. The secret is the ``--token`` when one is given, else a random one made when the server
+starts; the server writes it into the page it serves (``<meta name="acdc-token">``), so only
+the page (and code holding ``server.secret``) can drive the session: another site's page can
+neither read it nor send the header without a CORS preflight, which this server never grants.
+Refusals are short JSON errors (403, 415; 401 for a missing ``--token``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import html
 import json
 import secrets
 import socket
@@ -36,10 +49,65 @@ from ._compat import warm_anyio
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ViewServer", "build_app", "LOOPBACK", "check_bind", "open_socket", "require_web"]
+__all__ = ["ViewServer", "build_app", "LOOPBACK", "check_bind", "open_socket", "require_web",
+           "allowed_hosts", "guard"]
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+TOKEN_META = '<meta name="acdc-token" content="">'
+"""Where the page carries the session's secret (filled in when ``/`` is served)."""
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    # no inline script, nothing from elsewhere: an injected onerror= would not run either
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+     b"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+     b"form-action 'none'"),
+]
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """The ``Host`` header values this server answers (lower case): the loopback names with
+    its port when it binds a loopback address, else the name it binds; None (any Host) for a
+    wildcard address (0.0.0.0, ::), which :func:`check_bind` lets serve only behind a token."""
+    if host in WILDCARD:
+        return None
+    names = {"127.0.0.1", "localhost", "[::1]"} if host in LOOPBACK else {_bracket(host.lower())}
+    out = {f"{n}:{port}" for n in names}
+    if port == 80:
+        out |= names
+    return frozenset(out)
+
+
+def guard(method: str, headers: dict[str, str], hosts: frozenset[str] | None,
+          secret: str) -> tuple[int, str] | None:
+    """None if a request may reach the session, else ``(status, reason)``. ``headers`` are
+    lower-cased names; see the module for the rules."""
+    host = headers.get("host", "").strip().lower()
+    if not host or (hosts is not None and host not in hosts):
+        return 403, (f"refused: Host {host or '(none)'!r} is not this server (expected "
+                     f"{' or '.join(sorted(hosts or ['a Host header']))})")
+    origin = headers.get("origin")
+    if origin is not None and origin.strip().lower() != f"http://{host}":
+        return 403, (f"refused: a request from another origin ({origin[:100]!r}); only this "
+                     "server's own page may use it")
+    if method.upper() not in SAFE_METHODS:
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, "refused: send the body as Content-Type: application/json"
+        given = headers.get("x-acdc-token", "")
+        if not (given and hmac.compare_digest(given.encode(), secret.encode())):
+            return 403, ("refused: a request that changes the session needs the page's "
+                         "X-ACDC-Token header (use the page, or start with --token and send it)")
+    return None
 
 
 def require_web() -> None:
@@ -77,37 +145,58 @@ def open_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_app(session: Session, token: str | None = None):
-    """The Starlette application serving ``session``."""
+def build_app(session: Session, token: str | None = None, *, host: str = "127.0.0.1",
+              port: int = 8765, secret: str | None = None):
+    """The Starlette application serving ``session`` on ``host:port`` (for the Host check);
+    ``secret`` (default: ``token``, else a random one) is what changing requests must send."""
     require_web()
+    secret = secret or token or secrets.token_urlsafe(32)
+    hosts = allowed_hosts(host, port)
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
-    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
+    from starlette.responses import HTMLResponse, JSONResponse
     from starlette.responses import StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    class TokenGate:
-        """Pure ASGI middleware (streams pass through untouched): checks the token."""
+    class Guard:
+        """Pure ASGI middleware (streams pass through untouched): Host, Origin, content type
+        and secret (:func:`guard`), then the ``--token`` on everything but the page's own code
+        and style (/static/); security headers on every answer."""
 
         def __init__(self, app):
             self.app = app
 
         async def __call__(self, scope, receive, send):
-            # the page's own code and style (/static/) are public; the page and data are not
-            if (token is not None and scope["type"] == "http"
-                    and not scope["path"].startswith("/static/")):
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", [])}
+
+            async def send_secured(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      *SECURITY_HEADERS]}
+                await send(message)
+
+            refused = guard(scope["method"], headers, hosts, secret)
+            if refused is None and token is not None \
+                    and not scope["path"].startswith("/static/"):
                 from starlette.requests import HTTPConnection
 
                 conn = HTTPConnection(scope)
-                given = conn.query_params.get("token") or conn.headers.get("x-acdc-token")
-                if not (given and secrets.compare_digest(given, token)):
-                    msg = ("a token is needed: open the URL acdc view printed (...?token=...) "
-                           "or send the X-ACDC-Token header")
-                    await PlainTextResponse(msg, 401)(scope, receive, send)
-                    return
-            await self.app(scope, receive, send)
+                given = conn.query_params.get("token") or headers.get("x-acdc-token")
+                if not (given and hmac.compare_digest(given.encode(), token.encode())):
+                    refused = (401, "a token is needed: open the URL acdc view printed "
+                                    "(...?token=...) or send the X-ACDC-Token header")
+            if refused is not None:
+                status, msg = refused
+                await JSONResponse({"ok": False, "message": msg}, status)(
+                    scope, receive, send_secured)
+                return
+            await self.app(scope, receive, send_secured)
 
     def guarded(fn):
         """Run ``fn(request args)`` in a worker thread; errors become JSON messages."""
@@ -195,8 +284,13 @@ def build_app(session: Session, token: str | None = None):
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if TOKEN_META not in page:
+        raise RuntimeError("view/static/index.html lacks the acdc-token meta tag")
+    page = page.replace(TOKEN_META, f'<meta name="acdc-token" content="{html.escape(secret)}">')
+
     async def index(request):
-        return FileResponse(STATIC / "index.html")
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     routes = [
         Route("/", index),
@@ -213,7 +307,7 @@ def build_app(session: Session, token: str | None = None):
         Route("/api/events", events),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(TokenGate)])
+    return Starlette(routes=routes, middleware=[Middleware(Guard)])
 
 
 def _finite(x):
@@ -237,6 +331,9 @@ class ViewServer:
         self.session, self.host, self.token = session, host, token
         self.sock = open_socket(host, port)
         self.port = self.sock.getsockname()[1]
+        self.secret = token or secrets.token_urlsafe(32)
+        """What a request that changes the session sends as ``X-ACDC-Token`` (the page has
+        it; code driving the server over HTTP reads it here)."""
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -248,7 +345,9 @@ class ViewServer:
     def _uvicorn(self):
         import uvicorn
 
-        config = uvicorn.Config(build_app(self.session, self.token), log_level="warning",
+        app = build_app(self.session, self.token, host=self.host, port=self.port,
+                        secret=self.secret)
+        config = uvicorn.Config(app, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         return self._server
@@ -282,8 +381,9 @@ class ViewServer:
         self.sock.close()
 
     def _repr_html_(self) -> str:
-        return (f'<a href="{self.url}" target="_blank">acdc view: {self.session.name}</a> '
-                f'<iframe src="{self.url}" style="width:100%;height:720px;border:1px solid '
+        url, name = html.escape(self.url), html.escape(self.session.name)
+        return (f'<a href="{url}" target="_blank">acdc view: {name}</a> '
+                f'<iframe src="{url}" style="width:100%;height:720px;border:1px solid '
                 '#ccc"></iframe>')
 
     def __repr__(self) -> str:

@@ -47,6 +47,20 @@ def browser():
 
 @pytest.fixture
 def page(browser):
+    # Playwright's wait_for_function evaluates its predicate with eval, which the page's
+    # Content-Security-Policy forbids; test_view_security.py drives the page under its real
+    # policy (strict_page) with selectors only.
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900}, bypass_csp=True)
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture
+def strict_page(browser):
+    """A page under the server's own Content-Security-Policy (no bypass)."""
     ctx = browser.new_context(viewport={"width": 1300, "height": 900})
     pg = ctx.new_page()
     pg.errors = []

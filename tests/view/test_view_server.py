@@ -15,7 +15,8 @@ def test_state_command_and_errors_as_json(served):
     base = served.url
     state = httpx.get(base + "api/state").json()
     assert state["model"] and state["graph"]["n_layers"] == 2 and state["interventions"] == []
-    ok = httpx.post(base + "api/command", json={"text": "ablate a1.0"}).json()
+    ok = httpx.post(base + "api/command", json={"text": "ablate a1.0"},
+                    headers={"X-ACDC-Token": served.secret}).json()
     assert ok["ok"] and "logit_diff" in ok["message"]
     bad = httpx.get(base + "api/heads", params={"node": "a5.5", "mode": "qk"})
     assert bad.status_code == 400 and "no node 'a5.5'" in bad.json()["message"]
@@ -92,7 +93,8 @@ def test_two_sessions_are_isolated(view_session, gpt2):
     other = Session(gpt2, view_session.problem, view_session.data, task="toy")
     a, b = view_session.serve(), other.serve()
     try:
-        httpx.post(a.url + "api/command", json={"text": "ablate a0.0"})
+        httpx.post(a.url + "api/command", json={"text": "ablate a0.0"},
+                   headers={"X-ACDC-Token": a.secret})
         assert httpx.get(b.url + "api/state").json()["interventions"] == []
         assert httpx.get(a.url + "api/state").json()["interventions"] == ["ablate a0.0 zero"]
     finally:

@@ -2,9 +2,16 @@
 // State comes from GET /api/state and the server-sent events of /api/events (every tab and the
 // notebook share one session); every action is a POST /api/command, the same verbs as the
 // console.
+//
+// Safety: HTML is only ever written through setHTML(element, html`...`): the html tag escapes
+// every interpolated value (model ids, tokens, names, numbers alike) unless it is itself the
+// result of html`...`; plain text goes through textContent. Requests carry the session's
+// secret (X-ACDC-Token, from the <meta> the server fills in), which every request that changes
+// the session needs.
 "use strict";
 
 const TOKEN = new URLSearchParams(location.search).get("token");
+const SECRET = (document.querySelector('meta[name="acdc-token"]') || {}).content || TOKEN || "";
 const $ = (id) => document.getElementById(id);
 const SVGNS = "http://www.w3.org/2000/svg";
 let STATE = null;
@@ -26,8 +33,9 @@ function url(path, params) {
 async function call(path, params, body) {
   setBusy(+1);
   try {
-    const opts = body === undefined ? {} : {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    const headers = { "X-ACDC-Token": SECRET };
+    const opts = body === undefined ? { headers } : {
+      method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body) };
     const r = await fetch(url(path, params), opts);
     let data;
     try { data = await r.json(); } catch (e) { data = { ok: false, message: `${r.status} ${r.statusText}` }; }
@@ -93,9 +101,9 @@ function render(s) {
   $("timing").textContent = `evaluated in ${fmt(m.ms, 3)} ms (server)`;
   drawExamples(m.per_example);
   const ol = $("interventions");
-  ol.innerHTML = "";
+  ol.replaceChildren();
   s.steps.forEach((t) => { const li = document.createElement("li"); li.textContent = t; ol.appendChild(li); });
-  if (!s.steps.length) ol.innerHTML = "<li class='dim'>none: click a head or an MLP</li>";
+  if (!s.steps.length) setHTML(ol, html`<li class='dim'>none: click a head or an MLP</li>`);
   $("compare-card").hidden = !s.compare;
   if (s.compare) {
     const c = s.compare, cm = c.summary;
@@ -111,13 +119,12 @@ function render(s) {
 function drawExamples(values) {
   const w = 280, h = 40, top = Math.max(1e-9, ...values.map(Math.abs));
   const bw = w / values.length;
-  let svg = `<svg width="${w}" height="${h}"><line x1="0" x2="${w}" y1="${h / 2}" y2="${h / 2}" stroke="#999"/>`;
-  values.forEach((v, i) => {
+  const bars = values.map((v, i) => {
     const bh = Math.abs(v) / top * (h / 2 - 1);
     const y = v >= 0 ? h / 2 - bh : h / 2;
-    svg += `<rect x="${i * bw}" y="${y}" width="${Math.max(bw - 1, 1)}" height="${bh}" fill="${v >= 0 ? "#2f6fb3" : "#c0392b"}"><title>example ${i}: ${fmt(v)}</title></rect>`;
+    return html`<rect x="${i * bw}" y="${y}" width="${Math.max(bw - 1, 1)}" height="${bh}" fill="${v >= 0 ? "#2f6fb3" : "#c0392b"}"><title>example ${i}: ${fmt(v)}</title></rect>`;
   });
-  $("examples").innerHTML = svg + "</svg>";
+  setHTML($("examples"), html`<svg width="${w}" height="${h}"><line x1="0" x2="${w}" y1="${h / 2}" y2="${h / 2}" stroke="#999"/>${bars}</svg>`);
 }
 
 async function loadCircuit() {
@@ -132,7 +139,7 @@ async function loadCircuit() {
     if (document.activeElement !== sl) sl.value = info.n_edges;
     $("edge-count").textContent = `${info.n_edges} of ${info.n_edges_total} edges`;
     $("faithfulness").textContent = info.faithfulness ? fmt(info.faithfulness.normalized, 3) : "–";
-    $("circuit-source").textContent = info.source;
+    $("circuit-source").textContent = info.source + (info.note ? ` (${info.note})` : "");
   }
   drawMap();
 }
@@ -175,7 +182,7 @@ function drawMap() {
   const { pos, width, height, spine } = layout(g);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.style.maxHeight = Math.max(260, Math.min(height * 1.6, 640)) + "px";
-  svg.innerHTML = "";
+  svg.replaceChildren();
   el("line", { x1: 10, x2: width - 10, y1: spine, y2: spine, class: "backbone" }, svg);
   for (let l = 0; l < g.n_layers; l++) {
     const p = pos[`a${l}.0`];
@@ -246,53 +253,68 @@ async function showHead(quiet) {
   const example = $("example").value || 0;
   const params = { node, mode: headMode, example };
   if (headMode === "ov") params.all = "1";
-  const v = quiet ? await fetch(url("api/heads", params)).then((r) => r.json()).catch(() => null)
+  const v = quiet ? await fetch(url("api/heads", params), { headers: { "X-ACDC-Token": SECRET } }).then((r) => r.json()).catch(() => null)
                   : await call("api/heads", params);
   if (!v || v.ok === false) return;
   $("heads-view").dataset.node = node;
-  if (quiet) { if (v.mode === "ov") $("heads-view").innerHTML = ovTable(v); return; }  // stay on the tab
+  if (quiet) { if (v.mode === "ov") setHTML($("heads-view"), ovTable(v)); return; }  // stay on the tab
   showView({ view: v });
   drawMap();
 }
 
 function showView(out) {
   const v = out.view;
-  if (v.mode === "compare") { selectTab("heads"); $("heads-view").innerHTML = compareView(v); }
-  else if (v.mode === "qk") { selectTab("heads"); setHeadMode("qk"); $("heads-view").innerHTML = v.heads.map((h) => heatmap(h, v.tokens)).join(""); }
-  else if (v.mode === "ov") { selectTab("heads"); setHeadMode("ov"); $("heads-view").innerHTML = ovTable(v); }
-  else if (v.layers) { selectTab("lens"); $("lens-view").innerHTML = lensTable(v); }
-  else if (v.method) { selectTab("tokens"); $("tok-method").value = v.method; $("tokens-view").innerHTML = tokenChips(v); }
+  if (v.mode === "compare") { selectTab("heads"); setHTML($("heads-view"), compareView(v)); }
+  else if (v.mode === "qk") { selectTab("heads"); setHeadMode("qk"); setHTML($("heads-view"), html`${v.heads.map((h) => heatmap(h, v.tokens))}`); }
+  else if (v.mode === "ov") { selectTab("heads"); setHeadMode("ov"); setHTML($("heads-view"), ovTable(v)); }
+  else if (v.layers) { selectTab("lens"); setHTML($("lens-view"), lensTable(v)); }
+  else if (v.method) { selectTab("tokens"); $("tok-method").value = v.method; setHTML($("tokens-view"), tokenChips(v)); }
 }
 
-function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
+// ----- HTML, escaped by construction ---------------------------------------------------------
+class SafeHTML { constructor(s) { this.s = s; } toString() { return this.s; } }
+const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+function esc(v) {
+  if (v instanceof SafeHTML) return v.s;
+  if (Array.isArray(v)) return v.map(esc).join("");
+  return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, (c) => ESC[c]);
+}
+// html`<b>${x}</b>`: every ${...} is escaped (arrays are joined, html`` fragments kept as they are)
+function html(strings, ...values) {
+  let out = strings[0];
+  values.forEach((v, i) => { out += esc(v) + strings[i + 1]; });
+  return new SafeHTML(out);
+}
+function setHTML(elem, fragment) {
+  if (!(fragment instanceof SafeHTML)) throw new Error("setHTML takes html`...` only");
+  elem.innerHTML = fragment.s;
+}
 
 function heatmap(h, tokens) {
   const n = tokens.length, c = Math.max(8, Math.min(22, 300 / n)), pad = 70;
   const size = pad + n * c;
-  let s = `<svg class="heat" width="${size}" height="${size + 16}" data-head="${h.name}"><text x="${pad}" y="12" font-weight="bold">${h.name}</text>`;
-  tokens.forEach((t, i) => {
-    s += `<text x="${pad - 4}" y="${pad + 16 + i * c + c * 0.7}" text-anchor="end">${esc(t)}</text>`;
-    s += `<text transform="translate(${pad + i * c + c * 0.7},${pad + 12}) rotate(-60)">${esc(t)}</text>`;
-  });
+  const labels = tokens.map((t, i) => html`<text x="${pad - 4}" y="${pad + 16 + i * c + c * 0.7}" text-anchor="end">${t}</text><text transform="translate(${pad + i * c + c * 0.7},${pad + 12}) rotate(-60)">${t}</text>`);
+  const cells = [];
   h.pattern.forEach((row, q) => row.forEach((w, k) => {
     if (k > q) return;
     const a = Math.sqrt(Math.min(1, Math.abs(w)));
     const rgb = h.signed && w > 0 ? "192,57,43" : "47,111,179";
-    s += `<rect x="${pad + k * c}" y="${pad + 16 + q * c}" width="${c - 1}" height="${c - 1}" fill="rgba(${rgb},${a.toFixed(3)})"><title>${esc(tokens[q])} → ${esc(tokens[k])}: ${fmt(w, 3)}</title></rect>`;
+    cells.push(html`<rect x="${pad + k * c}" y="${pad + 16 + q * c}" width="${c - 1}" height="${c - 1}" fill="rgba(${rgb},${a.toFixed(3)})"><title>${tokens[q]} → ${tokens[k]}: ${fmt(w, 3)}</title></rect>`);
   }));
-  return s + "</svg>";
+  return html`<svg class="heat" width="${size}" height="${size + 16}" data-head="${h.name}"><text x="${pad}" y="12" font-weight="bold">${h.name}</text>${labels}${cells}</svg>`;
 }
 
 function compareView(v) {
-  return `<div id="compare-view">${esc(v.models[0])} | ${esc(v.models[1])} | change (${esc(v.models[1])} − ${esc(v.models[0])}, red: more attention)</div>` +
-    v.heads.map((h) => `<div>` + heatmap({ name: `${h.name} · ${v.models[0]}`, pattern: h.a }, v.tokens) +
-      heatmap({ name: `${h.name} · ${v.models[1]}`, pattern: h.b }, v.tokens) +
-      heatmap({ name: `${h.name} · change (max ${fmt(h.max_change, 2)})`, pattern: h.diff, signed: true }, v.tokens) + `</div>`).join("");
+  const [a, b] = v.models;
+  return html`<div id="compare-view">${a} | ${b} | change (${b} − ${a}, red: more attention)</div>${v.heads.map((h) => html`<div>${[
+    heatmap({ name: `${h.name} · ${a}`, pattern: h.a }, v.tokens),
+    heatmap({ name: `${h.name} · ${b}`, pattern: h.b }, v.tokens),
+    heatmap({ name: `${h.name} · change (max ${fmt(h.max_change, 2)})`, pattern: h.diff, signed: true }, v.tokens)]}</div>`)}`;
 }
 
 function ovTable(v) {
-  const rows = (list, colour) => list.map(([t, x]) => `<tr><td>${esc(t)}</td><td>${fmt(x, 3)}</td><td><span class="bar" style="width:${200 * Math.abs(x) / Math.max(1e-9, Math.abs(list[0][1]))}px;background:${colour}"></span></td></tr>`).join("");
-  return `<div id="ov-view"><b>${esc(v.node)}</b> writes directly to the logits (mean over the examples, under the current interventions):
+  const rows = (list, colour) => list.map(([t, x]) => html`<tr><td>${t}</td><td>${fmt(x, 3)}</td><td><span class="bar" style="width:${200 * Math.abs(x) / Math.max(1e-9, Math.abs(list[0][1]))}px;background:${colour}"></span></td></tr>`);
+  return html`<div id="ov-view"><b>${v.node}</b> writes directly to the logits (mean over the examples, under the current interventions):
     <div>answer logit <b id="ov-answer">${fmt(v.answer_effect, 3)}</b> · wrong answer logit <b>${fmt(v.wrong_effect, 3)}</b> · difference <b>${fmt(v.diff_effect, 3)}</b></div>
     <table class="lens"><tr><th>promotes</th><th></th><th></th></tr>${rows(v.promotes, "var(--pos)")}
     <tr><th>suppresses</th><th></th><th></th></tr>${rows(v.suppresses, "var(--neg)")}</table></div>`;
@@ -300,22 +322,23 @@ function ovTable(v) {
 
 function lensTable(v) {
   const top = Math.max(1e-9, ...v.logit_diff.map((x) => Math.abs(x || 0)));
-  let s = `<div>prompt: ${v.tokens.map((t, i) => i === v.position ? `<b>[${esc(t)}]</b>` : esc(t)).join(" ")} · answer <b>${esc(v.answer)}</b> vs <b>${esc(v.wrong)}</b></div>`;
-  s += `<table class="lens" id="lens-table"><tr><th>after</th><th>logit diff</th><th></th><th>answer rank</th><th>top tokens</th></tr>`;
-  v.layers.forEach((name, i) => {
+  const prompt = v.tokens.map((t, i) => (i === v.position ? html`<b>[${t}]</b> ` : html`${t} `));
+  const rows = v.layers.map((name, i) => {
     const x = v.logit_diff[i] || 0;
-    s += `<tr><td>${name}</td><td>${fmt(x, 3)}</td><td><span class="bar" style="width:${120 * Math.abs(x) / top}px;background:${x >= 0 ? "var(--pos)" : "var(--neg)"}"></span></td><td>${v.answer_rank[i]}</td><td>${v.top[i].map(([t, p]) => `${esc(t)} <span class="dim">${fmt(p, 2)}</span>`).join(", ")}</td></tr>`;
+    const topTokens = v.top[i].map(([t, p], j) => html`${j ? ", " : ""}${t} <span class="dim">${fmt(p, 2)}</span>`);
+    return html`<tr><td>${name}</td><td>${fmt(x, 3)}</td><td><span class="bar" style="width:${120 * Math.abs(x) / top}px;background:${x >= 0 ? "var(--pos)" : "var(--neg)"}"></span></td><td>${v.answer_rank[i]}</td><td>${topTokens}</td></tr>`;
   });
-  return s + "</table>";
+  return html`<div>prompt: ${prompt}· answer <b>${v.answer}</b> vs <b>${v.wrong}</b></div><table class="lens" id="lens-table"><tr><th>after</th><th>logit diff</th><th></th><th>answer rank</th><th>top tokens</th></tr>${rows}</table>`;
 }
 
 function tokenChips(v) {
   const top = Math.max(1e-9, ...v.values.map((x) => Math.abs(x || 0)));
-  return `<div id="token-chips">` + v.tokens.map((t, i) => {
+  const chips = v.tokens.map((t, i) => {
     const x = v.values[i] || 0, a = (Math.abs(x) / top).toFixed(3);
     const bg = x >= 0 ? `rgba(47,111,179,${a})` : `rgba(192,57,43,${a})`;
-    return `<span class="tok" style="background:${bg}" title="${fmt(x, 3)}">${esc(t)}</span>`;
-  }).join("") + `</div><div class="dim">${v.method}: blue raises the metric, red lowers it (baseline: the corrupted prompt)</div>`;
+    return html`<span class="tok" style="background:${bg}" title="${fmt(x, 3)}">${t}</span>`;
+  });
+  return html`<div id="token-chips">${chips}</div><div class="dim">${v.method}: blue raises the metric, red lowers it (baseline: the corrupted prompt)</div>`;
 }
 
 function selectTab(name) {
