@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from acdc_engine.models import shared_norm
+from acdc_engine.testing.numerics import assert_close_to_f64
 
 
 def _norms():
@@ -33,11 +34,16 @@ def test_shared_norm_gives_the_per_row_values_and_gradients(which):
     got = shared_norm(norm, x)
     assert got.stride(0) == 0  # one normalized stream, not six copies
     (got_gx,) = torch.autograd.grad(got, x, g)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
-    torch.testing.assert_close(got_gx, want_gx, rtol=1e-5, atol=1e-6)
+    x64 = resid.detach().double().requires_grad_(True).unsqueeze(0).expand(6, 2, 5, 16)
+    ref = norm.double()(x64)
+    (ref_gx,) = torch.autograd.grad(ref, x64, g.double())
+    norm.float()
+    # bound: 4x the per-row float32 norm's error against float64 + 16 eps max|value|
+    assert_close_to_f64(got, want, ref, factor=4, ulps=16)
+    assert_close_to_f64(got_gx, want_gx, ref_gx, factor=4, ulps=16)
     assert not torch.allclose(got_gx[0], got_gx[1])  # per-reader gradients, not a shared one
     with torch.no_grad():
-        torch.testing.assert_close(shared_norm(norm, x), want, rtol=0, atol=1e-6)
+        assert_close_to_f64(shared_norm(norm, x), want, ref, factor=4, ulps=16)  # as above
 
 
 def test_shared_norm_leaves_other_inputs_to_the_norm():
@@ -65,10 +71,18 @@ def test_grouped_query_projection_equals_repeated_weights(bias):
     if b_rep is not None:
         want = want + b_rep[:, None]
     got = project(x, w, bb, H)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    x64 = x.detach().double().requires_grad_(True)
+    ref = torch.einsum("hbpd,hkd->bhpk", x64, w_rep.double())
+    if b_rep is not None:
+        ref = ref + b_rep.double()[:, None]
+    # bound (each): 4x the repeated-weights float32 error against float64 + 16 eps max|value|
+    assert_close_to_f64(got, want, ref, factor=4, ulps=16)
     g = torch.randn_like(want)
-    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
-                               torch.autograd.grad(want, x, g)[0], rtol=1e-6, atol=1e-6)
+    assert_close_to_f64(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0],
+                        torch.autograd.grad(ref, x64, g.double())[0], factor=4, ulps=16)
     shared = x[0].detach()  # the shared-input path: [b, p, d]
-    torch.testing.assert_close(project(shared, w, bb, H),
-                               project(shared.expand(H, b, p, d), w, bb, H), rtol=1e-6, atol=1e-6)
+    ref_shared = torch.einsum("bpd,hkd->bhpk", shared.double(), w_rep.double())
+    if b_rep is not None:
+        ref_shared = ref_shared + b_rep.double()[:, None]
+    assert_close_to_f64(project(shared, w, bb, H), project(shared.expand(H, b, p, d), w, bb, H),
+                        ref_shared, factor=4, ulps=16)
