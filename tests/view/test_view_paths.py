@@ -202,3 +202,15 @@ def test_compare_with_a_model_whose_tokenizer_cannot_encode_the_task(capsys, mon
     assert len(lines) == 1, err
     assert "--compare tracr-reverse" in lines[0] and "cannot run the task 'ioi'" in lines[0]
     assert "tokenizer" in lines[0]
+
+
+def test_a_run_json_that_is_not_json_is_one_line(view_session, results, capsys):
+    s = view_session
+    run = _fake_run(s, results / "toy" / "run-broken")
+    (run / "run.json").write_text("{not json at all\nsecret-second-line\n")
+    out = s.command(f"show circuit {run}")
+    assert out["ok"] is False and "\n" not in out["message"]
+    assert "cannot read" in out["message"] and "run.json" in out["message"]
+    assert "secret-second-line" not in out["message"] and "not json at all" not in out["message"]
+    (run / "run.json").write_text("[1, 2]")
+    assert "is not a run record" in s.command(f"show circuit {run}")["message"]
