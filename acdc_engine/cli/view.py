@@ -72,7 +72,8 @@ def register(sub) -> None:
     p.add_argument("--n-examples", type=positive, help="examples of the task (default: its own)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; anything else needs --token)")
+                   help="address to bind (default 127.0.0.1; anything else needs --token); "
+                        "requests must name it in their Host header (docs/view.md, Security)")
     p.add_argument("--port", type=port, default=8765, help="port (default 8765; 0: any free)")
     p.add_argument("--token", help="secret the page and clients must send (?token= or the "
                                    "X-ACDC-Token header)")

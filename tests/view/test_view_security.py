@@ -267,7 +267,8 @@ def test_markup_in_a_model_id_is_shown_as_text(view_session, tmp_path_factory, b
         assert pg.evaluate("window.pwned") is None
         assert pg.locator("img").count() == 0
         assert MARKUP in pg.inner_text("#compare-view")
-        names = pg.eval_on_selector_all("#heads-view svg.heat", "els => els.map(e => e.dataset.head)")
+        names = pg.eval_on_selector_all("#heads-view svg.heat",
+                                        "els => els.map(e => e.dataset.head)")
         assert any(MARKUP in n for n in names)
         assert MARKUP in pg.inner_text("#compare-model")
     finally:
