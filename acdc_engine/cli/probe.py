@@ -8,11 +8,21 @@ Logistic-regression probes per layer with held-out accuracy and a shuffled-label
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from .args import add_threads_arg, fraction, positive, task_problem
+from .args import add_threads_arg, finite, positive, task_problem
 
 ORDER = 47
+
+
+def train_share(text: str) -> float:
+    """argparse type: the training share, a number in (0, 1) (the rest is held out)."""
+    x = finite(text)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (the rest is held out to test "
+                                         f"on), got {x:g}")
+    return x
 
 
 def _cmd_probe(args) -> int:
@@ -43,9 +53,11 @@ def register(sub) -> None:
     p.add_argument("--model", help="default: the task's model")
     p.add_argument("--label", default="answer_first",
                    help="answer, answer_first, or a column of the task's rows")
-    p.add_argument("--position", type=int, default=-1, help="token position (default -1)")
+    p.add_argument("--position", type=int, default=-1,
+                   help="token position, from 0 or from the end as -1, -2, ... (default -1)")
     p.add_argument("--examples", type=positive, help="number of examples (default: the task's)")
-    p.add_argument("--train", type=fraction, default=0.7, help="training share (default 0.7)")
+    p.add_argument("--train", type=train_share, default=0.7,
+                   help="training share, in (0, 1); the rest is held out (default 0.7)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write probe.json and probe.png here")
     p.add_argument("--device", default=None)
