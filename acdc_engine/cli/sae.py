@@ -10,11 +10,31 @@ one-backward gradient estimate of every feature) and their top activating tokens
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from .args import add_threads_arg, finite, positive, task_problem
 
 ORDER = 48
+
+
+def penalty(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    x = finite(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {x:g}")
+    return x
+
+
+def layer_index(text: str) -> int:
+    """argparse type: a layer, >= -1 (the model's layer count is checked once it is loaded)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < -1:
+        raise argparse.ArgumentTypeError(f"must be >= -1 (-1: the embeddings), got {n}")
+    return n
 
 
 def _report(problem, sae, top: int) -> dict:
@@ -39,16 +59,24 @@ def _report(problem, sae, top: int) -> dict:
 def _cmd_sae(args) -> int:
     import json
 
-    from ..evidence.sae import SAE, train_sae
-    problem = task_problem(args)[0]
-    if args.action == "train":
-        sae = train_sae(problem, args.layer, args.features, l1=args.l1, steps=args.steps)
-    else:
-        if args.weights is None:
-            from ..errors import AcdcError
+    from ..errors import AcdcError
+    from ..evidence.sae import SAE, check_layer, check_sae, train_sae
 
+    sae = None
+    if args.action == "stats":  # a bad file is refused before the model is loaded
+        if args.weights is None:
             raise AcdcError("acdc sae stats needs the SAE's safetensors file")
         sae = SAE.load(args.weights, layer=args.layer)
+    elif args.weights is not None:
+        raise AcdcError(f"acdc sae train takes no file (got '{args.weights}'); use --out to "
+                        "say where the trained SAE goes")
+    problem = task_problem(args)[0]
+    if sae is None:
+        layer = 0 if args.layer is None else args.layer
+        check_layer(problem, layer)
+        sae = train_sae(problem, layer, args.features, l1=args.l1, steps=args.steps)
+    else:
+        check_sae(problem, sae)
     out = _report(problem, sae, args.top)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -65,10 +93,11 @@ def register(sub) -> None:
     p.add_argument("weights", nargs="?", type=Path, help="stats: the SAE's safetensors file")
     p.add_argument("--task", default="ioi")
     p.add_argument("--model", help="default: the task's model")
-    p.add_argument("--layer", type=int, default=0,
-                   help="residual stream after this layer (-1: the embeddings)")
+    p.add_argument("--layer", type=layer_index, default=None,
+                   help="residual stream after this layer (-1: the embeddings; default: 0 to "
+                        "train, the file's own layer for stats)")
     p.add_argument("--features", type=positive, default=64)
-    p.add_argument("--l1", type=finite, default=1e-3, help="sparsity penalty")
+    p.add_argument("--l1", type=penalty, default=1e-3, help="sparsity penalty, >= 0")
     p.add_argument("--steps", type=positive, default=2000)
     p.add_argument("--top", type=positive, default=8, help="features to report")
     p.add_argument("--examples", type=positive)

@@ -24,6 +24,7 @@ backward pass per batch: the gradient of the spliced run's reader inputs (the pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,9 @@ from ..patching import run
 from ..problem import Problem
 from .descriptive import residual_stream
 
-__all__ = ["SAE", "train_sae", "sae_stats", "SAEStats", "spliced_metric", "top_activations",
-           "feature_effects", "feature_attribution", "FEATURE_SOURCES"]
+__all__ = ["SAE", "check_layer", "check_sae", "train_sae", "sae_stats", "SAEStats",
+           "spliced_metric", "top_activations", "feature_effects", "feature_attribution",
+           "FEATURE_SOURCES"]
 
 FEATURE_SOURCES = ("zero", "corrupted")
 
@@ -84,25 +86,72 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, layer: int | None = None) -> SAE:
-        """Weights in the common layout (W_enc, W_dec, b_enc, b_dec), e.g. a published SAE."""
-        from safetensors import safe_open
+        """Weights in the common layout (W_enc, W_dec, b_enc, b_dec), e.g. a published SAE.
+        A file that is missing, not safetensors, or not an SAE of consistent shapes is refused
+        with an :class:`AcdcError` saying which."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as f:
-            w = {k: f.get_tensor(k) for k in f.keys()}
-            meta = f.metadata() or {}
+        path = Path(path)
+        if not path.exists():
+            raise AcdcError(f"SAE file '{path}' does not exist")
+        if not path.is_file():
+            raise AcdcError(f"SAE path '{path}' is not a file; expected a .safetensors file "
+                            "with W_enc, W_dec, b_enc and b_dec")
+        try:
+            with safe_open(str(path), "pt") as f:
+                w = {k: f.get_tensor(k) for k in f.keys()}
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise AcdcError(f"SAE file '{path}' is not a readable safetensors file "
+                            f"({path.stat().st_size} bytes; {first})") from None
         missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(w)
         if missing:
             raise AcdcError(f"{path} is not an SAE in the common layout: missing "
                             f"{', '.join(sorted(missing))}")
-        d, m = w["W_enc"].shape
-        sae = cls(d, m, layer if layer is not None else int(meta.get("layer", 0)))
+        shapes = {k: tuple(w[k].shape) for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
+        if len(shapes["W_enc"]) != 2:
+            raise AcdcError(f"{path}: W_enc must be [d_in, n_features], got {shapes['W_enc']}")
+        d, m = shapes["W_enc"]
+        want = {"W_enc": (d, m), "W_dec": (m, d), "b_enc": (m,), "b_dec": (d,)}
+        bad = [f"{k} {shapes[k]} (expected {want[k]})" for k in want if shapes[k] != want[k]]
+        if bad:
+            raise AcdcError(f"{path} is not a consistent SAE: W_enc is {shapes['W_enc']}, so "
+                            f"{'; '.join(bad)}")
+        if layer is None:
+            try:
+                layer = int(meta.get("layer", 0))
+            except ValueError:
+                raise AcdcError(f"{path}: its metadata names layer {meta['layer']!r}, not a "
+                                "number; pass the layer") from None
+        sae = cls(d, m, layer)
         sae.load_state_dict({k: w[k].float() for k in ("W_enc", "b_enc", "W_dec", "b_dec")})
         return sae
+
+
+def check_layer(problem: Problem, layer: int) -> None:
+    """Refuse a ``layer`` the model does not have (-1 is the embeddings)."""
+    n = problem.graph.n_layers
+    if not (isinstance(layer, int) and -1 <= layer < n):
+        raise AcdcError(f"layer {layer} is not in model {problem.model.id!r}, which has {n} "
+                        f"layers: use 0 to {n - 1} (the residual stream after that layer) or "
+                        "-1 (the embeddings)")
+
+
+def check_sae(problem: Problem, sae: SAE) -> None:
+    """Refuse an SAE whose layer or width does not fit ``problem``'s model."""
+    check_layer(problem, sae.layer)
+    d, d_model = sae.W_enc.shape[0], problem.model.adapter.d_model
+    if d != d_model:
+        raise AcdcError(f"the SAE reads {d}-dimensional activations (W_enc is "
+                        f"{list(sae.W_enc.shape)}), but model {problem.model.id!r} has a "
+                        f"{d_model}-dimensional residual stream: it was made for another model")
 
 
 def _acts(problem: Problem, layer: int, which: str = "clean") -> list[torch.Tensor]:
     """The residual stream after ``layer`` for each batch (clean or corrupted prompts):
     [b, p, d]."""
+    check_layer(problem, layer)
     return [residual_stream(problem.model, getattr(b, which))[layer + 1]
             for b in problem.batches]
 
@@ -117,8 +166,7 @@ def _splice_mask(problem: Problem, layer: int) -> tuple[torch.Tensor, int]:
     """The mask that removes the ``input`` node's edges into every reader above ``layer``,
     and the first such reader slot."""
     model, g = problem.model, problem.graph
-    if not -1 <= layer < g.n_layers:
-        raise AcdcError(f"layer {layer} is not in a model of {g.n_layers} layers")
+    check_layer(problem, layer)
     first = (layer + 1) * g.readers_per_layer  # the first reader slot above the layer
     mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
     mask[0, first:] = 0
@@ -128,7 +176,11 @@ def _splice_mask(problem: Problem, layer: int) -> tuple[torch.Tensor, int]:
 def train_sae(problem: Problem, layer: int, n_features: int = 64, l1: float = 1e-3,
               steps: int = 2000, lr: float = 3e-3, seed: int = 0) -> SAE:
     """Train an SAE on the residual stream after ``layer`` at every position of the task's
-    clean prompts: MSE plus ``l1`` times the features' L1 norm (scaled by the decoder norms)."""
+    clean prompts: MSE plus ``l1`` (>= 0) times the features' L1 norm (scaled by the decoder
+    norms)."""
+    if not (math.isfinite(l1) and l1 >= 0):
+        raise AcdcError(f"the L1 penalty must be a finite number >= 0, got {l1}: a negative one "
+                        "rewards dense features")
     torch.manual_seed(seed)
     x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, layer)]).float().cpu()
     sae = SAE(x.shape[1], n_features, layer)
@@ -156,6 +208,7 @@ def spliced_metric(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
 @torch.no_grad()
 def _spliced(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
     """:func:`spliced_metric` with ``edit(f, i)`` told the batch index ``i``."""
+    check_sae(problem, sae)
     model = problem.model
     mask, _ = _splice_mask(problem, sae.layer)
     sae = sae.to(model.device, model.dtype)
@@ -188,6 +241,7 @@ class SAEStats:
 
 @torch.no_grad()
 def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
+    check_sae(problem, sae)
     x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
     sae = sae.to(x.device, x.dtype)
     f = sae.encode(x)
@@ -203,6 +257,7 @@ def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
 def top_activations(problem: Problem, sae: SAE, feature: int, k: int = 5,
                     context: int = 3) -> list[tuple[float, str]]:
     """The ``k`` tokens (with ``context`` tokens before them) that activate ``feature`` most."""
+    check_sae(problem, sae)
     tok = problem.model.tokenizer
     found = []
     for b, x in zip(problem.batches, _acts(problem, sae.layer)):
@@ -232,6 +287,7 @@ def feature_effects(problem: Problem, sae: SAE, features: list[int] | None = Non
     on the corrupted prompt) in the spliced reconstruction, for ``features`` (default: the
     ``top`` features with the largest mean activation). Exact: one spliced run per feature;
     :func:`feature_attribution` estimates all of them from one."""
+    check_sae(problem, sae)
     if features is None:
         x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
         mean = sae.to(x.device, x.dtype).encode(x).mean(0)
@@ -259,6 +315,7 @@ def feature_attribution(problem: Problem, sae: SAE, source: str = "zero") -> tor
     backward per batch); ``dmetric/df = dmetric/dx_hat @ W_dec^T``. Exact when the metric is
     linear in ``x_hat`` (e.g. no final norm, the SAE on the last layer, logit difference).
     Memory: the sink holds ``n_readers x batch x pos x d_model`` values per batch."""
+    check_sae(problem, sae)
     model, g = problem.model, problem.graph
     if not problem.metric.differentiable:
         raise AcdcError(f"metric {problem.metric.name!r} is not differentiable: use "

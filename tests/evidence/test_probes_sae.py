@@ -105,3 +105,93 @@ def test_train_save_load_and_features(problem, tmp_path):
     assert len(eff) == 3
     top = top_activations(problem, sae, feature=next(iter(eff)), k=3)
     assert len(top) <= 3 and all(isinstance(t, str) for _, t in top)
+
+
+# ----- second round of hostile inputs (docs/reliability.md, Evidence tools) ----------------------
+def test_probe_split_must_leave_examples_on_both_sides():
+    """Before: train=1 was clamped to a 62/2 split without a word."""
+    from acdc_engine.errors import AcdcError
+    from acdc_engine.evidence.probes import check_split
+
+    x = torch.randn(2, 64, 4, generator=torch.Generator().manual_seed(0))
+    y = [i % 2 for i in range(64)]
+    with pytest.raises(AcdcError, match=r"training share must be a number in \(0, 1\)"):
+        fit_probes(x, y, train=1.0)
+    with pytest.raises(AcdcError, match="trains on 63 and tests on 1; each side needs at least "
+                                        "2: use a share from 0.0312 to 0.969"):
+        fit_probes(x, y, train=0.99)
+    with pytest.raises(AcdcError, match="3 examples are too few to probe"):
+        check_split(0.5, 3)
+    assert check_split(0.7, 64) == 45
+
+
+def test_probe_says_decodable_only_above_the_majority_class():
+    """Before: "is decodable" at 0% accuracy, or below the majority class."""
+    from acdc_engine.evidence.probes import ProbeResult, wilson
+
+    lo, hi = wilson(0.5, 20)
+    assert lo == pytest.approx(0.2993, abs=1e-3) and hi == pytest.approx(0.7007, abs=1e-3)
+    zero = ProbeResult("lbl", [0.0, 0.5], [0.5, 0.5], 1.0, 62, 2)
+    assert not zero.decodable()
+    assert zero.sentences()[0].startswith("Label 'lbl' is not decodable above the majority "
+                                          "class at any layer: the best probe, after layer 1,")
+    below = ProbeResult("lbl", [0.55, 0.58], [0.5, 0.47], 0.68, 45, 19)
+    assert not below.decodable() and "is not decodable" in below.sentences()[0]
+    close = ProbeResult("lbl", [0.75], [0.5], 0.6, 45, 20)  # above, but within the interval
+    assert not close.decodable()
+    clear = ProbeResult("lbl", [0.3, 0.95], [0.5, 0.16], 0.21, 45, 19)
+    assert clear.decodable() and clear.sentences()[0].startswith(
+        "Label 'lbl' is decodable best after layer 1 (95% held-out accuracy on 19 examples, "
+        "95% interval [")
+    assert clear.as_dict()["decodable"] is True and clear.as_dict()["best_layer"] == 1
+
+
+def test_probe_position_outside_the_prompts_is_refused(gpt2_problem):
+    from acdc_engine.errors import AcdcError
+
+    data = prepare("t", gpt2_problem.model.tokenizer, random_pairs(8, seed=3))
+    n = min(b.clean.shape[1] for b in gpt2_problem.batches)
+    with pytest.raises(AcdcError, match=f"position {n} is outside the prompts: the shortest is "
+                                        f"{n} tokens"):
+        probe_task(gpt2_problem, data, "answer", position=n)
+    with pytest.raises(AcdcError, match=f"-{n} to -1 from the end"):
+        probe_task(gpt2_problem, data, "answer", position=-n - 1)
+
+
+def test_sae_files_that_are_not_saes_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from acdc_engine.errors import AcdcError
+
+    with pytest.raises(AcdcError, match="does not exist"):
+        SAE.load(tmp_path / "missing.safetensors")
+    with pytest.raises(AcdcError, match="is not a file"):
+        SAE.load(tmp_path)
+    (tmp_path / "rnd.safetensors").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(AcdcError, match=r"is not a readable safetensors file \(4096 bytes;"):
+        SAE.load(tmp_path / "rnd.safetensors")
+    good = SAE(8, 4).save(tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    with pytest.raises(AcdcError, match="is not a readable safetensors file"):
+        SAE.load(tmp_path / "cut.safetensors")
+    save_file({"W_enc": torch.zeros(8, 4), "W_dec": torch.zeros(4, 6), "b_enc": torch.zeros(4),
+               "b_dec": torch.zeros(8)}, tmp_path / "odd.safetensors")
+    with pytest.raises(AcdcError, match=r"not a consistent SAE: W_enc is \(8, 4\), so W_dec "
+                                        r"\(4, 6\) \(expected \(4, 8\)\)"):
+        SAE.load(tmp_path / "odd.safetensors")
+
+
+def test_sae_layer_and_width_must_fit_the_model(problem):
+    from acdc_engine.errors import AcdcError
+    from acdc_engine.evidence.sae import check_sae
+
+    n = problem.graph.n_layers
+    with pytest.raises(AcdcError, match=f"layer 99 is not in model .*, which has {n} layers"):
+        train_sae(problem, layer=99, n_features=4, steps=1)
+    with pytest.raises(AcdcError, match="L1 penalty must be a finite number >= 0, got -1"):
+        train_sae(problem, layer=0, n_features=4, steps=1, l1=-1.0)
+    d = problem.model.adapter.d_model
+    with pytest.raises(AcdcError, match=f"the SAE reads {d + 1}-dimensional activations"):
+        sae_stats(problem, SAE(d + 1, 4))
+    with pytest.raises(AcdcError, match="layer 7 is not in model"):
+        check_sae(problem, SAE(d, 4, layer=7))
