@@ -11,11 +11,37 @@ effect on the metric.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from .args import add_threads_arg, count, positive, task_problem
 
 ORDER = 49
+
+
+def group_spec(text: str) -> str:
+    """argparse type for a neuron group: refuses what selects no neuron whatever the MLP's
+    size ('' and START:STOP with 0 <= STOP <= START); the rest is checked against the MLP."""
+    t = text.strip().replace(" ", "")
+    if t in ("", ",") or not t.strip(","):
+        raise argparse.ArgumentTypeError(f"group {text!r} is empty: give indices '3,5,7', a "
+                                         "slice '0:16', 'top:K' or 'all'")
+    if t == "top:0":
+        raise argparse.ArgumentTypeError(f"group {text!r} selects no neurons: K must be at "
+                                         "least 1")
+    if ":" in t and not t.startswith("top:"):
+        a, _, b = t.partition(":")
+        try:
+            lo, hi = int(a or 0), int(b) if b else None
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad neuron group {text!r}: use indices '3,5,7', a slice '0:16', 'top:K' or "
+                "'all'") from None
+        if hi is not None and 0 <= hi <= lo:
+            raise argparse.ArgumentTypeError(
+                f"group {text!r} selects no neurons: a slice START:STOP takes START up to, not "
+                "including, STOP (e.g. '0:16')")
+    return text
 
 
 def _cmd_neurons(args) -> int:
@@ -52,7 +78,7 @@ def register(sub) -> None:
     p.add_argument("--task", default="ioi")
     p.add_argument("--model", help="default: the task's model")
     p.add_argument("--layer", type=count, default=0, help="the MLP's layer (default 0)")
-    p.add_argument("--groups", nargs="+", default=["top:1", "top:8", "top:32"],
+    p.add_argument("--groups", nargs="+", type=group_spec, default=["top:1", "top:8", "top:32"],
                    help="neuron groups: indices 3,5,7, a slice 0:16, top:K (largest direct "
                         "effect) or all (default: top:1 top:8 top:32)")
     p.add_argument("--source", choices=["zero", "mean", "corrupted"], default="zero",

@@ -12,6 +12,8 @@ task's corrupted prompts (per position, per prompt length, like mean ablation of
 corrupted run's own ``h[G]`` (same example). Groups are given as a list of indices, a ``slice``
 or ``range``, or a string: ``"0:16"`` (a slice), ``"3,5,7"`` (indices), ``"top:8"`` (the 8
 neurons with the largest ``|direct effect|``, see :func:`neuron_direct_effects`) or ``"all"``.
+A string that selects no neuron (``""``, ``"5:2"``, ``"top:0"``) is refused; an explicit empty
+list is the empty group (a check: it changes nothing).
 
 How: the hidden activation ``h`` is *read* with a forward pre-hook on the output projection
 during a plain :func:`~acdc_engine.patching.run` (the hook never changes it). Ablating ``G``
@@ -102,15 +104,26 @@ def parse_group(spec, d_mlp: int, direct: torch.Tensor | None = None) -> tuple[s
             if direct is None:
                 raise AcdcError(f"group {spec!r} needs the neurons' direct effects")
             k = _int(text[4:], spec)
-            if not 0 <= k <= d_mlp:
-                raise AcdcError(f"group {spec!r}: k must be in 0..{d_mlp}")
+            if not 1 <= k <= d_mlp:
+                raise AcdcError(f"group {spec!r}: k must be in 1..{d_mlp} (the MLP has {d_mlp} "
+                                "neurons)")
             idx = direct.abs().argsort(descending=True)[:k].tolist()
         elif ":" in text:
-            a, b = text.split(":", 1)
-            idx = list(range(d_mlp))[slice(_int(a, spec) if a else None,
-                                           _int(b, spec) if b else None)]
+            a, b = (_int(t, spec) if t else None for t in text.split(":", 1))
+            out = [x for x in (a, b) if x is not None and not -d_mlp <= x <= d_mlp]
+            if out:
+                raise AcdcError(f"group {spec!r}: {out[0]} is outside an MLP of {d_mlp} "
+                                f"neurons (a slice START:STOP runs within -{d_mlp}..{d_mlp})")
+            idx = list(range(d_mlp))[slice(a, b)]
+            if not idx:
+                raise AcdcError(f"group {spec!r} selects no neurons: a slice START:STOP takes "
+                                f"START up to, not including, STOP (e.g. '0:16'), in an MLP of "
+                                f"{d_mlp} neurons")
         else:
             idx = [_int(t, spec) for t in text.split(",") if t]
+            if not idx:
+                raise AcdcError(f"group {spec!r} is empty: give indices '3,5,7', a slice "
+                                "'0:16', 'top:K' or 'all'")
     else:
         idx = [int(i) for i in spec]
         name = ",".join(map(str, idx)) if len(idx) <= 6 else f"{len(idx)} neurons"
@@ -235,8 +248,11 @@ def neuron_ablation(problem: Problem, layer: int, groups: list, source: str = "z
     w = _check_layer(problem, layer)
     model, g = problem.model, problem.graph
     adapter = model.adapter
-    sources = neuron_sources(problem, layer, source)
     d_mlp = hidden_run(adapter, layer, problem.batches[0].clean[:1])[1].shape[-1]
+    for s in groups:  # a bad group is refused before any work
+        if not (isinstance(s, str) and s.strip().startswith("top:")):
+            parse_group(s, d_mlp)
+    sources = neuron_sources(problem, layer, source)
     direct = None
     if any(isinstance(s, str) and s.strip().startswith("top:") for s in groups):
         with torch.enable_grad():

@@ -177,6 +177,30 @@ def test_groups_parse_and_refuse():
             parse_group(bad, 5, direct)
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("5:2", "group '5:2' selects no neurons: a slice START:STOP takes START up to, not "
+            "including, STOP"),
+    ("-1:-3", "group '-1:-3' selects no neurons"),
+    ("", "group '' is empty: give indices"),
+    (",", "group ',' is empty"),
+    ("top:0", r"group 'top:0': k must be in 1..5"),
+    ("0:99", "group '0:99': 99 is outside an MLP of 5 neurons"),
+])
+def test_groups_that_select_no_neuron_are_refused(spec, message):
+    """Before: '5:2' and '' became empty groups reported with effect +0."""
+    with pytest.raises(AcdcError, match=message):
+        parse_group(spec, 5, torch.zeros(5))
+    assert parse_group([], 5) == ("", [])  # an explicit empty list: the no-op check
+
+
+def test_a_bad_group_is_refused_before_any_work(gpt2_prob, monkeypatch):
+    import acdc_engine.evidence.neurons as nm
+
+    monkeypatch.setattr(nm, "neuron_sources", lambda *a: pytest.fail("work started"))
+    with pytest.raises(AcdcError, match="group '5:2' selects no neurons"):
+        neuron_ablation(gpt2_prob, 0, ["top:2", "5:2"])
+
+
 def test_top_k_groups_take_the_largest_direct_effects(tracr, make_problem):
     """On tracr (no final norm) with logit difference, the metric is linear in the final
     residual, so a neuron's direct effect is exact: the sum over all neurons equals patching
