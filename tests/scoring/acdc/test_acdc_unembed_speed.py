@@ -4,6 +4,7 @@ changes only through heads (:mod:`acdc_engine.scoring.acdc.kernel`), down to ACD
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from acdc_engine.scoring.acdc import kernel as kernel_mod
 from acdc_engine.scoring.acdc.engine import Engine
 from acdc_engine.scoring.acdc.kernel import affine_unembedding, head_basis, head_kernel
 from acdc_engine.testing.builders import save_hf
+from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma2", "opt", "phi3"]
 
@@ -81,6 +83,8 @@ def _engine_at_head(model, layer, head):
     return eng, edges
 
 
+# tol: float64, 1e-12 = ~5000 ulps of log(vocab) ~ 3.7; float32, 1e-6 = 2 ulps of it (the
+# float32 case is held to float64 below as well)
 @pytest.mark.parametrize("fixture, tol", [("narrow_heads", 1e-12), ("narrow_heads32", 1e-6)])
 def test_low_rank_unembedding_equals_the_full_one(request, fixture, tol):
     """To rounding: the KL is a difference of terms as large as log(vocab), so its float32
@@ -97,6 +101,16 @@ def test_low_rank_unembedding_equals_the_full_one(request, fixture, tol):
     diff = max(abs(a - b) for a, b in zip(low, full))
     assert diff <= tol, (diff, full[:3])
     assert len(set(full)) > 1  # the candidates differ
+    if fixture == "narrow_heads32":  # the full unembedding in float64 on the same inputs
+        model = request.getfixturevalue(fixture)
+        with float64(model):
+            eng64, _ = _engine_at_head(model, 2, 1)
+            for st in eng64.states:
+                st.low = None
+            ref = eng64.evaluate(sets)
+        # bound: 4x the full-rank float32 error against float64 + 16 eps x log(vocab) (the KL
+        # is a difference of terms of that size)
+        assert_close_to_f64(low, full, ref, math.log(model.hf.config.vocab_size))
 
 
 def test_a_write_outside_its_basis_falls_back_to_the_full_unembedding(narrow_heads,
