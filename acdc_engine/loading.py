@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # torch, the models and the patched forward are imported wher
 
     from .models import LoadedModel, ModelFamily
 
-__all__ = ["load_hf_model", "plan_device_map", "check_model_dir", "hub_options", "hub_reachable",
-           "wrap", "adapt", "self_check"]
+__all__ = ["load_hf_model", "plan_device_map", "check_model_dir", "check_loading_info",
+           "hub_options", "hub_reachable", "wrap", "adapt", "self_check"]
 
 
 def load_hf_model(
@@ -55,6 +55,10 @@ def load_hf_model(
     if not local.exists() and looks_like_path:
         raise AcdcError(f"model path {path_or_id!r} does not exist")
     if local.exists():
+        if revision:
+            raise AcdcError(f"revision {revision!r} does not apply to model {path_or_id!r}: it "
+                            "is a local directory, and a revision picks a branch, tag or commit "
+                            "of a hub model; leave the revision out")
         check_model_dir(local)  # a broken directory is one line naming the file
         source, extra = str(local), {}
     else:
@@ -63,9 +67,11 @@ def load_hf_model(
     if device_map is not None:
         _require_accelerate()
         placed = {"device_map": device_map, "max_memory": max_memory}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report scrolls by; check_loading_info says it
     try:
-        hf = AutoModelForCausalLM.from_pretrained(source, dtype=dt, revision=revision, **extra,
-                                                  **placed)
+        hf, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dt, revision=revision, output_loading_info=True, **extra, **placed)
     except OSError as e:
         hint = ("accept the model's licence on its hub page, then `hf auth login` or set "
                 "HF_TOKEN" if "gated" in str(e).lower() else
@@ -79,6 +85,9 @@ def load_hf_model(
     except Exception as e:  # e.g. a weights file the checks above could not see through
         raise AcdcError(f"could not load model {path_or_id!r}: {type(e).__name__}: "
                         f"{_first_line(e)}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(path_or_id, hf, info)
     if placed and any(p.device.type == "meta" for p in hf.parameters()):
         raise AcdcError(
             f"model {path_or_id!r}: the device_map offloads weights (to 'cpu' beside "
@@ -91,6 +100,43 @@ def load_hf_model(
     except (OSError, ValueError, TypeError):
         tok = None
     return hf, _declared_tokenizer(source, tok)
+
+
+def check_loading_info(model_id: str, hf, info: dict) -> None:
+    """Refuse a model whose weights file does not fill it: weights the configuration needs but
+    the file lacks (transformers would initialise them at random), weights in the file the
+    model does not use, and weights of another shape. A circuit of random weights must never
+    be reported as a result; this is what a config.json of another architecture (or another
+    number of layers) over the weights gives."""
+    def names(key: str) -> list[str]:
+        return sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+
+    missing, unused, shapes = names("missing_keys"), names("unexpected_keys"), \
+        names("mismatched_keys")
+    if not (missing or unused or shapes):
+        return
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (f", … ({len(keys)} in all)" if len(keys) > 4 else "")
+
+    cfg = getattr(hf, "config", None)
+    shape = [f"model_type {getattr(cfg, 'model_type', '?')!r}"]
+    layers = getattr(cfg, "num_hidden_layers", None)
+    if layers is not None:
+        shape.append(f"{layers} layers")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weight(s) the configuration needs are not in the "
+                     f"weights file and would be random ({some(missing)})")
+    if unused:
+        parts.append(f"{len(unused)} weight(s) in the file would be unused ({some(unused)})")
+    if shapes:
+        parts.append(f"{len(shapes)} weight(s) have another shape in the file "
+                     f"({some(shapes)})")
+    raise AcdcError(f"model {model_id!r}: its weights do not match its config.json "
+                    f"({', '.join(shape)}): {'; '.join(parts)}; refused, as a circuit of "
+                    "random weights would be no result (check config.json against the "
+                    "weights)")
 
 
 def _require_accelerate():
@@ -138,9 +184,10 @@ def check_model_dir(path: Path) -> None:
         raise AcdcError(f"model directory {str(path)!r} is empty; expected config.json and "
                         "weights (model.safetensors)")
     cfg = path / "config.json"
-    if not cfg.is_file():
+    if "config.json" not in files:
         raise AcdcError(f"model directory {str(path)!r} has no config.json (found: "
                         f"{', '.join(sorted(files)[:6])})")
+    _check_is_file(cfg, "a JSON file")
     try:
         json.loads(cfg.read_text())
     except (OSError, ValueError) as e:
@@ -151,10 +198,35 @@ def check_model_dir(path: Path) -> None:
         raise AcdcError(f"model directory {str(path)!r} has no weights (model.safetensors or "
                         "pytorch_model.bin)")
     for p in safetensors:
+        _check_is_file(p, "a weights file")
         _check_safetensors(p)
     if not safetensors:  # transformers would read the .bin files
         for p in bins:
+            _check_is_file(p, "a weights file")
             _check_torch_bin(p)
+
+
+def _check_is_file(path: Path, what: str) -> None:
+    """``path`` is a readable regular file (a symbolic link to one is fine): a directory, a
+    dangling link or a loop of links is one line naming it."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if path.is_symlink():
+            raise AcdcError(f"{path} is a symbolic link that cannot be followed "
+                            f"({e.strerror or e}); expected {what}") from None
+        raise AcdcError(f"{path} cannot be read: {e.strerror or e}") from None
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        raise AcdcError(f"{path} is a directory; expected {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise AcdcError(f"{path} is not a regular file; expected {what}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AcdcError(f"{path} cannot be read: {e.strerror or e}") from None
 
 
 def _check_safetensors(path: Path) -> None:

@@ -57,6 +57,12 @@ def acdc_load_model(model_id, device, dtype, revision):
     reg = registry()
     shipped = reg.shipped.get(model_id)
     source = str(shipped.path) if shipped is not None else model_id
+    if shipped is not None and revision:
+        from acdc_engine.errors import AcdcError
+
+        raise AcdcError(f"revision {revision!r} does not apply to {model_id!r}: it is a model "
+                        "shipped with acdc-engine (one version, no branches); a revision picks "
+                        "a branch, tag or commit of a hub model; leave the revision out")
     hf, tok = load_hf_model(source, device=device, dtype=dtype, revision=revision)
     lm = adapt(model_id, hf, tok, reg.families, revision=revision)
     if shipped is not None and shipped.ground_truth is not None:

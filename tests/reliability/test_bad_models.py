@@ -5,6 +5,7 @@ Every case here is a row of docs/reliability.md.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -128,3 +129,106 @@ def test_hub_unreachable_fails_in_seconds(monkeypatch):
     with pytest.raises(AcdcError, match=r"http://127.0.0.1:9 cannot be reached"):
         hub_options("someorg/no-such-model")
     assert time.perf_counter() - t0 < 5
+
+
+# ----- issue 22: weights that do not fill the model, files that are not files ------------------
+
+
+def test_safetensors_that_is_a_directory(model_copy):
+    f = model_copy / "model.safetensors"
+    f.unlink()
+    f.mkdir()
+    assert f"{f} is a directory; expected a weights file" in _message(model_copy)
+
+
+def test_safetensors_that_is_a_symlink_loop(model_copy):
+    f = model_copy / "model.safetensors"
+    f.unlink()
+    f.symlink_to("loop")
+    (model_copy / "loop").symlink_to("model.safetensors")
+    msg = _message(model_copy)
+    assert f"{f} is a symbolic link that cannot be followed (Too many levels of symbolic " \
+           "links); expected a weights file" in msg
+
+
+def test_config_json_that_is_a_symlink_loop(model_copy):
+    cfg = model_copy / "config.json"
+    cfg.unlink()
+    cfg.symlink_to("config.json")
+    msg = _message(model_copy)
+    assert f"{cfg} is a symbolic link that cannot be followed" in msg
+    assert "has no config.json" not in msg  # (was: "has no config.json (found: config.json")
+
+
+def test_a_broken_weights_file_is_refused_when_parsed(model_copy, capsys):
+    from acdc_engine.cli import build_parser
+
+    f = model_copy / "model.safetensors"
+    f.unlink()
+    f.mkdir()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["discover", "--model", str(model_copy)])
+    err = capsys.readouterr().err
+    assert "is a directory; expected a weights file" in err and "Traceback" not in err
+
+
+def _config(model_copy, **changes):
+    cfg = json.loads((model_copy / "config.json").read_text())
+    cfg.update(changes)
+    (model_copy / "config.json").write_text(json.dumps(cfg))
+
+
+def test_llama_config_over_gpt2_weights_is_refused(model_copy):
+    """Every weight would be random (was: loaded, a circuit reported, exit 0)."""
+    _config(model_copy, model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=16,
+            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=32)
+    msg = _message(model_copy)
+    assert "its weights do not match its config.json (model_type 'llama', 2 layers)" in msg
+    assert "weight(s) the configuration needs are not in the weights file and would be " \
+           "random (lm_head.weight, model.embed_tokens.weight" in msg
+    assert "weight(s) in the file would be unused (transformer.h.0.attn.c_attn.bias" in msg
+
+
+def test_more_layers_in_config_than_in_the_weights_is_refused(model_copy):
+    n = json.loads((model_copy / "config.json").read_text())["n_layer"]
+    _config(model_copy, n_layer=n + 1)
+    msg = _message(model_copy)
+    assert f"(model_type 'gpt2', {n + 1} layers): " in msg
+    assert f"would be random (transformer.h.{n}.attn.c_attn.bias" in msg
+
+
+def test_fewer_layers_in_config_than_in_the_weights_is_refused(model_copy):
+    n = json.loads((model_copy / "config.json").read_text())["n_layer"]
+    _config(model_copy, n_layer=n - 1)
+    assert f"in the file would be unused (transformer.h.{n - 1}." in _message(model_copy)
+
+
+def test_the_refusal_is_one_line_from_the_cli(model_copy, capsys):
+    from acdc_engine.cli import main
+
+    _config(model_copy, n_layer=3)
+    assert main(["discover", "--model", str(model_copy), "--no-track", "--no-render",
+                 "--edges", "5", "--method", "eap"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model ") and err.count("\n") == 1
+    assert "newly initialized" not in err  # transformers' load report no longer scrolls by
+
+
+def test_revision_of_a_local_model_is_refused(model_copy):
+    with pytest.raises(AcdcError, match=r"revision 'nosuchbranch' does not apply to model .*: "
+                                        r"it is a local directory"):
+        load_hf_model(str(model_copy), revision="nosuchbranch")
+
+
+def test_revision_of_a_shipped_model_is_refused_not_recorded(tmp_path, capsys):
+    from acdc_engine.cli import main
+
+    out = tmp_path / "run"
+    assert main(["discover", "--model", "tiny-ioi", "--revision", "nosuchbranch", "--no-track",
+                 "--no-render", "--edges", "5", "--method", "eap", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: revision 'nosuchbranch' does not apply to 'tiny-ioi': it is a model " \
+           "shipped with acdc-engine" in err
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "FAILED" and "model_revision" not in record["params"]
