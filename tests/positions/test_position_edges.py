@@ -38,6 +38,19 @@ def _problem(model, positions, metric="logit_diff", n=8, ablation="corrupted"):
                          positions=positions)
 
 
+def _eval64(model, positions, masks):
+    """``_problem(model, positions).evaluate(masks)`` in float64 (the masks cast up exactly)."""
+    with float64(model), torch.no_grad():
+        p = _problem(model, positions)
+        return p.evaluate([None if m is None else m.double() for m in masks])
+
+
+def _logit_scale(p) -> float:
+    """max |logit| of the clean runs: the scale of the logit differences the metric takes."""
+    with torch.no_grad():
+        return max(float(p.model.reference_logits(b.clean).abs().max()) for b in p.batches)
+
+
 def test_named_split_reads_the_rows(gpt2):
     data = prepare("t", gpt2.tokenizer, _rows())
     split = PositionSplit.parse("named", data)
@@ -78,8 +91,11 @@ def test_full_and_empty_position_circuits(model, positions):
     assert g.positions and g.n_edges == g.base.n_edges * g.n_groups
     full, empty, none = p.evaluate([g.full_mask(1.0), p.empty_mask(), None])
     full0, empty0 = plain.evaluate([None, plain.empty_mask()])
-    assert full == pytest.approx(none, abs=1e-5) and full == pytest.approx(full0, abs=1e-5)
-    assert empty == pytest.approx(empty0, abs=1e-4)
+    # an all-ones mask touches no reader: the runs are the full model's, bit for bit
+    assert full == none == full0
+    # every writer removed in every group: the node fast path substitutes each writer once,
+    # as in the plain graph, so the empty circuits are the same computation, bit for bit
+    assert empty == empty0
     assert abs(full - empty) > 1e-3  # the check can fail: the two differ
 
 
@@ -92,7 +108,11 @@ def test_removing_every_position_is_removing_the_edge(model):
     split_keep = keep.repeat(g.n_groups)
     a, b = p.evaluate([g.to_dense(split_keep.float())])[0], plain.evaluate(
         [base.to_dense(keep.float())])[0]
-    assert a == pytest.approx(b, abs=1e-5)
+    (ref,) = _eval64(model, None, [base.to_dense(keep.float())])
+    scale = _logit_scale(plain)
+    # bound: 4x the unsplit run's float32 error against float64 + 16 eps max|logit| (the
+    # metric is a difference of logits)
+    assert_close_to_f64(a, b, ref, scale, factor=4, ulps=16, what="every group removed")
     # and removing it at one group only is something else (for some edge into a late reader)
     e = base.edge_index["input->logits"]
     one = g.full_mask(1.0)
@@ -102,8 +122,12 @@ def test_removing_every_position_is_removing_the_edge(model):
     v_one, v_all = p.evaluate([one])[0], plain.evaluate([allm])[0]
     other = g.full_mask(1.0)
     other[g.dense_index(g.edge_index["input->logits@other"])] = 0
-    assert v_one == pytest.approx(v_all, abs=1e-5)  # logits read END only
-    assert p.evaluate([other])[0] == pytest.approx(p.evaluate([None])[0], abs=1e-6)
+    (ref,) = _eval64(model, None, [allm])
+    # logits read END only; bound as above: 4x the unsplit float32 error + 16 eps max|logit|
+    assert_close_to_f64(v_one, v_all, ref, scale, factor=4, ulps=16, what="END only")
+    # the 'other' group's correction never reaches the END row the logits read, which is
+    # computed by the same operations as the full model's: bit for bit
+    assert p.evaluate([other])[0] == p.evaluate([None])[0]
 
 
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
@@ -148,7 +172,7 @@ def test_exact_split_scores_chunked(gpt2):
     g = p.graph
     idx = [g.edge_index["input->logits@END"], g.edge_index["input->logits@A"]]
     ex = exact_scores(p, edges=idx, progress=False)
-    assert float(ex[idx[1]]) == pytest.approx(0.0, abs=1e-6)  # logits read END only
+    assert float(ex[idx[1]]) == 0.0  # logits read END only: the same run, bit for bit
     assert abs(float(ex[idx[0]])) > 1e-4
     whole = attribute(p, "eap", progress=False)
     chunked = attribute(p, "eap", progress=False, chunk=1)
