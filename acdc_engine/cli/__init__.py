@@ -11,15 +11,19 @@
 Each command lives in its own module of this package with a ``register(subparsers)`` function
 and an ``ORDER`` (its place in ``acdc --help``); modules are found by name, so a new command
 is a new module. Errors the user can fix are printed as one line (``error: ...``) with exit
-status 2.
+status 2; so are errors from the libraries underneath (torch, tokenizers, safetensors, json, the
+operating system), which :func:`main` catches at this boundary and describes in one line, with
+where they happened. ``ACDC_DEBUG=1`` shows their traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import traceback
 
 from ..errors import AcdcError
 
@@ -63,3 +67,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return exit_code(e)
+    except Exception as e:  # a library's or the OS's error: one line, not a traceback
+        if _debug():
+            raise
+        print(f"error: {describe(e)} (ACDC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _debug() -> bool:
+    return os.environ.get("ACDC_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def describe(e: BaseException) -> str:
+    """One line for an unexpected error: what (the OS's words and the file for an OSError; the
+    type and first line otherwise) and where (the innermost frame of acdc-engine's code, or of
+    a plugin's)."""
+    if isinstance(e, OSError) and e.strerror:
+        files = [f for f in (e.filename, getattr(e, "filename2", None)) if f]
+        what = f"{e.strerror}: {' -> '.join(str(f) for f in files)}" if files else e.strerror
+    else:
+        text = str(e).strip()
+        first = text.splitlines()[0][:300] if text else ""
+        what = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    where = _where(e)
+    return f"{what} (in {where})" if where else what
+
+
+def _where(e: BaseException) -> str | None:
+    """``function (file.py:line)`` of the innermost frame of acdc-engine's code or a plugin's
+    (a package named ``acdc_*``, or any file outside the standard library and site-packages)."""
+    import sysconfig
+
+    skip = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "purelib", "platlib")}
+    here = None
+    for fs in traceback.extract_tb(e.__traceback__):
+        real = os.path.realpath(fs.filename)
+        ours = f"{os.sep}acdc_" in real
+        if ours or not any(real.startswith(s + os.sep) for s in skip):
+            here = fs
+    if here is None:
+        return None
+    return f"{here.name} ({os.path.basename(here.filename)}:{here.lineno})"
