@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AcdcError, UnknownNameError, UnsupportedModelError
+from ..errors import AcdcError, TaskDataError, UnknownNameError, UnsupportedModelError
 from ..metrics import Metric
 from ..models import LoadedModel
 from ..patching import Ablation
@@ -53,6 +53,9 @@ def load_task(task: str | Task) -> Task:
             return t
         if not Path(task).exists():
             raise AcdcError(f"task file {task!r} does not exist")
+        if Path(task).is_file():  # a file, but of a kind no plugin reads
+            raise AcdcError(f"task file {task!r}: no plugin reads {Path(task).suffix!r} files "
+                            "(a file of clean/corrupted pairs is .jsonl or .csv: docs/pairs.md)")
     raise UnknownNameError("task", str(task), list(reg.tasks))
 
 
@@ -68,8 +71,58 @@ def load_data(task: Task, model: LoadedModel, n_examples: int | None = None,
     """The task's rows (``n_examples``, default the task's), tokenized for ``model``."""
     if n_examples is not None and n_examples < 1:
         raise AcdcError(f"the number of examples must be at least 1, got {n_examples}")
-    rows = task.load_rows(n_examples or task.default_n, seed, model.tokenizer)
-    return prepare(task, model.tokenizer, rows)
+    warned = getattr(model.tokenizer, "deprecation_warnings", None)
+    if isinstance(warned, dict):  # check_context names the rows that are too long instead
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
+    try:
+        rows = task.load_rows(n_examples or task.default_n, seed, model.tokenizer)
+        data = prepare(task, model.tokenizer, rows)
+    except AcdcError:
+        raise
+    except Exception as e:  # e.g. tokenizers' "WordLevel error: Missing [UNK] token"
+        raise _untokenizable(task, model, e) from e
+    check_context(data, model)
+    return data
+
+
+def _untokenizable(task: Task, model: LoadedModel, e: Exception) -> AcdcError:
+    """The error of a task whose prompts the model's tokenizer cannot take (a task built for
+    another tokenizer): names both, and the model the task was made for."""
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    made_for = (f"; it was made for model {task.model!r}" if task.model and task.model !=
+                model.id else "")
+    return AcdcError(
+        f"task {task.name!r} cannot be tokenized by the tokenizer of model {model.id!r} "
+        f"({type(model.tokenizer).__name__}: {text}){made_for}: use a task written in that "
+        "model's vocabulary, or the task's own model")
+
+
+def context_length(model: LoadedModel) -> int | None:
+    """The longest input the model's position embeddings cover (``n_positions``,
+    ``max_position_embeddings`` or ``n_ctx`` of its config), or None when it names none."""
+    cfg = model.hf.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
+def check_context(data: TaskData, model: LoadedModel) -> None:
+    """Refuse rows longer than the model's context (a learned position table has no entry for
+    them: an IndexError deep in the forward), naming every such row."""
+    n_ctx = context_length(model)
+    if n_ctx is None:
+        return
+    problems = []
+    for i, (row, ids) in enumerate(zip(data.rows, data.clean)):
+        if len(ids) > n_ctx:
+            where = f"line {row['_line']}" if row.get("_line") is not None else f"row {i + 1}"
+            problems.append(f"{where}: the prompt is {len(ids)} tokens, longer than model "
+                            f"{model.id!r} reads ({n_ctx} tokens, its context length)")
+    if problems:
+        raise TaskDataError(data.source or f"of task {data.task!r}", problems)
 
 
 def build_problem(model: LoadedModel, task: Task, *, metric: str | Metric | None = None,

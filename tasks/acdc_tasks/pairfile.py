@@ -6,10 +6,12 @@
 
 Each row has ``clean`` and ``corrupted`` prompts, the ``answer`` the model should give after the
 clean prompt and, optionally, the ``wrong_answer`` (what the corrupted prompt points to); the
-contrastive metrics (``logit_diff``, ``prob_diff``) need it on every row. Other columns are kept
-in the rows. JSONL: one JSON object per line (blank lines are skipped). CSV: a header line, then
-one row per line. The task is named for the file's stem; it names no model; its default metric is
-``logit_diff`` with wrong answers and ``nll`` without.
+contrastive metrics (``logit_diff``, ``prob_diff``) need it on every row. A JSONL row may use
+the rest of the row format of :mod:`acdc_engine.tasks`: ``positions``, per-position answers
+(lists), ``answer_set``/``wrong_set``. Other columns are kept in the rows. JSONL: one JSON
+object per line (blank lines are skipped). CSV: a header line, then one row per line. The task is
+named for the file's stem; it names no model; its default metric is ``logit_diff`` with wrong
+answers and ``nll`` without.
 
 The file is read and checked when the task is built, before any model is loaded; every problem
 is reported at once with its line number in the file (JSONL: the line; CSV: the line, the header
@@ -54,7 +56,8 @@ def _read_jsonl(text: str, problems: list[str]) -> list[dict]:
         if not isinstance(obj, dict):
             problems.append(f"line {n}: expected a JSON object {{...}}, got {type(obj).__name__}")
             continue
-        missing = [k for k in REQUIRED if k not in obj]
+        missing = [k for k in REQUIRED if k not in obj
+                   and not (k == "answer" and "answer_set" in obj)]
         if missing:
             problems.append(f"line {n}: missing key(s) {', '.join(missing)}")
             continue
@@ -91,6 +94,37 @@ def _read_csv(text: str, problems: list[str]) -> list[dict]:
     return rows
 
 
+ROW_LISTS = ("answer_set", "wrong_set", "positions")  # optional keys of the row format
+
+
+def _type_problem(key: str, value) -> str | None:
+    """What is wrong with the type of ``value`` under ``key`` (None when it is fine): the
+    prompts are text; an answer is text, or (JSONL) a list of texts, one per read position;
+    a token set is a list of texts; positions are "all" or a list of token indices (the row
+    format of :mod:`acdc_engine.tasks`; the tokenizer checks the rest)."""
+    texts = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    if key in ("clean", "corrupted"):
+        return None if isinstance(value, str) else f"must be text, got {type(value).__name__}"
+    if key in ("answer", "wrong_answer"):
+        return None if isinstance(value, str) or texts else (
+            "must be text, or a list of texts (one per read position), got "
+            f"{json.dumps(value) if isinstance(value, list) else type(value).__name__}")
+    if key in ("answer_set", "wrong_set"):
+        return None if texts else f"must be a non-empty list of texts (tokens), got {value!r}"
+    if key == "positions":
+        ints = (isinstance(value, list) and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        return None if value == "all" or ints else (
+            f"must be \"all\" or a non-empty list of token indices, got {value!r}")
+    return None
+
+
+def _empty(value) -> bool:
+    if isinstance(value, list):
+        return not value or any(not v.strip() for v in value)
+    return value is None or not value.strip()
+
+
 def read_pairs(path: str | Path) -> list[dict]:
     """The rows of a pair file, each with its line number under ``_line``.
 
@@ -120,23 +154,25 @@ def read_pairs(path: str | Path) -> list[dict]:
         problems.append("no pairs: the file has a header but no rows" if suffix == ".csv"
                         else "no pairs: the file has only blank lines")
     # wrong answers are all or nothing: one given makes every empty one a problem
-    wants_wrong = any(r.get("wrong_answer") not in (None, "") for r in rows)
-    seen: dict[tuple, int] = {}
+    wants_wrong = any(r.get("wrong_answer") not in (None, "", []) for r in rows)
+    seen: dict[str, int] = {}
     for r in rows:
         n = r[LINE]
         keys = [*REQUIRED, *(OPTIONAL if wants_wrong else ())]
-        bad_type = [k for k in keys if k in r and r[k] is not None and not isinstance(r[k], str)]
-        if bad_type:
-            problems.append(f"line {n}: {', '.join(bad_type)} must be text, got "
-                            f"{', '.join(type(r[k]).__name__ for k in bad_type)}")
+        if "answer" not in r:  # a row with an answer_set alone
+            keys.remove("answer")
+        bad = [f"{k} {_type_problem(k, r[k])}" for k in (*keys, *ROW_LISTS)
+               if r.get(k) is not None and _type_problem(k, r[k])]
+        if bad:
+            problems.append(f"line {n}: {'; '.join(bad)}")
             continue
-        empty = [k for k in keys if r.get(k) is None or not r[k].strip()]
+        empty = [k for k in keys if _empty(r.get(k))]
         if empty:
             problems.append(f"line {n}: empty {', '.join(empty)}"
                             + (" (other lines have one: give it on every line or on none)"
                                if empty == ["wrong_answer"] else ""))
             continue
-        key = (r["clean"], r["corrupted"], r["answer"])
+        key = json.dumps([r["clean"], r["corrupted"], r.get("answer"), r.get("answer_set")])
         if key in seen:
             problems.append(f"line {n}: duplicate of line {seen[key]} (same clean, corrupted "
                             "and answer)")
@@ -155,7 +191,7 @@ def pair_file_task(path: str | Path) -> Task:
     """
     path = Path(path)
     rows = read_pairs(path)
-    has_wrong = all(r.get("wrong_answer") not in (None, "") for r in rows)
+    has_wrong = all(r.get("wrong_answer") not in (None, "", []) for r in rows)
 
     def file_rows(n: int | None, seed: int = 0) -> list[dict]:
         return [dict(r) for r in (rows if n is None else rows[:n])]
