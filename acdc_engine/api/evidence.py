@@ -132,8 +132,11 @@ def report_for_run(ref: str, out: str | Path | None = None, n: int = 5, n_boot: 
     ctx = open_run(ref, uri=uri, device=device)
     st = None
     if ctx.run_dir is not None and (f := ctx.run_dir / "stability.json").exists():
-        cached = json.loads(f.read_text())
-        if cached.get("settings", {}).get("n") == n:
+        try:
+            cached = json.loads(f.read_text())
+        except (OSError, ValueError):  # a damaged cache is computed again, and replaced
+            cached = None
+        if isinstance(cached, dict) and (cached.get("settings") or {}).get("n") == n:
             st = cached
     html_path = write_report(ctx, Path(out) if out else None, n_stability=n, n_boot=n_boot,
                              stability=st)

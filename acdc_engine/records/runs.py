@@ -13,7 +13,8 @@ from ..errors import AcdcError
 from . import store
 from .store import TrackingError, resolve_uri, results_dir, sqlite_path
 
-__all__ = ["RunRecord", "SourceRun", "find_run", "list_runs", "format_runs", "finite"]
+__all__ = ["RunRecord", "SourceRun", "find_run", "read_record", "list_runs", "format_runs",
+           "finite"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -51,13 +52,31 @@ class SourceRun(RunRecord):
         self.ref, self.record, self.scores_path, self.where = ref, record, scores_path, where
 
 
+def read_record(path: Path) -> dict:
+    """A run's ``run.json`` as a dict ({} when there is none); a file that cannot be read or
+    is not a JSON object is an :class:`AcdcError` naming it."""
+    if not path.exists() and not path.is_symlink():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AcdcError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column "
+                        f"{e.colno}); it is not a run record acdc wrote, or it was damaged"
+                        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise AcdcError(f"cannot read the run record {path}: {why}") from None
+    if not isinstance(record, dict):
+        raise AcdcError(f"{path} is not a run record: expected a JSON object, got "
+                        f"{type(record).__name__}")
+    return record
+
+
 def _from_dir(ref: str, d: Path, scores: Path | None = None) -> SourceRun:
     scores = scores or d / "edge_scores.tsv"
     if not scores.exists():
         raise AcdcError(f"run {ref!r} has no edge_scores.tsv in {d}")
-    rj = d / "run.json"
-    record = json.loads(rj.read_text()) if rj.exists() else {}
-    return SourceRun(ref, record, scores, str(d))
+    return SourceRun(ref, read_record(d / "run.json"), scores, str(d))
 
 
 def find_run(ref: str, *, uri: str | None = None, results: Path | None = None) -> SourceRun:
@@ -65,11 +84,9 @@ def find_run(ref: str, *, uri: str | None = None, results: Path | None = None) -
     run id (looked up under ``results/*/<id>/`` first, then in the MLflow store at ``uri``)."""
     p = Path(ref)
     if p.is_file():
-        if p.name == "run.json":
+        if p.suffix.lower() == ".json":  # run.json, or another file of the run (circuit.json)
             return _from_dir(ref, p.parent)
-        rj = p.parent / "run.json"
-        record = json.loads(rj.read_text()) if rj.exists() else {}
-        return SourceRun(ref, record, p, str(p.parent))
+        return SourceRun(ref, read_record(p.parent / "run.json"), p, str(p.parent))
     if p.is_dir():
         return _from_dir(ref, p)
     root = results or results_dir()
@@ -159,11 +176,13 @@ def _local_runs(root: Path, experiment: str | None, limit: int) -> list[dict]:
             rec = json.loads(rj.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(rec, dict):  # not a run record: not a run
+            continue
         exp = rec.get("experiment") or rj.parent.parent.name
         if experiment is not None and exp != experiment:
             continue
-        p, m = rec.get("params", {}), rec.get("metrics", {})
-        created = rec.get("created") or ""
+        p, m = (v if isinstance(v := rec.get(k), dict) else {} for k in ("params", "metrics"))
+        created = str(rec.get("created") or "")
         try:
             started = datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
         except ValueError:
