@@ -87,7 +87,9 @@ class RecordConfig:
     on disk (a tracked run logs its files from a temporary directory). ``track`` logs an MLflow
     run to ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///results/mlflow.db``)
     in ``experiment`` (default: the task's name); ``nested`` makes it a child of the active run.
-    ``render`` draws the circuit and curve pictures; ``progress`` shows progress bars."""
+    ``render`` draws the circuit and curve pictures; ``progress`` shows progress bars.
+    ``overwrite`` lets a run replace the run already in ``out`` (without it, an ``out`` that
+    holds a run.json is refused, so a second run cannot silently replace the first)."""
 
     out: str | Path | None = None
     results: str | Path | None = None
@@ -97,6 +99,7 @@ class RecordConfig:
     nested: bool = False
     render: bool = True
     progress: bool = True
+    overwrite: bool = False
 
 
 def split_options(options: dict, config, record, config_cls=DiscoverConfig):

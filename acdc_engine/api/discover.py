@@ -86,9 +86,9 @@ def discover(
         lm, problem = recorded_setup(rec, params, model_id, task_obj, metric_obj,
                                      ablation.kind, cfg)
         t_load = time.perf_counter()
-        on_scores = None
-        if (p := rec.path("edge_scores.tsv")) is not None:
-            on_scores = lambda s: write_scores(p, problem.graph, s)  # noqa: E731  kept if it fails
+        def on_scores(s):  # the scores are kept (elsewhere, if need be) before anything else
+            rec.write("edge_scores.tsv", lambda p: write_scores(p, problem.graph, s, keep=False))
+
         out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
         if "prune_metric" in out.info:  # defaulted for this model (pipeline.default_settings)
             settings_d["prune_metric"] = params["prune_metric"] = out.info["prune_metric"]

@@ -82,6 +82,8 @@ def recorded(kind: str, run_name: str, rc: RecordConfig, experiment: str | None,
     """Run ``work(recorder)`` inside an MLflow run and its run directory (see the module
     docstring); returns its result with ``out_dir``, ``run_id`` and ``tracking_uri`` set."""
     result = None
+    if rc.out is not None:
+        claim_out(Path(rc.out), rc.overwrite)
     try:
         with run_context(experiment, run_name, enabled=rc.track, uri=rc.tracking_uri,
                          nested=rc.nested, tags={"acdc.kind": kind, **tags}) as run:
@@ -108,6 +110,31 @@ def recorded(kind: str, run_name: str, rc: RecordConfig, experiment: str | None,
     return result
 
 
+def claim_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output directory that holds a run already (its run.json), unless
+    ``overwrite``: then that run's files (those its run.json lists) are removed first, so no
+    file of the old run is mistaken for the new one's."""
+    rj = out / "run.json"
+    if not (rj.is_file() or rj.is_symlink()):
+        return
+    if not overwrite:
+        raise AcdcError(f"the output directory {out} holds a run already (its run.json); "
+                        "choose another --out, or pass --overwrite to replace that run")
+    try:
+        old = json.loads(rj.read_text())
+        names = old.get("artifacts") if isinstance(old, dict) else None
+    except (OSError, ValueError):
+        names = None
+    for name in {*(n for n in names or () if isinstance(n, str)), "run.json"}:
+        f = out / name
+        if Path(name).name == name and (f.is_file() or f.is_symlink()):
+            try:
+                f.unlink()
+            except OSError as e:
+                raise AcdcError(f"cannot replace the run in {out}: {f}: {e.strerror or e}"
+                                ) from None
+
+
 def _picture(what: str, fn, *args, **kw):
     """Draw a picture; a missing renderer or a failing one must not cost the run."""
     try:
@@ -119,12 +146,31 @@ def _picture(what: str, fn, *args, **kw):
     return None
 
 
+def _draw_circuit(rec: Recorder, circuit) -> None:
+    """circuit.svg/.png/.html in the run directory; if the directory cannot take them (a full
+    disk), the partial files go and the pictures are drawn where the outputs are rescued to."""
+    from ..render import render_circuit
+
+    try:
+        render_circuit(circuit, rec.dir)
+        return
+    except OSError as e:
+        for suffix in (".svg", ".png", ".html"):
+            try:
+                (rec.dir / f"circuit{suffix}").unlink(missing_ok=True)
+            except OSError:
+                pass
+        rec.rescue(e)
+    except Exception:
+        pass  # drawn again below, which says why it failed
+    _picture("circuit picture", render_circuit, circuit, rec.dir)
+
+
 def record_curve(rec: Recorder, curve: Curve, title: str | None) -> None:
     """curve.tsv and curve.png (not when ``title`` is None) in the run directory; the curve as
     an MLflow metric series ``curve_faithfulness``, step = the budget in per mille of edges."""
     rec.record["curve"] = curve.as_dict()
-    if (p := rec.path("curve.tsv")) is not None:
-        curve.write_tsv(p)
+    if rec.write("curve.tsv", curve.write_tsv) is not None:
         if title is not None:
             from ..render import plot_curve
 
@@ -149,12 +195,9 @@ def record_discovery(rec: Recorder, result: DiscoveryResult, settings: dict,
     circuit, faith, curve, g = result.circuit, result.faithfulness, result.curve, result.graph
     circuit.attrs.update(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          run_id=rec.run_id or "", versions=json.dumps(versions()))
-    if (p := rec.path("circuit.json")) is not None:
-        circuit.save(p)
+    if rec.write("circuit.json", circuit.save) is not None:
         if render:
-            from ..render import render_circuit
-
-            _picture("circuit picture", render_circuit, circuit, rec.dir)
+            _draw_circuit(rec, circuit)
     if curve is not None:
         p = result.params
         record_curve(rec, curve, f"{p['method']} on {p['task']}" if render else None)
@@ -182,8 +225,7 @@ def record_evaluation(rec: Recorder, result: EvaluationResult, graph, scores,
                       render: bool = True) -> None:
     """Scores, curve, metrics and run.json fields of an evaluation."""
     curve = result.curve
-    if (p := rec.path("edge_scores.tsv")) is not None:
-        write_scores(p, graph, scores)
+    rec.write("edge_scores.tsv", lambda p: write_scores(p, graph, scores, keep=False))
     record_ground_truth(rec, result.ground_truth)
     method = result.params.get("method") or "scores"
     record_curve(rec, curve, f"{method} on {result.params['task']}" if render else None)

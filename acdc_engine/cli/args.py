@@ -32,6 +32,27 @@ def positive(text: str) -> int:
     return n
 
 
+def at_most(limit: int, why: str = "", at_least: int = 0):
+    """argparse type: a whole number from ``at_least`` to ``limit`` (``why`` says what a larger
+    one would cost), so a typo such as ``-n 100000`` fails at once instead of running for days."""
+    def parse(text: str) -> int:
+        n = count(text)
+        if n < at_least:
+            raise argparse.ArgumentTypeError(f"must be at least {at_least}, got {n}")
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}{why}, got {n}")
+        return n
+
+    parse.__name__ = "count"
+    return parse
+
+
+MAX_SUBSAMPLES = 100  # each is a whole rediscovery of the circuit
+MAX_BOOT = 100_000
+subsamples = at_most(MAX_SUBSAMPLES, " (each subsample is a whole rediscovery of the circuit)")
+boot = at_most(MAX_BOOT, " (the intervals do not change past a few thousand)", at_least=1)
+
+
 def finite(text: str) -> float:
     """argparse type: a finite number."""
     try:
@@ -138,7 +159,13 @@ def record(args) -> dict:
 
     return dict(out=args.out, results=results_dir(), progress=not args.no_progress,
                 track=not args.no_track, tracking_uri=args.tracking_uri,
-                experiment=args.experiment)
+                experiment=args.experiment, overwrite=getattr(args, "overwrite", False))
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, an --out that holds a "
+                        "run is refused)")
 
 
 def task_problem(args):

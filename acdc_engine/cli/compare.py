@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .args import add_threads_arg, add_tracking_args, count, positive, settings
+from .args import (add_overwrite_arg, add_threads_arg, add_tracking_args, boot, count,
+                   positive, settings)
 
 ORDER = 40
 
@@ -32,6 +33,8 @@ def _cmd_discover_compare(args) -> int:
         opts["tracking_uri"] = args.tracking_uri
     if args.no_track:
         opts["track"] = False
+    if args.overwrite:
+        opts["overwrite"] = True
     result = compare_models(args.discover[0], args.discover[1], args.task or "ioi",
                             args.method, names=tuple(args.names), n_boot=args.boot, **opts)
     print(result.summary(args.top))
@@ -84,8 +87,9 @@ def register(sub) -> None:
     cp.add_argument("--edges", type=count, help="with --discover: keep the top N edges")
     cp.add_argument("--ig-steps", type=positive, help="EAP-IG interpolation steps")
     cp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting")
-    cp.add_argument("--boot", type=positive, default=1000, help="bootstrap resamples")
+    cp.add_argument("--boot", type=boot, default=1000, help="bootstrap resamples")
     cp.add_argument("--out", type=Path, help="with --discover: output directory")
+    add_overwrite_arg(cp)
     cp.add_argument("--examples", type=positive, help="number of task examples")
     cp.add_argument("--device", default=None)
     cp.add_argument("--top", type=count, default=10, help="largest score changes to list")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .args import (
+    add_overwrite_arg,
     model_ref,
     task_ref,
     add_threads_arg,
@@ -15,6 +16,7 @@ from .args import (
     positive,
     record,
     settings,
+    subsamples,
 )
 
 ORDER = 10
@@ -71,13 +73,14 @@ def register(sub) -> None:
     d.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --set tau=0.02 (repeatable)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--stability", type=count, default=0, metavar="N",
+    d.add_argument("--stability", type=subsamples, default=0, metavar="N",
                    help="also rediscover on N random halves of the data: bootstrap intervals, "
                         "circuit stability, redundancy (docs/evidence.md)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     d.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     d.add_argument("--out", type=Path,
                    help="output directory (default results/EXPERIMENT/RUN-ID)")
+    add_overwrite_arg(d)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--no-render", action="store_true",
                    help="skip the circuit pictures (circuit.svg/.png/.html); faster")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .args import (
+    add_overwrite_arg,
     add_threads_arg,
     add_tracking_args,
     budgets,
@@ -57,6 +58,7 @@ def register(sub) -> None:
     ev.add_argument("--device", default=None)
     ev.add_argument("--dtype", default=None)
     ev.add_argument("--out", type=Path, help="output directory (default results/EXPERIMENT/RUN-ID)")
+    add_overwrite_arg(ev)
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_threads_arg(ev)
     add_tracking_args(ev)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .args import add_threads_arg, count, positive
+from .args import add_threads_arg, boot, subsamples
 
 ORDER = 46
 
@@ -23,6 +23,14 @@ def _cmd_report(args) -> int:
     from ..resources import set_threads
 
     set_threads(args.threads)
+    if args.out is not None:  # a location that cannot be written fails before any work
+        from ..errors import AcdcError
+
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AcdcError(f"cannot write the report directory {args.out}: "
+                            f"{e.strerror or e}") from None
     html, pdf, err = report_for_run(args.run, out=args.out, n=args.n, n_boot=args.boot,
                                     pdf=not args.no_pdf, uri=args.tracking_uri,
                                     device=args.device)
@@ -38,9 +46,9 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="one-page HTML report of a discovery run")
     p.add_argument("run", help="run id, run directory or run.json of a discovery")
     p.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report)")
-    p.add_argument("-n", type=count, default=5, help="data subsamples for stability "
+    p.add_argument("-n", type=subsamples, default=5, help="data subsamples for stability "
                                                      "(default 5)")
-    p.add_argument("--boot", type=positive, default=1000, help="bootstrap resamples")
+    p.add_argument("--boot", type=boot, default=1000, help="bootstrap resamples")
     p.add_argument("--no-pdf", action="store_true", help="skip the PDF")
     p.add_argument("--device", default=None)
     p.add_argument("--tracking-uri", help="MLflow tracking URI of the run")

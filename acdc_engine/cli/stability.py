@@ -11,7 +11,7 @@ MLflow record.
 
 from __future__ import annotations
 
-from .args import add_threads_arg, count, fraction, positive
+from .args import add_threads_arg, boot, fraction, subsamples
 
 ORDER = 45
 
@@ -36,11 +36,11 @@ def register(sub) -> None:
     p = sub.add_parser("stability", help="bootstrap intervals, stability across data "
                                          "subsamples and methods, redundancy of a run's circuit")
     p.add_argument("run", help="run id, run directory or run.json of a discovery")
-    p.add_argument("-n", type=count, default=5, help="data subsamples to rediscover on "
+    p.add_argument("-n", type=subsamples, default=5, help="data subsamples to rediscover on "
                                                      "(default 5; 0: intervals only)")
     p.add_argument("--fraction", type=fraction, default=0.5,
                    help="share of the examples in each subsample (default 0.5)")
-    p.add_argument("--boot", type=positive, default=1000, help="bootstrap resamples")
+    p.add_argument("--boot", type=boot, default=1000, help="bootstrap resamples")
     p.add_argument("--methods", help="also compare with these methods' circuits (a,b,...)")
     p.add_argument("--device", default=None)
     p.add_argument("--tracking-uri", help="MLflow tracking URI of the run")

@@ -310,8 +310,11 @@ def circuit_stability(problem: Problem, method: str, n_edges: int, n: int = 5,
     examples each, seeds ``seed .. seed + n - 1``) and compare with ``reference`` (default:
     the circuit found on all examples)."""
     ref = reference if reference is not None else _find(problem, method, settings, n_edges)
+    from ..progress import progress_bar
+
     circuits = [_find(subsample(problem, fraction, seed + i), method, settings, n_edges)
-                for i in range(n)]
+                for i in progress_bar(range(n), desc=f"rediscovering ({method}) on subsamples",
+                                      total=n)]
     return Stability(sorted(ref), [sorted(c) for c in circuits],
                      [f"subsample {i + 1}" for i in range(n)], "subsamples")
 

@@ -44,18 +44,27 @@ def now() -> str:
 
 
 
-def write_scores(path: str | Path, graph: Graph, scores: torch.Tensor) -> Path:
+def write_scores(path: str | Path, graph: Graph, scores: torch.Tensor, keep: bool = True
+                 ) -> Path:
     """``edge<TAB>score`` per edge, in graph order (``edge_scores.tsv``); returns the file.
 
     Scores are the expensive part of a run: if ``path`` cannot be written (its directory was
-    removed, the disk is full), they are written to a new temporary directory instead and the
-    user is told where on stderr."""
+    removed, the disk is full), the partial file is removed and (``keep``) they are written to
+    a new temporary directory instead and the user is told where on stderr; with
+    ``keep=False`` the error is raised (a :class:`~acdc_engine.records.Recorder` moves the
+    whole run)."""
     path = Path(path)
     lines = ["edge\tscore\n", *(f"{e.name}\t{s:.6g}\n"
                                  for e, s in zip(graph.edges, scores.tolist()))]
     try:
         path.write_text("".join(lines))
     except OSError as e:
+        try:
+            path.unlink(missing_ok=True)  # a partial file is not the scores
+        except OSError:
+            pass
+        if not keep:
+            raise
         kept = Path(tempfile.mkdtemp(prefix="acdc-kept-")) / path.name
         kept.write_text("".join(lines))
         print(f"warning: cannot write {path} ({e.strerror or e}); the scores are kept in "

@@ -9,6 +9,7 @@ with the error). A failed run keeps whatever it computed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -98,6 +99,23 @@ class Recorder:
             self.rescue(e)
         return self.dir / name
 
+    def write(self, name: str, writer) -> Path | None:
+        """Write file ``name`` of the run directory with ``writer(path)``; if that fails (the
+        disk is full, the directory is gone) the partial file is removed and the run's outputs
+        move to a new directory (:meth:`rescue`), where the file is written again. None when
+        nothing is kept."""
+        p = self.path(name)
+        if p is None:
+            return None
+        try:
+            writer(p)
+            return p
+        except OSError as e:
+            _remove(p)
+            p = self.rescue(e) / name
+            writer(p)
+            return p
+
     def rescue(self, error: OSError) -> Path:
         """Move the run's outputs to a new directory after writing to the run directory failed:
         files already there are copied (as far as they can be read), later files go there, and
@@ -106,8 +124,8 @@ class Recorder:
         if old is not None and old.is_dir():
             for f in old.iterdir():
                 try:
-                    if f.is_file():
-                        shutil.copy2(f, new / f.name)
+                    if f.is_file() and f.stat().st_size > 0 and not f.name.startswith("."):
+                        shutil.copy2(f, new / f.name)  # (an empty file is a failed write)
                 except OSError:
                     pass
         self.dir, self.temporary = new, False
@@ -123,9 +141,10 @@ class Recorder:
         for attempt in (0, 1):
             try:
                 files = sorted(f.name for f in self.dir.iterdir()
-                               if f.is_file() and f.name != "run.json")
+                               if f.is_file() and f.name != "run.json"
+                               and not f.name.startswith("."))
                 self.record["artifacts"] = [*files, "run.json"]
-                p.write_text(json.dumps(self.record, indent=2, default=str))
+                write_atomic(p, json.dumps(self.record, indent=2, default=str))
                 return
             except OSError as e:
                 if attempt:
@@ -177,3 +196,24 @@ class Recorder:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and
+    ``os.replace``: a reader (or a full disk) never leaves a half-written or empty file; on
+    failure the temporary file is removed and ``path`` is as it was."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
