@@ -73,6 +73,11 @@ class AcdcSettings:
             raise ValueError(f"speculate must be at least 1, got {self.speculate}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        if self.checkpoint:  # a location that cannot be written fails now, not mid-run
+            from acdc_engine.scoring.acdc.checkpoints import checkpoint_problem
+
+            if (why := checkpoint_problem(self.checkpoint)) is not None:
+                raise ValueError(f"checkpoint={self.checkpoint!r} cannot be written: {why}")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ...problem import Problem
 from .config import AcdcConfig
 
 __all__ = ["CHECKPOINT_VERSION", "Checkpoint", "fingerprint", "run_settings", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "checkpoint_problem"]
 
 CHECKPOINT_VERSION = 2
 _READABLE = (1, 2)  # 1: numpy arrays (read only); 2: tensors and plain values
@@ -82,6 +82,26 @@ def run_settings(problem: Problem, config: AcdcConfig) -> dict:
     return out
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why a checkpoint cannot be written at ``path`` (None when it can), checked without
+    writing anything: a directory given as the file, a parent that cannot be created (a file
+    on the way), a location that is not writable (a read-only file system)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return f"{p} is a directory; give the checkpoint a file name in it"
+    existing = p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"its directory {p.parent} cannot be created: {existing} is a file"
+    if p.exists():
+        if not os.access(p, os.W_OK) or not os.access(existing, os.W_OK):
+            return f"{p} is not writable"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable (a read-only file system or directory?)"
+    return None
+
+
 def save_checkpoint(path: Path, ckpt: Checkpoint, fp: dict) -> None:
     """Write ``ckpt`` (version 2: tensors and plain values) to ``path`` atomically."""
     state = {
@@ -93,10 +113,19 @@ def save_checkpoint(path: Path, ckpt: Checkpoint, fp: dict) -> None:
         "cur": float(ckpt.cur), "full": float(ckpt.full), "seconds": float(ckpt.seconds),
         "evaluations": tuple(int(x) for x in ckpt.evaluations),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+    except (OSError, RuntimeError) as e:  # torch says "PytorchStreamWriter failed ..."
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        why = e.strerror if isinstance(e, OSError) and e.strerror else \
+            (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise AcdcError(f"cannot write the ACDC checkpoint {path}: {why}") from None
 
 
 def _numpy_globals() -> list:

@@ -25,6 +25,7 @@ node and when the run is interrupted (Ctrl-C or any exception), at the last fini
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +161,11 @@ class _Pruner:
         ckpt = Checkpoint(snap.position, snap.keep, snap.scores, snap.tested,
                           self.decisions[: snap.n_decisions], self.damages[: snap.n_damages],
                           snap.cur, snap.full, snap.seconds, snap.evaluations)
-        save_checkpoint(self.checkpoint, ckpt, self.fingerprint)
+        try:
+            save_checkpoint(self.checkpoint, ckpt, self.fingerprint)
+        except AcdcError as e:  # (a full disk): the run's work matters more than its checkpoint
+            print(f"warning: {e}; going on without checkpoints", file=sys.stderr)
+            self.checkpoint = None
 
     def _remove(self, e: int) -> None:
         self.keep[self.w_of[e], self.r_of[e]] = False
