@@ -107,7 +107,13 @@ def client(uri: str):
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise TrackingError(uri, f"create the directory {db.parent}", e) from e
+            blocker = next((a for a in (db.parent, *db.parent.parents) if a.exists()), None)
+            why = (f"{blocker} is a file, not a directory" if blocker is not None
+                   and not blocker.is_dir() else e.strerror or e)
+            raise TrackingError(uri, f"create the directory {db.parent}", str(why)) from e
+        why = _sqlite_problem(db)  # fail in a second, not after mlflow's ~110 s of retries
+        if why is not None:
+            raise TrackingError(uri, "open the store", why)
     env = {}
     if uri.startswith(("http://", "https://")):  # fail in seconds, not after minutes of retries
         env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -121,6 +127,36 @@ def client(uri: str):
             os.environ.pop(k, None)
     _CLIENTS[uri] = client
     return client
+
+
+def _sqlite_problem(db: Path) -> str | None:
+    """Why the SQLite database ``db`` cannot be used for writing (None when it can, or when it
+    is busy: another process's lock is waited for by mlflow). Checked with :mod:`sqlite3`
+    directly: opening (creating) the file, reading its header, taking the write lock."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if db.is_dir():
+        return f"{db} is a directory, not a database file"
+    try:
+        con = sqlite3.connect(f"file:{quote(str(db))}?mode=rwc", uri=True, timeout=5,
+                              isolation_level=None)
+    except sqlite3.Error as e:
+        return f"{db} cannot be opened or created ({e}): is its directory writable?"
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]  # "file is not a database"
+        con.execute("BEGIN IMMEDIATE")
+        try:  # a write, rolled back: "attempt to write a readonly database"
+            con.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            con.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        if "locked" in str(e).lower() or "busy" in str(e).lower():
+            return None
+        return f"{db}: {e}"
+    finally:
+        con.close()
+    return None
 
 
 _TRANSIENT = ("already exists", "database is locked", "duplicate column", "unique constraint")
