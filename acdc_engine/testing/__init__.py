@@ -17,9 +17,10 @@ from .builders import (
     save_tracr,
     word_tokenizer,
 )
-from .conformance import check_metric, check_model, check_task, first_order_error
+from .conformance import ConformanceError, check_metric, check_model, check_task, first_order_error
 from .numerics import assert_close_to_f64, f32_bound, float64
 
-__all__ = ["check_task", "check_metric", "check_model", "first_order_error", "WORDS",
-           "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_hf", "hf_shape",
-           "save_llama", "save_tracr", "random_pairs", "float64", "assert_close_to_f64", "f32_bound"]
+__all__ = ["check_task", "check_metric", "check_model", "first_order_error", "ConformanceError",
+           "WORDS", "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_hf",
+           "hf_shape", "save_llama", "save_tracr", "random_pairs", "float64",
+           "assert_close_to_f64", "f32_bound"]

@@ -19,8 +19,8 @@ from acdc_engine.errors import UnsupportedModelError
 from acdc_engine.graph import EdgeKind, Graph
 from acdc_engine.patching import Ablation, run
 from acdc_engine.testing.builders import random_pairs, save_hf
+from acdc_engine.testing.numerics import assert_close_to_f64, f32_bound, float64, max_error
 
-TOL = 1e-5  # float32, relative to the logits' scale
 LENGTH = 7  # > every sliding window below
 WINDOW = 3
 LLAMA_NODES = ("model.layers.0.post_attention_layernorm", "model.layers.1.input_layernorm",
@@ -93,9 +93,13 @@ def _ids(model, seed, batch=3, length=LENGTH):
             torch.randint(1, v, (batch, length), generator=g))
 
 
-def _rel(a, b, scale=None):
-    scale = (b if scale is None else scale).abs().max().clamp(min=1.0)
-    return float((a - b).abs().max() / scale)
+def held(ours, own, model, own64, what=""):
+    """``ours`` (the patched forward) against ``own`` (the model's own float32 computation of
+    the same logits) and ``own64()``, that computation with the model in float64. Bound: 4x the
+    model's own float32 error against float64 + 16 eps max|logit|."""
+    with torch.no_grad(), float64(model):
+        ref = own64()
+    assert_close_to_f64(ours, own, ref, factor=4, ulps=16, what=what)
 
 
 def _acts(model, ids):
@@ -121,8 +125,8 @@ def test_full_circuit_is_the_model(case):
         plain = run(model.adapter, clean)
         full = run(model.adapter, clean, mask=torch.ones(g.n_writers, g.n_readers),
                    ablated=_acts(model, corrupted))
-    assert _rel(plain, ref) < TOL
-    assert _rel(full, ref) < TOL
+    held(plain, ref, model, lambda: model.reference_logits(clean), "plain run")
+    held(full, ref, model, lambda: model.reference_logits(clean), "full circuit")
 
 
 def test_empty_circuit_is_the_corrupted_run(case):
@@ -132,7 +136,8 @@ def test_empty_circuit_is_the_corrupted_run(case):
     with torch.no_grad():
         got = run(model.adapter, clean, mask=torch.zeros(g.n_writers, g.n_readers),
                   ablated=_acts(model, corrupted))
-    assert _rel(got, model.reference_logits(corrupted)) < TOL
+    held(got, model.reference_logits(corrupted), model,
+         lambda: model.reference_logits(corrupted), "empty circuit")
 
 
 def _nnsight_node_patch(model, clean, corrupted, module_path):
@@ -165,8 +170,10 @@ def test_cutting_a_node_equals_nnsight_node_patching(case, target):
     clean, corrupted = _ids(model, 2)
     with torch.no_grad():
         got = run(model.adapter, clean, mask=mask, ablated=_acts(model, corrupted))
-    want = _nnsight_node_patch(model, clean, corrupted, CASES[name][3][target])
-    assert _rel(got, want) < TOL
+    module = CASES[name][3][target]
+    want = _nnsight_node_patch(model, clean, corrupted, module)
+    held(got, want, model, lambda: _nnsight_node_patch(model, clean, corrupted, module),
+         f"cut {nodes[0]}")
     assert (got - model.reference_logits(clean)).abs().max() > 1e-3  # the patch did something
 
 
@@ -206,8 +213,14 @@ def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
     got = attribute(p, "eap-ig", ig_steps=3, progress=False)
     with norms.unfused():
         want = attribute(p, "eap-ig", ig_steps=3, progress=False)
+        with float64(model):
+            p64 = Problem.build(model, data, registry().metric("kl_div"), "corrupted",
+                                batch_size=4)
+            ref = attribute(p64, "eap-ig", ig_steps=3, progress=False)
     assert float(want.abs().max()) > 0
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    # bound: 4x the per-reader path's float32 error against its float64 run + 16 eps
+    # max|score|
+    assert_close_to_f64(got, want, ref, factor=4, ulps=16, what="factor records")
 
 
 # ----- each feature matters ------------------------------------------------------------------
@@ -218,14 +231,19 @@ def test_each_feature_matters(tmp_path, name, attr, off):
     model = _load(name, tmp_path)
     ids = _ids(model, 4)[0]
     ref = model.reference_logits(ids)
+    with torch.no_grad(), float64(model):
+        ref64 = model.reference_logits(ids)
+    # the bound of the invariants above: 4x the model's own float32 error + 16 eps max|logit|
+    bound = f32_bound(ref64, plain=ref, factor=4, ulps=16)
     a = model.adapter
     with torch.no_grad():
-        assert _rel(run(a, ids), ref) < TOL
+        assert max_error(run(a, ids), ref64) <= bound
         setattr(a, attr, off)
         a.__dict__.pop("graph", None)  # rebuilt: ``parallel`` shapes it
         a._key = None  # rotary tables are rebuilt
         got = run(a, ids)
-    assert _rel(got, ref) > 1e-4, f"{attr} made no difference"
+    # off, the adapter is outside that bound: the invariants above would catch it
+    assert max_error(got, ref64) > bound, f"{attr} made no difference"
 
 
 def test_parallel_blocks_have_no_edge_from_heads_to_their_own_mlp(case):
@@ -349,3 +367,16 @@ def test_eap_ranks_edges_like_exact_patching(case):
     ig = attribute(problem, "eap-ig", ig_steps=8, progress=False).abs()
     assert spearmanr(eap, exact).statistic > 0.6
     assert spearmanr(ig, exact).statistic > 0.5
+
+
+def test_the_conformance_kit_derives_its_bounds_and_names_the_rule(llama, monkeypatch):
+    """check_model holds each comparison to a bound from a float64 run (or to ``tol``), and a
+    broken adapter gets a ConformanceError naming the rule, even under python -O."""
+    from acdc_engine.testing import ConformanceError, check_model
+
+    check_model(llama, tol=1e-4)  # the fixed relative bound, for a model without float64
+    unembed = llama.adapter.unembed
+    monkeypatch.setattr(llama.adapter, "unembed", lambda x: unembed(x) * (1 + 1e-5))
+    with pytest.raises(ConformanceError, match="full circuit differs from the model's own "
+                       r"logits: .* from the same computation in float64"):
+        check_model(llama)

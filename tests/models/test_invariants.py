@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from acdc_engine.patching import Ablation, run
+from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 #: per family: the nnsight module whose input is (MLP of layer 0, heads of layer 1, logits)
 NODE_INPUT_MODULES = {
@@ -23,12 +24,14 @@ NODE_INPUT_MODULES = {
     "tracr": ("blocks.0.mlp", "blocks.1.attn", "unembed"),
 }
 
-TOL = 1e-5  # float32; relative to the logits' scale (max |logit|, at least 1)
-
-
-def close(a, b, scale=None, tol=TOL):
-    scale = (b if scale is None else scale).abs().max().clamp(min=1.0)
-    return float((a - b).abs().max() / scale) < tol
+def held(ours, own, model, own64, what=""):
+    """``ours`` (the patched forward) against ``own`` (the model's own float32 computation of
+    the same logits) and ``own64()``, that computation run with the model in float64. Bound:
+    4x the model's own float32 error against float64 + 16 eps max|logit| (not materially worse
+    than the model's own forward)."""
+    with torch.no_grad(), float64(model):
+        ref = own64()
+    assert_close_to_f64(ours, own, ref, factor=4, ulps=16, what=what)
 
 
 def ids_pair(model, seed=0, batch=3, length=6):
@@ -52,8 +55,8 @@ def test_full_circuit_is_the_model(family_model):
         plain = run(family_model.adapter, clean)
         full = run(family_model.adapter, clean, mask=torch.ones(g.n_writers, g.n_readers),
                    ablated=corrupted_acts(family_model, corrupted))
-    assert close(plain, ref)
-    assert close(full, ref)
+    held(plain, ref, family_model, lambda: family_model.reference_logits(clean), "plain run")
+    held(full, ref, family_model, lambda: family_model.reference_logits(clean), "full circuit")
 
 
 @pytest.mark.parametrize("ablation", ["corrupted", "zero"])
@@ -66,13 +69,16 @@ def test_empty_circuit_is_the_ablated_run(family_model, ablation):
             got = run(family_model.adapter, clean, mask=empty,
                       ablated=corrupted_acts(family_model, corrupted))
             want = family_model.reference_logits(corrupted)
-            assert close(got, want)
+            held(got, want, family_model, lambda: family_model.reference_logits(corrupted),
+                 "empty circuit, corrupted")
         else:  # zero: every reader sees only the constant biases, whatever the input
             got = run(family_model.adapter, clean, mask=empty, ablated=None)
             want = run(family_model.adapter, corrupted, mask=empty, ablated=None)
-            # (RMSNorm amplifies the rounding left in a near-zero residual: compare on the scale
-            # of the model's logits)
-            assert close(got, want, scale=family_model.reference_logits(clean), tol=1e-4)
+            # the same run from the other prompt in float64 (RMSNorm amplifies the rounding
+            # left in a near-zero residual: the measured float32 error carries that)
+            held(got, want, family_model, lambda: run(family_model.adapter, corrupted,
+                                                      mask=empty.double(), ablated=None),
+                 "empty circuit, zero")
 
 
 def _nnsight_node_patch(model, clean, corrupted, module_path):
@@ -121,7 +127,8 @@ def test_cutting_a_node_equals_node_patching(family_model, target):
     with torch.no_grad():
         got = run(model.adapter, clean, mask=mask, ablated=corrupted_acts(model, corrupted))
     want = _nnsight_node_patch(model, clean, corrupted, module)
-    assert close(got, want)
+    held(got, want, model, lambda: _nnsight_node_patch(model, clean, corrupted, module),
+         f"cut {target}")
     assert (got - model.reference_logits(clean)).abs().max() > 1e-3  # the patch did something
 
 
@@ -175,22 +182,30 @@ def test_eap_ig_matches_a_step_by_step_reference(gpt2, kind):
 
     metric = registry().metric("logit_diff")
     problem = Problem.build(gpt2, prepare("t", gpt2.tokenizer, random_pairs(6)), metric, kind)
-    batches, abl = problem.batches, problem.ablation
-    steps, g, n = 4, gpt2.graph, 0
-    total = torch.zeros(g.n_writers, g.n_readers)
-    for batch in batches:
-        ablated = abl.activations(gpt2.adapter, batch)
-        with torch.no_grad():
-            _, clean = run(gpt2.adapter, batch.clean, collect=True)
-        base = torch.zeros_like(clean) if ablated is None else ablated.expand_as(clean)
-        for step in range(1, steps + 1):
-            mask = torch.ones(g.n_writers, g.n_readers, requires_grad=True)
-            embed = base[0] + step / steps * (clean[0] - base[0])
-            out = run(gpt2.adapter, batch.clean, mask=mask, delta=clean - base, embed=embed)
-            metric(out[:, -1], batch).sum().backward()
-            total += mask.grad
-        n += len(batch)
-    reference = g.from_dense(-total / (steps * n))
+    steps, g = 4, gpt2.graph
+
+    def step_by_step():
+        """The textbook scores, in the model's dtype (float64 inside ``float64(gpt2)``)."""
+        abl, n = problem.ablation, 0
+        total = torch.zeros(g.n_writers, g.n_readers, dtype=gpt2.dtype)
+        for batch in problem.batches:
+            ablated = abl.activations(gpt2.adapter, batch)
+            with torch.no_grad():
+                _, clean = run(gpt2.adapter, batch.clean, collect=True)
+            base = torch.zeros_like(clean) if ablated is None else ablated.expand_as(clean)
+            for step in range(1, steps + 1):
+                mask = torch.ones(g.n_writers, g.n_readers, dtype=gpt2.dtype, requires_grad=True)
+                embed = base[0] + step / steps * (clean[0] - base[0])
+                out = run(gpt2.adapter, batch.clean, mask=mask, delta=clean - base, embed=embed)
+                metric(out[:, -1], batch).sum().backward()
+                total += mask.grad
+            n += len(batch)
+        return g.from_dense(-total / (steps * n))
+
+    reference = step_by_step()
+    with float64(gpt2):
+        ref64 = step_by_step()
     got = attribute(problem, "eap-ig", ig_steps=steps, progress=False)
     assert reference.abs().max() > 0
-    assert torch.allclose(got, reference, atol=1e-5, rtol=1e-4), (got - reference).abs().max()
+    # bound: 4x the step-by-step float32 error against its float64 run + 16 eps max|score|
+    assert_close_to_f64(got, reference, ref64, factor=4, ulps=16, what=f"eap-ig {kind}")
