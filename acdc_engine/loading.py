@@ -13,6 +13,7 @@ error instead of giving silently wrong circuits. Loading by name goes through th
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # torch, the models and the patched forward are imported wher
     from .models import LoadedModel, ModelFamily
 
 __all__ = ["load_hf_model", "plan_device_map", "check_model_dir", "check_loading_info",
-           "hub_options", "hub_reachable", "wrap", "adapt", "self_check"]
+           "check_config_size", "hub_options", "hub_reachable", "wrap", "adapt", "self_check"]
 
 
 def load_hf_model(
@@ -60,6 +61,7 @@ def load_hf_model(
                             "is a local directory, and a revision picks a branch, tag or commit "
                             "of a hub model; leave the revision out")
         check_model_dir(local)  # a broken directory is one line naming the file
+        check_config_size(local)  # a config far larger than its weights: refused unbuilt
         source, extra = str(local), {}
     else:
         source, extra = path_or_id, hub_options(path_or_id, revision)
@@ -163,6 +165,54 @@ def plan_device_map(path_or_id: str, max_memory: dict, dtype=None) -> dict[str, 
     return dict(accelerate.infer_auto_device_map(
         empty, max_memory=max_memory, dtype=resolve_dtype(dtype),
         no_split_module_classes=list(getattr(empty, "_no_split_modules", None) or [])))
+
+
+def check_config_size(path: Path) -> None:
+    """Refuse, before building anything, a config.json that describes a model far larger than
+    its safetensors weights hold: a config of another architecture without its sizes (say
+    ``model_type: llama`` over a small GPT-2's weights) takes that architecture's defaults, a
+    7B model, which would exhaust memory before :func:`check_loading_info` could name the
+    mismatch. The estimate, ``12 layers d^2 + vocab d`` from the config's own sizes, is cheap
+    and within a factor of 2 of every causal LM's count; only a config above twice what the
+    weights hold (and above 10M) is refused here, the rest is left to the exact check."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return
+    held = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k != "__metadata__":
+                held += math.prod(v.get("shape") or [1])
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(str(path))
+    except Exception:  # noqa: BLE001 - from_pretrained says what is wrong, with its own words
+        return
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    d, layers = getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None)
+    vocab = getattr(text, "vocab_size", None) or 0
+    if not isinstance(d, int) or not isinstance(layers, int):
+        return
+    planned = 12 * layers * d * d + vocab * d
+    if planned > max(2 * held, 10_000_000):
+        raise AcdcError(
+            f"model {str(path)!r}: its config.json (model_type {cfg.model_type!r}, {layers} "
+            f"layers, hidden size {d}) describes a model of about {_count(planned)} "
+            f"parameters, but its weights hold {_count(held)} values: refused before building "
+            "it, as nearly every weight would be random (does config.json belong to these "
+            "weights? a config of another architecture without its sizes takes that "
+            "architecture's defaults)")
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
 
 
 def _first_line(e: BaseException) -> str:

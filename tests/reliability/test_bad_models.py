@@ -232,3 +232,16 @@ def test_revision_of_a_shipped_model_is_refused_not_recorded(tmp_path, capsys):
            "shipped with acdc-engine" in err
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "FAILED" and "model_revision" not in record["params"]
+
+
+def test_a_config_without_sizes_over_small_weights_is_refused_before_building(model_copy):
+    """model_type llama with no sizes takes Llama's defaults (a 6.7B model: building it ran
+    out of memory before the weights could be compared); refused from the headers alone."""
+    cfg = json.loads((model_copy / "config.json").read_text())
+    (model_copy / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+         "vocab_size": cfg["vocab_size"]}))
+    msg = _message(model_copy)
+    assert "(model_type 'llama', 32 layers, hidden size 4096) describes a model of about " \
+           "6." in msg
+    assert "refused before building it" in msg
