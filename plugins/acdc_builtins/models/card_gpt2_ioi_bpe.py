@@ -68,10 +68,11 @@ def _discovery_table(disc: dict) -> str:
             f"| {r['task']} | {r['method']} | {surv.get('examples', '-')} | {words} | "
             f"{r['metric']} ({r['metric_full']:.3g} / {r['metric_empty']:.3g}) | "
             f"{r['edges']} of {r['of_edges']} | {r['faithfulness']:.3f}"
-            f"{' (ill-defined)' if r['warnings'] else ''} | {r['wall_s']:.1f} s |")
+            f"{' (warned)' if r['warnings'] else ''} | {r['wall_s']:.1f} s |")
     return "\n".join(lines) + (
-        "\n\n(ill-defined): the full model and the empty circuit give nearly the same metric "
-        "(the engine warns), so normalized faithfulness divides by almost 0 and means nothing."
+        "\n\n(warned): the engine warned about this faithfulness: the full model and the empty "
+        "circuit nearly equal, their gap within the noise of the examples, or the value far "
+        "outside [0, 1] (docs/evidence.md); normalized faithfulness then means little."
         if any(r.get("warnings") for r in disc["runs"]) else "")
 
 
