@@ -128,14 +128,10 @@ def cost(args):
 
 
 def decisions(args):
-    import numpy as np
-
     from acdc_engine.api.setup import build_problem, load_model, load_task
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.scoring.acdc import AcdcConfig, acdc
-    from acdc_engine.scoring.acdc.engine import Engine
-    from acdc_engine.scoring.acdc import visit_order
     from acdc_engine.tasks import TaskData
 
     now = registry().metric("kl_div")
@@ -167,17 +163,9 @@ def decisions(args):
                 f"{args.vocab}, random weights, batch {B} x {P}")
     g = lm.graph
     if args.tau == "auto":
-        keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
-        eng = Engine(problem, keep)
-        eng.reset()
-        node, edges = visit_order(g)[0]
-        eng.begin_node(node)
-        full = eng.evaluate([[]])[0]
-        vals = []
-        for i in range(0, len(edges), 32):
-            vals += eng.evaluate([[e] for e in edges[i : i + 32]])
-        dmg = sorted(v - full for v in vals if v - full > 0)
-        tau = dmg[len(dmg) // 2] if dmg else 1e-3
+        from acdc_cost import auto_tau  # the same tau rule as the ACDC cost benchmark
+
+        tau = auto_tau(problem)
     else:
         tau = float(args.tau)
     print(f"{what}; {g.n_edges} edges; tau {tau:.4g}")

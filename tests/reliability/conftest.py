@@ -18,6 +18,22 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def refused_when_parsed(capsys):
+    """``check(line, message)``: ``acdc LINE`` stops in argument parsing with exit 2, one
+    line holding ``message`` and no traceback (no model loaded, nothing run)."""
+    from acdc_engine.cli import build_parser
+
+    def check(line: str, message: str) -> None:
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(line.split())
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+    return check
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "scale: needs PostgreSQL and an mlflow server "
                                        "(tox -e scale)")
