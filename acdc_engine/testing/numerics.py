@@ -61,7 +61,7 @@ def _tensors(x):
         return [x.detach()]
     if isinstance(x, (list, tuple)):
         return [t for y in x for t in _tensors(y)]
-    return [torch.tensor(float(x))]
+    return [torch.tensor(float(x), dtype=torch.float64)]  # a number as it is, not rounded
 
 
 def magnitude(*xs) -> float:

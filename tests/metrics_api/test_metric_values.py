@@ -6,6 +6,8 @@ patching) with torch's own functions, never through ``Metric.score``.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from position_rows import per_position_rows
@@ -16,23 +18,36 @@ from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.tasks import Task, prepare
 from acdc_engine.testing import check_metric, random_pairs
+from acdc_engine.testing.numerics import assert_close_to_f64, float64
+
+# Bound at every site (acdc_engine.testing.numerics): the expected value is computed in float64
+# twice, from the float32 logits ("plain": the float32 forward's error only) and from the
+# model's float64 logits (ref64); the metric's float32 value must be within 4x the plain error
+# + 16 eps x max(|value|, max|logit|) of ref64 (a metric of logits is a difference of terms as
+# large as the logits; KL's terms are as large as log(vocab) + max|logit|).
 
 
-def _full_logits(model, ids):
+def _full_logits(model, ids, f64: bool = False):
+    """[b, p, vocab] float64: the float32 run's logits cast up, or (``f64``) the run in
+    float64."""
     with torch.no_grad():
-        return run(model.adapter, ids).double()  # [b, p, vocab]
+        if not f64:
+            return run(model.adapter, ids).double()
+        with float64(model):
+            return run(model.adapter, ids)
 
 
-def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
-    data = prepare("t", gpt2.tokenizer, random_pairs(8, seed=1))
-    (batch,) = data.batches(8)
-    assert batch.last_only and batch.positions.tolist() == [[5]] * 8
-    lg = _full_logits(gpt2, batch.clean)[:, -1]  # [b, vocab]
-    corr = _full_logits(gpt2, batch.corrupted)[:, -1]
+def _held(got, plain, ref64, *magnitudes, what=""):
+    assert_close_to_f64(got, plain, ref64, *magnitudes, factor=4, ulps=16, what=what)
+
+
+def _last_position_values(model, batch, f64: bool) -> dict:
+    lg = _full_logits(model, batch.clean, f64)[:, -1]  # [b, vocab]
+    corr = _full_logits(model, batch.corrupted, f64)[:, -1]
     a, w = batch.answer, batch.wrong
     pick = lambda t, i: t.gather(1, i[:, None])[:, 0]  # noqa: E731
     logp_c, logp_k = corr.log_softmax(-1), lg.log_softmax(-1)
-    want = {
+    return {
         "logit_diff": pick(corr, a) - pick(corr, w),
         "prob_diff": pick(corr.softmax(-1), a) - pick(corr.softmax(-1), w),
         "nll": -pick(logp_c, a),
@@ -40,6 +55,16 @@ def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
         "kl_div": (logp_k.exp() * (logp_k - logp_c)).sum(-1),  # KL(clean || corrupted run)
         "answer_logprob": pick(logp_c, a),
     }
+
+
+def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
+    data = prepare("t", gpt2.tokenizer, random_pairs(8, seed=1))
+    (batch,) = data.batches(8)
+    assert batch.last_only and batch.positions.tolist() == [[5]] * 8
+    want = _last_position_values(gpt2, batch, f64=False)
+    want64 = _last_position_values(gpt2, batch, f64=True)
+    lg = _full_logits(gpt2, batch.clean)[:, -1]
+    scale = float(lg.abs().max()) + math.log(lg.shape[-1])  # max|logit| + log(vocab)
     for name, expected in want.items():
         p = Problem.build(gpt2, data, registry().metric(name), "corrupted", batch_size=8)
         b = p.batches[0]
@@ -47,10 +72,10 @@ def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
             got = p.metric.score(run(gpt2.adapter, b.corrupted, last_only=True,
                                      positions=b.read_positions), b)
             old = p.metric(run(gpt2.adapter, b.corrupted, last_only=True)[:, -1], b)
-        assert got.tolist() == pytest.approx(expected.tolist(), abs=1e-5), name
+        _held(got, expected, want64[name], scale, what=name)
         # the empty circuit with corrupted ablation is the corrupted run
         (empty,) = p.evaluate([p.empty_mask()])
-        assert empty == pytest.approx(float(expected.mean()), abs=1e-5), name
+        _held(empty, expected.mean(), want64[name].mean(), scale, what=f"{name}, empty")
         # the old call (last-position logits [b, vocab]) still gives the same numbers
         assert torch.equal(old, got), name
 
@@ -60,14 +85,19 @@ def test_each_metric_averages_the_read_positions(gpt2):
     (batch,) = data.batches(8)
     assert batch.positions.tolist() == [[0, 1, 2, 3, 4]] * 6 and not batch.last_only
     assert batch.answers.shape == batch.wrongs.shape == (6, 5)
+    def per_position(lg):  # [b, 5, vocab] -> [b, 5, 1]
+        return lg.gather(2, batch.answers[..., None]) - lg.gather(2, batch.wrongs[..., None])
+
     lg = _full_logits(gpt2, batch.clean)  # [b, 5, vocab]
-    per_pos = (lg.gather(2, batch.answers[..., None]) - lg.gather(2, batch.wrongs[..., None]))
+    per_pos = per_position(lg)
     want = per_pos[..., 0].mean(1)  # [b]: mean over the 5 read positions
+    want64 = per_position(_full_logits(gpt2, batch.clean, f64=True))[..., 0].mean(1)
+    scale = float(lg.abs().max())
     p = Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted")
     with torch.no_grad():
         got = p.metric.score(run(gpt2.adapter, batch.clean, positions=batch.positions), batch)
-    assert got.tolist() == pytest.approx(want.tolist(), abs=1e-5)
-    assert p.evaluate([None])[0] == pytest.approx(float(want.mean()), abs=1e-5)
+    _held(got, want, want64, scale, what="per position")
+    _held(p.evaluate([None])[0], want.mean(), want64.mean(), scale, what="per position, mean")
     # not the last position alone: that would be a different number
     assert float((per_pos[:, -1, 0] - want).abs().max()) > 1e-3
 
@@ -87,7 +117,9 @@ def test_all_metric_sees_every_read_position(gpt2):
     V = gpt2.adapter.unembed(torch.zeros(1, 1, gpt2.adapter.d_model)).shape[-1]
     assert seen == [((4, 2, V), [[1, 4]] * 4)]
     lg = _full_logits(gpt2, p.batches[0].clean)
-    assert value == pytest.approx(float((lg[:, 4, 0] - lg[:, 1, 0]).mean()), abs=1e-5)
+    lg64 = _full_logits(gpt2, p.batches[0].clean, f64=True)
+    _held(value, (lg[:, 4, 0] - lg[:, 1, 0]).mean(), (lg64[:, 4, 0] - lg64[:, 1, 0]).mean(),
+          lg, what="reads all")
 
 
 def test_answer_logprob_is_the_teacher_forced_sum(gpt2):
@@ -99,14 +131,18 @@ def test_answer_logprob_is_the_teacher_forced_sum(gpt2):
     p = Problem.build(gpt2, data, registry().metric("answer_logprob"), "corrupted")
     (value,) = p.evaluate([None])
     tok = gpt2.tokenizer
-    want = []
+    want, want64, scale = [], [], 0.0
     for r in rows:
         prompt = tok(r["clean"], add_special_tokens=False)["input_ids"]
         answer = tok(r["answer"], add_special_tokens=False)["input_ids"]
         ids = torch.tensor([prompt + answer[:-1]])  # teacher forcing, done by hand
-        logp = _full_logits(gpt2, ids)[0].log_softmax(-1)
-        want.append(sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
-    assert value == pytest.approx(sum(want) / 2, abs=1e-5)
+        for f64, out in ((False, want), (True, want64)):
+            lg = _full_logits(gpt2, ids, f64)[0]
+            logp = lg.log_softmax(-1)
+            out.append(sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
+        scale = max(scale, float(lg.abs().max()) + math.log(lg.shape[-1]))
+    # a log-probability: terms as large as max|logit| + log(vocab), summed over the answer
+    _held(value, sum(want) / 2, sum(want64) / 2, scale * len(answer), what="teacher forced")
     # the corrupted prompt gets the same answer prefix: pairs stay aligned
     assert p.batches[0].corrupted[0, 3:].tolist() == p.batches[0].clean[0, 3:].tolist()
 
@@ -119,20 +155,26 @@ def test_set_metrics_are_mass_and_logsumexp_differences(gpt2):
     data = prepare("gt", gpt2.tokenizer, rows)
     (batch,) = data.batches()
     assert batch.answer_set.tolist()[1][1:] == [-1, -1]  # padded
-    lg = _full_logits(gpt2, batch.clean)[:, -1]
     ids = lambda ws: gpt2.tokenizer.convert_tokens_to_ids(ws)  # noqa: E731
-    probs = lg.softmax(-1)
-    want_p, want_l = [], []
-    for i, r in enumerate(rows):
-        a, w = ids(r["answer_set"]), ids(r["wrong_set"])
-        want_p.append(float(probs[i, a].sum() - probs[i, w].sum()))
-        want_l.append(float(lg[i, a].logsumexp(0) - lg[i, w].logsumexp(0)))
-    for name, want in (("set_prob_diff", want_p), ("set_logit_diff", want_l)):
+
+    def values(f64):
+        lg = _full_logits(gpt2, batch.clean, f64)[:, -1]
+        probs = lg.softmax(-1)
+        want_p, want_l = [], []
+        for i, r in enumerate(rows):
+            a, w = ids(r["answer_set"]), ids(r["wrong_set"])
+            want_p.append(float(probs[i, a].sum() - probs[i, w].sum()))
+            want_l.append(float(lg[i, a].logsumexp(0) - lg[i, w].logsumexp(0)))
+        return {"set_prob_diff": want_p, "set_logit_diff": want_l}, float(lg.abs().max())
+
+    (want, scale), (want64, _) = values(False), values(True)
+    for name in ("set_prob_diff", "set_logit_diff"):
         p = Problem.build(gpt2, data, registry().metric(name), "corrupted")
         b = p.batches[0]
         with torch.no_grad():
             got = p.metric.score(run(gpt2.adapter, b.clean, last_only=True), b)
-        assert got.tolist() == pytest.approx(want, abs=1e-6), name
+        _held(got, torch.tensor(want[name], dtype=torch.float64),
+              torch.tensor(want64[name], dtype=torch.float64), scale, what=name)
 
 
 def test_set_metric_refuses_a_task_without_sets(gpt2):

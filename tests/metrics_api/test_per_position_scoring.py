@@ -14,6 +14,7 @@ from acdc_engine.problem import Problem
 from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
 from acdc_engine.tasks import prepare
 from acdc_engine.testing import first_order_error
+from acdc_engine.testing.numerics import f32_bound, max_error
 
 
 def _problem(model, metric="logit_diff", n=6, positions="all", batch_size=4):
@@ -35,8 +36,9 @@ def test_full_circuit_is_fully_faithful_on_read_positions(model64):
     p = _problem(model64)
     ones = torch.ones(p.graph.n_writers, p.graph.n_readers)
     f = p.faithfulness(ones)
-    assert f.full != pytest.approx(f.empty, abs=1e-3)
-    assert f.normalized == pytest.approx(1.0, abs=1e-9)
+    assert f.full != pytest.approx(f.empty, abs=1e-3)  # a behaviour to recover (not a bound)
+    # an all-ones mask touches no reader: the circuit's run is the full model's, bit for bit
+    assert f.circuit == f.full and f.normalized == 1.0
 
 
 @pytest.mark.parametrize("metric, positions, tau", [
@@ -52,11 +54,15 @@ def test_fast_acdc_equals_naive_on_read_positions(model64, metric, positions, ta
         got = acdc(p, AcdcConfig(tau, progress=False))
     assert got.decisions == ref.decisions
     assert torch.equal(got.keep, ref.keep)
-    assert torch.allclose(got.scores, ref.scores, atol=1e-8)
+    # the model is float64, but the KL leaves kl_to_clean rounded to float32 and the scores are
+    # stored in float32: 16 eps32 x max(|score|, |metric|) (a few float32 roundings of the
+    # largest value; the float64 arithmetic around them adds ~1e-16)
+    bound = f32_bound(ref.scores, ref.metric_final, got.metric_final)
+    assert max_error(got.scores, ref.scores) <= bound
     assert 0 < ref.n_kept < p.graph.n_edges
-    assert got.metric_final == pytest.approx(ref.metric_final, abs=1e-9)
+    assert abs(got.metric_final - ref.metric_final) <= bound
     (value,) = p.with_metric(p.metric).evaluate([p.graph.mask_from_edges(got.keep)])
-    assert value == pytest.approx(got.metric_final, abs=1e-9)
+    assert abs(value - got.metric_final) <= bound
 
 
 def test_checkpoint_fingerprint_knows_the_read_positions(model64):
