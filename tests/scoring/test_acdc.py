@@ -23,6 +23,7 @@ from acdc_engine.scoring.acdc import (
 )
 from acdc_engine.tasks import Task, prepare
 from acdc_engine.testing import random_pairs, save_gpt2
+from acdc_engine.testing.numerics import f32_bound, max_error
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,13 @@ def test_fast_acdc_equals_naive(model64, metric_name, ablation, taus):
         got = _quiet(acdc, problem, tau)
         assert got.decisions == ref.decisions, tau
         assert torch.equal(got.keep, ref.keep), tau
-        assert torch.allclose(got.scores, ref.scores, atol=1e-6)
+        # the model is float64, but the KL leaves kl_to_clean rounded to float32 and the
+        # scores are stored in float32: 16 eps32 x max(|score|, |metric|) (a few float32
+        # roundings of the largest value)
+        bound = f32_bound(ref.scores, ref.metric_final, got.metric_final)
+        assert max_error(got.scores, ref.scores) <= bound, tau
         assert 0 < ref.n_tested < model64.graph.n_edges  # dead nodes are skipped, not tested
-        assert got.metric_final == pytest.approx(ref.metric_final, abs=1e-7)
+        assert abs(got.metric_final - ref.metric_final) <= bound, tau
 
 
 def test_family_head_kernel_is_used_only_when_it_matches(model64):
@@ -106,7 +111,8 @@ def test_final_metric_is_the_circuits_metric(model64):
     problem = _problem(model64)
     res = _quiet(acdc, problem, 0.004)
     (value,) = problem.evaluate([model64.graph.mask_from_edges(res.keep)])
-    assert value == pytest.approx(res.metric_final, abs=1e-9)
+    # float64 model, the KL rounded to float32 on the way out: 16 eps32 x |metric|
+    assert abs(value - res.metric_final) <= f32_bound(value, res.metric_final)
 
 
 def test_checkpoint_resume_gives_the_same_circuit(model64, tmp_path):
@@ -173,7 +179,8 @@ def test_guided_verifies_every_removal(model64):
     assert res.info["group_removals"] >= 1
     assert res.n_evaluations < plain.n_evaluations  # groups save single tests
     (value,) = problem.evaluate([model64.graph.mask_from_edges(res.keep)])
-    assert value == pytest.approx(res.metric_final, abs=1e-9)
+    # float64 model, the KL rounded to float32 on the way out: 16 eps32 x |metric|
+    assert abs(value - res.metric_final) <= f32_bound(value, res.metric_final)
     # each accepted test (single or group) raised KL by < tau: the total is bounded
     n_accepted_tests = res.n_evaluations
     assert res.metric_final - res.metric_full < tau * n_accepted_tests

@@ -19,7 +19,7 @@ from acdc_engine.scoring.acdc import kernel as kernel_mod
 from acdc_engine.scoring.acdc.engine import Engine
 from acdc_engine.scoring.acdc.kernel import affine_unembedding, head_basis, head_kernel
 from acdc_engine.testing.builders import save_hf
-from acdc_engine.testing.numerics import assert_close_to_f64, float64
+from acdc_engine.testing.numerics import assert_close_to_f64, f32_bound, float64
 
 FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma2", "opt", "phi3"]
 
@@ -90,9 +90,10 @@ def _engine_at_head(model, layer, head):
     return eng, edges
 
 
-# tol: float64, 1e-12 = ~5000 ulps of log(vocab) ~ 3.7; float32, 1e-6 = 2 ulps of it (the
-# float32 case is held to float64 below as well)
-@pytest.mark.parametrize("fixture, tol", [("narrow_heads", 1e-12), ("narrow_heads32", 1e-6)])
+# tol: float32, 1e-6 = 2 ulps of log(vocab) ~ 3.7 (the float32 case is held to float64 below as
+# well); float64 (None), 16 eps32 x max|KL|: the model computes in float64 but the KL leaves
+# kl_to_clean rounded to float32, so two float64 paths may differ by a float32 rounding
+@pytest.mark.parametrize("fixture, tol", [("narrow_heads", None), ("narrow_heads32", 1e-6)])
 def test_low_rank_unembedding_equals_the_full_one(request, fixture, tol):
     """To rounding: the KL is a difference of terms as large as log(vocab), so its float32
     values carry an absolute error of a few 1e-7 whichever way the logits were formed."""
@@ -106,6 +107,7 @@ def test_low_rank_unembedding_equals_the_full_one(request, fixture, tol):
     full = eng.evaluate(sets)
     assert eng.low_rank_evals == len(sets)  # the second evaluation unembedded at full rank
     diff = max(abs(a - b) for a, b in zip(low, full))
+    tol = f32_bound(full) if tol is None else tol
     assert diff <= tol, (diff, full[:3])
     assert len(set(full)) > 1  # the candidates differ
     if fixture == "narrow_heads32":  # the full unembedding in float64 on the same inputs
@@ -129,7 +131,8 @@ def test_a_write_outside_its_basis_falls_back_to_the_full_unembedding(narrow_hea
     eng2, _ = _engine_at_head(narrow_heads, 2, 0)
     got = eng2.evaluate(sets)
     assert eng2.low_rank_evals == 0 and all(st.low is None for st in eng2.states)
-    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-12
+    # float64 model, the KL rounded to float32 on the way out: 16 eps32 x max|KL|
+    assert max(abs(a - b) for a, b in zip(got, want)) <= f32_bound(want)
 
 
 def test_reading_the_logits_in_row_groups_changes_no_number(narrow_heads32, monkeypatch):
@@ -197,4 +200,5 @@ def test_query_edges_are_tested_as_query_rows_of_one_attention(narrow_heads, lla
         eng.multi_query_ok = False
         copies = eng.evaluate(sets)
         eng.multi_query_ok = True
-        assert max(abs(a - b) for a, b in zip(rows, copies)) < 1e-12, c
+        # float64 model, the KL rounded to float32 on the way out: 16 eps32 x max|KL|
+        assert max(abs(a - b) for a, b in zip(rows, copies)) <= f32_bound(copies), c
