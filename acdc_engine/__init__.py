@@ -4,17 +4,8 @@
     result = discover(task="ioi")          # the shipped tiny-ioi model, EAP-IG
     print(result.summary())
 
-Layers, each importing only those above it in this list (docs/design.md has the map):
-
-    graph, circuit, tasks, metrics      vocabulary: nodes, edges, graphs, circuits, data
-    models                              model adapters (the protocol families implement)
-    patching, loading, problem          the patched forward; loading + self-check; Problem
-    scoring                             EAP, EAP-IG, exact patching, ACDC (methods)
-    evaluation                          faithfulness curves, ground truth, circuit comparison
-    records, render                     MLflow and run directories; pictures
-    plugins, hookspecs                  the plugin manager and the typed registry
-    api                                 discover, evaluate_scores, compare, sweep
-    cli                                 the ``acdc`` command
+The package is a stack of layers, each importing only those above it: the list is
+``acdc_engine.layers.LAYERS`` (docs/design.md has the map).
 
 Names below are imported on first use, so ``import acdc_engine`` (and ``acdc --help``) stays
 fast.
