@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from acdc_engine.resources import peak_memory_mb, reset_peak_memory, synchronize
+from acdc_engine.scoring.attribution import IG_STEPS
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -138,7 +139,7 @@ def baseline_step(lm, batch, metric, param_grads: bool = False):
     return step
 
 
-def method_step(lm, batch, metric, method: str = "eap", ig_steps: int = 5):
+def method_step(lm, batch, metric, method: str = "eap", ig_steps: int = IG_STEPS):
     """One attribution over ``batch``; a fresh Problem per call, so the corrupted forward is
     part of what is timed."""
     from acdc_engine.patching import Ablation

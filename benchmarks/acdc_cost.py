@@ -101,7 +101,7 @@ def compare_guided(args):
     from acdc_engine.api.setup import build_problem, load_model, load_task
     from acdc_engine.circuit import prune_dead
     from acdc_engine.plugins import registry
-    from acdc_engine.scoring import attribute
+    from acdc_engine.scoring import IG_STEPS, attribute
     from acdc_engine.scoring.acdc import AcdcConfig, Guide, acdc
 
     task = load_task("ioi")
@@ -111,7 +111,7 @@ def compare_guided(args):
     g = lm.graph
     kl = problem.with_metric(registry().metric("kl_div"))  # the pruning metric
     t0 = time.perf_counter()
-    est = attribute(kl, method="eap-ig", ig_steps=5, progress=False)
+    est = attribute(kl, method="eap-ig", ig_steps=IG_STEPS, progress=False)
     t_est = time.perf_counter() - t0
     print(f"model tiny-ioi ({g.summary()}); task ioi, {len(data)} examples; metric kl_div; "
           f"ablation corrupted; EAP-IG estimates (5 steps) in {t_est:.2f}s")

@@ -216,6 +216,8 @@ def layer_side_by_side(args):
 
 
 def main():
+    from acdc_engine.scoring.attribution import IG_STEPS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="gpt2", choices=sorted(FAMILIES),
                     help="architecture (default gpt2)")
@@ -227,7 +229,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--pos", type=int, default=32)
-    ap.add_argument("--ig-steps", type=int, default=5)
+    ap.add_argument("--ig-steps", type=int, default=IG_STEPS)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None,
                     help="cpu, cuda or cuda:N (default: cuda when torch sees one, else cpu)")

@@ -50,7 +50,7 @@ def main() -> int:
     from acdc_engine.positions import PositionSplit
     from acdc_engine.problem import Problem
     from acdc_engine.resources import set_threads, synchronize
-    from acdc_engine.scoring import attribute
+    from acdc_engine.scoring import IG_STEPS, attribute
 
     set_threads(args.threads)
     shape = Shape("gpt2", "gpt2", args.layers, args.heads, args.d_model, 4 * args.d_model,
@@ -79,7 +79,7 @@ def main() -> int:
 
     def step(method, split):
         problem = Problem(lm, [batch], metric, Ablation("corrupted"), positions=split)
-        return attribute(problem, method, ig_steps=5, progress=False)
+        return attribute(problem, method, ig_steps=IG_STEPS, progress=False)
 
     times = {r: [] for r in rows}
     cpu = {r: [] for r in rows}

@@ -182,6 +182,7 @@ def compare_models(base, tuned, task: str = "ioi", method: str = "eap-ig",
                 "to compare circuits of one size")
         scored = method if method in ("eap", "eap-ig") else "eap"
         per = []
+        from ..scoring.attribution import IG_STEPS
         from .setup import build_problem, load_model, load_task
 
         for model in (base, tuned):
@@ -190,7 +191,7 @@ def compare_models(base, tuned, task: str = "ioi", method: str = "eap-ig",
                                     ablation=cfg.ablation, n_examples=cfg.n_examples,
                                     batch_size=cfg.batch_size, seed=cfg.seed)
             per.append(per_example_scores(prob, scored,
-                                          int(cfg.settings.get("ig_steps", 5))))
+                                          int(cfg.settings.get("ig_steps", IG_STEPS))))
         deltas = score_deltas(ca.graph, per[0], per[1], ca.edge_names, cb.edge_names, n_boot)
         cross = cross_faithfulness([ca, cb], [base, tuned], task=task, metric=cfg.metric,
                                    ablation=cfg.ablation, n_examples=cfg.n_examples,

@@ -19,6 +19,7 @@ import torch
 from ..errors import AcdcError
 from ..graph import Graph
 from ..problem import Problem
+from ..scoring.attribution import IG_STEPS
 from .uncertainty import Interval, bootstrap
 
 __all__ = ["per_example_scores", "ScoreDelta", "score_deltas", "draw_diff", "single_examples"]
@@ -38,7 +39,8 @@ def single_examples(problem: Problem, chunk: int = 1):
             yield out
 
 
-def per_example_scores(problem: Problem, method: str = "eap", ig_steps: int = 5) -> torch.Tensor:
+def per_example_scores(problem: Problem, method: str = "eap",
+                       ig_steps: int = IG_STEPS) -> torch.Tensor:
     """Attribution scores of every edge for every example: ``[n_examples, n_edges]`` in batch
     order (their mean is :func:`acdc_engine.scoring.attribute`'s score). ``method``: ``eap``
     or ``eap-ig``."""

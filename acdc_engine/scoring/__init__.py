@@ -8,9 +8,9 @@
 """
 
 from .acdc import AcdcConfig, acdc
-from .attribution import ATTRIBUTION_METHODS, attribute
+from .attribution import ATTRIBUTION_METHODS, IG_STEPS, attribute
 from .base import Method, MethodOutput, NoSettings, setting
 from .exact import exact_scores
 
-__all__ = ["acdc", "AcdcConfig", "attribute", "ATTRIBUTION_METHODS", "exact_scores", "Method",
-           "MethodOutput", "NoSettings", "setting"]
+__all__ = ["acdc", "AcdcConfig", "attribute", "ATTRIBUTION_METHODS", "IG_STEPS", "exact_scores",
+           "Method", "MethodOutput", "NoSettings", "setting"]

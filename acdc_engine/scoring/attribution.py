@@ -25,15 +25,18 @@ from ..patching import run
 from ..problem import Problem
 from ..progress import progress_bar
 
-__all__ = ["attribute", "ATTRIBUTION_METHODS"]
+__all__ = ["attribute", "ATTRIBUTION_METHODS", "IG_STEPS"]
 
 ATTRIBUTION_METHODS = ("eap", "eap-ig")
+
+IG_STEPS = 5
+"""EAP-IG's default number of interpolation steps (every default ``ig_steps`` is this one)."""
 
 
 def attribute(
     problem: Problem,
     method: str = "eap",
-    ig_steps: int = 5,
+    ig_steps: int = IG_STEPS,
     progress: bool = True,
     chunk: int | None = None,
 ) -> Scores:

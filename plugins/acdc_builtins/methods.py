@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from acdc_engine.scoring import Method, MethodOutput, attribute, setting
+from acdc_engine.scoring import IG_STEPS, Method, MethodOutput, attribute, setting
 
 CHUNK_HELP = ("examples per gradient pass (0: a whole batch); bounds memory, same scores up to "
               "float32 rounding")
@@ -27,7 +27,7 @@ class EapSettings:
 class IGSettings(EapSettings):
     """EAP-IG's options."""
 
-    ig_steps: int = setting(5, "integrated-gradients interpolation steps", search=(1, 10))
+    ig_steps: int = setting(IG_STEPS, "integrated-gradients interpolation steps", search=(1, 10))
 
     def __post_init__(self):
         super().__post_init__()
@@ -85,7 +85,7 @@ class GuidedSettings(AcdcSettings):
     """Guided ACDC's options: ACDC's, and how attribution guides it."""
 
     guide: str = setting("eap-ig", "attribution method that orders the tests: eap or eap-ig")
-    ig_steps: int = setting(5, "EAP-IG steps of the guide", search=(1, 10))
+    ig_steps: int = setting(IG_STEPS, "EAP-IG steps of the guide", search=(1, 10))
     keep_factor: float | None = setting(10.0, "keep untested edges whose |estimate| >= "
                                         "keep_factor * tau (none: test every edge)")
     group_fraction: float = setting(0.5, "remove the least important edges in one verified "
