@@ -59,6 +59,14 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 TOKEN_META = '<meta name="acdc-token" content="">'
 """Where the page carries the session's secret (filled in when ``/`` is served)."""
 
+# timing, in seconds
+EVENT_POLL_S = 0.05  # how often an /api/events stream looks at session.version and activity
+KEEPALIVE_S = 15  # an idle /api/events stream sends a comment this often (proxies keep it)
+START_TIMEOUT_S, START_POLL_S = 10, 0.02  # ViewServer.start waits for uvicorn, polling
+STOP_TIMEOUT_S = 5  # ViewServer.stop waits this long for the server thread to end
+SHUTDOWN_GRACE_S = 1  # uvicorn's graceful shutdown: open event streams get this long
+BROWSER_DELAY_S = 0.5  # `acdc view` opens the browser this long after serving starts
+
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -277,10 +285,10 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
                     state = _finite(await run_in_threadpool(session.state))
                     yield f"event: state\ndata: {json.dumps(state)}\n\n"
                     last = time.monotonic()
-                elif time.monotonic() - last > 15:
+                elif time.monotonic() - last > KEEPALIVE_S:
                     yield ": keep-alive\n\n"
                     last = time.monotonic()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(EVENT_POLL_S)
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
@@ -348,7 +356,8 @@ class ViewServer:
         app = build_app(self.session, self.token, host=self.host, port=self.port,
                         secret=self.secret)
         config = uvicorn.Config(app, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+                                access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         self._server = uvicorn.Server(config)
         return self._server
 
@@ -356,7 +365,7 @@ class ViewServer:
         """Serve until interrupted (Ctrl-C)."""
         server = self._uvicorn()
         if open_browser:
-            threading.Timer(0.5, webbrowser.open, [self.url]).start()
+            threading.Timer(BROWSER_DELAY_S, webbrowser.open, [self.url]).start()
         server.run(sockets=[self.sock])
 
     def start(self, open_browser: bool = False) -> ViewServer:
@@ -365,9 +374,9 @@ class ViewServer:
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self.sock]},
                                         daemon=True, name=f"acdc-view-{self.port}")
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + START_TIMEOUT_S
         while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+            time.sleep(START_POLL_S)
         if open_browser:
             webbrowser.open(self.url)
         return self
@@ -377,7 +386,7 @@ class ViewServer:
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=STOP_TIMEOUT_S)
         self.sock.close()
 
     def _repr_html_(self) -> str:
