@@ -31,6 +31,14 @@ __all__ = ["CircuitView"]
 
 MAX_DRAWN = 1500
 """At most this many edges are sent to the page (the strongest first)."""
+DEFAULT_SHARE = 20
+"""A circuit drawn with no size asked for or recorded keeps 1/20 (5%) of the edges."""
+
+
+def default_size(n_total: int) -> int:
+    """The viewer's default circuit size: :data:`DEFAULT_SHARE` of ``n_total`` edges, at
+    least one."""
+    return max(1, n_total // DEFAULT_SHARE)
 
 
 class CircuitView:
@@ -178,13 +186,13 @@ class CircuitView:
 
     def discover(self, method: str = "eap", n_edges: int | None = None) -> dict:
         """Score every edge with ``method`` (eap, eap-ig) on the session's problem and draw the
-        top ``n_edges`` (default: 5% of the edges)."""
+        top ``n_edges`` (default: :func:`default_size`, 5% of the edges)."""
         from ..scoring import attribute
 
         t0 = time.perf_counter()
         with self.s.busy(f"{method} on {self.s.problem.n_examples} examples"):
             scores = attribute(self.s.problem, method, progress=False)
-        n = n_edges or max(1, self.s.graph.n_edges // 20)
+        n = n_edges or default_size(self.s.graph.n_edges)
         out = self._set(Circuit.top(self.s.graph, scores, n), scores, f"{method} (this page)")
         out["seconds"] = time.perf_counter() - t0
         return out
@@ -200,14 +208,17 @@ class CircuitView:
 
     def _set(self, circuit: Circuit, scores: torch.Tensor | None, source: str,
              record: dict | None = None, how: str | None = None) -> dict:
-        with self.s._lock, self.s.busy(f"faithfulness of {circuit.number_of_edges()} edges"):
+        with self.s.changing(f"circuit {source}: {circuit.summary()}", model=False), \
+                self.s.busy(f"faithfulness of {circuit.number_of_edges()} edges"):
             faith = self._faithfulness(circuit)
             self.current, self.scores, self.source, self.faith = circuit, scores, source, faith
             notes = [how, _recorded_note(self.s, record, faith) if record else None]
             self.note = "; ".join(n for n in notes if n) or None
-            self.s.version += 1
-            self.s.log.append(f"circuit {source}: {circuit.summary()}")
         return self.info()
+
+    def forget(self) -> None:
+        """Forget the full and empty circuits' metric (the model changed)."""
+        self._ends = None
 
     def _faithfulness(self, circuit: Circuit) -> Faithfulness:
         p = self.s.problem
@@ -320,7 +331,7 @@ def _recorded_note(s: Session, record: dict, faith: Faithfulness) -> str | None:
 
 
 def _default_edges(record: dict, n_total: int) -> int:
-    """The run's own circuit size when it recorded one, else 5% of the edges."""
+    """The run's own circuit size when it recorded one, else :func:`default_size`."""
     for where in (record.get("metrics", {}), record.get("params", {}), record):
         for key in ("edges", "n_edges", "circuit_edges"):
             v = where.get(key) if isinstance(where, dict) else None
@@ -329,4 +340,4 @@ def _default_edges(record: dict, n_total: int) -> int:
                     return int(float(v))
             except (TypeError, ValueError):
                 continue
-    return max(1, n_total // 20)
+    return default_size(n_total)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import AcdcError
-from ..interventions import Intervention, InterventionStack
+from ..interventions import Intervention
 
 if TYPE_CHECKING:
     from .session import Session
@@ -111,18 +111,15 @@ class Inspector:
         n = self._node(node)
         if n.kind.value not in ("attn", "mlp"):
             raise AcdcError(f"{node} is not a head or an MLP")
-        with s._lock:
-            base = s.per_example()[1]  # [n, vocab]
-            trial = InterventionStack(s.graph, list(s.stack.items))
-            trial.push(Intervention("ablate", f"{node}->logits", "zero"))
-            without = s.per_example(trial)[1]  # [n, vocab]
+        # [n, vocab] each: now, and with the node's edge to the logits ablated on top
+        base, without = s.logits_with(Intervention("ablate", f"{node}->logits", "zero"))
         effect = base - without  # [n, vocab]: the node's direct effect on every logit
         ex = torch.arange(len(effect))
-        pick = ex if example is None else (s._rows == example).nonzero()[:, 0]
+        pick = ex if example is None else (s.row_order == example).nonzero()[:, 0]
         if example is not None and len(pick) == 0:
             s.prompt(example)  # raises the clear error
-        ans = effect[ex, s._answer][pick].mean()
-        wrong = None if s._wrong is None else float(effect[ex, s._wrong][pick].mean())
+        ans = effect[ex, s.answer_ids][pick].mean()
+        wrong = None if s.wrong_ids is None else float(effect[ex, s.wrong_ids][pick].mean())
         mean = effect[pick].mean(0)  # [vocab]
         up, down = mean.topk(k), (-mean).topk(k)
         return {
@@ -188,7 +185,7 @@ class Inspector:
         s.prompt(example)
         if method not in self._tokens:
             self._tokens[method] = token_attribution(s.problem, method)  # [n, pos], batch order
-        where = int((s._rows == example).nonzero()[0, 0])
+        where = int((s.row_order == example).nonzero()[0, 0])
         row = self._tokens[method][where]
         tokens = s.tokens(s.data.clean[example])
         return {"example": example, "method": method, "tokens": tokens,

@@ -15,129 +15,41 @@ and what the page does is visible to code::
 
 Interventions go through :mod:`acdc_engine.interventions` (the one patched forward); the
 session only keeps the stack, groups what one command pushed into one undoable step, and
-summarizes the per-example metric. The views of heads, the logit lens and token attribution
-live in :mod:`.inspect`; circuits in :mod:`.circuits`.
+summarizes the per-example metric (:mod:`.summary`). The views of heads, the logit lens and
+token attribution live in :mod:`.inspect`, circuits in :mod:`.circuits`, hooks in :mod:`.hooks`.
+
+The session owns its state (:mod:`.state`): every change goes through :meth:`Session.changing`
+(the lock, the version the pages watch, the log), and the sub-views read it through public
+properties and methods only (``tests/view/test_view_layout.py`` checks that none touches a
+private one).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import threading
-import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 
 from ..errors import AcdcError
-from ..interventions import Intervention, InterventionStack, evaluate_interventions
+from ..interventions import Intervention, InterventionStack
 from ..models import LoadedModel
-from ..patching import Prefix, reuse_prefix
-from ..problem import Problem
-from ..tasks import TaskData
-from .circuits import CircuitView
 from .compare import compare_state
-from .inspect import Inspector
-from .notebook import CodeSide, Hook
-from .paths import PathGuard
+from .hooks import Hook
+from .state import CACHED, SessionState
+from .steps import Step, step_text
+from .summary import Summary
 
 __all__ = ["Session", "Summary", "CACHED"]
 
-CACHED = 8
-"""How many evaluated sets of interventions a session remembers (undo is then instant)."""
 
-
-@dataclass
-class Summary:
-    """What the model does on the task's examples under the current interventions."""
-
-    metric: float
-    """Mean of the task's metric over the examples."""
-    prob: float
-    """Mean probability of the answer token at the last position (a token-set task such as
-    greater-than: the probability mass on its answer set; ``accuracy`` then counts the examples
-    whose answer set outweighs their wrong set)."""
-    logit_diff: float | None
-    """Mean logit(answer) - logit(wrong answer); None when the task has no wrong answers."""
-    accuracy: float
-    """Share of examples where the answer beats the wrong answer (or is the top token)."""
-    delta: float
-    """Change of ``metric`` since the previous step."""
-    flipped: list[int]
-    """Examples (row numbers) whose prediction differs from the unintervened model's."""
-    flipped_step: list[int]
-    """Examples whose prediction changed at the last step."""
-    per_example: list[float]
-    """The metric of every example, by row number."""
-    ms: float = 0.0
-    """Server-side time of the evaluation, in milliseconds."""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class _Step:
-    text: str
-    items: list[Intervention]
-    whole: bool = True
-    """False once ``restore`` took some of its interventions away: ``text`` (e.g. a pattern,
-    ``ablate a1.*``) then no longer says what the step does."""
-
-
-def _describe(items: list[Intervention]) -> str:
-    """What ``items`` do, in one line: ``ablate a1.1, a1.2 zero`` when they share a verb and a
-    source, else each in turn."""
-    if len({(iv.verb, iv.source) for iv in items}) == 1:
-        iv = items[0]
-        return f"{iv.verb} {', '.join(i.target for i in items)} {iv.source}"
-    return "; ".join(str(iv) for iv in items)
-
-
-@dataclass
-class Session(CodeSide):
-    """A loaded model, a task's :class:`Problem`, an intervention stack and an optional circuit.
+class Session(SessionState):
+    """A loaded model, a task's :class:`Problem`, an intervention stack and an optional circuit:
+    the verbs (open, intervene, undo, hook, the page's JSON) over the state that
+    :class:`~acdc_engine.view.state.SessionState` holds and changes.
 
     Thread-safe: the server calls it from worker threads while a notebook calls it from its
     own; :attr:`version` grows on every change, which is how the page learns of one."""
-
-    model: LoadedModel
-    problem: Problem
-    data: TaskData
-    task: str = ""
-    name: str = "session"
-    stack: InterventionStack = field(init=False)
-    version: int = field(default=0, init=False)
-    log: list[str] = field(default_factory=list, init=False)
-    _steps: list[_Step] = field(default_factory=list, init=False, repr=False)
-    _cache: dict = field(default_factory=dict, init=False, repr=False)
-    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
-    _summary: Summary | None = field(default=None, init=False, repr=False)
-    _base_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _last_correct: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _hooks: list[Hook] = field(default_factory=list, init=False, repr=False)
-    activity: str | None = field(default=None, init=False)
-    """What the session is computing now (None when idle); the pages show it."""
-    other: Session | None = field(default=None, init=False, repr=False)
-    """A second model on the same task, shown side by side (:meth:`compare_with`)."""
-    paths: PathGuard = field(default_factory=PathGuard, init=False, repr=False)
-    """Where the console may open and write files: the results folder and what :meth:`allow`
-    added (see :mod:`acdc_engine.view.paths`)."""
-
-    def __post_init__(self):
-        self.stack = InterventionStack(self.problem.graph)
-        order = [r for b in self.problem.batches for r in b.rows]  # batch order -> row number
-        self._rows = torch.tensor(order)
-        self._answer = torch.cat([b.answer.cpu() for b in self.problem.batches])
-        wrong = [b.wrong for b in self.problem.batches]
-        self._wrong = None if any(w is None for w in wrong) else torch.cat(
-            [w.cpu() for w in wrong])
-        self.circuit = CircuitView(self)
-        self.inspect = Inspector(self)
-        # the clean run's residual stream per layer: an intervention recomputes only the
-        # layers from its first intervened writer on (exact; see patching.Prefix)
-        self._prefix = Prefix(self.model.adapter)
-        self._summary = self._evaluate(None)
 
     # ----- opening ----------------------------------------------------------------------------
     @classmethod
@@ -175,16 +87,6 @@ class Session(CodeSide):
         if Path(path).expanduser().exists():
             self.paths.allow(path)
 
-    # ----- what it is -------------------------------------------------------------------------
-    @property
-    def graph(self):
-        return self.problem.graph
-
-    @property
-    def summary(self) -> Summary:
-        """The summary under the current interventions (computed when they change)."""
-        return self._summary
-
     @property
     def interventions(self) -> list[str]:
         return [str(iv) for iv in self.stack.items]
@@ -196,39 +98,7 @@ class Session(CodeSide):
         interventions it has left; where a later step intervenes on the same writer, what of
         it that replaced (the removed edges of a writer all read the source pushed last)."""
         with self._lock:
-            return [self._step_text(i) for i in range(len(self._steps))]
-
-    def _step_text(self, i: int) -> str:
-        st = self._steps[i]
-        later = [iv for s in self._steps[i + 1:] for iv in s.items]
-        slots = {}
-        for iv in [*st.items, *later]:
-            if iv not in slots:
-                w, sl = self.stack._slots(iv)
-                slots[iv] = (w, set(sl))
-        last_source = {slots[iv][0]: iv.source for iv in [*st.items, *later]}
-        live, replaced, resourced = [], [], []
-        for iv in st.items:
-            w, mine = slots[iv]
-            covered = set().union(*[slots[x][1] for x in later if slots[x][0] == w])
-            if mine <= covered:
-                replaced.append(iv.target)
-            elif last_source[w] != iv.source:
-                resourced.append(iv.target)
-                live.append(Intervention(iv.verb, iv.target, last_source[w]))
-            else:
-                live.append(iv)
-        text = st.text if st.whole else _describe(st.items)
-        if not live:
-            return f"{text} (replaced by a later step)"
-        if not (replaced or resourced):
-            return text
-        notes = []
-        if replaced:
-            notes.append(f"{', '.join(replaced)} replaced by a later step")
-        if resourced:
-            notes.append(f"{', '.join(resourced)} now read the source a later step set")
-        return f"{_describe(live)} (of '{text}': {'; '.join(notes)})"
+            return [step_text(self._steps, i, self.stack) for i in range(len(self._steps))]
 
     def tokens(self, ids: list[int] | torch.Tensor) -> list[str]:
         """Readable token strings of ``ids``."""
@@ -237,6 +107,31 @@ class Session(CodeSide):
         if tok is None:
             return [str(i) for i in ids]
         return [tok.decode([i]) for i in ids]
+
+    def hook(self, module, fn: Callable, *, pre: bool = False) -> Hook:
+        """Add ``fn`` as a forward hook on ``module`` and re-evaluate: the change shows in every
+        open page at once, with no :meth:`notify`.
+
+        ``module``: a dotted path in the Hugging Face model (``"transformer.h.2.mlp"``), the
+        nnsight envoy of that module (``s.model.nn.transformer.h[2].mlp``) or the module itself.
+        ``fn(module, inputs, output)`` returns a replacement output or None (torch's forward
+        hook); with ``pre=True``, ``fn(module, inputs)`` runs before it (torch's pre-hook).
+        Only modules the family adapter calls can be hooked (e.g. an MLP, a norm, an
+        embedding; a GPT-2 attention block is computed head by head from its weights): a hook
+        that never runs is taken off again with an error naming the modules that do.
+
+        The returned :class:`Hook`'s ``remove()`` takes it off (the pages follow too); ``with
+        s.hook(...):`` removes it at the end of the block. Hooks stay through ``reset``."""
+        return self._hooks.add(module, fn, pre)
+
+    def unhook(self, h: Hook) -> Summary:
+        """Take hook ``h`` off and re-evaluate (what ``h.remove()`` does)."""
+        return self._hooks.remove(h)
+
+    @property
+    def hooks(self) -> list[str]:
+        """The modules with a hook added through :meth:`hook`."""
+        return self._hooks.names
 
     # ----- interventions --------------------------------------------------------------------
     def expand(self, pattern: str) -> list[str]:
@@ -271,7 +166,7 @@ class Session(CodeSide):
 
             def push():
                 self.stack.items[:] = trial.items
-                self._steps.append(_Step(" ".join(words), items))
+                self._steps.append(Step(" ".join(words), items))
             return self._apply(push, " ".join(words))
 
     def ablate(self, target: str, source: str = "zero") -> Summary:
@@ -310,7 +205,7 @@ class Session(CodeSide):
                 steps = []
                 for st in self._steps:
                     kept = [iv for iv in st.items if iv.target != target]
-                    steps.append(_Step(st.text, kept, st.whole and len(kept) == len(st.items)))
+                    steps.append(Step(st.text, kept, st.whole and len(kept) == len(st.items)))
                 self._steps = [st for st in steps if st.items]
             return self._apply(remove, f"restore {target}")
 
@@ -321,44 +216,6 @@ class Session(CodeSide):
                 self._steps = []
                 self.stack.clear()
             return self._apply(clear, "reset")
-
-    @contextmanager
-    def busy(self, what: str):
-        """Mark a computation in progress (:attr:`activity`; the pages show it)."""
-        self.activity = what
-        try:
-            yield
-        finally:
-            self.activity = None
-
-    def clear_cache(self, prefix: bool = False) -> None:
-        """Forget remembered evaluations (the next one runs the model again); with ``prefix``
-        also the clean run's residual stream per layer (the next run starts at layer 0)."""
-        with self._lock:
-            self._cache.clear()
-            if prefix:
-                self._prefix.clear()
-
-    def notify(self, message: str = "changed from code") -> Summary:
-        """Tell the views that the model changed outside the session's own methods (e.g. its
-        weights were edited, or a hook added by hand): everything computed from the model is
-        forgotten, the summary is recomputed and the pages refresh. :meth:`hook` and
-        :meth:`changing` call it for you."""
-        with self._lock:
-            self._forget()
-            return self._changed(message)
-
-    def _forget(self) -> None:
-        """Drop everything computed from the model: evaluations, the clean prefix, the
-        problem's ablated activations (refit for mean ablation) and the inspector's caches."""
-        self._cache.clear()
-        self._prefix.clear()
-        self.problem.clear_cache()
-        if self.problem.ablation.kind == "mean":
-            self.problem.ablation.fit(self.model.adapter, self.problem.batches)
-        self.inspect = Inspector(self)
-        if hasattr(self.circuit, "_ends"):
-            self.circuit._ends = None  # the full and empty circuits' metric
 
     def _apply(self, change, message: str) -> Summary:
         """Make ``change`` to the stack and steps, then evaluate; if the evaluation fails the
@@ -371,78 +228,6 @@ class Session(CodeSide):
             self.stack.items[:] = items
             self._steps = steps
             raise
-
-    def _changed(self, message: str) -> Summary:
-        with self.busy(message):
-            self._summary = self._evaluate(self._summary)
-        self.version += 1
-        self.log.append(message)
-        del self.log[:-50]
-        return self._summary
-
-    # ----- evaluation -------------------------------------------------------------------------
-    def per_example(self, stack: InterventionStack | None = None):
-        """(metric ``[n]``, last-position logits ``[n, vocab]``) in batch order.
-
-        Results are remembered per set of interventions (the last :data:`CACHED`), so undo and
-        reset come back at once; :meth:`notify` forgets them."""
-        stack = stack or self.stack
-        key = tuple(stack.items)
-        if key in self._cache:
-            self._cache[key] = self._cache.pop(key)  # most recently used last
-            return self._cache[key]
-        with reuse_prefix(self._prefix):
-            out = evaluate_interventions(self.problem, stack, return_logits=True)
-        self._cache[key] = out
-        while len(self._cache) > CACHED:
-            self._cache.pop(next(iter(self._cache)))
-        return out
-
-    def _set_masses(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(mass on answer_set, mass on wrong_set)`` per example ([n] each, batch order), or
-        None when the task has no answer sets (answers are single tokens)."""
-        batches = self.problem.batches
-        if any(b.answer_set is None for b in batches):
-            return None
-        probs = logits.float().softmax(-1).split([len(b) for b in batches])
-        cpu = [b.to("cpu") for b in batches]
-        good = torch.cat([b.set_mass(p, "answer_set") for b, p in zip(cpu, probs)])
-        bad = [b.set_mass(p, "wrong_set") if b.wrong_set is not None else torch.zeros(len(b))
-               for b, p in zip(cpu, probs)]
-        return good, torch.cat(bad)
-
-    def _evaluate(self, previous: Summary | None) -> Summary:
-        t0 = time.perf_counter()
-        values, logits = self.per_example()  # [n], [n, vocab]
-        n = torch.arange(len(values))
-        sets = self._set_masses(logits)
-        if sets is not None:  # a token-set task (greater-than): mass on each set
-            probs, wrong_mass = sets
-            diff, correct = None, probs > wrong_mass
-        elif self._wrong is not None:
-            probs = logits.softmax(-1)[n, self._answer]  # [n]
-            diff = logits[n, self._answer] - logits[n, self._wrong]  # [n]
-            correct = diff > 0
-        else:
-            probs = logits.softmax(-1)[n, self._answer]  # [n]
-            diff = None
-            correct = logits.argmax(-1) == self._answer
-        if self._base_correct is None:
-            self._base_correct = correct
-        prev_correct = correct if self._last_correct is None else self._last_correct
-        self._last_correct = correct
-        rows = self._rows
-        order = torch.argsort(rows)  # batch order -> row order
-        return Summary(
-            metric=float(values.mean()), prob=float(probs.mean()),
-            logit_diff=None if diff is None else float(diff.mean()),
-            accuracy=float(correct.float().mean()),
-            delta=0.0 if previous is None else float(values.mean()) - previous.metric,
-            flipped=sorted(rows[correct != self._base_correct].tolist()),
-            flipped_step=sorted(rows[correct != prev_correct].tolist()),
-            per_example=values[order].tolist(),
-            ms=1000 * (time.perf_counter() - t0),
-        )
 
     # ----- everything a page needs ------------------------------------------------------------
     def state(self) -> dict:
@@ -487,9 +272,8 @@ class Session(CodeSide):
         """Show ``other`` (a second model on the same task) side by side; None stops."""
         if other is not None and other.task != self.task:
             raise AcdcError(f"compare models on one task: {self.task!r} vs {other.task!r}")
-        with self._lock:
+        with self.changing(None, model=False):
             self.other = other
-            self.version += 1
 
     # ----- sharing ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,

@@ -46,7 +46,7 @@ def test_flips_are_examples_whose_prediction_changed(view_session):
     out = s.summary
     rows = [r for b in s.problem.batches for r in b.rows]
     _, logits = s.per_example(InterventionStack(s.graph))
-    ans, wrong = s._answer, s._wrong
+    ans, wrong = s.answer_ids, s.wrong_ids
     n = torch.arange(len(rows))
     clean_correct = (logits[n, ans] - logits[n, wrong]) > 0
     _, now = s.per_example()
@@ -96,7 +96,7 @@ def test_ov_is_the_direct_path_ablation(view_session):
     _, base = s.per_example()
     _, cut = s.per_example(stack)
     n = torch.arange(len(base))
-    expect = float((base[n, s._answer] - cut[n, s._answer]).mean())
+    expect = float((base[n, s.answer_ids] - cut[n, s.answer_ids]).mean())
     assert abs(ov["answer_effect"] - expect) < 1e-5
 
 
@@ -169,7 +169,7 @@ def test_circuit_from_a_run_directory(view_session, tmp_path):
 
 
 def test_undo_reuses_the_evaluation_and_notify_recomputes(view_session, monkeypatch):
-    import acdc_engine.view.session as mod
+    import acdc_engine.view.state as mod  # where the session evaluates
 
     s = view_session
     calls = []
