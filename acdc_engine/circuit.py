@@ -35,7 +35,7 @@ import networkx as nx
 import torch
 
 from .errors import AcdcError
-from .graph import Edge, Graph, Keep, Mask, Scores, edge_name, parse_edge, parse_node
+from .graph import Edge, Graph, Keep, Mask, Scores, edge_name, parse_node
 
 __all__ = ["Circuit", "select", "prune_dead"]
 
@@ -297,8 +297,3 @@ def _graph_of(G: nx.MultiDiGraph) -> Graph:
                         "total; pass the graph (or load it with the model)")
     return graph
 
-
-def edge_endpoints(name: str) -> tuple[str, str]:
-    """``(src, dst)`` node names of an edge name."""
-    src, dst, _ = parse_edge(name)
-    return src, dst

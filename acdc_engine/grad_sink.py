@@ -6,10 +6,11 @@ backward hands each reader group's input gradients (the q/k/v inputs of a layer'
 MLP's input, the logits' input) to a :class:`GradSink`, and the products are formed once at the
 end (:func:`edge_grads`), group by group.
 
-A sink from :meth:`GradSink.lazy` keeps one ``[s, b, p, d]`` tensor per reader group, made by
-the group's first gradient (written, not added to zeros), and lets the patched forward record a
-layer's q/k/v gradients as factors instead (:mod:`acdc_engine.models.reader_factors`), formed
-when :meth:`GradSink.rows` asks for them: no ``[n_readers, b, p, d]`` tensor is ever held.
+A sink made without a tensor, ``GradSink()``, keeps one ``[s, b, p, d]`` tensor per reader
+group, made by the group's first gradient (written, not added to zeros), and lets the patched
+forward record a layer's q/k/v gradients as factors instead
+(:mod:`acdc_engine.models.reader_factors`), formed when :meth:`GradSink.rows` asks for them: no
+``[n_readers, b, p, d]`` tensor is ever held.
 ``GradSink(tensor)`` adds into ``tensor`` [n_readers, b, p, d] as it is (the SAE tools read it).
 """
 
@@ -29,14 +30,9 @@ class GradSink:
 
     def __init__(self, tensor: torch.Tensor | None = None):
         self.tensor = tensor  # plain: every reader's sum, [n_readers, b, p, d]
-        self._dense: dict[int, torch.Tensor] = {}  # lazy: group start -> [s, b, p, d]
+        self._dense: dict[int, torch.Tensor] = {}  # no tensor: group start -> [s, b, p, d]
         self._factors: dict[int, ReaderFactors] = {}
         self.factors_ok = tensor is None  # may record q/k/v readers as factors
-
-    @classmethod
-    def lazy(cls) -> GradSink:
-        """A sink that holds only what its runs give it."""
-        return cls()
 
     def add(self, start: int, parts: tuple) -> None:
         """Add the gradients of the consecutive readers ``start, start + 1, ...``: ``parts``,

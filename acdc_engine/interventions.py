@@ -77,7 +77,7 @@ class Intervention:
 
 @dataclass
 class InterventionStack:
-    """Interventions applied together, in order; undo pops the last."""
+    """Interventions applied together, in order (the viewer's undo pops ``items``)."""
 
     graph: Graph
     items: list[Intervention] = field(default_factory=list)
@@ -85,9 +85,6 @@ class InterventionStack:
     def push(self, iv: Intervention) -> None:
         self._slots(iv)  # a target the graph does not have fails now
         self.items.append(iv)
-
-    def undo(self) -> Intervention | None:
-        return self.items.pop() if self.items else None
 
     def clear(self) -> None:
         self.items.clear()

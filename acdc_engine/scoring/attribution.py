@@ -111,7 +111,7 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
         else:
             # every step shares delta = clean - ablated, so the steps' reader gradients are
             # summed in one sink (q/k/v readers as factors) and multiplied by delta once
-            sink = GradSink.lazy()
+            sink = GradSink()
             _, delta = gradient(batch, sink=sink, ablated=abl, collect=True)  # alpha = 1: clean
             if abl is not None:
                 delta.sub_(abl)  # the clean outputs, now clean - ablated, in place

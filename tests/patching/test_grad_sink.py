@@ -23,7 +23,7 @@ from acdc_engine.testing.numerics import assert_close_to_f64, float64
 def test_a_lazy_sink_sums_each_group_over_runs():
     torch.manual_seed(0)
     runs = [[torch.randn(n, 2, 3, 4) for n in (3, 2, 1)] for _ in range(3)]
-    sink = GradSink.lazy()
+    sink = GradSink()
     for parts in runs:
         sink.add(0, tuple(parts[:2]))  # readers 0-4 as two parts
         sink.add(5, (parts[2],))  # reader 5 as one part
@@ -36,7 +36,7 @@ def test_a_lazy_sink_sums_each_group_over_runs():
 def test_the_first_gradient_is_copied_not_kept():
     """A run's gradient buffer is reused by the next layer (models.norms._workspace)."""
     g = torch.ones(2, 3)
-    sink = GradSink.lazy()
+    sink = GradSink()
     sink.add(0, (g,))
     g.fill_(7.0)
     assert sink.rows(slice(0, 2)).tolist() == [[1.0] * 3] * 2
@@ -54,7 +54,7 @@ def _sink_runs(lm, factors: bool, steps: int = 3) -> tuple:
     data = prepare("t", lm.tokenizer, random_pairs(4, seed=1))
     p = Problem.build(lm, data, registry().metric("logit_diff"), "corrupted", batch_size=4)
     batch, g, adapter = p.batches[0], lm.graph, lm.adapter
-    sink = GradSink.lazy()
+    sink = GradSink()
     sink.factors_ok = factors
     abl = p.ablated(0)
     with lm.frozen():

