@@ -3,10 +3,9 @@
 A fresh CPU tensor costs a page fault per 4 KiB page at its first touch. For the engine's big
 per-batch buffers (the patched forward's writer outputs, ``[n_writers, b, p, d]``, 100s of MB;
 EAP-IG's gradient sink, ``[n_readers, b, p, d]``) those faults cost more than the work done in
-them: on the 2-core development VM, zero-filling a fresh 113 MB tensor takes 0.11 s and the
-same fill again 0.02 s. :func:`empty` asks the kernel for 2 MiB pages for such a tensor
-(``madvise(MADV_HUGEPAGE)`` on its untouched memory, before anything writes it), which cuts the
-faults 512-fold: the same fresh fill takes 0.04 s.
+them (the measured costs are in docs/benchmarks.md). :func:`empty` asks the kernel for 2 MiB
+pages for such a tensor (``madvise(MADV_HUGEPAGE)`` on its untouched memory, before anything
+writes it), which cuts the number of faults 512-fold.
 
 It applies on Linux with transparent huge pages in ``madvise`` mode (in ``always`` mode the
 kernel already does it; in ``never`` mode it cannot), to CPU tensors of at least

@@ -159,7 +159,7 @@ class _Read(torch.autograd.Function):
 
 def _sum0(t: torch.Tensor) -> torch.Tensor:
     """``t.sum(0)`` for the readers' gradients ``t`` [s, b, p, d]: on CPU in float32 as one
-    matrix-vector product (BLAS reads the 10s of MB about twice as fast as the reduction)."""
+    matrix-vector product, which BLAS runs faster than the reduction (docs/benchmarks.md)."""
     if t.device.type != "cpu" or t.dtype != torch.float32 or len(t) < 2 or not t.is_contiguous():
         return t.sum(0)
     return (t.new_ones(len(t)) @ t.view(len(t), -1)).view(t.shape[1:])

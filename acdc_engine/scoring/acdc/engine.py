@@ -21,8 +21,8 @@ only what they can change.
       columns)`` when it has one (else the full unembedding, then the columns).
     * A full-vocabulary metric reads the logits from one reused buffer (``unembed_into``), in
       groups of ``SCORE_ROWS`` rows; when every re-run writer that reaches the logits directly
-      is a head, the candidates are unembedded at low rank (:mod:`.kernel`: 87% of them in the
-      GPT-2-small benchmark).
+      is a head, the candidates are unembedded at low rank (:mod:`.kernel`; how many of them
+      in the GPT-2-small benchmark: docs/benchmarks.md).
     * While only a head's query edges are tested, the candidates' last queries go through one
       attention over its current keys and values as query rows (when the kernel accepts them,
       :func:`.kernel.accepts_query_rows`).

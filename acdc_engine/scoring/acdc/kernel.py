@@ -2,9 +2,9 @@
 before it is trusted), and the low-rank unembedding of candidates whose final residual changes
 only through a few heads.
 
-**Low-rank unembedding.** Most of ACDC's candidates (87% in the GPT-2-small benchmark) re-run
-one head whose only kept path to the logits is its direct edge. Its write lies in a
-``d_head``-dimensional subspace (``z @ W_O``), so the candidate's final residual is
+**Low-rank unembedding.** Most of ACDC's candidates (the share measured on GPT-2 small is in
+docs/benchmarks.md) re-run one head whose only kept path to the logits is its direct edge. Its
+write lies in a ``d_head``-dimensional subspace (``z @ W_O``), so the candidate's final residual is
 ``x = F + Q c`` with ``F`` fixed for the node (every other writer) and ``c = Q^T o`` the write's
 coordinates in an orthonormal basis ``Q`` [d, r] of that subspace. With a LayerNorm
 ``LN(x) = gamma * (x - mean x) * rstd(x) + beta`` before the unembedding ``W`` [vocab, d]::
