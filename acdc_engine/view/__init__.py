@@ -5,9 +5,12 @@
     s.ablate("a3.1")                          # the metric over the task's examples, flips
     server = s.serve()                        # the same session in the browser: server.url
 
-    session       :class:`Session` (interventions, summary), :class:`Summary`
+    session       :class:`Session`: the verbs (interventions, undo, hooks, the page's JSON)
+    state         what a session holds and the one way it changes: ``session.changing(msg)``
+    summary       :class:`Summary` of the metric and predictions; steps: how steps read
     circuits      the circuit drawn on the map (from a run, a file, or discovered)
     inspect       heads (QK patterns, OV writes), logit lens, token attribution
+    hooks         hooks code adds to the model (the pages follow)
     console       the page's console verbs
     server        the Starlette app (JSON over HTTP, server-sent events), :class:`ViewServer`
     notebook      inline HTML for Jupyter
