@@ -97,10 +97,10 @@ def _first_layer(g, mask: torch.Tensor) -> int:
     return 0 if w == 0 else (w - 1) // g.per_layer
 
 
-def _substitute(out: torch.Tensor, w0: int, gone: list[bool], ablated) -> torch.Tensor:
-    """``out`` [n, b, p, d] (writers ``w0 .. w0 + n``) with the writers ``gone`` replaced by
+def _substitute(out: torch.Tensor, w0: int, substituted: list[bool], ablated) -> torch.Tensor:
+    """``out`` [n, b, p, d] (writers ``w0 .. w0 + n``) with the writers ``substituted`` replaced by
     their ablated outputs (zero when ``ablated`` is None); ``out`` itself is not changed."""
-    rows = [i for i in range(len(out)) if gone[w0 + i]]
+    rows = [i for i in range(len(out)) if substituted[w0 + i]]
     if not rows:
         return out
     out = out.clone()
@@ -151,7 +151,7 @@ def run(
     g = adapter.graph
     H = g.n_heads
     adapter.prepare(input_ids)  # per-run state (e.g. rotary tables for this length)
-    gone, grad = None, False  # node fast path: per writer, is its output substituted (_gone)
+    substituted, grad = None, False  # node fast path: per writer, is its output substituted (_gone)
     first = g.n_layers  # the layer of the first writer with a removed edge
     groups = None
     if mask is not None and mask.dim() == 3:
@@ -165,10 +165,12 @@ def run(
         fast = not grad and grad_sink is None and delta is None and _NODE_FASTPATH
         if fast:
             first = _first_layer(g, mask)
-            gone, mask = _gone(g, mask)
+            substituted, mask = _gone(g, mask)
         # columns with no removed edge need no correction in the forward pass
-        touched = ((mask.detach() < 1) & _valid(g, mask)).any(0)  # [R] or [R, G]
-        touched = (touched if touched.dim() == 1 else touched.any(1)).tolist()
+        # per reader column: has it a removed edge (else its input needs no correction)
+        patched_cols = ((mask.detach() < 1) & _valid(g, mask)).any(0)  # [R] or [R, G]
+        patched_cols = (patched_cols if patched_cols.dim() == 1
+                        else patched_cols.any(1)).tolist()
     # a clean prefix (reuse_prefix) lets a run without gradients start at a later layer
     prefix = current_prefix()
     if (prefix is None or prefix.adapter is not adapter or embed is not None or collect
@@ -181,7 +183,7 @@ def run(
 
     # writer outputs, detached: [W, b, p, d]; needed to collect them, for gradients, and for
     # the per-reader corrections of removed edges (unless a fixed delta replaces them)
-    need = collect or (delta is None and (grad or (mask is not None and any(touched))))
+    need = collect or (delta is None and (grad or (mask is not None and any(patched_cols))))
     buf = buffers.empty((g.n_writers, *x.shape), dtype=x.dtype, device=x.device) if need \
         else None
     n_done = g.attn_upstream(start)  # rows before it are never read when a run resumes
@@ -207,8 +209,8 @@ def run(
         these in the forward pass."""
         if mask is None:
             return None
-        hit = any(touched[cols])
-        if not hit and not grad:
+        patched = any(patched_cols[cols])  # some edge into these readers is removed
+        if not patched and not grad:
             return None
         if delta is not None:
             src, abl = delta[:n_up], None
@@ -217,35 +219,37 @@ def run(
         if not grad and _NODE_FASTPATH:  # no autograd: over the writers with a removed edge
             return _read_rows(resid, mask[:n_up, cols], src, abl, parts, groups)
         group = Readers(cols, parts, merge and before_mlp)
-        return _Read.apply(resid, mask, src, abl, hit, state, group)
+        return _Read.apply(resid, mask, src, abl, patched, state, group)
 
     # EAP-IG's interpolation steps need no head's own write, only their sum: one dense output
     # projection (other runs add up the heads' writes, so equal runs stay bit-for-bit equal)
-    summed = buf is None and gone is None and delta is not None
+    summed = buf is None and substituted is None and delta is not None
 
     def attend(layer: int, rows: slice, q, k, v) -> torch.Tensor:
         """The heads' writes of ``layer`` (writers ``rows``) added up [b, p, d]; each kept in
         ``buf`` when there is one."""
         if summed:
             return adapter.attn_out(layer, q, k, v)
-        if buf is not None and (gone is None or not any(gone[rows])):
+        if buf is not None and (substituted is None or not any(substituted[rows])):
             return adapter.attn_write(layer, q, k, v, buf[rows])  # formed in the buffer
         heads = adapter.attn_heads(layer, q, k, v)  # [H, b, p, d]
         if buf is not None:
             buf[rows] = heads.detach()
-        if gone is not None:  # removed heads write their ablated output once, for everyone
-            heads = _substitute(heads, rows.start, gone, ablated)
+        if substituted is not None:  # removed heads write their ablated output once, for everyone
+            heads = _substitute(heads, rows.start, substituted, ablated)
         return heads.sum(0)
 
     if start == 0:
-        resid = x if gone is None or not gone[0] else _substitute(x[None], 0, gone, ablated)[0]
+        resid = x if substituted is None or not substituted[0] else \
+            _substitute(x[None], 0, substituted, ablated)[0]
     for layer in range(start, g.n_layers):
-        if states is not None and layer <= first and not (layer == 0 and gone and gone[0]):
+        if (states is not None and layer <= first
+                and not (layer == 0 and substituted and substituted[0])):
             states.setdefault(layer, resid.detach())  # still the clean run: remember it
         cols = g.attn_slots(layer)
         rows = slice(n_done, n_done + H)
         written = None
-        if factor_sink is not None and not any(touched[cols]):  # the readers share one stream
+        if factor_sink is not None and not any(patched_cols[cols]):  # the readers share one stream
             rec = factor_sink.factors(cols.start, anchor=mask)
             with recording(rec):
                 written = attend(layer, rows, resid, resid, resid)
@@ -269,8 +273,8 @@ def run(
             out = adapter.mlp(layer, mlp_in)  # [b, p, d]
             if buf is not None:
                 buf[n_done] = out.detach()
-            if gone is not None:
-                out = _substitute(out[None], n_done, gone, ablated)[0]
+            if substituted is not None:
+                out = _substitute(out[None], n_done, substituted, ablated)[0]
             n_done += 1
             resid = resid + out
     if states is not None and first == g.n_layers:

@@ -117,21 +117,21 @@ class _Read(torch.autograd.Function):
     (or None) are constants, used as views (the difference is never materialized in the forward
     pass) -> one [size, b, p, dm] tensor per entry of ``parts`` (sizes summing to s), so callers
     get q, k and v separately and backward never concatenates their gradients.
-    ``touched`` False skips the product in the forward pass (every entry of m is 1). The
+    ``patched`` False skips the product in the forward pass (every entry of m is 1). The
     backward returns a full-size gradient for ``mask`` (:meth:`_Backward.mask_grad`), so that
     one node may carry the products of two reader groups (``merge``).
     """
 
     @staticmethod
-    def forward(ctx, resid, mask, src, abl, touched: bool, state: _Backward, group: Readers):
+    def forward(ctx, resid, mask, src, abl, patched: bool, state: _Backward, group: Readers):
         n, cols = src.shape[0], group.cols
         ctx.state, ctx.n, ctx.group, ctx.shape = state, n, group, mask.shape
         m = mask[:n, cols]
         s = m.shape[1]
         out = resid.unsqueeze(0).expand(s, *resid.shape)
-        if touched and state.groups is not None:  # m [n, s, G]: per token, its group's column
+        if patched and state.groups is not None:  # m [n, s, G]: per token, its group's column
             out = out + state.groups.correction(m, src, abl)
-        elif touched:
+        elif patched:
             mt = (m - 1).T.to(src.dtype)  # [s, n]
             corr = (mt @ src.reshape(n, -1)).view(s, *src.shape[1:])
             if abl is not None:

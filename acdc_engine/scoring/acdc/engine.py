@@ -56,7 +56,7 @@ SCORE_ROWS = 128
 class Candidates:
     """One batch's results of the last evaluation, for :meth:`Engine.commit`."""
 
-    chg: torch.Tensor | None  # [n_rerun, c, b, p, d] re-run writers (None: v is the logits)
+    rerun_out: torch.Tensor | None  # [n_rerun, c, b, p, d] re-run writers (None: v is the logits)
     inputs: dict[int, torch.Tensor]  # slot of v -> [c, b, p', d] v's candidate inputs
 
 
@@ -64,7 +64,7 @@ class Candidates:
 class SlotRemovals:
     """Which edges into one input slot of ``v`` each candidate removes."""
 
-    K: torch.Tensor  # [c, n] 1 where candidate j removes edge i
+    coef: torch.Tensor  # [c, n] 1 where candidate j removes edge i
     writers: torch.Tensor  # [n] long: each edge's writer
 
 
@@ -73,7 +73,8 @@ class BatchState:
     batch: Batch
     abl: torch.Tensor | None  # [W, b|1, p, d] ablated writer outputs
     out: torch.Tensor | None = None  # [W, b, p, d] writer outputs under the current mask
-    F: torch.Tensor | None = None  # [n_R, b|1, p, d] fixed part of the re-run readers' inputs
+    # [n_R, b|1, p, d] the re-run readers' inputs from the writers that cannot change
+    fixed_part: torch.Tensor | None = None
     cur_in: dict = field(default_factory=dict)  # slot of v -> [b, p, d] current input
     cand: Candidates | None = None  # the last evaluation
     scorer: Stacked | None = None  # the metric prepared for this batch's stacked candidates
@@ -139,19 +140,20 @@ class Engine:
     def reset(self) -> None:
         """Writer outputs under the current mask, from one patched forward per batch."""
         mask = self._dense(self.keep)
-        for st in self.states:
-            st.out = writer_outputs(self.adapter, st.batch.clean, mask=mask, ablated=st.abl)
+        for state in self.states:
+            state.out = writer_outputs(self.adapter, state.batch.clean, mask=mask,
+                                       ablated=state.abl)
 
-    def _read(self, st: BatchState, slots: list[int], coef_keep: np.ndarray) -> torch.Tensor:
+    def _read(self, state: BatchState, slots: list[int], coef_keep: np.ndarray) -> torch.Tensor:
         """``bias + sum_u (1 - keep) abl_u + coef_keep * out_u`` for ``slots``: [n, b|1, p, d]."""
         valid = self.valid[:, slots]
         W = self.g.n_writers
         out = self.bias[slots][:, None, None, :]
         ck = self._dense(coef_keep & valid).T  # [n, W]
-        out = out + (ck @ st.out.reshape(W, -1)).view(len(slots), *st.out.shape[1:])
-        if st.abl is not None:
+        out = out + (ck @ state.out.reshape(W, -1)).view(len(slots), *state.out.shape[1:])
+        if state.abl is not None:
             ca = self._dense(~self.keep[:, slots] & valid).T
-            out = out + (ca @ st.abl.reshape(W, -1)).view(len(slots), *st.abl.shape[1:])
+            out = out + (ca @ state.abl.reshape(W, -1)).view(len(slots), *state.abl.shape[1:])
         return out
 
     # -- one node ------------------------------------------------------------------------------
@@ -165,48 +167,50 @@ class Engine:
             return False
         fixed = keep.copy()
         fixed[plan.rerun] = False
-        for st in self.states:
-            st.F = self._read(st, plan.readers, fixed[:, plan.readers])  # [n_R, b|1, p, d]
-            vin = self._read(st, plan.v_slots, keep[:, plan.v_slots])
-            st.cur_in = {s: vin[i] for i, s in enumerate(plan.v_slots)}
-            st.cand = None
+        for state in self.states:
+            # [n_R, b|1, p, d]
+            state.fixed_part = self._read(state, plan.readers, fixed[:, plan.readers])
+            vin = self._read(state, plan.v_slots, keep[:, plan.v_slots])
+            state.cur_in = {s: vin[i] for i, s in enumerate(plan.v_slots)}
+            state.cand = None
         bases = None
         if not (plan.is_logits or self.all_pos
-                or any(st.scorer.columns is not None for st in self.states)):
+                or any(state.scorer.columns is not None for state in self.states)):
             writers = [self.g.nodes[plan.rerun[i]] for i in plan.logit_mixer.cols.tolist()]
-            bases = self.unembed.low_rank_bases(writers, max(len(st.batch) for st in self.states),
-                                                expected)
+            rows = max(len(state.batch) for state in self.states)
+            bases = self.unembed.low_rank_bases(writers, rows, expected)
         shared = None if bases is None else LowRankUnembed.node_part(self.unembed.affine, bases)
-        for st in self.states:
-            st.low = None
+        for state in self.states:
+            state.low = None
             if shared is not None:
-                F = st.F[plan.logit_mixer.rows.start, :, -1]  # [b|1, d] fixed final residual
-                st.low = LowRankUnembed(shared, F.expand(len(st.batch), -1))
+                # [b|1, d] the fixed part of the final residual
+                fixed_part = state.fixed_part[plan.logit_mixer.rows.start, :, -1]
+                state.low = LowRankUnembed(shared, fixed_part.expand(len(state.batch), -1))
         return True
 
     def max_candidates(self) -> int:
         """How many candidates fit the memory budget in one evaluation."""
-        st, plan = self.states[0], self.plan
-        per_example = st.out[0, 0].numel() * st.out.element_size()
+        state, plan = self.states[0], self.plan
+        per_example = state.out[0, 0].numel() * state.out.element_size()
         per_cand = (len(plan.rerun) + 3 * len(plan.v_slots) + 2) * per_example * self.n
-        if self.unembed.into is not None and st.scorer.columns is None:  # the logits buffer
+        if self.unembed.into is not None and state.scorer.columns is None:  # the logits buffer
             rows = max(len(s.batch) * s.batch.k for s in self.states)  # one batch at a time
-            per_cand += rows * self.unembed.vocab_size(st.out) * st.out.element_size()
+            per_cand += rows * self.unembed.vocab_size(state.out) * state.out.element_size()
         return max(1, int(self.mem_budget // per_cand))
 
-    def _mix(self, st: BatchState, chg: torch.Tensor, mixer: Mixer, last: bool,
+    def _mix(self, state: BatchState, rerun_out: torch.Tensor, mixer: Mixer, last: bool,
              c: int) -> torch.Tensor:
         """Inputs of reader ``rows``: fixed part + kept re-run writers: [n, c, b, p or 1, d]."""
-        F = st.F[mixer.rows]
+        fixed_part = state.fixed_part[mixer.rows]
         if last:
-            F, chg = F[..., -1:, :], chg[..., -1:, :]
-        b, p, d = chg.shape[2:]
-        n = F.shape[0]
+            fixed_part, rerun_out = fixed_part[..., -1:, :], rerun_out[..., -1:, :]
+        b, p, d = rerun_out.shape[2:]
+        n = fixed_part.shape[0]
         if len(mixer.cols) == 0:
-            return F[:, None].expand(n, c, b, p, d)
-        src = chg.index_select(0, mixer.cols)
-        mix = mixer.K @ src.reshape(len(mixer.cols), -1)
-        return F[:, None] + mix.view(n, c, b, p, d)
+            return fixed_part[:, None].expand(n, c, b, p, d)
+        src = rerun_out.index_select(0, mixer.cols)
+        mix = mixer.coef @ src.reshape(len(mixer.cols), -1)
+        return fixed_part[:, None] + mix.view(n, c, b, p, d)
 
     # -- candidates ----------------------------------------------------------------------------
     def _removals(self, sets: list[list[int]]) -> dict[int, SlotRemovals]:
@@ -222,45 +226,45 @@ class Engine:
         for s, es in by_slot.items():
             if es:
                 col = {e: i for i, e in enumerate(es)}
-                K = np.zeros((c, len(es)), dtype=np.float32)
+                coef = np.zeros((c, len(es)), dtype=np.float32)
                 for j, cand in enumerate(sets):
                     for e in cand:
                         if r_of[e] == s:
-                            K[j, col[e]] = 1
-                out[s] = SlotRemovals(torch.from_numpy(K).to(self.dev, self.dtype),
+                            coef[j, col[e]] = 1
+                out[s] = SlotRemovals(torch.from_numpy(coef).to(self.dev, self.dtype),
                                       torch.tensor([w_of[e] for e in es], device=self.dev))
         return out
 
-    def _candidate_inputs(self, st: BatchState, removals: dict[int, SlotRemovals],
+    def _candidate_inputs(self, state: BatchState, removals: dict[int, SlotRemovals],
                           c: int) -> dict[int, torch.Tensor]:
         """v's inputs under each candidate: slot -> [c, b, p or 1, d]."""
-        p = st.out.shape[2]
+        p = state.out.shape[2]
         cand_in = {}
         for s in self.plan.v_slots:
             sl = slice(p - 1, p) if self.plan.v_last[s] else slice(None)
-            base = st.cur_in[s][:, sl]  # [b, p', d]
+            base = state.cur_in[s][:, sl]  # [b, p', d]
             if s in removals:
                 rm = removals[s]
-                delta = st.out[rm.writers][:, :, sl]
-                if st.abl is not None:
-                    delta = delta - st.abl[rm.writers][:, :, sl]
-                corr = (rm.K @ delta.reshape(len(rm.writers), -1)).view(c, *base.shape)
+                delta = state.out[rm.writers][:, :, sl]
+                if state.abl is not None:
+                    delta = delta - state.abl[rm.writers][:, :, sl]
+                corr = (rm.coef @ delta.reshape(len(rm.writers), -1)).view(c, *base.shape)
                 cand_in[s] = base[None] - corr
             else:
                 cand_in[s] = base[None].expand(c, *base.shape)
         return cand_in
 
-    def _rerun(self, st: BatchState, cand_in: dict[int, torch.Tensor], c: int,
+    def _rerun(self, state: BatchState, cand_in: dict[int, torch.Tensor], c: int,
                changed=()) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Re-run v and the plan's downstream nodes: (chg, logits input [c, b, 1 or p, d]).
+        """Re-run v and the plan's downstream nodes: (rerun_out, logits input [c, b, 1 or p, d]).
         ``changed``: v's input slots some candidate changes."""
         plan, g = self.plan, self.g
         if plan.is_logits:
             return None, cand_in[g.logits_slot]
-        b, p, d = st.out.shape[1:]
-        chg = st.out.new_empty((len(plan.rerun), c, b, p, d))
+        b, p, d = state.out.shape[1:]
+        rerun_out = state.out.new_empty((len(plan.rerun), c, b, p, d))
         for i in plan.last_only_rows:  # never read there, but 0 * NaN is NaN
-            chg[i, :, :, : p - 1] = 0
+            rerun_out[i, :, :, : p - 1] = 0
         node = g.nodes[plan.v]
         at = slice(None) if plan.need_all[plan.v] else slice(p - 1, p)
         qs, ks, vs = plan.v_slots if node.kind is NodeKind.ATTN else (None, None, None)
@@ -271,8 +275,8 @@ class Engine:
             q = cand_in[qs][:, :, -1].transpose(0, 1)  # [b, c, d]
             if c == p:  # as many queries as keys would read as a causal full-sequence call
                 q = torch.cat([q, q[:, -1:]], 1)
-            out = self.heads_fn(node.layer, [node.head], q[None], st.cur_in[ks][None],
-                                st.cur_in[vs][None])[0]  # [b, c (+1), d]
+            out = self.heads_fn(node.layer, [node.head], q[None], state.cur_in[ks][None],
+                                state.cur_in[vs][None])[0]  # [b, c (+1), d]
             out = out[:, :c].transpose(0, 1)[:, :, None]  # [c, b, 1, d]
         elif node.kind is NodeKind.ATTN:
             q, k, vv = (cand_in[s].reshape(1, c * b, -1, d) for s in plan.v_slots)
@@ -281,20 +285,22 @@ class Engine:
             x = cand_in[plan.v_slots[0]]
             out = self.adapter.mlp(node.layer, x.reshape(c * b, -1, d))
         out = out.view(c, b, -1, d)
-        chg[0, :, :, at] = out[:, :, -1:] if out.shape[2] != chg[0, :, :, at].shape[2] else out
+        rerun_out[0, :, :, at] = (out[:, :, -1:] if out.shape[2] != rerun_out[0, :, :, at].shape[2]
+                                  else out)
         for step in plan.steps:
             if isinstance(step, HeadsStep):
-                self._run_heads(st, chg, step, c)
+                self._run_heads(state, rerun_out, step, c)
             else:
-                inp = self._mix(st, chg, step.mixer, step.last, c)[0]
+                inp = self._mix(state, rerun_out, step.mixer, step.last, c)[0]
                 out = self.adapter.mlp(step.layer, inp.reshape(c * b, -1, d))
-                chg[step.out, :, :, slice(p - 1, p) if step.last else slice(None)] = out.view(
+                rerun_out[step.out, :, :, slice(p - 1, p) if step.last else slice(None)] = out.view(
                     c, b, -1, d)
-        return chg, self._mix(st, chg, plan.logit_mixer, not self.all_pos, c)[0]
+        return rerun_out, self._mix(state, rerun_out, plan.logit_mixer, not self.all_pos, c)[0]
 
-    def _run_heads(self, st: BatchState, chg: torch.Tensor, step: HeadsStep, c: int) -> None:
-        b, p, d = st.out.shape[1:]
-        inp = self._mix(st, chg, step.mixer, False, c)
+    def _run_heads(self, state: BatchState, rerun_out: torch.Tensor, step: HeadsStep,
+                   c: int) -> None:
+        b, p, d = state.out.shape[1:]
+        inp = self._mix(state, rerun_out, step.mixer, False, c)
         nh = inp.shape[0] // 3
         inp = inp.reshape(3, nh, c * b, p, d)  # q, k, v of each re-run head
         for grp in step.groups:
@@ -307,7 +313,7 @@ class Engine:
                 res = res[:, :, :, -1:]
             at = slice(p - 1, p) if grp.last else slice(None)
             for i, o in enumerate(grp.outs):
-                chg[o, :, :, at] = res[i]
+                rerun_out[o, :, :, at] = res[i]
 
     @torch.no_grad()
     def evaluate(self, sets: list[list[int]]) -> list[float]:
@@ -316,29 +322,29 @@ class Engine:
         c = len(sets)
         removals = self._removals(sets)
         totals = [0.0] * c
-        low = all(st.low is not None for st in self.states)
-        for st in self.states:
-            b, d = st.out.shape[1], st.out.shape[3]
-            self.adapter.prepare(st.batch.clean)  # per-run state (e.g. rotary tables)
-            cand_in = self._candidate_inputs(st, removals, c)
-            chg, final = self._rerun(st, cand_in, c, removals.keys())
+        low = all(state.low is not None for state in self.states)
+        for state in self.states:
+            b, d = state.out.shape[1], state.out.shape[3]
+            self.adapter.prepare(state.batch.clean)  # per-run state (e.g. rotary tables)
+            cand_in = self._candidate_inputs(state, removals, c)
+            rerun_out, final = self._rerun(state, cand_in, c, removals.keys())
             if self.all_pos:  # final [c, b, p, d] -> at the read positions [c, b, k, d]
-                idx = st.batch.positions[None, :, :, None].expand(c, -1, -1, d)
+                idx = state.batch.positions[None, :, :, None].expand(c, -1, -1, d)
                 final = final.gather(2, idx)
-            values = self._score(st, chg, final.reshape(c, b, -1, d)).sum(1).tolist()
+            values = self._score(state, rerun_out, final.reshape(c, b, -1, d)).sum(1).tolist()
             for j in range(c):
                 totals[j] += values[j]
-            st.cand = Candidates(chg, cand_in)
+            state.cand = Candidates(rerun_out, cand_in)
         self.evaluations += c
-        if low and all(st.low is not None for st in self.states):  # no batch fell back
+        if low and all(state.low is not None for state in self.states):  # no batch fell back
             self.low_rank_evals += c
         self.node_evals += c * (len(self.plan.rerun) + 1)
         return [t / self.n for t in totals]
 
-    def _score(self, st: BatchState, chg: torch.Tensor | None,
+    def _score(self, state: BatchState, rerun_out: torch.Tensor | None,
                final: torch.Tensor) -> torch.Tensor:
-        """The metric [c, b] of the final residuals ``final`` [c, b, k, d] (``chg``: the re-run
-        writers' outputs, for the low-rank unembedding).
+        """The metric [c, b] of the final residuals ``final`` [c, b, k, d] (``rerun_out``: the
+        re-run writers' outputs, for the low-rank unembedding).
 
         A metric that reads a few columns gets only those (:meth:`_unembed`). Otherwise the
         adapter's ``unembed_into(x, out)``, when it has one, writes every candidate's logits into
@@ -348,7 +354,7 @@ class Engine:
         to reuse and the cache to hold); each candidate's value is computed on its own rows
         alone, so the grouping changes no number. With a low-rank unembedding for the node
         (:mod:`.kernel`) the logits are one ``[rows, r + b + 1]`` product away."""
-        scorer = st.scorer
+        scorer = state.scorer
         c, b, k, d = final.shape
         fn = self.unembed.into
         if scorer.columns is not None or fn is None:
@@ -357,12 +363,13 @@ class Engine:
         rows = c * b * k
         buf = self.unembed.buffer(rows, final)  # [rows, vocab]
         inp = None
-        if st.low is not None:
+        if state.low is not None:
             mixer = self.plan.logit_mixer
-            writes = [chg[u, :, :, -1] * mixer.K[0, i] for i, u in enumerate(mixer.cols.tolist())]
-            inp = st.low.inputs(writes, final[:, :, -1])  # [rows, r + b + 1]
+            writes = [rerun_out[u, :, :, -1] * mixer.coef[0, i]
+                      for i, u in enumerate(mixer.cols.tolist())]
+            inp = state.low.inputs(writes, final[:, :, -1])  # [rows, r + b + 1]
             if inp is None:  # a write outside its basis: the full unembedding from now on
-                st.low = None
+                state.low = None
         if inp is None:
             fn(final.reshape(rows, d), buf)
         per = b * k  # rows per candidate
@@ -371,7 +378,7 @@ class Engine:
         for i in range(0, c, g):
             at = slice(i * per, min(i + g, c) * per)
             if inp is not None:  # each group's logits just before the metric reads them
-                torch.mm(inp[at], st.low.A, out=buf[at])
+                torch.mm(inp[at], state.low.A, out=buf[at])
             values.append(scorer(buf[at].view(-1, b, k, buf.shape[1])))
         return torch.cat(values)
 
@@ -389,17 +396,17 @@ class Engine:
         """Make candidate ``j`` of the last evaluation the current state (only the positions
         that were computed: the others are never read again)."""
         plan = self.plan
-        for st in self.states:
-            p = st.out.shape[2]
-            if st.cand.chg is not None:
+        for state in self.states:
+            p = state.out.shape[2]
+            if state.cand.rerun_out is not None:
                 for i, u in enumerate(plan.rerun):
                     at = slice(None) if plan.need_all[u] else slice(p - 1, p)
-                    st.out[u, :, at] = st.cand.chg[i, j, :, at]
+                    state.out[u, :, at] = state.cand.rerun_out[i, j, :, at]
             for s in plan.v_slots:
                 at = slice(p - 1, p) if plan.v_last[s] else slice(None)
-                st.cur_in[s][:, at] = st.cand.inputs[s][j]
+                state.cur_in[s][:, at] = state.cand.inputs[s][j]
 
     def end_node(self) -> None:
-        for st in self.states:
-            st.F, st.cand, st.cur_in, st.low = None, None, {}, None
+        for state in self.states:
+            state.fixed_part, state.cand, state.cur_in, state.low = None, None, {}, None
         self.plan = None

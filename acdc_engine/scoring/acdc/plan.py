@@ -30,11 +30,12 @@ def reads_all(kind: EdgeKind, last_query_ok: bool) -> bool:
 
 @dataclass(frozen=True)
 class Mixer:
-    """How to form re-run readers' inputs: fixed part ``F[rows]`` + ``K @ chg[cols]``."""
+    """How to form re-run readers' inputs: ``fixed_part[rows] + coef @ rerun_out[cols]`` (the
+    engine's fixed part of their inputs plus the re-run writers' outputs they read)."""
 
-    rows: slice  # rows of the node's re-run readers (the engine's fixed part F)
+    rows: slice  # rows of the node's re-run readers (the engine's ``fixed_part``)
     cols: torch.Tensor  # [n_cols] long: re-run writers with a kept edge into those rows
-    K: torch.Tensor  # [n_rows, n_cols] their coefficients (1 = kept edge)
+    coef: torch.Tensor  # [n_rows, n_cols] their coefficients (1 = kept edge)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class HeadGroup:
 
     heads: list[int]  # head indices in the layer
     rows: list[int]  # their places among the layer's re-run heads (q/k/v input rows)
-    outs: list[int]  # their rows among the re-run writers (chg)
+    outs: list[int]  # their rows among the re-run writers (rerun_out)
     last: bool  # needed at the last position only
 
 
@@ -189,5 +190,5 @@ class Planner:
         few), and their coefficients."""
         sub = kc[:n_up, rows]  # [n_up, n_rows]
         cols = np.nonzero(sub.any(1))[0]
-        K = torch.from_numpy(sub[cols].astype(np.float32)).to(self.dev, self.dtype)
-        return Mixer(rows, torch.from_numpy(cols).to(self.dev), K.T.contiguous())
+        coef = torch.from_numpy(sub[cols].astype(np.float32)).to(self.dev, self.dtype)
+        return Mixer(rows, torch.from_numpy(cols).to(self.dev), coef.T.contiguous())
