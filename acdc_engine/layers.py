@@ -12,8 +12,7 @@ __all__ = ["LAYERS", "layer_of"]
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({"errors", "progress", "resources", "extras", "buffers", "layers"})),
-    ("vocabulary", frozenset({"graph", "circuit", "tasks", "task_rows", "metrics",
-                              "positions"})),
+    ("vocabulary", frozenset({"graph", "circuit", "tasks", "metrics", "positions"})),
     ("model adapters", frozenset({"models"})),
     ("patching", frozenset({"patching", "reads", "prefix", "token_groups", "grad_sink",
                             "loading", "problem", "interventions"})),

@@ -14,7 +14,7 @@ from acdc_tasks.literature.common import encode
 
 FULL = ("byte-bpe", "sentencepiece")
 # greater-than's YY follows " 17" without a space; the engine tokenizes answers in context
-# (acdc_engine.task_rows), so SentencePiece's "▁" on a text's first word does not matter
+# (acdc_engine.tasks.rows), so SentencePiece's "▁" on a text's first word does not matter
 WORKS = [(name, tok) for name in GENERATORS for tok in FULL]
 WORKS += [(name, "unigram") for name in ("ioi-names", "docstring", "induction-random-all")]
 
@@ -27,7 +27,7 @@ def one(tok, text):
 
 def one_after(tok, prompt, text):
     """``text`` is one token right after ``prompt`` (how the engine reads a last-position
-    answer: acdc_engine.task_rows)."""
+    answer: acdc_engine.tasks.rows)."""
     head, ids = encode(tok, prompt), encode(tok, prompt + text)
     assert ids[: len(head)] == head and len(ids) == len(head) + 1, (
         f"{text!r} after {prompt!r} -> {tok.convert_ids_to_tokens(ids[len(head):])}")
@@ -209,7 +209,7 @@ def test_ioi_names_floor_is_exact_on_a_word_vocabulary(n_names):
 
 def test_answers_are_tokenized_in_context(lit_tokenizers):
     """After " 17" a SentencePiece-style tokenizer writes the year as "32", while "32" alone
-    is "\u258132": the engine takes the token the model would see next (acdc_engine.task_rows)."""
+    is "\u258132": the engine takes the token the model would see next (acdc_engine.tasks.rows)."""
     tok = lit_tokenizers["sentencepiece"]
     rows = GENERATORS["greater-than"](8, seed=0, tokenizer=tok)
     data = prepare(registry().tasks["greater-than"], tok, rows)

@@ -42,7 +42,7 @@ CORRUPT_YY = "01"
 def two_digit_years(tokenizer, century: str = CENTURY) -> tuple[list[str], list[str]]:
     """``(kept, failed)``: the YYs that are one token right after ``" " + century``, i.e.
     ``" 17YY"`` tokenizes as ``" 17"`` plus one token. The engine reads an answer at the last
-    position in that context (``acdc_engine.task_rows``), so SentencePiece-style tokenizers,
+    position in that context (``acdc_engine.tasks.rows``), so SentencePiece-style tokenizers,
     which would turn ``"32"`` alone into ``"▁32"``, keep their years too."""
     if tokenizer is None:
         return list(YEARS), []

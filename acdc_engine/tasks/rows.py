@@ -1,4 +1,4 @@
-"""Reading task rows: tokenize and check each row for :func:`acdc_engine.tasks.prepare`.
+"""Reading task rows: :func:`prepare` tokenizes and checks each row.
 
 :class:`RowReader` turns the row format documented in :mod:`acdc_engine.tasks` into the columns
 of a :class:`~acdc_engine.tasks.TaskData`, collecting every problem (with the row's name) rather
@@ -14,9 +14,11 @@ is ``▁32``). Otherwise (and for answers at other positions) the answer is toke
 
 from __future__ import annotations
 
-from .tasks import ROW_KEYS, Row, TaskData
+from ..errors import TaskDataError
+from .data import TaskData
+from .task import ROW_KEYS, Row, Task
 
-__all__ = ["RowReader"]
+__all__ = ["RowReader", "prepare"]
 
 
 class RowReader:
@@ -207,3 +209,28 @@ class RowReader:
             answer_set=col["answer_set"] if "answer_set" in self.sets else None,
             wrong_set=col["wrong_set"] if "wrong_set" in self.sets else None,
             extra={key: [r.get(key) for r in self.rows] for key in self.extra_keys})
+
+
+def prepare(task: Task | str, tokenizer, rows: list[Row], source: str = "") -> TaskData:
+    """Tokenize and validate ``rows``; raise :class:`TaskDataError` listing every bad row.
+
+    Rows are named ``row N`` (1-based), or ``line N`` when they carry their line in a data file
+    as ``_line`` (see ``acdc_tasks.pairfile``). Notes of a :class:`TaskRows` go to
+    ``meta["notes"]``."""
+    name = task if isinstance(task, str) else task.name
+    multi = False if isinstance(task, str) else task.multi_token_answer
+    source = source or f"of task {name!r}"
+    if tokenizer is None:
+        raise TaskDataError(source, ["the model has no tokenizer; load a model that ships one"])
+    if not rows:
+        raise TaskDataError(source, ["no rows: the task returned an empty dataset"])
+    reader = RowReader(tokenizer, rows, multi)
+    for i, r in enumerate(rows):
+        reader.read(i, r)
+    if reader.problems:
+        raise TaskDataError(source, reader.problems)
+    out = reader.data(name, source)
+    notes = getattr(rows, "notes", None)
+    if notes:
+        out.meta["notes"] = dict(notes)
+    return out
