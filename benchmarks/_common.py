@@ -121,7 +121,8 @@ def random_batch(vocab: int, batch: int, pos: int, device, seed: int = 0):
 
     gen = torch.Generator().manual_seed(seed)
     ids = lambda *shape: torch.randint(0, vocab, shape, generator=gen).to(device)  # noqa: E731
-    return Batch(ids(batch, pos), ids(batch, pos), ids(batch), ids(batch), list(range(batch)))
+    return Batch(clean=ids(batch, pos), corrupted=ids(batch, pos), answers=ids(batch)[:, None],
+                 wrongs=ids(batch)[:, None], rows=list(range(batch)))
 
 
 def baseline_step(lm, batch, metric, param_grads: bool = False):

@@ -156,7 +156,8 @@ def metric_cost(args):
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.zeros(B, args.pos, dtype=torch.long)
     clean = torch.randn(B, 1, V, generator=gen) * 3 - 80  # GPT-2's logits sit around -80
-    batch = Batch(ids, ids, ids[:, 0], ids[:, 0], list(range(B)), clean_logits=clean)
+    batch = Batch(clean=ids, corrupted=ids, answers=ids[:, :1], wrongs=ids[:, :1],
+                  rows=list(range(B)), clean_logits=clean)
     W = torch.randn(V, d, generator=gen) / d**0.5  # [vocab, d]
     h = torch.randn(c * B, 1, d, generator=gen)  # [c * B, 1, d] final residuals
     old = Metric("kl_textbook", textbook_kl).stacked(batch)

@@ -265,7 +265,8 @@ def main():
     corrupted = torch.randint(0, args.vocab, (B, P), device=dev)
     answer = torch.randint(0, args.vocab, (B,), device=dev)
     wrong = torch.randint(0, args.vocab, (B,), device=dev)
-    batch = Batch(clean, corrupted, answer, wrong, list(range(B)))
+    batch = Batch(clean=clean, corrupted=corrupted, answers=answer[:, None],
+                  wrongs=wrong[:, None], rows=list(range(B)))
     metric = registry().metric("logit_diff")
     abl = Ablation("corrupted")
 

@@ -84,8 +84,8 @@ def eap_scores(lm, clean, corrupted) -> torch.Tensor:
 
     metric = Metric("first_logit", lambda lg, b: lg[:, 0].float())
     n = len(clean)
-    b = Batch(clean, corrupted, torch.zeros(n, dtype=torch.long, device=lm.device), None,
-              list(range(n)))
+    b = Batch(clean=clean, corrupted=corrupted,
+              answers=torch.zeros(n, 1, dtype=torch.long, device=lm.device), rows=list(range(n)))
     return attribute(Problem(lm, [b], metric, Ablation("corrupted")), "eap",
                      progress=False).float().cpu()
 

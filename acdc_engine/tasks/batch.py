@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -15,28 +15,26 @@ def _move(t, device):
     return t.to(device) if isinstance(t, torch.Tensor) else t
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Batch:
-    """Rows of one token length and one number ``k`` of read positions.
+    """Rows of one token length and one number ``k`` of read positions, built by keyword.
 
-    clean, corrupted: [B, pos] token ids; answer, wrong: [B] the answer at the last read
-    position; positions: [B, k] absolute read positions; answers, wrongs: [B, k] per read
-    position; answer_set, wrong_set: [B, m] token sets padded with -1 (use :meth:`set_mass`
-    or :meth:`token_mask`); extra: the rows' other keys; clean_logits: [B, k, vocab] the clean
-    model's logits at the read positions (when the metric needs them; [B, vocab] in the view
-    :meth:`at`). Built with only the first fields (as before positions existed) it reads the
-    last position.
+    clean, corrupted: [B, pos] token ids; answers, wrongs: [B, k] the answer (and the wrong
+    answer, or None) at each read position; rows: the dataset row of each example; positions:
+    [B, k] absolute read positions (None: the last position alone); answer_set, wrong_set:
+    [B, m] token sets padded with -1 (use :meth:`set_mass` or :meth:`token_mask`); extra: the
+    rows' other keys; clean_logits: [B, k, vocab] the clean model's logits at the read positions
+    (when the metric needs them; [B, vocab] in the view :meth:`at`). :attr:`answer` and
+    :attr:`wrong` ([B]) read the answers at the last read position.
     """
 
     clean: torch.Tensor
     corrupted: torch.Tensor
-    answer: torch.Tensor
-    wrong: torch.Tensor | None
-    rows: list[int]
-    clean_logits: torch.Tensor | None = None  # [B, k, vocab]
-    positions: torch.Tensor | None = None  # [B, k]
-    answers: torch.Tensor | None = None  # [B, k]
+    answers: torch.Tensor  # [B, k]
     wrongs: torch.Tensor | None = None  # [B, k]
+    rows: list[int]
+    positions: torch.Tensor | None = None  # [B, k]
+    clean_logits: torch.Tensor | None = None  # [B, k, vocab]
     answer_set: torch.Tensor | None = None  # [B, m], -1 = padding
     wrong_set: torch.Tensor | None = None  # [B, m'], -1 = padding
     extra: dict = field(default_factory=dict)
@@ -49,10 +47,12 @@ class Batch:
             self.last_only = True
         if self.last_only is None:
             self.last_only = self.positions.shape[1] == 1 and bool((self.positions == p - 1).all())
-        if self.answers is None:
-            self.answers = self.answer[:, None].expand(b, self.k)
-        if self.wrongs is None and self.wrong is not None:
-            self.wrongs = self.wrong[:, None].expand(b, self.k)
+        for name in ("answers", "wrongs"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != (b, self.k):
+                raise ValueError(f"Batch.{name} must be [B, k] = [{b}, {self.k}] (one per read "
+                                 f"position; [B, 1] for the last position alone), got "
+                                 f"{list(t.shape)}")
 
     def __len__(self) -> int:
         return self.clean.shape[0]
@@ -63,15 +63,27 @@ class Batch:
         return self.positions.shape[1]
 
     @property
+    def answer(self) -> torch.Tensor:
+        """[B] the answer at the last read position, ``answers[:, -1]`` (read-only); in the
+        view :meth:`at` ``(j)`` the answer at position ``j``: what a metric reads."""
+        return self.answers[:, -1]
+
+    @property
+    def wrong(self) -> torch.Tensor | None:
+        """[B] the wrong answer at the last read position, ``wrongs[:, -1]`` (None without
+        wrong answers; read-only); in the view :meth:`at` ``(j)`` the one at position ``j``."""
+        return None if self.wrongs is None else self.wrongs[:, -1]
+
+    @property
     def read_positions(self) -> torch.Tensor | None:
         """What to pass as ``patching.run(positions=...)``: None when only the last position is
         read (``run(last_only=True)`` then gives the same [B, 1, vocab])."""
         return None if self.last_only else self.positions
 
     def to(self, device) -> Batch:
-        vals = {f.name: _move(getattr(self, f.name), device) for f in fields(self)}
-        vals["extra"] = {k: _move(v, device) for k, v in self.extra.items()}
-        return Batch(**vals)
+        vals = {f.name: _move(getattr(self, f.name), device) for f in fields(self)
+                if f.name != "extra"}
+        return replace(self, **vals, extra={k: _move(v, device) for k, v in self.extra.items()})
 
     def repeat(self, c: int) -> Batch:
         """Every example repeated ``c`` times, candidate-major (``c`` stacked patches)."""
@@ -82,8 +94,7 @@ class Batch:
             return None if t is None else list(t) * c
 
         vals = {f.name: rep(getattr(self, f.name)) for f in fields(self) if f.name not in _KEEP}
-        vals.update(extra={k: rep(v) for k, v in self.extra.items()}, last_only=self.last_only)
-        return Batch(**vals)
+        return replace(self, **vals, extra={k: rep(v) for k, v in self.extra.items()})
 
     def select(self, idx) -> Batch:
         """The examples ``idx`` (a list or long tensor of indices into this batch)."""
@@ -95,20 +106,19 @@ class Batch:
             return None if v is None else [v[i] for i in t.tolist()]
 
         vals = {f.name: pick(getattr(self, f.name)) for f in fields(self) if f.name not in _KEEP}
-        vals.update(extra={k: pick(v) for k, v in self.extra.items()}, last_only=self.last_only)
-        return Batch(**vals)
+        return replace(self, **vals, extra={k: pick(v) for k, v in self.extra.items()})
 
     def at(self, j: int) -> Batch:
-        """The view of read position ``j``: ``answer = answers[:, j]``, ``clean_logits[:, j]``
-        ([B, vocab]), ``positions[:, j:j+1]``; what an ``reads="each"`` metric is given."""
+        """The view of read position ``j``: ``answers[:, j:j+1]`` (so ``answer = answers[:,
+        j]``), ``clean_logits[:, j]`` ([B, vocab]), ``positions[:, j:j+1]``; what an
+        ``reads="each"`` metric is given."""
         j = j % self.k
-        pick = lambda t: None if t is None else t[:, j : j + 1]  # noqa: E731
-        return Batch(
-            self.clean, self.corrupted, self.answers[:, j],
-            None if self.wrongs is None else self.wrongs[:, j], self.rows,
-            None if self.clean_logits is None else self.clean_logits[:, j],
-            pick(self.positions), pick(self.answers), pick(self.wrongs), self.answer_set,
-            self.wrong_set, self.extra, self.last_only and j == self.k - 1)
+        col = lambda t: None if t is None else t[:, j : j + 1]  # noqa: E731
+        return replace(
+            self, positions=col(self.positions), answers=col(self.answers),
+            wrongs=col(self.wrongs),
+            clean_logits=None if self.clean_logits is None else self.clean_logits[:, j],
+            last_only=self.last_only and j == self.k - 1)
 
     def token_mask(self, name: str, vocab: int) -> torch.Tensor:
         """[B, vocab] bool: True on the tokens of set ``name`` ("answer_set"/"wrong_set")."""

@@ -78,8 +78,7 @@ class TaskData:
     def _batch(self, part: list[int]) -> Batch:
         t = lambda xs: torch.tensor([xs[i] for i in part])  # noqa: E731
         return Batch(
-            clean=t(self.clean), corrupted=t(self.corrupted), answer=t(self.answer),
-            wrong=None if self.wrong is None else t(self.wrong), rows=part,
+            clean=t(self.clean), corrupted=t(self.corrupted), rows=part,
             positions=t(self.positions), answers=t(self.answers),
             wrongs=None if self.wrongs is None else t(self.wrongs),
             answer_set=None if self.answer_set is None else _padded(self.answer_set, part),

@@ -86,10 +86,10 @@ def check_metric(metric: Metric, vocab: int = 11, batch: int = 4) -> None:
         sets[0, -1] = -1  # padding, as in a real batch of unequal sets
         b = Batch(clean=torch.zeros(batch, 4, dtype=torch.long),
                   corrupted=torch.zeros(batch, 4, dtype=torch.long),
-                  answer=answers[:, -1], wrong=wrongs[:, -1], rows=list(range(batch)),
+                  answers=answers, wrongs=wrongs, rows=list(range(batch)),
                   clean_logits=torch.randn(batch, k, vocab, generator=g),
-                  positions=torch.arange(4 - k, 4).repeat(batch, 1), answers=answers,
-                  wrongs=wrongs, answer_set=sets, wrong_set=(sets + 1) % vocab)
+                  positions=torch.arange(4 - k, 4).repeat(batch, 1),
+                  answer_set=sets, wrong_set=(sets + 1) % vocab)
         logits = torch.randn(batch, k, vocab, generator=g, requires_grad=True)
         values = metric.score(logits, b)  # checks shape and finiteness
         _require(values.shape == (batch,), f"metric {metric.name!r} gave shape {values.shape}")
@@ -266,8 +266,9 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
             return near
 
     metric = Metric("first_logit", lambda lg, b: lg[:, 0].float())
-    batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
-                  list(range(len(clean))))
+    batch = Batch(clean=clean, corrupted=corrupted,
+                  answers=torch.zeros(len(clean), 1, dtype=torch.long),
+                  rows=list(range(len(clean))))
     eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap", progress=False)
     edges = torch.topk(eap.abs(), min(10, g.n_edges)).indices.tolist()
     w, r = g.coords
@@ -310,8 +311,9 @@ def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.
 
     metric = metric or Metric("logit", lambda lg, b: lg[:, logit])
     if batch is None:
-        batch = Batch(clean, corrupted, torch.zeros(len(clean), dtype=torch.long), None,
-                      list(range(len(clean))))
+        batch = Batch(clean=clean, corrupted=corrupted,
+                      answers=torch.zeros(len(clean), 1, dtype=torch.long),
+                      rows=list(range(len(clean))))
     problem = Problem(model, [batch], metric, Near("corrupted")).with_metric(metric)
     batch = problem.batches[0]  # with the clean logits if the metric needs them
     eap = attribute(problem, "eap", progress=False).double().cpu()

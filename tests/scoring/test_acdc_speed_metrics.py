@@ -29,8 +29,8 @@ def _batch(b=5, k=1, vocab=300, seed=0, offset=0.0):
     sets[0, -1] = -1  # padding
     clean = torch.randn(b, k, vocab, generator=gen) * 3 + offset
     pos = torch.arange(6 - k, 6).expand(b, k)
-    return Batch(ids, ids, ans[:, -1], wrong[:, -1], list(range(b)), clean_logits=clean,
-                 positions=pos, answers=ans, wrongs=wrong, answer_set=sets[:, :2],
+    return Batch(clean=ids, corrupted=ids, answers=ans, wrongs=wrong, rows=list(range(b)),
+                 clean_logits=clean, positions=pos, answer_set=sets[:, :2],
                  wrong_set=sets[:, 2:]), gen
 
 

@@ -41,8 +41,8 @@ def _batch(clean: torch.Tensor) -> Batch:
     b = clean.shape[0]
     ids = torch.zeros(b, 4, dtype=torch.long)
     zero = torch.zeros(b, dtype=torch.long)
-    return Batch(ids, ids, zero, zero, list(range(b)), clean_logits=clean[:, None],
-                 positions=torch.full((b, 1), 3))
+    return Batch(clean=ids, corrupted=ids, answers=zero[:, None], wrongs=zero[:, None],
+                 rows=list(range(b)), clean_logits=clean[:, None], positions=torch.full((b, 1), 3))
 
 
 def _cases(vocab: int, offset: float, seed: int = 0):
@@ -141,7 +141,8 @@ def _set_batch(gen, b, vocab):
     answer = torch.randint(0, vocab, (b,), generator=gen)
     wrong = torch.randint(0, vocab, (b,), generator=gen)
     sets = torch.randint(0, vocab, (b, 6), generator=gen)
-    return Batch(ids, ids, answer, wrong, list(range(b)), positions=torch.full((b, 1), 3),
+    return Batch(clean=ids, corrupted=ids, answers=answer[:, None], wrongs=wrong[:, None],
+                 rows=list(range(b)), positions=torch.full((b, 1), 3),
                  answer_set=sets[:, :3], wrong_set=sets[:, 3:])
 
 
