@@ -88,7 +88,7 @@ def model_ref(text: str) -> str:
     local = Path(text).expanduser()
     path_like = text.startswith((".", "/", "~")) or text.count("/") > 1
     if local.exists() and (path_like or "/" in text):
-        from ..loading import check_model_dir
+        from ..model_files import check_model_dir
 
         try:
             check_model_dir(local)
