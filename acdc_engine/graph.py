@@ -1,27 +1,10 @@
-"""The vocabulary of acdc-engine: nodes, edges and the computational graph of a model.
+"""The computational graph of a model: its nodes and edges laid out on the writer/reader axes.
 
-A transformer's residual stream is a sum of the outputs of its components. Circuit discovery
-works on the graph whose nodes are those components and whose edges say "u writes to the
-residual stream before v reads it".
-
-Nodes
-    ``input``       the embeddings (token + position); writes only.
-    ``a{l}.{h}``    attention head ``h`` of layer ``l``; reads through three inputs (q, k, v).
-    ``m{l}``        the MLP of layer ``l``.
-    ``logits``      the unembedding (final norm + LM head); reads only.
-
-Edges
-    ``u->v`` for an MLP or the logits, ``u->a{l}.{h}<q>`` (``<k>``, ``<v>``) into a head.
-    In a sequential block (GPT-2), the MLP of layer ``l`` reads the heads of layer ``l``; in a
-    parallel block (GPT-J, NeoX) it does not.
-
-Names are the vocabulary's alone: :func:`parse_node` and :func:`parse_edge` read them (for
-files and user input, without a graph), :attr:`Edge.name` writes them. Nothing else parses names.
-
-Aliases (documented types for tensors that travel between layers)
-    :data:`Scores`  ``[n_edges]`` float32, one value per edge in :attr:`Graph.edges` order.
-    :data:`Keep`    ``[n_edges]`` bool, the kept edges of a circuit, same order.
-    :data:`Mask`    ``[n_writers, n_readers]`` float, 1 keeps an edge (the patching layout).
+Circuit discovery works on the graph whose nodes are a transformer's components and whose edges
+say "u writes to the residual stream before v reads it". Nodes, edges and their names are
+:mod:`acdc_engine.names`, the one parser and formatter of names (re-exported here, so ``from
+acdc_engine.graph import Edge, parse_edge`` works); the aliases :data:`Scores`, :data:`Keep` and
+:data:`Mask` type the per-edge and dense tensors that travel between layers.
 
 Tensor layout used by the patching core
     *Writers* are the nodes that write to the residual stream, in topological order:
@@ -34,29 +17,27 @@ Tensor layout used by the patching core
 GPT-2 small (12 layers, 12 heads) has exactly 32,491 edges under this convention.
 
 Position-aware graphs (:meth:`Graph.with_positions`)
-    Every edge is split by the token position its signal travels at: ``a0.1->a2.3<q>@END``
-    is the part of ``a0.1->a2.3<q>`` at the tokens of position group ``END``. The residual
-    stream is per token, so ``u`` at token ``t`` reaches ``v`` at token ``t`` only; attention
-    moves information between tokens inside a head. Groups are token indices (``@0``, ``@1``,
-    ...; every prompt of one length) or names a task declares (``IO``, ``S1``, ``S2``, ``END``,
-    with ``other`` for the remaining tokens): :mod:`acdc_engine.positions` gives each token its
-    group. Edges are position-major (all edges at the first group, then the second, ...), a
+    Every edge is split by the position group of the tokens its signal travels at (its name
+    ends with the group, ``a0.1->a2.3<q>@END``: :mod:`acdc_engine.names`; each token's group:
+    :mod:`acdc_engine.positions`). The residual stream is per token, so ``u`` at token ``t``
+    reaches ``v`` at token ``t`` only; attention moves information between tokens inside a
+    head. Edges are position-major (all edges at the first group, then the second, ...), a
     dense mask is ``[n_writers, n_readers, n_groups]``, and :attr:`Graph.coords` repeats the
     unsplit coordinates once per group (topology is the unsplit graph's).
 """
 
 from __future__ import annotations
 
-import enum
-import functools
-import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 
-__all__ = ["NodeKind", "EdgeKind", "Node", "Edge", "Graph", "Scores", "Keep", "Mask",
-           "parse_node", "parse_edge", "edge_name", "edge_position"]
+from .names import (Edge, EdgeKind, Node, NodeKind, check_positions, edge_name, edge_position,
+                    node_name, parse_edge, parse_node)
+
+__all__ = ["NodeKind", "EdgeKind", "Node", "Edge", "Graph", "Scores", "Keep", "Mask", "parse_node",
+           "parse_edge", "edge_name", "edge_position", "node_name", "check_positions"]
 
 Scores = torch.Tensor
 """``[n_edges]`` float32: one score per edge, in :attr:`Graph.edges` order (NaN = not scored)."""
@@ -65,110 +46,6 @@ Keep = torch.Tensor
 Mask = torch.Tensor
 """``[n_writers, n_readers]`` float: 1 keeps the edge (writer -> reader slot), 0 removes it
 (``[n_writers, n_readers, n_groups]`` in a position-aware graph)."""
-
-
-class NodeKind(str, enum.Enum):
-    """What a node is."""
-
-    INPUT = "input"
-    """Token and position embeddings."""
-    ATTN = "attn"
-    """One attention head."""
-    MLP = "mlp"
-    """One MLP block."""
-    LOGITS = "logits"
-    """Final norm and unembedding."""
-
-
-class EdgeKind(str, enum.Enum):
-    """Which input of the destination node an edge feeds."""
-
-    RESID = ""
-    """The single input of an MLP or of the logits."""
-    Q = "q"
-    """The query input of an attention head."""
-    K = "k"
-    """The key input of an attention head."""
-    V = "v"
-    """The value input of an attention head."""
-
-
-@dataclass(frozen=True)
-class Node:
-    """A component of the model. ``layer`` is -1 for ``input`` and ``n_layers`` for ``logits``."""
-
-    name: str
-    kind: NodeKind
-    layer: int
-    head: int | None = None
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True)
-class Edge:
-    """``src`` writes to the residual stream that ``dst`` reads through input ``kind``."""
-
-    src: Node
-    dst: Node
-    kind: EdgeKind = EdgeKind.RESID
-    pos: str | None = None
-    """The position group in a position-aware graph (None: every token)."""
-
-    @property
-    def name(self) -> str:
-        return edge_name(self.src.name, self.dst.name, self.kind, self.pos)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-_NODE_RE = re.compile(r"^(?:a(?P<al>\d+)\.(?P<h>\d+)|m(?P<ml>\d+)|input|logits)$")
-_EDGE_RE = re.compile(
-    r"^(?P<src>[\w.]+)->(?P<dst>[\w.]+)(?:<(?P<kind>[qkv])>)?(?:@(?P<pos>[\w.-]+))?$")
-
-
-def parse_node(name: str) -> tuple[NodeKind, int | None, int | None]:
-    """``(kind, layer, head)`` of a node name; layer is None for input/logits (no graph is
-    needed to read a name; :meth:`Graph.node` gives the node with its layer)."""
-    m = _NODE_RE.match(name.strip())
-    if m is None:
-        raise ValueError(f"{name!r} is not a node name (nodes are 'input', 'a{{layer}}.{{head}}', "
-                         "'m{layer}', 'logits')")
-    if m["al"] is not None:
-        return NodeKind.ATTN, int(m["al"]), int(m["h"])
-    if m["ml"] is not None:
-        return NodeKind.MLP, int(m["ml"]), None
-    return (NodeKind.INPUT if name.strip() == "input" else NodeKind.LOGITS), None, None
-
-
-def parse_edge(name: str) -> tuple[str, str, EdgeKind]:
-    """``(src name, dst name, kind)`` of an edge name such as ``a0.1->a2.3<q>`` (a position
-    suffix ``@END`` is allowed: :func:`edge_position` reads it)."""
-    m = _EDGE_RE.match(name.strip())
-    if m is None:
-        raise ValueError(f"{name!r} is not an edge name (edges look like 'input->m0', "
-                         "'a0.1->a2.3<q>')")
-    for n in (m["src"], m["dst"]):
-        parse_node(n)
-    return m["src"], m["dst"], EdgeKind(m["kind"] or "")
-
-
-def edge_position(name: str) -> tuple[str, str | None]:
-    """``(the unsplit edge's name, position group or None)``: ``a0.1->m2@END`` gives
-    ``("a0.1->m2", "END")``."""
-    src, dst, kind = parse_edge(name)
-    return edge_name(src, dst, kind), _EDGE_RE.match(name.strip())["pos"]
-
-
-def edge_name(src: str, dst: str, kind: EdgeKind | str = EdgeKind.RESID,
-              pos: str | None = None) -> str:
-    """The name of the edge ``src -> dst`` into input ``kind``, at position group ``pos`` (the
-    inverse of parse_edge and edge_position)."""
-    kind = EdgeKind("" if kind in ("resid", None) else kind)
-    return (f"{src}->{dst}" + (f"<{kind.value}>" if kind is not EdgeKind.RESID else "")
-            + ("" if pos is None else f"@{pos}"))
 
 
 @dataclass(frozen=True)
@@ -188,11 +65,7 @@ class Graph:
     positions: tuple[str, ...] = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "positions", tuple(str(p) for p in self.positions))
-        bad = [p for p in self.positions if not re.fullmatch(r"[\w.-]+", p)]
-        if bad or len(set(self.positions)) != len(self.positions):
-            raise ValueError(f"position groups must be distinct names of letters, digits, "
-                             f"'_', '.', '-': got {list(self.positions)}")
+        object.__setattr__(self, "positions", check_positions(self.positions))
 
     def with_positions(self, positions) -> Graph:
         """This graph with every edge split by the position groups ``positions`` (names); one
@@ -232,17 +105,18 @@ class Graph:
     @cached_property
     def writers(self) -> list[Node]:
         """Nodes that write to the residual stream, in topological order (the writer axis)."""
-        out = [Node("input", NodeKind.INPUT, -1)]
+        out = [Node(node_name(NodeKind.INPUT), NodeKind.INPUT, -1)]
         for layer in range(self.n_layers):
-            out += [Node(f"a{layer}.{h}", NodeKind.ATTN, layer, h) for h in range(self.n_heads)]
+            out += [Node(node_name(NodeKind.ATTN, layer, h), NodeKind.ATTN, layer, h)
+                    for h in range(self.n_heads)]
             if not self.attn_only:
-                out.append(Node(f"m{layer}", NodeKind.MLP, layer))
+                out.append(Node(node_name(NodeKind.MLP, layer), NodeKind.MLP, layer))
         return out
 
     @cached_property
     def nodes(self) -> list[Node]:
         """Every node, in topological order: the writers, then ``logits``."""
-        return [*self.writers, Node("logits", NodeKind.LOGITS, self.n_layers)]
+        return [*self.writers, Node(node_name(NodeKind.LOGITS), NodeKind.LOGITS, self.n_layers)]
 
     @cached_property
     def node_index(self) -> dict[str, Node]:
@@ -335,12 +209,12 @@ class Graph:
         """The reader axis: (node, input kind) for every reader slot, in order."""
         out: list[tuple[Node, EdgeKind]] = []
         for layer in range(self.n_layers):
-            heads = [self.node(f"a{layer}.{h}") for h in range(self.n_heads)]
+            heads = [self.node(node_name(NodeKind.ATTN, layer, h)) for h in range(self.n_heads)]
             for kind in (EdgeKind.Q, EdgeKind.K, EdgeKind.V):
                 out += [(h, kind) for h in heads]
             if not self.attn_only:
-                out.append((self.node(f"m{layer}"), EdgeKind.RESID))
-        out.append((self.node("logits"), EdgeKind.RESID))
+                out.append((self.node(node_name(NodeKind.MLP, layer)), EdgeKind.RESID))
+        out.append((self.node(node_name(NodeKind.LOGITS)), EdgeKind.RESID))
         return out
 
     # ----- edges ----------------------------------------------------------------------------
@@ -366,8 +240,7 @@ class Graph:
         return {e.name: i for i, e in enumerate(self.edges)}
 
     def edge(self, name: str) -> Edge:
-        m = _EDGE_RE.match(name.strip())
-        if not m or name.strip() not in self.edge_index:
+        if name.strip() not in self.edge_index:  # every name in it parses (names.py)
             at = (f", at a position: '...@{self.positions[0]}' (positions "
                   f"{', '.join(self.positions[:8])})" if self.positions else "")
             raise KeyError(
@@ -517,7 +390,7 @@ class Graph:
         )
 
 
-@functools.lru_cache(maxsize=32)
+@lru_cache(maxsize=32)
 def _shared(n_layers: int, n_heads: int, parallel: bool, attn_only: bool,
             positions: tuple[str, ...]) -> Graph:
     return Graph(n_layers, n_heads, parallel, attn_only, positions)

@@ -13,7 +13,8 @@ __all__ = ["LAYERS", "layer_of"]
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({"errors", "progress", "resources", "extras", "buffers", "layers",
                        "model_files"})),
-    ("vocabulary", frozenset({"graph", "circuit", "tasks", "metrics", "positions"})),
+    ("vocabulary", frozenset({"names", "graph", "circuit", "tasks", "metrics",
+                             "positions"})),
     ("model adapters", frozenset({"models"})),
     ("patching", frozenset({"patching", "reads", "prefix", "token_groups", "grad_sink",
                             "loading", "problem", "interventions"})),

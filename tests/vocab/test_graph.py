@@ -63,3 +63,17 @@ def test_cli_counts_a_gpt2_small_shaped_config(tmp_path):
     out = subprocess.run([sys.executable, "-m", "acdc_engine.cli", "graph", "--model",
                           str(tmp_path)], capture_output=True, text=True, check=True).stdout
     assert "32491 edges" in out
+
+
+def test_names_has_the_one_parser_and_graph_re_exports_it():
+    from acdc_engine import graph, names
+
+    assert all(getattr(graph, n) is getattr(names, n) for n in names.__all__)
+    g = Graph(2, 2)
+    for node in g.nodes:  # node_name is parse_node's inverse on every node of a graph
+        kind, layer, head = names.parse_node(node.name)
+        assert names.node_name(kind, layer, head) == node.name and kind is node.kind
+    assert names.check_positions(["IO", 0, "x.y-1"]) == ("IO", "0", "x.y-1")
+    for bad in (["a b"], ["IO", "IO"], ["@END"]):
+        with pytest.raises(ValueError, match="position groups"):
+            Graph(2, 2, positions=bad)
