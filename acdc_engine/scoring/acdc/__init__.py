@@ -27,6 +27,7 @@ Modules, top-down:
     checkpoints   fingerprint, save, load (no code runs from a checkpoint file)
     kernel        the per-head attention kernel, checked before it is trusted
     plan          what testing one node re-runs (NodePlan of per-layer steps)
+    removals      candidate removal sets as per-slot coefficient matrices (SlotRemovals)
     engine        Engine: candidate removals evaluated exactly, re-running only what changes
     driver        acdc: the decisions (plain and guided) on top of the engine, checkpoints
 """

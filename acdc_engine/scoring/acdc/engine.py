@@ -46,6 +46,7 @@ from ...problem import Problem
 from ...tasks import Batch
 from .kernel import LowRankUnembed, Unembedding, accepts_query_rows, head_kernel
 from .plan import HeadsStep, Mixer, NodePlan, Planner
+from .removals import SlotRemovals, slot_removals
 
 __all__ = ["Engine"]
 
@@ -58,14 +59,6 @@ class Candidates:
 
     rerun_out: torch.Tensor | None  # [n_rerun, c, b, p, d] re-run writers (None: v is the logits)
     inputs: dict[int, torch.Tensor]  # slot of v -> [c, b, p', d] v's candidate inputs
-
-
-@dataclass(frozen=True)
-class SlotRemovals:
-    """Which edges into one input slot of ``v`` each candidate removes."""
-
-    coef: torch.Tensor  # [c, n] 1 where candidate j removes edge i
-    writers: torch.Tensor  # [n] long: each edge's writer
 
 
 @dataclass
@@ -213,28 +206,6 @@ class Engine:
         return fixed_part[:, None] + mix.view(n, c, b, p, d)
 
     # -- candidates ----------------------------------------------------------------------------
-    def _removals(self, sets: list[list[int]]) -> dict[int, SlotRemovals]:
-        """Per input slot of ``v``: which of its edges each candidate removes."""
-        c, plan = len(sets), self.plan
-        w_of, r_of = self.w_of, self.r_of
-        by_slot: dict[int, list[int]] = {s: [] for s in plan.v_slots}
-        for es in sets:
-            for e in es:
-                if e not in by_slot[r_of[e]]:
-                    by_slot[r_of[e]].append(e)
-        out = {}
-        for s, es in by_slot.items():
-            if es:
-                col = {e: i for i, e in enumerate(es)}
-                coef = np.zeros((c, len(es)), dtype=np.float32)
-                for j, cand in enumerate(sets):
-                    for e in cand:
-                        if r_of[e] == s:
-                            coef[j, col[e]] = 1
-                out[s] = SlotRemovals(torch.from_numpy(coef).to(self.dev, self.dtype),
-                                      torch.tensor([w_of[e] for e in es], device=self.dev))
-        return out
-
     def _candidate_inputs(self, state: BatchState, removals: dict[int, SlotRemovals],
                           c: int) -> dict[int, torch.Tensor]:
         """v's inputs under each candidate: slot -> [c, b, p or 1, d]."""
@@ -320,7 +291,8 @@ class Engine:
         """Mean metric over the dataset with each set of edges (into ``v``) removed on top of
         the current mask. Remembers the candidates for :meth:`commit`."""
         c = len(sets)
-        removals = self._removals(sets)
+        removals = slot_removals(sets, self.plan.v_slots, self.w_of, self.r_of, self.dev,
+                                 self.dtype)
         totals = [0.0] * c
         low = all(state.low is not None for state in self.states)
         for state in self.states:
