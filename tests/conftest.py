@@ -18,6 +18,7 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest and shares 2 core
 
 from acdc_engine.testing.builders import (  # noqa: E402,F401  (fixtures and tests use them)
     WORDS,
+    TinyShape,
     perturb,
     random_pairs,
     save_gpt2,
@@ -79,7 +80,8 @@ def neox(tmp_path_factory):
     """A tiny random GPT-NeoX with parallel attention and MLP (Pythia's layout)."""
     from acdc_engine import load_model
 
-    path = save_hf(tmp_path_factory.mktemp("neox-parallel"), "gpt_neox", n_layer=3)
+    path = save_hf(tmp_path_factory.mktemp("neox-parallel"), "gpt_neox",
+                   shape=TinyShape(n_layer=3))
     model = load_model(str(path), device="cpu")
     assert model.graph.parallel
     return model

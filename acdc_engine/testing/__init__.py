@@ -7,6 +7,7 @@
 
 from .builders import (
     WORDS,
+    TinyShape,
     hf_shape,
     perturb,
     random_pairs,
@@ -22,5 +23,5 @@ from .numerics import assert_close_to_f64, f32_bound, float64
 
 __all__ = ["check_task", "check_metric", "check_model", "first_order_error", "ConformanceError",
            "WORDS", "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_hf",
-           "hf_shape", "save_llama", "save_tracr", "random_pairs", "float64",
+           "TinyShape", "hf_shape", "save_llama", "save_tracr", "random_pairs", "float64",
            "assert_close_to_f64", "f32_bound"]

@@ -9,17 +9,19 @@ back by path through the real loading code (transformers + nnsight)::
     model = acdc_engine.load_model(str(path), device="cpu")
 
 Any architecture transformers knows: ``save_hf(path, "gpt_neox")``, ``save_hf(path, "gemma2",
-sliding_window=3)`` (the real config class, a small shape, your overrides on top).
+sliding_window=3)``, ``save_hf(path, "llama", shape=TinyShape(n_layer=3))`` (the real config
+class, a small shape, your overrides on top).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
 __all__ = ["WORDS", "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", "save_llama",
-           "save_hf", "hf_shape", "save_tracr", "random_pairs"]
+           "save_hf", "TinyShape", "hf_shape", "save_tracr", "random_pairs"]
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -116,21 +118,34 @@ def hf_shape(model_type: str, n_layer=2, n_head=4, n_kv=2, d=32, vocab=64, n_pos
     return shape
 
 
-def save_hf(path, model_type: str, *, n_layer=2, n_head=4, n_kv=2, d=32, seed=0,
-            scale=4.0, tokenizer=True, **cfg):
+@dataclass(frozen=True)
+class TinyShape:
+    """The shape of a :func:`save_hf` model: layers, heads, key/value heads, model width."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    n_kv: int = 2
+    d: int = 32
+
+
+def save_hf(path, model_type: str, *, shape: TinyShape = TinyShape(), seed=0, scale=4.0,
+            tokenizer=True, **cfg):
     """A tiny random model of any ``model_type`` transformers has a config class for, saved
-    with the word-level tokenizer: :func:`hf_shape` keywords, then ``cfg`` on top (e.g.
-    ``sliding_window=3``, ``use_parallel_residual=False``). Weights are :func:`perturb`-ed
-    (norms by name: every norm module's parameters contain ``norm``)."""
+    with the word-level tokenizer: :func:`hf_shape` keywords for ``shape``, then ``cfg`` on top
+    (e.g. ``sliding_window=3``, ``use_parallel_residual=False``). Weights are
+    :func:`perturb`-ed (norms by name: every norm module's parameters contain ``norm``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    moved = sorted(set(cfg) & {"n_layer", "n_head", "n_kv", "d"})
+    if moved:  # would otherwise land on the config as unused attributes
+        raise TypeError(f"save_hf: pass {', '.join(moved)} as shape=TinyShape(...)")
     torch.manual_seed(seed)
     tok = word_tokenizer()
-    kw = {**hf_shape(model_type, n_layer, n_head, n_kv, d, vocab=len(tok)),
+    dims = (shape.n_layer, shape.n_head, shape.n_kv, shape.d)
+    kw = {**hf_shape(model_type, *dims, vocab=len(tok)),
           "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, **cfg}
     if model_type == "gemma3":  # multimodal: the shape is the text model's; a tiny vision tower
-        kw = {"text_config": {**hf_shape("gemma3_text", n_layer, n_head, n_kv, d,
-                                         vocab=len(tok)), **cfg},
+        kw = {"text_config": {**hf_shape("gemma3_text", *dims, vocab=len(tok)), **cfg},
               "vision_config": {"hidden_size": 16, "intermediate_size": 32, "image_size": 28,
                                 "patch_size": 14, "num_hidden_layers": 1,
                                 "num_attention_heads": 2},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from acdc_engine.testing.builders import save_hf, save_tokenizer
+from acdc_engine.testing.builders import TinyShape, save_hf, save_tokenizer
 
 SIZES = {"byte-bpe": ("byte-bpe", 1800), "sentencepiece": ("sentencepiece", 2400),
          "byte-bpe-small": ("byte-bpe", 900), "byte-bpe-tiny": ("byte-bpe", 300),
@@ -36,8 +36,8 @@ def lit_tokenizers(lit_corpus):
 def _model(root, model_type, tok, **cfg):
     from acdc_engine import load_model
 
-    path = save_hf(root, model_type, tokenizer=False, vocab_size=len(tok), n_layer=2,
-                   n_head=2, n_kv=1, d=16, **cfg)
+    path = save_hf(root, model_type, tokenizer=False, vocab_size=len(tok),
+                   shape=TinyShape(n_layer=2, n_head=2, n_kv=1, d=16), **cfg)
     save_tokenizer(tok, path)
     return load_model(str(path), device="cpu")
 
