@@ -11,8 +11,9 @@ Built once, it caches what every consumer would otherwise recompute: the ablated
 outputs of each batch (the corrupted run; computed on first use, ``cache=False`` recomputes
 them per use to save memory on big models), the mean activations for mean ablation, and the
 clean model's logits at the read positions when the metric needs them (KL divergence).
-Every metric value goes through ``metric.score(run(..., positions=batch.read_positions),
-batch)``: logits ``[batch, k, vocab]`` at the task's read positions (the last one by default).
+Every metric value goes through :meth:`Problem.score` (``problem.score(batch, mask, ablated)``):
+the metric of a (patched) run's logits ``[batch, k, vocab]`` at the task's read positions (the
+last one by default, :meth:`Problem.logits`).
 :meth:`with_metric` shares those caches with a problem scored by another metric (ACDC's
 pruning metric).
 
@@ -137,12 +138,34 @@ class Problem:
                 for b in self.batches:
                     c = replace(b)
                     if c.clean_logits is None:  # [b, k, vocab]
-                        c.clean_logits = run(self.model.adapter, b.clean, last_only=True,
-                                             positions=b.read_positions)
+                        c.clean_logits = self.logits(b)
                     batches.append(c)
         out = Problem(self.model, batches, metric, self.ablation, self.cache, self.positions)
         out._ablated = self._ablated
         return out
+
+    # ----- one (patched) run, read at the batch's read positions -------------------------------
+    def logits(self, batch: Batch, mask: Mask | None = None, ablated: torch.Tensor | None = None,
+               *, embed: torch.Tensor | None = None, grad_sink=None,
+               ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, k, vocab]`` at ``batch``'s read positions of a run of its clean prompts
+        with the edges ``mask`` removes replaced by ``ablated`` (:func:`patching.run`'s
+        arguments). A position-aware mask ``[W, R, G]`` gets the batch's position groups.
+        ``embed`` replaces the embeddings, ``grad_sink`` collects reader gradients, ``ids``
+        runs other prompts of the batch's shape (e.g. ``batch.corrupted``)."""
+        labels = None if mask is None or mask.dim() == 2 else self.labels(batch)
+        return run(self.model.adapter, batch.clean if ids is None else ids, mask=mask,
+                   ablated=ablated, embed=embed, grad_sink=grad_sink, last_only=True,
+                   positions=batch.read_positions, labels=labels)
+
+    def score(self, batch: Batch, mask: Mask | None = None, ablated: torch.Tensor | None = None,
+              *, embed: torch.Tensor | None = None, grad_sink=None,
+              ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The metric ``[B]`` of :meth:`logits` (same arguments): every example's value under
+        ``mask`` (None: the full model). Differentiable when the run is (a mask that requires
+        grad, ``embed``); wrap it in ``torch.no_grad()`` otherwise."""
+        return self.metric.score(self.logits(batch, mask, ablated, embed=embed,
+                                             grad_sink=grad_sink, ids=ids), batch)
 
     # ----- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -157,10 +180,7 @@ class Problem:
                                                enabled=progress and len(masks) > 1)):
             abl = self.ablated(i)
             for j, mask in enumerate(masks):
-                labels = None if mask is None or mask.dim() == 2 else self.labels(batch)
-                logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True,
-                             positions=batch.read_positions, labels=labels)  # [b, k, vocab]
-                totals[j] += float(self.metric.score(logits, batch).sum())
+                totals[j] += float(self.score(batch, mask, abl).sum())
         n = self.n_examples
         return [t / n for t in totals]
 
