@@ -27,7 +27,7 @@ import torch
 
 from .errors import AcdcError
 from .graph import Graph, NodeKind, parse_edge, parse_node
-from .patching import run, writer_outputs
+from .patching import writer_outputs
 from .problem import Problem
 
 __all__ = ["Intervention", "InterventionStack", "SOURCES", "evaluate_interventions",
@@ -158,9 +158,7 @@ def evaluate_interventions(problem: Problem, stack: InterventionStack,
                     continue
                 rows = [w for w, s in sources.items() if s == src]
                 ablated[rows] = acts[rows].expand(len(rows), b, p, -1)
-        logits = run(model.adapter, batch.clean, mask=mask if sources else None,
-                     ablated=ablated, last_only=True,
-                     positions=batch.read_positions)  # [b, k, vocab]
+        logits = problem.logits(batch, mask if sources else None, ablated)  # [b, k, vocab]
         values.append(problem.metric.score(logits, batch).float().cpu())
         if return_logits:
             logits_all.append(logits[:, -1].float().cpu())

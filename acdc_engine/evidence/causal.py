@@ -81,8 +81,7 @@ def activation_patching(problem: Problem, nodes: list[str] | None = None,
         logits, corr_acts = run(model.adapter, batch.corrupted, collect=True, last_only=True,
                                 positions=pos)  # [b, k, vocab]
         corr_total += float(problem.metric.score(logits, batch).sum())
-        clean_logits = run(model.adapter, batch.clean, last_only=True, positions=pos)
-        clean_total += float(problem.metric.score(clean_logits, batch).sum())
+        clean_total += float(problem.score(batch).sum())
         b, p = batch.clean.shape
         patches = [*range(p - P, p), None]  # one position each, then all positions
         for k, name in enumerate(names):
@@ -100,9 +99,8 @@ def activation_patching(problem: Problem, nodes: list[str] | None = None,
                     else:
                         ablated[w, rows, t] = clean_acts[w, :, t]
                 big = _repeat(batch, n)
-                out = run(model.adapter, big.corrupted, mask=mask, ablated=ablated,
-                          last_only=True, positions=big.read_positions)
-                vals = problem.metric.score(out, big).double().cpu().view(n, b).sum(1)
+                vals = problem.score(big, mask, ablated, ids=big.corrupted)
+                vals = vals.double().cpu().view(n, b).sum(1)
                 sums[k, s : s + n] += vals
     n = problem.n_examples
     clean, corr = clean_total / n, corr_total / n

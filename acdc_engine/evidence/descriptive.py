@@ -21,7 +21,7 @@ import torch
 
 from ..errors import AcdcError
 from ..models import LoadedModel
-from ..patching import run
+from ..patching import writer_outputs
 from ..problem import Problem
 
 __all__ = ["attention_patterns", "logit_lens", "LogitLens", "direct_logit_attribution",
@@ -102,7 +102,7 @@ def residual_stream(model: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
     ``[n_layers + 1, batch, pos, d_model]`` (before the final norm), summed from the writers'
     outputs of :func:`acdc_engine.patching.run` and the layers' constant biases."""
     adapter, g = model.adapter, model.graph
-    _, acts = run(adapter, ids.to(model.device), collect=True)  # [W, b, p, d]
+    acts = writer_outputs(adapter, ids.to(model.device))  # [W, b, p, d]
     out = [acts[0]]
     for layer in range(g.n_layers):
         upto = g.attn_upstream(layer + 1) if layer + 1 < g.n_layers else g.n_writers
@@ -180,9 +180,7 @@ def direct_logit_attribution(problem: Problem, baseline: str | None = "zero") ->
         mask = torch.ones(g.n_writers, g.n_readers, device=model.device, dtype=model.dtype)
         mask.requires_grad_(True)
         abl = source_activations(problem, i, src)
-        logits = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True,
-                     positions=batch.read_positions)  # [b, k, vocab]
-        problem.metric.score(logits, batch).sum().backward()
+        problem.score(batch, mask, abl).sum().backward()
         total += mask.grad[:, g.logits_slot].detach().float().cpu()
     return total / problem.n_examples
 
@@ -215,9 +213,7 @@ def token_attribution(problem: Problem, method: str = "input_x_grad", steps: int
         grad = torch.zeros_like(x)
         for a in alphas:
             e = (x0 + a * (x - x0)).detach().requires_grad_(True)
-            logits = run(adapter, batch.clean, embed=e, last_only=True,
-                         positions=batch.read_positions)  # [b, k, vocab]
-            (g,) = torch.autograd.grad(problem.metric.score(logits, batch).sum(), e)
+            (g,) = torch.autograd.grad(problem.score(batch, embed=e).sum(), e)
             grad += g.detach()
         rows.append(((x - x0) * grad / len(alphas)).sum(-1).float().cpu())  # [b, p]
     width = max(r.shape[1] for r in rows)

@@ -33,7 +33,7 @@ import torch
 
 from ..errors import AcdcError
 from ..graph import NodeKind
-from ..patching import run
+from ..patching import writer_outputs
 from ..problem import Problem
 from ..progress import progress_bar
 from .uncertainty import Interval, bootstrap
@@ -66,24 +66,13 @@ def hidden_run(adapter, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor, to
 
     handle = adapter.mlp_out_proj(layer).register_forward_pre_hook(hook)
     try:
-        _, acts = run(adapter, ids, collect=True, last_only=True)
+        acts = writer_outputs(adapter, ids)
     finally:
         handle.remove()
     if len(seen) != 1:
         raise AcdcError(f"the MLP output projection of layer {layer} ran {len(seen)} times in one "
                         "forward pass (expected once): the family's mlp_out_proj is wrong")
     return acts, seen[0]
-
-
-def _logits(adapter, ids: torch.Tensor, batch, **kw) -> torch.Tensor:
-    """A patched run's logits at the batch's read positions: ``[b, k, vocab]``."""
-    return run(adapter, ids, positions=batch.read_positions, last_only=True, **kw)
-
-
-def _metric(problem: Problem, logits: torch.Tensor, batch) -> torch.Tensor:
-    """The problem's metric per example, ``[b]``, from logits ``[b, k, vocab]`` at the batch's
-    read positions (the one metric call site of this module)."""
-    return problem.metric.score(logits, batch)
 
 
 # ----- groups and sources --------------------------------------------------------------------
@@ -194,7 +183,7 @@ def neuron_direct_effects(problem: Problem, layer: int, source: str = "zero",
         final = final.detach().requires_grad_(True)
         at = batch.positions.to(final.device)[:, :, None].expand(-1, -1, final.shape[-1])
         logits = adapter.unembed(final.gather(1, at))  # [b, k, vocab] at the read positions
-        (grad,) = torch.autograd.grad(_metric(problem, logits, batch).sum(), final)
+        (grad,) = torch.autograd.grad(problem.metric.score(logits, batch).sum(), final)
         hh = h.detach().requires_grad_(True)
         (gh,) = torch.autograd.grad((adapter.mlp_from_hidden(layer, hh) * grad).sum(), hh)
         diff = (torch.zeros_like(h) if src is None else src.expand_as(h)) - h  # [b, p, d_mlp]
@@ -265,15 +254,14 @@ def neuron_ablation(problem: Problem, layer: int, groups: list, source: str = "z
     for batch, src in zip(progress_bar(problem.batches, desc="neuron ablation",
                                        enabled=progress), sources):
         acts, h = hidden_run(adapter, layer, batch.clean)  # [W, b, p, d], [b, p, d_mlp]
-        full.append(_metric(problem, _logits(adapter, batch.clean, batch), batch).float())
+        full.append(problem.score(batch).float())
         out = adapter.mlp_from_hidden(layer, h)  # [b, p, d]
         clean_out = acts[w].clone()
         ablated = acts  # only the MLP's row differs from this run's outputs
         for k, idx in enumerate(sets):
             new = adapter.mlp_from_hidden(layer, _replaced(h, src, idx))
             ablated[w] = clean_out + (new - out)
-            logits = _logits(adapter, batch.clean, batch, mask=mask, ablated=ablated)
-            values[k].append(_metric(problem, logits, batch).float())
+            values[k].append(problem.score(batch, mask, ablated).float())
     full_t = torch.cat(full).cpu()  # [n]
     effects = [bootstrap(torch.cat(v).cpu() - full_t, n_boot=n_boot) for v in values]
     return NeuronAblationResult(layer, [n for n, _ in parsed], [i for _, i in parsed],

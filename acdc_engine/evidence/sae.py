@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AcdcError
-from ..patching import run
+from ..patching import writer_outputs
 from ..problem import Problem
 from .descriptive import residual_stream
 
@@ -156,12 +156,6 @@ def _acts(problem: Problem, layer: int, which: str = "clean") -> list[torch.Tens
             for b in problem.batches]
 
 
-def _logits(problem: Problem, batch, **kw) -> torch.Tensor:
-    """A patched run of the batch's clean prompts, logits at its read positions [b, k, V]."""
-    return run(problem.model.adapter, batch.clean, positions=batch.read_positions,
-               last_only=True, **kw)
-
-
 def _splice_mask(problem: Problem, layer: int) -> tuple[torch.Tensor, int]:
     """The mask that removes the ``input`` node's edges into every reader above ``layer``,
     and the first such reader slot."""
@@ -214,13 +208,12 @@ def _spliced(problem: Problem, sae: SAE, edit=None) -> torch.Tensor:
     sae = sae.to(model.device, model.dtype)
     out = []
     for i, (b, x) in enumerate(zip(problem.batches, _acts(problem, sae.layer))):
-        _, acts = run(model.adapter, b.clean, collect=True, last_only=True)  # [W, b, p, d]
+        acts = writer_outputs(model.adapter, b.clean)  # [W, b, p, d]
         f = sae.encode(x)
         x_hat = sae.decode(edit(f, i) if edit is not None else f)
         ablated = acts.clone()
         ablated[0] = acts[0] + (x_hat - x)
-        logits = _logits(problem, b, mask=mask, ablated=ablated)
-        out.append(problem.metric.score(logits, b).float().cpu())
+        out.append(problem.score(b, mask, ablated).float().cpu())
     return torch.cat(out)
 
 
@@ -247,8 +240,7 @@ def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
     f = sae.encode(x)
     err = ((sae.decode(f) - x) ** 2).sum(-1).mean()
     var = ((x - x.mean(0)) ** 2).sum(-1).mean()
-    clean = torch.cat([problem.metric.score(_logits(problem, b), b).float().cpu()
-                       for b in problem.batches])
+    clean = torch.cat([problem.score(b).float().cpu() for b in problem.batches])
     return SAEStats(float(err), float(err / var), float((f > 0).float().sum(-1).mean()),
                     float(clean.mean()), float(spliced_metric(problem, sae).mean()))
 
@@ -327,13 +319,13 @@ def feature_attribution(problem: Problem, sae: SAE, source: str = "zero") -> tor
     total = torch.zeros(sae.W_enc.shape[1], dtype=torch.float64)
     for i, (b, x) in enumerate(zip(problem.batches, _acts(problem, sae.layer))):
         with torch.no_grad():
-            _, acts = run(model.adapter, b.clean, collect=True, last_only=True)  # [W, b, p, d]
+            acts = writer_outputs(model.adapter, b.clean)  # [W, b, p, d]
             f = sae.encode(x)  # [b, p, F]
             ablated = acts.clone()
             ablated[0] = acts[0] + (sae.decode(f) - x)
         sink = torch.zeros(g.n_readers, *x.shape, device=x.device, dtype=x.dtype)
-        logits = _logits(problem, b, mask=mask, ablated=ablated, grad_sink=sink)
-        torch.autograd.grad(problem.metric.score(logits, b).sum(), mask, allow_unused=True)
+        torch.autograd.grad(problem.score(b, mask, ablated, grad_sink=sink).sum(), mask,
+                            allow_unused=True)
         with torch.no_grad():
             grad_x = sink[first:].sum(0)  # [b, p, d]: dmetric/dx_hat, every reader above
             grad_f = grad_x @ sae.W_dec.T  # [b, p, F]

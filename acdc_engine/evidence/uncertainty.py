@@ -22,7 +22,6 @@ import torch
 from ..circuit import prune_dead, select
 from ..evaluation.curves import BUDGETS, budget_circuits
 from ..graph import Keep, Mask, Scores
-from ..patching import run
 from ..problem import Problem
 
 __all__ = ["Interval", "bootstrap", "per_example", "GapNoise", "gap_noise",
@@ -102,11 +101,7 @@ def per_example(problem: Problem, masks: list[Mask | None]) -> torch.Tensor:
     cols = []
     for i, batch in enumerate(problem.batches):
         abl = problem.ablated(i)
-        rows = [problem.metric.score(run(model.adapter, batch.clean, mask=m, ablated=abl,
-                                         last_only=True, positions=batch.read_positions,
-                                         labels=None if m is None or m.dim() == 2
-                                         else problem.labels(batch)),
-                                     batch).float().cpu() for m in masks]
+        rows = [problem.score(batch, m, abl).float().cpu() for m in masks]
         cols.append(torch.stack(rows))  # [n_masks, b]
     return torch.cat(cols, dim=1)
 

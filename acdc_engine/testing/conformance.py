@@ -35,7 +35,7 @@ import torch
 
 from ..metrics import Metric
 from ..models import LoadedModel
-from ..patching import ABLATIONS, Ablation, run
+from ..patching import ABLATIONS, Ablation, run, writer_outputs
 from ..problem import Problem
 from ..tasks import Batch, Task, prepare
 
@@ -162,7 +162,7 @@ def check_model(model: LoadedModel, tol: float | None = None, length: int = 5) -
     with torch.no_grad():
         ref_clean = model.reference_logits(clean)
         ref_corr = model.reference_logits(corrupted)
-        _, acts = run(adapter, corrupted, collect=True)
+        acts = writer_outputs(adapter, corrupted)
         ones = torch.ones(g.n_writers, g.n_readers, device=model.device)
         full = run(adapter, clean, mask=ones, ablated=acts)
         empty = run(adapter, clean, mask=torch.zeros_like(ones), ablated=acts)
@@ -257,8 +257,8 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
 
     g, adapter = model.graph, model.adapter
     with torch.no_grad():
-        _, c = run(adapter, clean, collect=True)
-        _, k = run(adapter, corrupted, collect=True)
+        c = writer_outputs(adapter, clean)
+        k = writer_outputs(adapter, corrupted)
     near = c + eps * (k - c)
 
     class Near(Ablation):
@@ -269,16 +269,16 @@ def _check_first_order(model: LoadedModel, clean, corrupted, eps: float = 1e-2) 
     batch = Batch(clean=clean, corrupted=corrupted,
                   answers=torch.zeros(len(clean), 1, dtype=torch.long),
                   rows=list(range(len(clean))))
-    eap = attribute(Problem(model, [batch], metric, Near("corrupted")), "eap", progress=False)
+    problem = Problem(model, [batch], metric, Near("corrupted"))
+    eap = attribute(problem, "eap", progress=False)
     edges = torch.topk(eap.abs(), min(10, g.n_edges)).indices.tolist()
     w, r = g.coords
     with torch.no_grad():
-        base = metric.score(run(adapter, clean, last_only=True), batch).mean()
+        base = problem.score(batch).mean()
         for e in edges:
             mask = torch.ones(g.n_writers, g.n_readers, device=model.device)
             mask[w[e], r[e]] = 0
-            lg = run(adapter, clean, mask=mask, ablated=near, last_only=True)
-            exact = float(metric.score(lg, batch).mean() - base)
+            exact = float(problem.score(batch, mask, near).mean() - base)
             est = float(eap[e])
             # first order: the second-order term is O(eps) of the effect (10% at eps 1e-2),
             # not a rounding bound
@@ -301,8 +301,8 @@ def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.
 
     g = model.graph
     with torch.no_grad():
-        _, c_acts = run(model.adapter, clean, collect=True)
-        _, k_acts = run(model.adapter, corrupted, collect=True)
+        c_acts = writer_outputs(model.adapter, clean)
+        k_acts = writer_outputs(model.adapter, corrupted)
     near = c_acts + eps * (k_acts - c_acts)  # an ablation a hair away from clean
 
     class Near(Ablation):
@@ -317,8 +317,7 @@ def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.
     problem = Problem(model, [batch], metric, Near("corrupted")).with_metric(metric)
     batch = problem.batches[0]  # with the clean logits if the metric needs them
     eap = attribute(problem, "eap", progress=False).double().cpu()
-    pos = batch.read_positions
-    base = metric.score(run(model.adapter, clean, last_only=True, positions=pos), batch).mean()
+    base = problem.score(batch, ids=clean).mean()
     w, r = g.coords
     exact = torch.empty(g.n_edges, dtype=torch.float64)
     with torch.no_grad():
@@ -326,8 +325,6 @@ def first_order_error(model: LoadedModel, clean: torch.Tensor, corrupted: torch.
             mask = torch.ones(g.n_writers, g.n_readers, dtype=torch.float64,
                               device=model.device)
             mask[w[e], r[e]] = 0
-            lg = run(model.adapter, clean, mask=mask, ablated=near, last_only=True,
-                     positions=pos)
-            exact[e] = float(metric.score(lg, batch).mean() - base)
+            exact[e] = float(problem.score(batch, mask, near, ids=clean).mean() - base)
     scale = float((exact / eps).abs().max())
     return float((exact / eps - eap / eps).abs().max()) / max(scale, 1e-30), scale
