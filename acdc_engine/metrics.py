@@ -12,7 +12,7 @@ sees every read position at once::
     fn(logits: Tensor[batch, k, vocab], batch) -> Tensor[batch]
 
 Every caller goes through :meth:`Metric.score` with the logits at ``batch.positions``
-(``patching.run(..., positions=batch.read_positions)``).
+(:meth:`acdc_engine.problem.Problem.score` runs and scores in one call).
 
 ``higher_is_better`` says which way the behaviour goes (logit difference: up; KL to the clean
 model: down). Faithfulness normalizes either kind the same way. The built-in metrics (logit
