@@ -13,16 +13,14 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from acdc_speed_problems import make_problem
+from acdc_speed_problems import engine_at_head, make_problem
 
 import acdc_engine.patching as patching
 from acdc_engine.api import load_model
-from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive, visit_order
+from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
 from acdc_engine.scoring.acdc import kernel as kernel_mod
-from acdc_engine.scoring.acdc.engine import Engine
 from acdc_engine.testing import save_gpt2
 from acdc_engine.testing.numerics import assert_close_to_f64, f32_bound, float64
 
@@ -42,18 +40,11 @@ def narrow32(tmp_path_factory):
 def _engine(model, layer, head, keep_shortcuts):
     """An engine about to test head ``a{layer}.{head}`` (its only kept write is the logits)
     with only ``keep_shortcuts`` on, and the head's edges."""
-    problem = make_problem(model, n=6, batch_size=3)
-    problem = problem.with_metric(problem.metric)
-    g = problem.graph
-    keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
-    v = next(i for i, n in enumerate(g.nodes) if n.name == f"a{layer}.{head}")
-    keep[v, g.mlp_slot(layer)] = False
-    eng = Engine(problem, keep)
-    if "logits_buffer" not in keep_shortcuts and "low_rank" not in keep_shortcuts:
-        eng.unembed.into = None  # the adapter's unembed, then the metric on all rows at once
-    eng.reset()
-    edges = dict(visit_order(g))[v]
-    assert eng.begin_node(v, expected=len(edges))
+    def no_buffer(eng):  # the adapter's unembed, then the metric on all rows at once
+        if "logits_buffer" not in keep_shortcuts and "low_rank" not in keep_shortcuts:
+            eng.unembed.into = None
+
+    eng, edges = engine_at_head(make_problem(model, n=6, batch_size=3), layer, head, no_buffer)
     if "low_rank" not in keep_shortcuts:
         for st in eng.states:
             st.low = None

@@ -7,16 +7,14 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from acdc_speed_problems import make_problem
+from acdc_speed_problems import engine_at_head, make_problem
 
 from acdc_engine.api import load_model
-from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive, visit_order
+from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
 from acdc_engine.scoring.acdc import engine as engine_mod
 from acdc_engine.scoring.acdc import kernel as kernel_mod
-from acdc_engine.scoring.acdc.engine import Engine
 from acdc_engine.scoring.acdc.kernel import affine_unembedding, head_basis, head_kernel
 from acdc_engine.testing.builders import save_hf
 from acdc_engine.testing.numerics import assert_close_to_f64, f32_bound, float64
@@ -77,17 +75,7 @@ def test_head_basis_is_the_span_of_the_heads_writes(narrow_heads, gpt2_3layer):
 
 def _engine_at_head(model, layer, head):
     """An engine about to test head ``a{layer}.{head}``, whose only kept write is the logits."""
-    problem = make_problem(model)
-    problem = problem.with_metric(problem.metric)
-    g = problem.graph
-    keep = np.ones((g.n_writers, g.n_readers), dtype=bool)
-    v = next(i for i, n in enumerate(g.nodes) if n.name == f"a{layer}.{head}")
-    keep[v, g.mlp_slot(layer)] = False
-    eng = Engine(problem, keep)
-    eng.reset()
-    edges = dict(visit_order(g))[v]
-    assert eng.begin_node(v, expected=len(edges))
-    return eng, edges
+    return engine_at_head(make_problem(model), layer, head)
 
 
 # tol: float32, 1e-6 = 2 ulps of log(vocab) ~ 3.7 (the float32 case is held to float64 below as
