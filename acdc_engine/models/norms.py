@@ -149,7 +149,7 @@ def spare_row(t: torch.Tensor) -> torch.Tensor | None:
     this thread's backward workspace: :class:`_NormProject` leaves one row after the q/k/v
     gradients free, where the reader group that backward reaches next (the previous layer's
     MLP, one column) may put its gradient, so that the patched forward forms both groups' edge
-    products in one GEMM (:class:`acdc_engine.reads._Backward`). Else None."""
+    products in one GEMM (:class:`acdc_engine.patching.reads._Backward`). Else None."""
     cached = getattr(_LOCAL, "buf", None)
     if cached is None:
         return None

@@ -16,7 +16,7 @@ step. A step's backward then costs what the model's own does: the one stream's g
 from the summed factors in one dense product (``sum_h a_h @ W'_h``), as in a plain backward.
 
 Used by the patched forward (:func:`acdc_engine.patching.run`) for a
-:class:`~acdc_engine.grad_sink.GradSink` that allows it: each layer's attention runs on the one
+:class:`~acdc_engine.patching.GradSink` that allows it: each layer's attention runs on the one
 stream inside :func:`~acdc_engine.models.norms.recording`, and a family whose attention calls
 :func:`~acdc_engine.models.norms.norm_project` (the built-in GPT-2 and decoder families) is
 recorded; any other family keeps the per-reader path.
@@ -81,7 +81,7 @@ class ReaderFactors:
 
         Laid out position-major (a view of a [b * p, 3H, d] tensor): the per-position terms
         are then one batched product that writes it, and the edge products read it per
-        position (:func:`acdc_engine.grad_sink.edge_grads`) as fast as row-major."""
+        position (:func:`acdc_engine.patching.grad_sink.edge_grads`) as fast as row-major."""
         if not self._xhat:
             return None
         b, p, d = self._xhat[0].shape

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AcdcError, UnknownNameError
-from ..grad_sink import GradSink, edge_grads
+from ..patching import GradSink, edge_grads
 from ..graph import Scores
 from ..models.norms import release_workspace
 from ..patching import run

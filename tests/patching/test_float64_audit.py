@@ -21,8 +21,8 @@ from contextlib import ExitStack, contextmanager
 import pytest
 import torch
 
-import acdc_engine.patching as patching
-from acdc_engine import reads
+import acdc_engine.patching.forward as patching  # the forward module: its switches
+from acdc_engine.patching import reads
 from acdc_engine.models import norms
 from acdc_engine.models.adapter import ModelAdapter
 from acdc_engine.patching import Prefix, reuse_prefix, run

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from acdc_engine import buffers
-from acdc_engine.grad_sink import GradSink
+from acdc_engine.patching import GradSink
 from acdc_engine.models import norms
 from acdc_engine.patching import run
 from acdc_engine.plugins import registry

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acdc_engine import patching, reads
+from acdc_engine import patching
+from acdc_engine.patching import reads
 from acdc_engine.patching import run
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 

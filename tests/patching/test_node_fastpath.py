@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import acdc_engine.patching as patching
+import acdc_engine.patching.forward as patching  # the forward module: its switches
 from acdc_engine.patching import run
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 

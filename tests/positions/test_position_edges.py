@@ -195,7 +195,7 @@ def _metric(name):
 
 def test_token_chunks_give_the_same_split_scores(gpt2, monkeypatch):
     """The per-token products go in chunks on big models; any chunk size gives the same."""
-    import acdc_engine.token_groups as token_groups
+    import acdc_engine.patching.token_groups as token_groups
 
     p = _problem(gpt2, "tokens", n=4)
     whole = attribute(p, "eap", progress=False)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from acdc_speed_problems import engine_at_head, make_problem
 
-import acdc_engine.patching as patching
+import acdc_engine.patching.forward as patching  # the forward module: its switches
 from acdc_engine.api import load_model
 from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
 from acdc_engine.scoring.acdc import kernel as kernel_mod

@@ -7,7 +7,7 @@ edge ``u->v``, ``out_u(this run) - out_u(ablated)``. With writers stacked on one
 
 so a kept edge (mask 1) changes nothing and a removed edge (mask 0) swaps ``u``'s contribution
 for its ablated value, for ``v`` alone. Per layer that is one matrix product over the writers
-upstream of it (:class:`acdc_engine.reads._Read`).
+upstream of it (:class:`acdc_engine.patching.reads._Read`).
 
 Layout: writer outputs are stored writer-major, ``[n_writers, batch, pos, d_model]``, in one
 preallocated buffer, so the writers upstream of a layer are a prefix view (no copies) and the
@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import buffers
-from .errors import UnknownNameError
+from .. import buffers
+from ..errors import UnknownNameError
 from .grad_sink import GradSink
-from .models.adapter import ModelAdapter
-from .models.norms import recording
+from ..models.adapter import ModelAdapter
+from ..models.norms import recording
 from .prefix import Prefix, current_prefix, reuse_prefix
 from .reads import Readers, _Backward, _Read, _read_rows, _rows_any
 from .token_groups import TokenGroups
@@ -141,10 +141,10 @@ def run(
     last_only: unembed only the last position.
     positions: [batch, k] long: unembed only the final residual at these positions (a task's
               read positions, ``batch.read_positions``); overrides ``last_only``.
-    grad_sink: a :class:`~acdc_engine.grad_sink.GradSink`, or a tensor [n_readers, batch,
+    grad_sink: a :class:`~acdc_engine.patching.grad_sink.GradSink`, or a tensor [n_readers, batch,
               pos, d_model]: backward adds every reader input's gradient there instead of
               filling ``mask.grad`` (``mask`` must still require grad); see
-              :func:`acdc_engine.grad_sink.edge_grads`.
+              :func:`acdc_engine.patching.grad_sink.edge_grads`.
 
     Returns logits [batch, pos or 1 or k, vocab] (and the writer outputs when ``collect``).
     """

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 
 import torch
 
-from .models.adapter import ModelAdapter
+from ..models.adapter import ModelAdapter
 
 __all__ = ["Prefix", "reuse_prefix", "current_prefix"]
 

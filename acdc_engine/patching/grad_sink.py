@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from . import buffers
-from .models.reader_factors import ReaderFactors
+from .. import buffers
+from ..models.reader_factors import ReaderFactors
 from .token_groups import TokenGroups
 
 __all__ = ["GradSink", "edge_grads"]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from .models.norms import spare_row
+from ..models.norms import spare_row
 from .token_groups import TokenGroups
 
 
@@ -28,10 +28,10 @@ class _Backward:
     Every reader's gradient needs ``delta = out - ablated`` for the writers upstream of it;
     backward visits the layers last to first, so the first call sees the whole buffer and later
     calls take a prefix. Forming it once halves the backward products (one GEMM per layer
-    instead of two). With a ``sink`` (:class:`~acdc_engine.grad_sink.GradSink`), backward adds
+    instead of two). With a ``sink`` (:class:`~acdc_engine.patching.GradSink`), backward adds
     each reader input's gradient there instead of forming ``mask.grad``: EAP-IG, whose delta is
     the same at every step, sums the gradients of all steps and forms the edge products once
-    (:func:`acdc_engine.grad_sink.edge_grads`).
+    (:func:`acdc_engine.patching.grad_sink.edge_grads`).
 
     ``mask.grad`` (:meth:`mask_grad`): a reader group marked ``merge`` (a layer's heads, the
     logits) leaves its product pending, and the group that backward reaches next (the MLP
