@@ -1,0 +1,326 @@
+"""Choosing the circuit from edge scores: the selections besides top-n, threshold and target.
+
+    keep = ilp_select(graph, scores, budget=40)          # best connected circuit of <= 40 edges
+    keep = positive_first(graph, scores, n_edges=40)     # positive scores first, then the rest
+    s = ensemble_scores([eap_scores, ig_scores], "mean") # normalised, then combined
+    keep = consistent_edges([keep1, keep2, ...], 0.8)    # kept in >= 80% of bootstrap circuits
+
+Every selection is named (:data:`SELECTIONS`); ``discover(selection=...)`` and ``acdc discover
+--selection`` choose one:
+
+``topk``       the top ``n_edges`` by ``|score|`` (:meth:`Circuit.top`), dead ends pruned
+``threshold``  every edge with ``|score| >= threshold``, dead ends pruned
+``target``     the smallest budget on the grid reaching the target normalized faithfulness
+``ilp``        an integer linear program (:func:`ilp_select`): the *connected* circuit of at most
+               ``n_edges`` edges with the largest sum of ``|score|``. Every kept edge ``u->v``
+               needs a kept edge into ``u`` (unless ``u`` is ``input``) and a kept edge out of
+               ``v`` (unless ``v`` is ``logits``): in a DAG that is exactly "every kept edge lies
+               on an input-to-logits path of kept edges", so nothing is pruned afterwards, and
+               the budget is spent on edges that stay (top-n then pruning can keep fewer)
+``positive``   top ``n_edges`` in positive-first order (:func:`positive_order`): edges with a
+               positive score, highest first, then the others by ``|score|``; dead ends pruned.
+               For signed scores (EAP's), positive edges are those that *help* the metric
+``bootstrap``  resample the task's examples with replacement ``bootstrap`` times, rescore and
+               select (top ``n_edges`` or the threshold) on each, keep the edges selected in at
+               least ``min_frequency`` of the resamples (:func:`consistent_edges`), dead ends
+               pruned
+
+An *ensemble* (``method=["eap", "eap-ig"]``) scores with every method, normalises each method's
+scores (:func:`normalise`: by the largest ``|score|``, or by rank) and combines them per edge by
+``mean``, ``min`` or ``max`` (:func:`ensemble_scores`); any selection then applies to the
+combined scores. An ensemble of one method ranks edges exactly as that method does.
+
+:class:`SelectedMethod` wraps a method (or an ensemble) so that its output carries the selected
+circuit; :func:`~acdc_engine.api.pipeline.find_circuit` then evaluates it as it evaluates a
+method that picks its own circuit (ACDC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..circuit import prune_dead, select
+from ..errors import AcdcError
+from ..graph import Graph, Keep, Scores
+
+__all__ = ["SELECTIONS", "ENSEMBLES", "NORMALISATIONS", "check_selection", "normalise",
+           "ensemble_scores", "positive_order", "positive_first", "ilp_select", "edge_frequency",
+           "consistent_edges", "resample", "SelectedMethod", "Member"]
+
+SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
+ENSEMBLES = ("mean", "min", "max")
+NORMALISATIONS = ("max", "rank")
+
+
+def check_selection(selection: str | None, n_edges: int | None, threshold: float | None,
+                    ensemble: str = "mean", normalisation: str = "max") -> str:
+    """The selection to use (``None``: from ``n_edges``/``threshold`` as before: topk,
+    threshold, else target); a bad name or a missing size is a one-line :class:`AcdcError`."""
+    if ensemble not in ENSEMBLES:
+        raise AcdcError(f"unknown ensemble {ensemble!r} (known: {', '.join(ENSEMBLES)})")
+    if normalisation not in NORMALISATIONS:
+        raise AcdcError(f"unknown normalisation {normalisation!r} (known: "
+                        f"{', '.join(NORMALISATIONS)})")
+    if selection is None:
+        return "topk" if n_edges is not None else "threshold" if threshold is not None \
+            else "target"
+    if selection not in SELECTIONS:
+        raise AcdcError(f"unknown selection {selection!r} (known: {', '.join(SELECTIONS)})")
+    if selection in ("topk", "ilp", "positive") and n_edges is None:
+        raise AcdcError(f"selection {selection!r} needs a number of edges (n_edges / --edges)")
+    if selection in ("topk", "ilp", "positive", "target") and threshold is not None:
+        raise AcdcError(f"selection {selection!r} does not take a threshold")
+    if selection == "threshold" and threshold is None:
+        raise AcdcError("selection 'threshold' needs a threshold (threshold / --threshold)")
+    if selection == "target" and n_edges is not None:
+        raise AcdcError("selection 'target' chooses the number of edges itself; drop n_edges")
+    if selection == "bootstrap" and (n_edges is None) == (threshold is None):
+        raise AcdcError("selection 'bootstrap' needs exactly one of n_edges or threshold (the "
+                        "rule applied to every resample)")
+    return selection
+
+
+# ----- ensembles -------------------------------------------------------------------------------
+def normalise(scores: Scores, how: str = "max") -> torch.Tensor:
+    """``|scores|`` on a common scale in [0, 1]: divided by the largest ``|score|`` (``max``),
+    or the rank of ``|score|`` over the number of edges (``rank``: ties share their average
+    rank; the largest is 1). NaN (not scored) becomes 0."""
+    s = torch.nan_to_num(scores.detach().double().abs().cpu(), nan=0.0)
+    if how == "max":
+        top = float(s.max()) if s.numel() else 0.0
+        return s / top if top > 0 else torch.zeros_like(s)
+    if how == "rank":
+        from scipy.stats import rankdata
+
+        return torch.from_numpy(rankdata(s.numpy())) / max(1, s.numel())
+    raise AcdcError(f"unknown normalisation {how!r} (known: {', '.join(NORMALISATIONS)})")
+
+
+def ensemble_scores(scores: list[Scores], how: str = "mean", norm: str = "max") -> Scores:
+    """Each method's scores normalised (:func:`normalise`), combined per edge by ``how``
+    (``mean``, ``min`` or ``max``); float32, one per edge, all >= 0."""
+    if not scores:
+        raise AcdcError("an ensemble needs at least one method's scores")
+    shapes = {tuple(s.shape) for s in scores}
+    if len(shapes) != 1:
+        raise AcdcError(f"the ensemble's scores differ in shape: {sorted(shapes)}")
+    stack = torch.stack([normalise(s, norm) for s in scores])
+    if how == "mean":
+        out = stack.mean(0)
+    elif how == "min":
+        out = stack.min(0).values
+    elif how == "max":
+        out = stack.max(0).values
+    else:
+        raise AcdcError(f"unknown ensemble {how!r} (known: {', '.join(ENSEMBLES)})")
+    return out.float()
+
+
+# ----- positive first --------------------------------------------------------------------------
+def positive_order(scores: Scores) -> torch.Tensor:
+    """Edge indices, positive scores first (highest first), then the others by ``|score|``
+    (largest first), NaN last; ties keep graph order."""
+    s = scores.detach().double().cpu()
+    pos = s > 0
+    key = torch.where(pos, s, s.abs())
+    key = torch.nan_to_num(key, nan=-1.0)  # NaN after every scored edge
+    group = torch.where(pos, 0, torch.where(torch.isnan(s), 2, 1))
+    idx = np.lexsort((np.arange(len(s)), -key.numpy(), group.numpy()))
+    return torch.from_numpy(idx)
+
+
+def positive_first(graph: Graph, scores: Scores, n_edges: int) -> Keep:
+    """The first ``n_edges`` edges in :func:`positive_order`, dead ends pruned."""
+    _check(graph, scores, n_edges)
+    keep = torch.zeros(graph.n_edges, dtype=torch.bool)
+    keep[positive_order(scores)[:n_edges]] = True
+    return prune_dead(graph, keep)
+
+
+def _check(graph: Graph, scores: Scores, n_edges: int) -> None:
+    if scores.shape != (graph.n_edges,):
+        raise AcdcError(f"expected {graph.n_edges} scores, got {tuple(scores.shape)}")
+    if not isinstance(n_edges, int) or not 0 <= n_edges <= graph.n_edges:
+        raise AcdcError(f"n_edges must be between 0 and {graph.n_edges}, got {n_edges!r}")
+
+
+# ----- integer linear program ------------------------------------------------------------------
+def ilp_select(graph: Graph, scores: Scores, budget: int, time_limit: float | None = 60.0
+               ) -> Keep:
+    """The connected circuit of at most ``budget`` edges maximising the sum of ``|score|``
+    (``scipy.optimize.milp``, HiGHS). Variables: one 0/1 per edge. Constraints: the budget;
+    for every edge ``u->v``, ``x[u->v] <= sum of x over the edges into u`` (u not ``input``)
+    and ``x[u->v] <= sum of x over the edges out of v`` (v not ``logits``). A solver that
+    stops at ``time_limit`` seconds returns its best connected circuit so far."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    _check(graph, scores, budget)
+    n = graph.n_edges
+    w = torch.nan_to_num(scores.detach().double().abs().cpu(), nan=0.0).numpy()
+    wi, ri = graph.coords
+    src = wi.numpy()
+    dst = np.asarray(graph.slot_node)[ri.numpy()]
+    n_nodes = len(graph.nodes)
+    into: list[list[int]] = [[] for _ in range(n_nodes)]
+    out_of: list[list[int]] = [[] for _ in range(n_nodes)]
+    for e in range(n):
+        into[dst[e]].append(e)
+        out_of[src[e]].append(e)
+    rows, cols, vals = [], [], []
+    r = 0
+    for e in range(n):
+        for others, needed in ((into[src[e]], src[e] != 0), (out_of[dst[e]],
+                                                              dst[e] != n_nodes - 1)):
+            if not needed:
+                continue
+            rows += [r] * (1 + len(others))  # x_e - sum(x_f) <= 0
+            cols += [e, *others]
+            vals += [1.0] + [-1.0] * len(others)
+            r += 1
+    rows += [r] * n  # the budget
+    cols += list(range(n))
+    vals += [1.0] * n
+    a = coo_matrix((vals, (rows, cols)), shape=(r + 1, n)).tocsr()
+    upper = np.zeros(r + 1)
+    upper[-1] = budget
+    options = {"disp": False}
+    if time_limit is not None:
+        options["time_limit"] = float(time_limit)
+    res = milp(-w, integrality=np.ones(n), bounds=Bounds(0, 1),
+               constraints=LinearConstraint(a, -np.inf, upper), options=options)
+    if res.x is None:
+        raise AcdcError(f"the circuit ILP found no solution ({res.message}); try a longer time "
+                        "limit or another selection")
+    keep = torch.from_numpy(res.x > 0.5)
+    return prune_dead(graph, keep)  # a no-op on an optimal (connected) solution
+
+
+# ----- bootstrap-consistent edges --------------------------------------------------------------
+def edge_frequency(keeps: list[Keep]) -> torch.Tensor:
+    """Per edge, the fraction of the circuits ``keeps`` that keep it (float64)."""
+    if not keeps:
+        raise AcdcError("no circuits to count edges over")
+    return torch.stack([k.to(torch.float64) for k in keeps]).mean(0)
+
+
+def consistent_edges(keeps: list[Keep], min_frequency: float = 0.5) -> Keep:
+    """The edges kept in at least ``min_frequency`` of the circuits ``keeps`` (a small
+    tolerance absorbs rounding: 4 of 5 circuits is 0.8)."""
+    if not 0 < min_frequency <= 1:
+        raise AcdcError(f"min_frequency must be in (0, 1], got {min_frequency!r}")
+    return edge_frequency(keeps) >= min_frequency - 1e-9
+
+
+def resample(problem, seed: int = 0):
+    """The problem on a bootstrap resample of its examples: as many examples, drawn with
+    replacement (seeded); the ablated activations cached so far are resampled with them.
+    A position-aware problem keeps its positions."""
+    from ..problem import Problem
+
+    n = problem.n_examples
+    draw = torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+    sizes = [len(b) for b in problem.batches]
+    starts = np.cumsum([0, *sizes])
+    batches, abl = [], {}
+    for i, b in enumerate(problem.batches):
+        idx = [j - int(starts[i]) for j in draw if starts[i] <= j < starts[i + 1]]
+        if not idx:
+            continue
+        batches.append(b.select(idx))
+        a = problem._ablated.get(i)
+        if a is not None and a.shape[1] > 1:
+            abl[len(batches) - 1] = a.index_select(1, torch.tensor(idx, device=a.device))
+    out = Problem(problem.model, batches, problem.metric, problem.ablation, problem.cache,
+                  problem.positions)
+    out._ablated = abl
+    return out
+
+
+# ----- a method whose output is the selected circuit --------------------------------------------
+@dataclass
+class Member:
+    """One method of an ensemble (or the only method): the registered method and its
+    settings object."""
+
+    method: object
+    settings: object
+    given: dict = field(default_factory=dict)  # the settings the user named (not defaulted)
+
+
+@dataclass
+class SelectedMethod:
+    """Score with ``members`` (one method, or an ensemble combined by ``ensemble`` after
+    ``normalisation``), then select by ``selection``; ``run`` returns a
+    :class:`~acdc_engine.scoring.base.MethodOutput` whose ``keep`` is the selected circuit
+    (None for topk/threshold/target, which the pipeline selects as before).
+
+    ``n_edges``/``threshold`` size the circuit; ``bootstrap``/``min_frequency``/``seed``
+    drive the bootstrap selection; ``time_limit`` bounds the ILP."""
+
+    members: list[Member]
+    selection: str = "topk"
+    ensemble: str = "mean"
+    normalisation: str = "max"
+    n_edges: int | None = None
+    threshold: float | None = None
+    bootstrap: int = 20
+    min_frequency: float = 0.5
+    seed: int = 0
+    time_limit: float | None = 60.0
+    info: dict = field(default_factory=dict)
+    frequency: torch.Tensor | None = None  # per edge, after a bootstrap selection
+
+    @property
+    def name(self) -> str:
+        return ",".join(m.method.name for m in self.members)
+
+    def scores(self, problem, progress: bool = False) -> tuple[Scores, Keep | None, dict]:
+        """The (ensembled) scores, the single method's own circuit (None for an ensemble),
+        and the info of the run(s)."""
+        from ..api.pipeline import default_settings
+
+        outs, info = [], {}
+        for m in self.members:
+            settings, auto = default_settings(problem, m.settings, m.given)
+            out = m.method.run(problem, settings, progress)
+            outs.append(out)
+            prefix = "" if len(self.members) == 1 else f"{m.method.name}."
+            info.update({f"{prefix}{k}": v for k, v in {**auto, **out.info}.items()})
+        if len(outs) == 1:
+            return outs[0].scores.detach().float().cpu(), outs[0].keep, info
+        s = ensemble_scores([o.scores for o in outs], self.ensemble, self.normalisation)
+        return s, None, info
+
+    def choose(self, problem, scores: Scores, progress: bool = False) -> Keep | None:
+        """The circuit the selection picks from ``scores`` (None: left to the pipeline)."""
+        g = problem.graph
+        if self.selection == "ilp":
+            return ilp_select(g, scores, self.n_edges, self.time_limit)
+        if self.selection == "positive":
+            return positive_first(g, scores, self.n_edges)
+        if self.selection != "bootstrap":
+            return None
+        keeps = []
+        for i in range(self.bootstrap):
+            s, _, _ = self.scores(resample(problem, self.seed + i), False)
+            keeps.append(prune_dead(g, select(g, s, n_edges=self.n_edges,
+                                              threshold=self.threshold)))
+        freq = edge_frequency(keeps)
+        self.info.update(bootstrap_resamples=self.bootstrap, min_frequency=self.min_frequency,
+                         bootstrap_edges_always=int((freq >= 1 - 1e-9).sum()),
+                         bootstrap_edges_ever=int((freq > 0).sum()))
+        self.frequency = freq
+        return prune_dead(g, consistent_edges(keeps, self.min_frequency))
+
+    def run(self, problem, settings=None, progress: bool = False):
+        from ..scoring.base import MethodOutput
+
+        scores, own, info = self.scores(problem, progress)
+        keep = self.choose(problem, scores, progress)
+        if keep is None and self.selection == "target":
+            keep = own  # a method that picks its own circuit keeps doing so
+        return MethodOutput(scores, keep, {**info, **self.info})
