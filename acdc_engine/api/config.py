@@ -27,7 +27,12 @@ class DiscoverConfig:
 
     Selection: ``n_edges`` (top-n by |score|), ``threshold`` (|score| >= t), or neither: the
     smallest budget on the ``budgets`` grid reaching ``target`` normalized faithfulness.
-    ``settings`` are the method's options (``{"ig_steps": 5}``, ``{"tau": 0.01}``)."""
+    ``selection`` names another rule (:mod:`acdc_engine.evaluation.selection`): ``ilp``
+    (connected circuit of at most ``n_edges`` edges by integer programming), ``positive``
+    (positive scores first), ``bootstrap`` (edges selected in at least ``min_frequency`` of
+    ``bootstrap`` resamples of the examples); None picks topk/threshold/target as above.
+    ``ensemble``/``normalisation`` combine the scores of several methods (``method=["eap",
+    "eap-ig"]``). ``settings`` are the method's options (``{"ig_steps": 5}``, ``{"tau": 0.01}``)."""
 
     metric: str | None = None
     ablation: str | None = None
@@ -46,6 +51,20 @@ class DiscoverConfig:
     threads: int | None = None
     stability: int = 0
     positions: str | None = None
+    selection: str | None = None
+    ensemble: str = "mean"
+    normalisation: str = "max"
+    bootstrap: int = 20
+    min_frequency: float = 0.5
+    ilp_time_limit: float | None = 60.0
+
+    @property
+    def selection_used(self) -> str:
+        """The selection rule: :attr:`selection`, or topk/threshold/target from the sizes."""
+        from ..evaluation.selection import check_selection
+
+        return check_selection(self.selection, self.n_edges, self.threshold, self.ensemble,
+                               self.normalisation)
 
     @property
     def default_search(self) -> bool:
@@ -56,6 +75,16 @@ class DiscoverConfig:
         """Refuse nonsense before any work: returns self."""
         if self.n_edges is not None and self.threshold is not None:
             raise AcdcError("give at most one of n_edges and threshold")
+        self.selection_used  # noqa: B018  (a bad selection or a missing size fails here)
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 1:
+            raise AcdcError(f"bootstrap must be a number of resamples >= 1, got "
+                            f"{self.bootstrap!r}")
+        if not (math.isfinite(float(self.min_frequency)) and 0 < self.min_frequency <= 1):
+            raise AcdcError(f"min_frequency must be in (0, 1], got {self.min_frequency!r}")
+        if self.ilp_time_limit is not None and not (math.isfinite(float(self.ilp_time_limit))
+                                                    and self.ilp_time_limit > 0):
+            raise AcdcError(f"the ILP time limit must be a positive number of seconds, got "
+                            f"{self.ilp_time_limit!r}")
         if self.n_edges is not None and (not isinstance(self.n_edges, int) or self.n_edges < 0):
             raise AcdcError(f"the number of edges must be a whole number >= 0, got "
                             f"{self.n_edges!r}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..circuit import Circuit
 from ..errors import AcdcError
 from ..evaluation.groundtruth import ground_truth_for
+from ..evaluation.selection import Member, SelectedMethod
 from ..models import LoadedModel, resolve_device, resolve_dtype
 from ..patching import Ablation
 from ..plugins import registry
@@ -41,7 +42,7 @@ __all__ = ["discover"]
 def discover(
     model: str | LoadedModel | None = None,
     task: str | Task = "ioi",
-    method: str = "eap-ig",
+    method: str | list[str] = "eap-ig",
     *,
     config: DiscoverConfig | None = None,
     record: RecordConfig | None = None,
@@ -52,15 +53,23 @@ def discover(
     ``model`` defaults to the task's own model. ``options`` are fields of DiscoverConfig
     (``n_edges``, ``threshold``, ``target``, ``metric``, ``ablation``, ``settings``,
     ``n_examples``, ``batch_size``, ``seed``, ``device``, ``dtype``, ``threads``, ``budgets``,
-    ``curve``) or RecordConfig (``out``, ``results``, ``track``, ``tracking_uri``,
-    ``experiment``, ``nested``, ``render``, ``progress``); see those classes.
+    ``curve``, ``selection``, ``ensemble``, ``normalisation``, ``bootstrap``,
+    ``min_frequency``, ``ilp_time_limit``) or RecordConfig (``out``, ``results``, ``track``,
+    ``tracking_uri``, ``experiment``, ``nested``, ``render``, ``progress``); see those classes.
+    ``method`` may be several methods (a list, or names separated by commas): their normalised
+    scores are combined by ``ensemble`` (:mod:`acdc_engine.evaluation.selection`).
     """
     t0 = time.perf_counter()
     cfg, rc = split_options(options, config, record)
     cfg.check()
     reg = registry()
-    method_obj = reg.method(method)
-    settings = method_obj.configure(cfg.settings)
+    names = method_names(method)
+    method = ",".join(names)
+    members = ensemble_members(reg, names, cfg.settings)
+    method_obj, settings = members[0].method, members[0].settings
+    selection = cfg.selection_used
+    if len(members) > 1 and cfg.stability:
+        raise AcdcError("stability reruns one method; run it without an ensemble")
     task_obj = load_task(task)
     metric_obj = reg.metric(cfg.metric or task_obj.default_metric)
     ablation = Ablation(cfg.ablation or task_obj.default_ablation)
@@ -73,13 +82,14 @@ def discover(
     if experiment is None and not (rc.nested and rc.track and parent_run_id()):
         experiment = task_obj.name
     name = model_id.id if isinstance(model_id, LoadedModel) else str(model_id)
-    settings_d = dataclasses.asdict(settings)
+    settings_d = {k: v for m in members for k, v in dataclasses.asdict(m.settings).items()}
     params = {"task": task_obj.name, "task_ref": task_ref(task, task_obj), "method": method,
               **settings_d, "metric": metric_obj.name, "ablation": ablation.kind,
               "n_edges_requested": cfg.n_edges, "threshold": cfg.threshold,
               "target": cfg.target if cfg.default_search else None, "seed": cfg.seed,
               "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets),
-              "position_split": cfg.positions or None}
+              "position_split": cfg.positions or None, **selection_params(cfg, selection,
+                                                                           len(members))}
 
     def work(rec: Recorder) -> DiscoveryResult:
         t_start = time.perf_counter()
@@ -89,7 +99,13 @@ def discover(
         def on_scores(s):  # the scores are kept (elsewhere, if need be) before anything else
             rec.write("edge_scores.tsv", lambda p: write_scores(p, problem.graph, s, keep=False))
 
-        out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
+        if len(members) == 1 and selection in ("topk", "threshold", "target"):
+            out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
+        else:  # an ensemble, or a selection the pipeline does not make itself
+            sm = selected_method(members, selection, cfg)
+            own = dataclasses.replace(cfg, n_edges=None, threshold=None) \
+                if selection in ("ilp", "positive", "bootstrap") else cfg
+            out = find_circuit(problem, sm, None, own, rc.progress, on_scores)
         if "prune_metric" in out.info:  # defaulted for this model (pipeline.default_settings)
             settings_d["prune_metric"] = params["prune_metric"] = out.info["prune_metric"]
             rec.log_params({"prune_metric_used": out.info["prune_metric"]})
@@ -123,6 +139,52 @@ def discover(
             str(result.out_dir or result.run_id), n=cfg.stability, uri=rc.tracking_uri,
             device=cfg.device)[0]
     return result
+
+
+def method_names(method: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The method names of ``method``: one name, names separated by commas, or a list."""
+    items = method.split(",") if isinstance(method, str) else list(method)
+    names = [str(m).strip() for m in items if str(m).strip()]
+    if not names:
+        raise AcdcError("name at least one method")
+    if len(set(names)) != len(names):
+        raise AcdcError(f"a method is named twice: {','.join(names)}")
+    return names
+
+
+def ensemble_members(reg, names: list[str], given: dict | None) -> list[Member]:
+    """Each named method with its settings: of ``given``, those the method has (a setting
+    no named method has is an error naming it)."""
+    given = dict(given or {})
+    methods = [reg.method(n) for n in names]
+    if len(methods) == 1:
+        return [Member(methods[0], methods[0].configure(given), given)]
+    known = {f.name for m in methods for f in m.fields()}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise AcdcError(f"no method of the ensemble has setting(s) {unknown}")
+    out = []
+    for m in methods:
+        mine = {k: v for k, v in given.items() if k in {f.name for f in m.fields()}}
+        out.append(Member(m, m.configure(mine), mine))
+    return out
+
+
+def selection_params(cfg: DiscoverConfig, selection: str, n_methods: int) -> dict:
+    """What the run records about its selection (None where it does not apply)."""
+    return {"selection": selection,
+            "ensemble": cfg.ensemble if n_methods > 1 else None,
+            "normalisation": cfg.normalisation if n_methods > 1 else None,
+            "bootstrap": cfg.bootstrap if selection == "bootstrap" else None,
+            "min_frequency": cfg.min_frequency if selection == "bootstrap" else None,
+            "ilp_time_limit": cfg.ilp_time_limit if selection == "ilp" else None}
+
+
+def selected_method(members: list[Member], selection: str,
+                    cfg: DiscoverConfig) -> SelectedMethod:
+    return SelectedMethod(members, selection, cfg.ensemble, cfg.normalisation, cfg.n_edges,
+                          cfg.threshold, cfg.bootstrap, cfg.min_frequency, cfg.seed,
+                          cfg.ilp_time_limit)
 
 
 def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, ablation: str,

@@ -72,6 +72,11 @@ def command(params: dict, settings: dict) -> str:
         parts += ["--threshold", str(params["threshold"])]
     else:
         parts += ["--target", str(params["target"])]
+    if params.get("selection") not in (None, "topk", "threshold", "target"):
+        parts += ["--selection", str(params["selection"])]
+    for key in ("ensemble", "normalisation", "bootstrap", "min_frequency", "ilp_time_limit"):
+        if params.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(params[key])]
     for k, v in settings.items():
         parts += ["--set", f"{k}={v}"]
     return shlex.join(parts)

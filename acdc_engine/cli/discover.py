@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .args import (
+    MAX_SUBSAMPLES,
     add_overwrite_arg,
+    at_most,
+    positive_seconds,
     model_ref,
     task_ref,
     add_threads_arg,
@@ -21,6 +24,12 @@ from .args import (
 
 ORDER = 10
 
+# acdc_engine.evaluation.selection's names, spelled here so that parsing imports no torch
+# (tests/cli/test_selection_cli.py checks they agree)
+SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
+ENSEMBLES = ("mean", "min", "max")
+NORMALISATIONS = ("max", "rank")
+
 def _cmd_discover(args) -> int:
     from ..api import discover
 
@@ -33,7 +42,9 @@ def _cmd_discover(args) -> int:
         n_edges=args.edges, threshold=args.threshold, target=args.target,
         n_examples=args.examples, batch_size=args.batch_size, settings=options,
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
-        positions=args.positions, render=not args.no_render, **record(args),
+        positions=args.positions, render=not args.no_render, selection=args.selection,
+        ensemble=args.ensemble, normalisation=args.normalisation, bootstrap=args.bootstrap,
+        min_frequency=args.min_frequency, ilp_time_limit=args.ilp_time_limit, **record(args),
     )
     print(result.summary())
     if result.stability:
@@ -49,7 +60,8 @@ def register(sub) -> None:
     d.add_argument("--task", type=task_ref, default="ioi",
                    help="registered task name or data file (default ioi)")
     d.add_argument("--method", default="eap-ig",
-                   help="a registered method: eap, eap-ig, ... (default eap-ig; see acdc plugins)")
+                   help="a registered method: eap, eap-ig, ... (default eap-ig; see acdc "
+                        "plugins); several separated by commas (eap,eap-ig) score an ensemble")
     d.add_argument("--metric", help="metric name (default: the task's)")
     d.add_argument("--ablation", choices=["corrupted", "mean", "zero"],
                    help="what replaces removed edges (default: the task's, usually corrupted)")
@@ -59,6 +71,27 @@ def register(sub) -> None:
     d.add_argument("--target", type=fraction, default=0.8,
                    help="without --edges/--threshold: smallest budget reaching this "
                         "normalized faithfulness (default 0.8)")
+    d.add_argument("--selection", choices=SELECTIONS,
+                   help="how the circuit is chosen from the scores: topk (--edges), threshold "
+                        "(--threshold), target (neither), ilp (best connected circuit of at "
+                        "most --edges edges), positive (positive scores first, --edges), "
+                        "bootstrap (edges chosen in at least --min-frequency of --bootstrap "
+                        "resamples; --edges or --threshold); default from --edges/--threshold")
+    d.add_argument("--ensemble", choices=ENSEMBLES, default="mean",
+                   help="with several methods: combine their normalised scores by the mean, "
+                        "min or max per edge (default mean)")
+    d.add_argument("--normalisation", choices=NORMALISATIONS, default="max",
+                   help="with several methods: put each method's |scores| on one scale by "
+                        "dividing by the largest (max) or by rank (default max)")
+    d.add_argument("--bootstrap", type=at_most(MAX_SUBSAMPLES, " (each resample rescores "
+                                               "every edge)", at_least=1), default=20,
+                   metavar="N", help="--selection bootstrap: resamples (default 20)")
+    d.add_argument("--min-frequency", type=fraction, default=0.5,
+                   help="--selection bootstrap: keep edges chosen in at least this fraction "
+                        "of the resamples (default 0.5)")
+    d.add_argument("--ilp-time-limit", type=positive_seconds, default=60.0, metavar="SECONDS",
+                   help="--selection ilp: stop the solver after this long with its best "
+                        "connected circuit (default 60)")
     d.add_argument("--positions", metavar="SPLIT",
                    help="split every edge by token position: 'tokens' (one group per token "
                         "index), 'named' (the task's named positions, e.g. IO,S1,S2,END, and "
