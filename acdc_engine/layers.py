@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("records and pictures", frozenset({"records", "render"})),
     ("plugins", frozenset({"hookspecs", "plugins"})),
     ("evidence", frozenset({"evidence"})),
-    ("API and conformance kit", frozenset({"api", "testing"})),
+    ("API and conformance kit", frozenset({"api", "testing", "pairs"})),
     ("CLI and viewer", frozenset({"view", "cli"})),
 )
 """(name, top-level modules) per layer, top first; a module or package by its name in
