@@ -19,7 +19,7 @@ _WHERE = {
     "new_run_id": "files", "read_scores": "files", "write_scores": "files",
     "RunHandle": "mlflow_run", "active_run": "mlflow_run", "parent_run_id": "mlflow_run",
     "run_context": "mlflow_run", "Recorder": "recorder", "SourceRun": "runs",
-    "find_run": "runs", "format_runs": "runs", "list_runs": "runs",
+    "find_run": "runs", "format_runs": "runs", "list_runs": "runs", "runs_json": "runs",
     "TrackingError": "store", "resolve_uri": "store", "results_dir": "store",
 }
 

@@ -14,7 +14,7 @@ from . import store
 from .store import TrackingError, resolve_uri, results_dir, sqlite_path
 
 __all__ = ["RunRecord", "SourceRun", "find_run", "read_record", "list_runs", "format_runs",
-           "finite"]
+           "runs_json", "matches", "finite"]
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -128,20 +128,47 @@ COLUMNS = [("started", 16), ("experiment", 12), ("run id", 32), ("kind", 8), ("s
            ("time s", 7)]
 
 
+FILTERS = ("task", "method", "model")
+"""What :func:`list_runs`'s ``where`` can filter on."""
+
+_SEARCH_MAX = 5000  # runs read from MLflow when filtering (the filter runs on them here)
+
+
+def matches(row: dict, where: dict[str, str] | None) -> bool:
+    """Whether a :func:`list_runs` row has every ``where`` value: ``task``, ``method`` or
+    ``model``, equal, or equal to the last part of a path (a model directory, a pairs file's
+    name or stem); ``task`` matches the experiment too."""
+    for key, want in (where or {}).items():
+        if key not in FILTERS:
+            raise AcdcError(f"cannot filter runs on {key!r} (only on {', '.join(FILTERS)})")
+        have = [str(row.get(key) or "")] + ([str(row.get("experiment") or "")]
+                                             if key == "task" else [])
+        names = {h for v in have if v for h in (v, Path(v).name, Path(v).stem)}
+        if want not in names:
+            return False
+    return True
+
+
 def list_runs(*, experiment: str | None = None, limit: int = 20, uri: str | None = None,
-              track: bool = True, results: Path | None = None) -> tuple[list[dict], str]:
-    """Recent runs, newest first, and where they came from ("mlflow URI" or "run.json files").
+              track: bool = True, results: Path | None = None,
+              where: dict[str, str] | None = None) -> tuple[list[dict], str]:
+    """Recent runs, newest first, and where they came from ("mlflow URI" or "run.json files");
+    ``where``: only the runs that :func:`matches` (e.g. ``{"method": "eap"}``).
 
     From the MLflow store when ``track`` (and the store exists), else from
     ``results/*/*/run.json``.
     """
     root = results or results_dir()
+    where = {k: v for k, v in (where or {}).items() if v is not None}
+    matches({}, {k: "" for k in where})  # an unknown key is an error, with or without runs
     if track:
         resolved = resolve_uri(uri)
         db = sqlite_path(resolved)
         if db is None or db.exists():  # do not create an empty store just to list it
-            return _mlflow_runs(resolved, experiment, limit), f"MLflow store {resolved}"
-    return _local_runs(root, experiment, limit), f"run.json files under {root}"
+            rows = _mlflow_runs(resolved, experiment, _SEARCH_MAX if where else limit)
+            return [r for r in rows if matches(r, where)][:limit], f"MLflow store {resolved}"
+    rows = _local_runs(root, experiment, None)
+    return [r for r in rows if matches(r, where)][:limit], f"run.json files under {root}"
 
 
 def _mlflow_runs(uri: str, experiment: str | None, limit: int) -> list[dict]:
@@ -162,14 +189,15 @@ def _mlflow_runs(uri: str, experiment: str | None, limit: int) -> list[dict]:
             "started": datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M"),
             "experiment": names.get(r.info.experiment_id, "?"), "run id": r.info.run_id,
             "kind": r.data.tags.get("acdc.kind", ""), "status": r.info.status,
-            "method": p.get("method", ""), "model": p.get("model", ""), "edges": m.get("edges"),
+            "method": p.get("method", ""), "model": p.get("model", ""),
+            "task": p.get("task", ""), "edges": m.get("edges"),
             "faith": m.get("faithfulness"), "CPR": m.get("cpr"), "CMD": m.get("cmd"),
             "time s": m.get("wall_time_s"),
         })
     return rows
 
 
-def _local_runs(root: Path, experiment: str | None, limit: int) -> list[dict]:
+def _local_runs(root: Path, experiment: str | None, limit: int | None) -> list[dict]:
     rows = []
     for rj in root.glob("*/*/run.json"):
         try:
@@ -190,11 +218,12 @@ def _local_runs(root: Path, experiment: str | None, limit: int) -> list[dict]:
         rows.append({"_sort": created, "started": started, "experiment": exp,
                      "run id": rec.get("run_id") or rj.parent.name, "kind": rec.get("kind", ""),
                      "status": rec.get("status", ""), "method": p.get("method", ""),
-                     "model": p.get("model", ""), "edges": m.get("edges"),
+                     "model": p.get("model", ""), "task": p.get("task", ""),
+                     "edges": m.get("edges"),
                      "faith": m.get("faithfulness"), "CPR": m.get("cpr"), "CMD": m.get("cmd"),
                      "time s": m.get("wall_time_s")})
     rows.sort(key=lambda r: r.pop("_sort"), reverse=True)
-    return rows[:limit]
+    return rows if limit is None else rows[:limit]
 
 
 def _number(f: float, width: int) -> str:
@@ -229,3 +258,20 @@ def format_runs(rows: list[dict]) -> str:
     for r in rows:
         lines.append("  ".join(_cell(r.get(name), w) for name, w in COLUMNS).rstrip())
     return "\n".join(lines)
+
+
+_JSON_KEYS = {"run id": "run_id", "faith": "faithfulness", "CPR": "cpr", "CMD": "cmd",
+              "time s": "time_s"}
+
+
+def runs_json(rows: list[dict]) -> list[dict]:
+    """:func:`list_runs` rows for JSON: snake_case keys, numbers finite or null."""
+    out = []
+    for r in rows:
+        d = {}
+        for k, v in r.items():
+            if isinstance(v, float) or (isinstance(v, (int,)) and not isinstance(v, bool)):
+                v = finite(v)
+            d[_JSON_KEYS.get(k, k)] = v
+        out.append(d)
+    return out
