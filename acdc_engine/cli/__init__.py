@@ -14,6 +14,9 @@ is a new module. Errors the user can fix are printed as one line (``error: ...``
 status 2; so are errors from the libraries underneath (torch, tokenizers, safetensors, json, the
 operating system), which :func:`main` catches at this boundary and describes in one line, with
 where they happened. ``ACDC_DEBUG=1`` shows their traceback instead.
+
+Every command's ``--help`` ends with an example (its parser's ``epilog``). Shell completion
+comes from argcomplete: ``eval "$(register-python-argcomplete acdc)"`` in bash or zsh.
 """
 
 from __future__ import annotations
@@ -49,7 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for mod in _command_modules():
         mod.register(sub)
+    for name, parser in sub.choices.items():
+        if parser.epilog is None and name in _PENDING_EPILOGS:
+            parser.epilog = _PENDING_EPILOGS[name]
     return p
+
+
+# Examples of commands whose module does not set its own epilog yet (move each into its
+# module's add_parser(..., epilog=...) and delete it here).
+_PENDING_EPILOGS = {
+    "discover": "example: acdc discover --model gpt2-ioi-bpe --task ioi-names --method eap "
+                "--edges 100 --no-track",
+}
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion: argcomplete answers (and exits) when the shell asks, i.e. when
+    ``_ARGCOMPLETE`` is set; otherwise nothing is imported."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # completion is a convenience: without it, no completions
+        return
+    argcomplete.autocomplete(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     SIGHUP: the run is marked KILLED, exit 130/143/129)."""
     from ..records.signals import exit_code, terminate_as_interrupt
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
     try:
         with terminate_as_interrupt():
             return args.func(args)

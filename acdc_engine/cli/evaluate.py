@@ -36,7 +36,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    ev = sub.add_parser("evaluate", help="faithfulness curve, CPR and CMD of saved edge scores")
+    ev = sub.add_parser("evaluate", help="faithfulness curve, CPR and CMD of saved edge scores",
+                        epilog="example: acdc evaluate --scores RUN_ID --budgets 1,5,10,100")
     ev.add_argument("--scores", required=True, metavar="RUN_OR_FILE",
                     help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
     ev.add_argument("--model", type=model_ref, help="model (default: the scored run's)")

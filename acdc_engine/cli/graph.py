@@ -17,7 +17,8 @@ def _cmd_graph(args) -> int:
 
 
 def register(sub) -> None:
-    g = sub.add_parser("graph", help="print a model's node and edge counts")
+    g = sub.add_parser("graph", help="print a model's node and edge counts",
+                       epilog="example: acdc graph --model gpt2-ioi-bpe")
     g.add_argument("--model", type=model_ref, required=True,
                    help="model name, local path or hub id")
     g.add_argument("--revision", help="hub branch, tag or commit of the model")

@@ -74,7 +74,8 @@ def _cmd_neurons(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("neurons", help="ablate groups of an MLP layer's neurons, with intervals")
+    p = sub.add_parser("neurons", help="ablate groups of an MLP layer's neurons, with intervals",
+                       epilog="example: acdc neurons --task ioi --layer 1 --groups top:8")
     p.add_argument("--task", default="ioi")
     p.add_argument("--model", help="default: the task's model")
     p.add_argument("--layer", type=count, default=0, help="the MLP's layer (default 0)")

@@ -21,5 +21,6 @@ def _cmd_plugins(args) -> int:
 
 
 def register(sub) -> None:
-    pl = sub.add_parser("plugins", help="list plugins and what each provides")
+    pl = sub.add_parser("plugins", help="list plugins and what each provides",
+                        epilog="example: acdc plugins")
     pl.set_defaults(func=_cmd_plugins)

@@ -48,7 +48,8 @@ def _cmd_probe(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("probe", help="linear probes for a task label, per layer, with a "
-                                     "shuffled-label control")
+                                     "shuffled-label control",
+                       epilog="example: acdc probe --task ioi --label answer_first")
     p.add_argument("--task", default="ioi")
     p.add_argument("--model", help="default: the task's model")
     p.add_argument("--label", default="answer_first",

@@ -43,7 +43,8 @@ def _cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="one-page HTML report of a discovery run")
+    p = sub.add_parser("report", help="one-page HTML report of a discovery run",
+                       epilog="example: acdc report RUN_ID --out my-report")
     p.add_argument("run", help="run id, run directory or run.json of a discovery")
     p.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report)")
     p.add_argument("-n", type=subsamples, default=5, help="data subsamples for stability "

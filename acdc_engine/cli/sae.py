@@ -88,7 +88,9 @@ def _cmd_sae(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sae", help="train or inspect a sparse autoencoder on a layer")
+    p = sub.add_parser("sae", help="train or inspect a sparse autoencoder on a layer",
+                       epilog="example: acdc sae train --task ioi --layer 1 --features 64 "
+                              "--out results/sae")
     p.add_argument("action", choices=["train", "stats"])
     p.add_argument("weights", nargs="?", type=Path, help="stats: the SAE's safetensors file")
     p.add_argument("--task", default="ioi")

@@ -34,7 +34,8 @@ def _cmd_stability(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("stability", help="bootstrap intervals, stability across data "
-                                         "subsamples and methods, redundancy of a run's circuit")
+                                         "subsamples and methods, redundancy of a run's circuit",
+                       epilog="example: acdc stability RUN_ID -n 5")
     p.add_argument("run", help="run id, run directory or run.json of a discovery")
     p.add_argument("-n", type=subsamples, default=5, help="data subsamples to rediscover on "
                                                      "(default 5; 0: intervals only)")

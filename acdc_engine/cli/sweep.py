@@ -37,7 +37,8 @@ def _cmd_sweep(args) -> int:
 
 def register(sub) -> None:
     sw = sub.add_parser("sweep", help="optuna search over methods and settings: Pareto front "
-                                      "of faithfulness vs circuit size")
+                                      "of faithfulness vs circuit size",
+                        epilog="example: acdc sweep --task ioi --n-trials 20")
     sw.add_argument("--task", default="ioi", type=task_ref,
                     help="task name or data file (default ioi)")
     sw.add_argument("--model", type=model_ref,

@@ -60,7 +60,8 @@ def _cmd_view(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("view", help="open a live browser workbench on a model and task")
+    p = sub.add_parser("view", help="open a live browser workbench on a model and task",
+                       epilog="example: acdc view --run RUN_ID --no-browser")
     p.add_argument("--model", default="tiny-ioi", help="shipped name, local path or hub id "
                                                        "(default tiny-ioi)")
     p.add_argument("--task", help="task name or pairs file (default: the model's task)")
