@@ -1,0 +1,183 @@
+"""MIB files from runs, and runs of MIB files: export a run's scores and circuit in MIB's
+circuit-track layout, evaluate a MIB circuit file with MIB's CPR/CMD.
+
+    from acdc_engine.api.mib import export_mib, evaluate_mib
+    path = export_mib("RUN_ID", "submission/", task="ioi", model="gpt2")
+    ev = evaluate_mib(path, model="tiny-ioi", task="ioi")
+    ev.mib.cpr, ev.mib.cmd          # as MIB's evaluation computes them
+    ev.engine.cpr, ev.engine.cmd    # the engine's own curve of the same scores
+
+A task can also be a local MIB data file (``mib_data=``: its rows mapped to pairs,
+:mod:`acdc_engine.evaluation.mib_data`). Formats and the two curves: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..circuit import Circuit
+from ..errors import AcdcError
+from ..evaluation.curves import BUDGETS, Curve, faithfulness_curve
+from ..evaluation.mib import MIB_PERCENTAGES, MibCurve, MibFile, mib_curve, read_mib, \
+    write_mib, write_submission
+from ..graph import Graph, parse_edge
+from ..metrics import Faithfulness
+
+__all__ = ["export_mib", "evaluate_mib", "MibEvaluation", "mib_task"]
+
+
+def _graph_of_names(names: list[str]) -> Graph:
+    """The graph whose edges ``names`` are (an edge_scores.tsv without a circuit.json)."""
+    layers = heads = 0
+    mlp = False
+    for n in names:
+        for node in parse_edge(n)[:2]:
+            if node.startswith("a"):
+                lay, head = node[1:].split(".")
+                layers, heads = max(layers, int(lay) + 1), max(heads, int(head) + 1)
+            elif node.startswith("m"):
+                layers, mlp = max(layers, int(node[1:]) + 1), True
+    g = Graph.infer(len(names), layers, heads, mlp)
+    if g is None:
+        raise AcdcError(f"cannot tell the graph of {len(names)} scored edges")
+    return g
+
+
+def _d_model(model_id) -> int | None:
+    """d_model of the run's model, from its config (None when it cannot be loaded)."""
+    try:
+        from .setup import load_model
+
+        cfg = load_model(model_id, device="cpu").hf.config
+    except Exception:
+        return None
+    for key in ("d_model", "hidden_size", "n_embd"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int):
+            return v
+    return None
+
+
+def export_mib(run: str, out_dir: str | Path, *, task: str | None = None,
+               model: str | None = None, d_model: int | None = None,
+               uri: str | None = None, results: str | Path | None = None) -> Path:
+    """Write run ``run``'s edge scores and circuit (``in_graph``) as
+    ``out_dir/{task}_{model}/importances.json`` (MIB's submission layout); ``task``/``model``
+    default to the run's names (a model path becomes its last component). ``d_model`` (MIB's
+    reader needs it) defaults to the run's model's, when it can be loaded."""
+    from ..records import find_run, read_scores
+
+    source = find_run(str(run), uri=uri, results=Path(results) if results else None)
+    params = source.params
+    circuit_path = Path(source.scores_path).parent / "circuit.json"
+    keep = None
+    if circuit_path.is_file():
+        circuit = Circuit.load(circuit_path)
+        graph, keep = circuit.graph, circuit.keep
+    else:
+        names = [ln.split("\t")[0] for ln in Path(source.scores_path).read_text().splitlines()
+                 if ln.strip() and not ln.startswith("edge\t")]
+        graph = _graph_of_names(names)
+    if graph.positions:
+        raise AcdcError(f"{source.where} splits edges by position; MIB files have none")
+    scores = read_scores(source.scores_path, graph)
+    task = task or params.get("task")
+    model = model or Path(str(params.get("model") or "")).name.replace("_", "-")
+    if not task or not model:
+        raise AcdcError(f"{source.where} does not name its task and model; pass task= and "
+                        "model= (--task-name, --model-name)")
+    if d_model is None and params.get("model"):
+        d_model = _d_model(params["model"])
+    return write_submission(out_dir, task, model, graph, scores, keep, d_model)
+
+
+@dataclass
+class MibEvaluation:
+    """A MIB file evaluated: MIB's curve (``mib``), the engine's curve of the same scores
+    (``engine``) and, when the file marks edges ``in_graph``, that circuit's faithfulness."""
+
+    file: MibFile
+    mib: MibCurve | None
+    engine: Curve | None
+    circuit: Faithfulness | None
+    params: dict
+
+    def summary(self) -> str:
+        lines = [f"MIB file {self.file.source}: {int(self.file.keep.sum())} of "
+                 f"{self.file.graph.n_edges} edges in_graph"]
+        if self.mib is not None:
+            lines += [self.mib.table(),
+                      f"engine curve (edges kept after pruning as x): CPR "
+                      f"{self.engine.cpr:.4f}  CMD {self.engine.cmd:.4f}"]
+        if self.circuit is not None:
+            lines.append(f"the file's circuit: normalized faithfulness "
+                         f"{self.circuit.normalized:.4f}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"file": self.file.source, "params": self.params,
+                "mib": None if self.mib is None else self.mib.as_dict(),
+                "engine": None if self.engine is None else self.engine.as_dict(),
+                "circuit_faithfulness": None if self.circuit is None else
+                self.circuit.as_dict()}
+
+
+def mib_task(mib_data: str | Path, counterfactual: str | None = None,
+             out_dir: str | Path | None = None) -> str:
+    """A pairs file (a task path) made from a local MIB data file."""
+    from ..evaluation.mib_data import write_mib_pairs
+
+    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="acdc-mib-"))
+    return str(write_mib_pairs(mib_data, out_dir / f"{Path(mib_data).stem}.jsonl",
+                               counterfactual))
+
+
+def evaluate_mib(file: str | Path, model: str, task: str | None = None, *,
+                 mib_data: str | Path | None = None, counterfactual: str | None = None,
+                 absolute: bool = True, progress: bool = False, **problem) -> MibEvaluation:
+    """Evaluate the MIB circuit file ``file`` on ``model`` and ``task`` (or the MIB data file
+    ``mib_data``): MIB's CPR/CMD and the engine's curve of its scores, and its ``in_graph``
+    circuit's faithfulness (MIB's curve and the circuit in one pass over the data, the engine's
+    curve in another). ``problem`` goes to
+    :func:`~acdc_engine.api.setup.build_problem` (``metric``, ``ablation``, ``n_examples``,
+    ``batch_size``, ``seed``) plus ``device``/``dtype``."""
+    from .setup import build_problem, load_model, load_task
+
+    if (task is None) == (mib_data is None):
+        raise AcdcError("give exactly one of a task and a MIB data file")
+    mib = read_mib(file)  # a bad file fails before the model is loaded
+    task_ref = mib_task(mib_data, counterfactual) if mib_data is not None else task
+    task_obj = load_task(task_ref)
+    device, dtype = problem.pop("device", None), problem.pop("dtype", None)
+    lm = load_model(model, device=device, dtype=dtype)
+    prob, _ = build_problem(lm, task_obj, **problem)
+    if prob.graph != mib.graph:
+        raise AcdcError(f"{file} is a circuit of a graph with {mib.graph.n_edges} edges; "
+                        f"model {model!r} has {prob.graph.n_edges}")
+    masks = [prob.graph.mask_from_edges(mib.keep)] if mib.keep.any() else []
+    curve = engine = None
+    if mib.has_scores:
+        curve, extra = mib_curve(prob, mib.scores, MIB_PERCENTAGES, absolute, masks, progress)
+        engine, _, _ = faithfulness_curve(prob, mib.scores, BUDGETS, progress=progress)
+    else:
+        extra = prob.evaluate([*masks]) if masks else []
+    circuit = None
+    if masks:
+        full = curve.full if curve else prob.evaluate([None])[0]
+        empty = curve.empty if curve else prob.evaluate([prob.empty_mask()])[0]
+        circuit = Faithfulness(extra[0], full, empty)
+    params = {"model": lm.id, "task": task_obj.name, "metric": prob.metric.name,
+              "ablation": prob.ablation.kind, "n_examples": prob.n_examples,
+              "absolute": absolute, "mib_data": None if mib_data is None else str(mib_data)}
+    return MibEvaluation(mib, curve, engine, circuit, params)
+
+
+def write_mib_circuit(path: str | Path, circuit: Circuit, d_model: int | None = None) -> Path:
+    """A :class:`Circuit` (its scores, NaN where it has none) as a MIB file."""
+    import torch
+
+    scores = circuit.scores if circuit.scores is not None else \
+        torch.full((circuit.graph.n_edges,), float("nan"))
+    return write_mib(path, circuit.graph, scores, circuit.keep, d_model)
