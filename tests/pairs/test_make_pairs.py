@@ -171,3 +171,15 @@ def test_cli_strategy_names_are_the_packages():
 
     assert STRATEGY_NAMES == tuple(STRATEGIES)
     assert DEFAULT_MARGIN == 0.1
+
+
+def test_docs_example_runs(capsys):
+    """docs/pairs.md's Python example of make_pairs runs as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "pairs.md").read_text()
+    section = doc.split("## From plain prompts")[1].split("\n## ")[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    exec(compile(code, "docs/pairs.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "kept 3 of 3 prompt(s)" in out
+    assert "When Mary and John went to the store, Mary gave a drink to -> " \
+           " Mary not  John" in out
