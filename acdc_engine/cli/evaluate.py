@@ -20,6 +20,8 @@ from .args import (
 ORDER = 20
 
 def _cmd_evaluate(args) -> int:
+    if args.mib_file is not None:
+        return _cmd_evaluate_mib(args)
     from ..api import evaluate_scores
 
     pcts = budgets(args.budgets) if args.budgets else None
@@ -35,11 +37,36 @@ def _cmd_evaluate(args) -> int:
     return 2 if result.tracking_error else 0
 
 
+def _cmd_evaluate_mib(args) -> int:
+    """``--mib-file``: the same as ``acdc mib evaluate``."""
+    from ..errors import AcdcError
+    from .mib import _cmd_evaluate
+
+    if args.model is None:
+        raise AcdcError("--mib-file needs --model (a MIB file does not name its model)")
+    if (args.task is None) == (args.mib_data is None):
+        raise AcdcError("--mib-file needs exactly one of --task and --mib-data")
+    return _cmd_evaluate(args)
+
+
 def register(sub) -> None:
     ev = sub.add_parser("evaluate", help="faithfulness curve, CPR and CMD of saved edge scores",
                         epilog="example: acdc evaluate --scores RUN_ID --budgets 1,5,10,100")
-    ev.add_argument("--scores", required=True, metavar="RUN_OR_FILE",
-                    help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scores", metavar="RUN_OR_FILE",
+                      help="an edge_scores.tsv, a run directory, or a run id (local or MLflow)")
+    what.add_argument("--mib-file", type=Path, metavar="FILE.json",
+                      help="a MIB circuit file (EAP-IG Graph.to_json): MIB's CPR and CMD and "
+                           "the engine's curve of its scores (needs --model and --task or "
+                           "--mib-data; as acdc mib evaluate)")
+    ev.add_argument("--mib-data", type=Path, metavar="FILE",
+                    help="with --mib-file: task data as a local MIB data file")
+    ev.add_argument("--counterfactual", metavar="COLUMN",
+                    help="with --mib-data: the counterfactual column")
+    ev.add_argument("--signed", action="store_true",
+                    help="with --mib-file: rank edges by signed score (MIB's absolute=False)")
+    ev.add_argument("--json", type=Path, metavar="OUT.json",
+                    help="with --mib-file: also write the results")
     ev.add_argument("--model", type=model_ref, help="model (default: the scored run's)")
     ev.add_argument("--revision", help="hub branch, tag or commit of the model")
     ev.add_argument("--task", type=task_ref,

@@ -34,7 +34,8 @@ def _cmd_evaluate(args) -> int:
                                  ("n_examples", args.examples), ("batch_size", args.batch_size),
                                  ("seed", args.seed), ("device", args.device),
                                  ("dtype", args.dtype)) if v is not None}
-    ev = evaluate_mib(args.file, args.model, args.task, mib_data=args.mib_data,
+    file = getattr(args, "mib_file", None) or args.file
+    ev = evaluate_mib(file, args.model, args.task, mib_data=args.mib_data,
                       counterfactual=args.counterfactual, absolute=not args.signed,
                       progress=not args.no_progress, **problem)
     print(ev.summary())
@@ -53,14 +54,9 @@ def _cmd_pairs(args) -> int:
     return 0
 
 
-def add_evaluate_args(p, file_flag: str | None = None) -> None:
-    """The options of ``acdc mib evaluate`` (``file_flag``: take the file as that option)."""
-    if file_flag:
-        p.add_argument(file_flag, dest="file", type=Path, metavar="FILE.json",
-                       help="a MIB circuit file (EAP-IG Graph.to_json) to evaluate with MIB's "
-                            "CPR and CMD")
-    else:
-        p.add_argument("file", type=Path, help="a MIB circuit file (EAP-IG Graph.to_json)")
+def add_evaluate_args(p) -> None:
+    """The options of ``acdc mib evaluate`` that are not ``acdc evaluate``'s too."""
+    p.add_argument("file", type=Path, help="a MIB circuit file (EAP-IG Graph.to_json)")
     p.add_argument("--mib-data", type=Path, metavar="FILE",
                    help="task data as a local MIB data file (JSON/JSONL rows with prompt and "
                         "*_counterfactual), instead of --task")
@@ -73,11 +69,14 @@ def add_evaluate_args(p, file_flag: str | None = None) -> None:
 
 
 def register(sub) -> None:
-    m = sub.add_parser("mib", help="MIB circuit-track files: export a run, evaluate a file")
+    m = sub.add_parser("mib", help="MIB circuit-track files: export a run, evaluate a file",
+                       epilog="example: acdc mib export RUN_ID submission/ --model-name gpt2")
     msub = m.add_subparsers(dest="mib_command", required=True)
 
     ex = msub.add_parser("export", help="a run's scores and circuit as a MIB submission "
-                                        "folder (OUT_DIR/TASK_MODEL/importances.json)")
+                                        "folder (OUT_DIR/TASK_MODEL/importances.json)",
+                         epilog="example: acdc mib export RUN_ID submission/ --task-name ioi "
+                                "--model-name gpt2")
     ex.add_argument("run", help="a run id, run directory or edge_scores.tsv")
     ex.add_argument("out_dir", type=Path)
     ex.add_argument("--task-name", help="MIB's task name (default: the run's task)")
@@ -88,7 +87,9 @@ def register(sub) -> None:
     ex.set_defaults(func=_cmd_export)
 
     ev = msub.add_parser("evaluate", help="MIB's CPR and CMD (and the engine's curve) of a "
-                                          "MIB circuit file")
+                                          "MIB circuit file",
+                         epilog="example: acdc mib evaluate submission/ioi_gpt2/importances.json"
+                                " --model tiny-ioi --task ioi")
     add_evaluate_args(ev)
     ev.add_argument("--model", type=model_ref, required=True)
     ev.add_argument("--task", type=task_ref, help="task name or pairs file")
@@ -103,7 +104,8 @@ def register(sub) -> None:
     add_threads_arg(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
-    pa = msub.add_parser("pairs", help="MIB task data (JSON/JSONL) as a pairs file")
+    pa = msub.add_parser("pairs", help="MIB task data (JSON/JSONL) as a pairs file",
+                         epilog="example: acdc mib pairs ioi_mib.jsonl ioi_pairs.jsonl")
     pa.add_argument("mib_data", type=Path)
     pa.add_argument("out", type=Path, help="the pairs file to write (.jsonl)")
     pa.add_argument("--counterfactual", metavar="COLUMN")
