@@ -27,10 +27,17 @@ class Verifier:
 
     def __init__(self, model, tokens: Tokens, context: int | None = None):
         self.model, self.tokens, self.context = model, tokens, context
+        tok = tokens.tok
+        unk = getattr(tok, "unk_token_id", None)
+        special = {getattr(tok, f"{t}_token_id", None) for t in ("bos", "eos", "pad")}
+        # a word-level vocabulary's <unk> (GPT-2's unk is its <|endoftext|>: a real token)
+        self.unk = unk if unk is not None and unk not in special else None
 
     def probs(self, text: str) -> torch.Tensor:
         """The next-token distribution after ``text`` (float32, on the CPU)."""
         ids = self.tokens.ids(text)
+        if self.unk is not None and self.unk in ids:
+            raise Reject("unknown-word", f"{text!r} has a word the tokenizer does not know")
         if self.context is not None and len(ids) > self.context:
             raise Reject("too-long", f"{len(ids)} tokens, more than the model's context "
                          f"({self.context})")

@@ -182,3 +182,17 @@ def test_docs_example_runs(capsys):
     assert "kept 3 of 3 prompt(s)" in out
     assert "When Mary and John went to the store, Mary gave a drink to -> " \
            " Mary not  John" in out
+
+
+def test_word_level_vocabulary_rejects_unknown_words(tmp_path, capsys):
+    """tiny-ioi's word-level vocabulary: a prompt with a word it does not know is a rejected
+    row (not an <unk> in the pairs file), the others are kept."""
+    p = tmp_path / "p.txt"
+    p.write_text("When Mary and John went to the store , John gave a drink to\n"
+                 "When Zorblax and John went out , John gave a drink to\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["pairs", "make", str(p), "--model", "tiny-ioi", "--strategy", "random-token",
+                 "--margin", "0", "--out", str(out)]) == 0
+    assert "1  unknown-word  e.g. line 2:" in capsys.readouterr().out
+    (row,) = _jsonl(out)
+    assert "<unk>" not in row["corrupted"]
