@@ -61,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Examples of commands whose module does not set its own epilog yet (move each into its
 # module's add_parser(..., epilog=...) and delete it here).
 _PENDING_EPILOGS = {
-    "discover": "example: acdc discover --model gpt2-ioi-bpe --task ioi-names --method eap "
-                "--edges 100 --no-track",
+    "discover": "example: acdc discover --task ioi-names --method eap --edges 100 --no-track",
 }
 
 

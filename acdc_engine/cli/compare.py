@@ -75,7 +75,7 @@ def register(sub) -> None:
     cp = sub.add_parser("compare", help="compare two circuits or two models (e.g. base vs "
                                         "fine-tuned)",
                         epilog="example: acdc compare A/circuit.json B/circuit.json "
-                               "--models BASE TUNED --task ioi")
+                               "--models BASE TUNED")
     cp.add_argument("circuits", nargs="*", type=Path, help="two circuit.json files")
     cp.add_argument("--models", nargs=2, metavar=("MODEL_A", "MODEL_B"),
                     help="also evaluate each circuit in each model (faithfulness table)")

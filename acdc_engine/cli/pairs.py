@@ -39,8 +39,8 @@ def _cmd_make(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("pairs", help="make a pairs file from plain prompts",
-                       epilog="example: acdc pairs make prompts.txt --strategy role-swap "
-                              "--model gpt2-ioi-bpe --out pairs.jsonl")
+                       epilog="example: acdc pairs make prompts.txt --strategy role-swap --out "
+                              "pairs.jsonl")
     ps = p.add_subparsers(dest="pairs_command", required=True)
     m = ps.add_parser(
         "make", help="clean prompts -> clean/corrupted pairs, each checked on the model",
@@ -48,8 +48,8 @@ def register(sub) -> None:
                     "the pairs of equal token length whose corruption moves the answer's "
                     "probability by at least --margin; print how many survived and why the "
                     "rest did not (the rejected rows go to OUT.rejected.jsonl).",
-        epilog="example: acdc pairs make prompts.txt --strategy entity-swap --model "
-               "gpt2-ioi-bpe --out pairs.jsonl")
+        epilog="example: acdc pairs make prompts.txt --strategy entity-swap --out "
+               "pairs.jsonl")
     m.add_argument("prompts", help="text file: one clean prompt a line, optionally a tab and "
                                    "its answer (a word, or a JSON string); # comments")
     m.add_argument("--strategy", choices=STRATEGY_NAMES, default="entity-swap",
