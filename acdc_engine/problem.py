@@ -32,7 +32,7 @@ from .errors import AcdcError
 from .graph import Graph, Mask
 from .metrics import Faithfulness, Metric
 from .models import LoadedModel
-from .patching import Ablation, run
+from .patching import DEFAULT, LAST, NO_PATCH, Ablation, Context, PatchPlan, ReadOut, run
 from .positions import PositionSplit
 from .progress import progress_bar
 from .tasks import Batch, TaskData
@@ -68,6 +68,10 @@ class Problem:
     ablation: Ablation
     cache: bool = True
     positions: PositionSplit | None = None
+    context: Context = DEFAULT
+    """How its runs compute (:class:`~acdc_engine.patching.Context`: the clean prefix, the fused
+    kernels and the node fast path; tests and benchmarks switch them with
+    :meth:`with_context`)."""
     _ablated: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -111,7 +115,8 @@ class Problem:
         """Entries of the model's output at a position: the vocabulary size (1 for a
         numerical readout such as tracr's frac_prevs)."""
         with torch.no_grad():
-            return run(self.model.adapter, self.batches[0].clean[:1], last_only=True).shape[-1]
+            return run(self.model.adapter, self.batches[0].clean[:1], NO_PATCH, LAST,
+                       self.context).shape[-1]
 
     # ----- cached runs --------------------------------------------------------------------------
     def ablated(self, i: int) -> torch.Tensor | None:
@@ -140,7 +145,16 @@ class Problem:
                     if c.clean_logits is None:  # [b, k, vocab]
                         c.clean_logits = self.logits(b)
                     batches.append(c)
-        out = Problem(self.model, batches, metric, self.ablation, self.cache, self.positions)
+        out = Problem(self.model, batches, metric, self.ablation, self.cache, self.positions,
+                      self.context)
+        out._ablated = self._ablated
+        return out
+
+    def with_context(self, context: Context | None = None, **changes) -> Problem:
+        """The same problem whose runs compute under ``context`` (or this one's with
+        ``changes``: ``prefix=``, ``fuse=``, ``node_fastpath=``, ``workspace=``); caches and
+        batches are shared."""
+        out = replace(self, context=replace(context or self.context, **changes))
         out._ablated = self._ablated
         return out
 
@@ -150,13 +164,16 @@ class Problem:
                ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, k, vocab]`` at ``batch``'s read positions of a run of its clean prompts
         with the edges ``mask`` removes replaced by ``ablated`` (:func:`patching.run`'s
-        arguments). A position-aware mask ``[W, R, G]`` gets the batch's position groups.
+        plan). A position-aware mask ``[W, R, G]`` gets the batch's position groups; the run
+        computes under :attr:`context`.
         ``embed`` replaces the embeddings, ``grad_sink`` collects reader gradients, ``ids``
         runs other prompts of the batch's shape (e.g. ``batch.corrupted``)."""
         labels = None if mask is None or mask.dim() == 2 else self.labels(batch)
-        return run(self.model.adapter, batch.clean if ids is None else ids, mask=mask,
-                   ablated=ablated, embed=embed, grad_sink=grad_sink, last_only=True,
-                   positions=batch.read_positions, labels=labels)
+        context = self.context if grad_sink is None else replace(self.context,
+                                                                  grad_sink=grad_sink)
+        return run(self.model.adapter, batch.clean if ids is None else ids,
+                   PatchPlan(mask=mask, ablated=ablated, embed=embed, labels=labels),
+                   ReadOut.of(batch), context)
 
     def score(self, batch: Batch, mask: Mask | None = None, ablated: torch.Tensor | None = None,
               *, embed: torch.Tensor | None = None, grad_sink=None,

@@ -283,7 +283,7 @@ def main():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from acdc_engine.api.setup import load_model
-    from acdc_engine.patching import run
+    from acdc_engine.patching import LAST, NO_PATCH, run
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.scoring.acdc import AcdcConfig, acdc, acdc_naive, visit_order
@@ -310,11 +310,11 @@ def main():
             return eval_cost(args, problem)
 
         with torch.no_grad():
-            run(lm.adapter, batch.clean, last_only=True)
+            run(lm.adapter, batch.clean, NO_PATCH, LAST)
             times = []
             for _ in range(5):
                 t0, _ = clock(dev)
-                run(lm.adapter, batch.clean, last_only=True)
+                run(lm.adapter, batch.clean, NO_PATCH, LAST)
                 times.append(clock(dev)[0] - t0)
         fwd = statistics.median(times)
         tau = auto_tau(problem) if args.tau == "auto" else float(args.tau)

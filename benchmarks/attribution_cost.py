@@ -145,25 +145,20 @@ def side_by_side(args, baseline, method, device):
     """Time the baseline and EAP / EAP-IG with the fused norm + projection on and off, one
     after the other in every repeat (a loaded machine slows all of them alike), and print the
     median ratios: the before/after of that change in one run."""
-    from acdc_engine.models import norms
-
     ig = f"eap-ig ({args.ig_steps} steps)"
-    runs = [("baseline fwd+bwd", None, baseline)] + [
-        (f"{name} {'fused' if fuse else 'unfused'}", fuse, method(name))
+    runs = [("baseline fwd+bwd", baseline)] + [
+        (f"{name} {'fused' if fuse else 'unfused'}", method(name, fuse=fuse))
         for name in ("eap", "eap-ig") for fuse in (False, True)]
-    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
     for fuse in (False, True):  # warm-up
-        norms._FUSE = fuse
-        method("eap")()
+        method("eap", fuse=fuse)()
     for _ in range(args.repeats):
-        for name, fuse, fn in runs:
-            norms._FUSE = True if fuse is None else fuse
+        for name, fn in runs:
             t = time.perf_counter()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
-    norms._FUSE = True
     base = statistics.median(times["baseline fwd+bwd"])
     print(f"side by side, interleaved, median of {args.repeats}:")
     for name, ts in times.items():
@@ -178,7 +173,7 @@ def layer_side_by_side(args):
     norm (``shared_norm`` + projection + concatenation) and with ``norm_project`` (+ the joined
     view). CPU seconds per layer, interleaved; far less noisy than whole runs on a busy
     machine."""
-    from acdc_engine.models.norms import norm_project, shared_norm
+    from acdc_engine.patching.norms import norm_project, shared_norm
 
     H, d, b, p = args.heads, args.d_model, args.batch, args.pos
     k = d // H
@@ -248,7 +243,7 @@ def main():
         return layer_side_by_side(args)
 
     from acdc_engine import load_model
-    from acdc_engine.patching import Ablation, run
+    from acdc_engine.patching import Ablation, Context, PatchPlan, run, run_with_writers
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.scoring import attribute
@@ -280,20 +275,20 @@ def main():
             metric(logits[:, -1], batch).sum().backward()
         return step
 
-    def method(name, chunk=None):
+    def method(name, chunk=None, fuse=True):
         # a fresh Problem per call: the corrupted forward is part of the cost measured
-        return lambda: attribute(Problem(lm, [batch], metric, abl), name,
-                                 ig_steps=args.ig_steps, progress=False, chunk=chunk)
+        return lambda: attribute(Problem(lm, [batch], metric, abl, context=Context(fuse=fuse)),
+                                 name, ig_steps=args.ig_steps, progress=False, chunk=chunk)
 
     print(f"model: {args.family} ({lm.family} family), {args.layers}x{args.heads}, d_model "
           f"{args.d_model}, vocab {args.vocab}; {g.n_edges} edges; batch {B} x {P} tokens; "
           f"device {dev}; dtype {str(lm.dtype).replace('torch.', '')}; median of {args.repeats}")
     with torch.no_grad():  # the invariants on this batch
-        _, acts = run(lm.adapter, corrupted, collect=True)
+        _, acts = run_with_writers(lm.adapter, corrupted)
         ones = torch.ones(g.n_writers, g.n_readers, device=dev)
         ref, ref_k = lm.reference_logits(clean).float(), lm.reference_logits(corrupted).float()
-        full = run(lm.adapter, clean, mask=ones, ablated=acts).float()
-        empty = run(lm.adapter, clean, mask=0 * ones, ablated=acts).float()
+        full = run(lm.adapter, clean, PatchPlan(mask=ones, ablated=acts)).float()
+        empty = run(lm.adapter, clean, PatchPlan(mask=0 * ones, ablated=acts)).float()
     scale = ref.abs().max().clamp(min=1.0)
     print(f"invariant error (relative): full circuit {float((full - ref).abs().max() / scale):.1e}"
           f", empty circuit {float((empty - ref_k).abs().max() / scale):.1e}")

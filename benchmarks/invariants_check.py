@@ -48,7 +48,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def invariant_errors(lm, batch: int = 2, length: int = 6, seed: int = 0) -> dict:
     """The figures of the module docstring for one loaded model."""
-    from acdc_engine.patching import run
+    from acdc_engine.patching import PatchPlan, run, run_with_writers
 
     g, dev, adapter = lm.graph, lm.device, lm.adapter
     vocab = lm.hf.config.get_text_config().vocab_size
@@ -58,13 +58,13 @@ def invariant_errors(lm, batch: int = 2, length: int = 6, seed: int = 0) -> dict
     with torch.no_grad():
         ref = lm.reference_logits(clean).float()  # [b, p, vocab]
         ref_k = lm.reference_logits(corrupted).float()
-        _, acts = run(adapter, corrupted, collect=True)  # [n_writers, b, p, d]
+        _, acts = run_with_writers(adapter, corrupted)  # [n_writers, b, p, d]
         ones = torch.ones(g.n_writers, g.n_readers, device=dev)
-        full = run(adapter, clean, mask=ones, ablated=acts).float()
-        empty = run(adapter, clean, mask=torch.zeros_like(ones), ablated=acts).float()
+        full = run(adapter, clean, PatchPlan(mask=ones, ablated=acts)).float()
+        empty = run(adapter, clean, PatchPlan(mask=torch.zeros_like(ones), ablated=acts)).float()
         cut = ones.clone()
         cut[:, g.logits_slot] = 0
-        cut_logits = run(adapter, clean, mask=cut, ablated=acts).float()
+        cut_logits = run(adapter, clean, PatchPlan(mask=cut, ablated=acts)).float()
     scale = ref.abs().max().clamp(min=1.0)
     rel = lambda x, y: float((x - y).abs().max() / scale)  # noqa: E731
     out = {"full": rel(full, ref), "empty": rel(empty, ref_k), "cut": rel(cut_logits, ref_k),

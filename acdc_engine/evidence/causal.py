@@ -19,7 +19,7 @@ from ..errors import AcdcError
 from ..graph import NodeKind
 from ..interventions import Intervention, InterventionStack, evaluate_interventions
 from ..interventions import source_activations
-from ..patching import run
+from ..patching import NO_PATCH, ReadOut, run_with_writers
 from ..problem import Problem
 from ..progress import progress_bar
 from .uncertainty import Interval, bootstrap
@@ -77,9 +77,8 @@ def activation_patching(problem: Problem, nodes: list[str] | None = None,
     for i, batch in enumerate(progress_bar(problem.batches, desc="activation patching",
                                            enabled=progress)):
         clean_acts = source_activations(problem, i, "clean")  # [W, b, p, d]
-        pos = batch.read_positions
-        logits, corr_acts = run(model.adapter, batch.corrupted, collect=True, last_only=True,
-                                positions=pos)  # [b, k, vocab]
+        logits, corr_acts = run_with_writers(model.adapter, batch.corrupted, NO_PATCH,
+                                             ReadOut.of(batch))  # [b, k, vocab]
         corr_total += float(problem.metric.score(logits, batch).sum())
         clean_total += float(problem.score(batch).sum())
         b, p = batch.clean.shape

@@ -3,8 +3,9 @@
 A *model family* (a plugin) knows one architecture. Its adapter runs the model with the model's
 own weights, so the patching core can feed every attention head its own q, k and v inputs::
 
-    prepare(input_ids)             per-run state (e.g. rotary tables for this length); the
-                                   patched forward calls it first, for every run
+    prepare(input_ids, workspace)  per-run state (e.g. rotary tables for this length); the
+                                   patched forward calls it first, for every run, with the
+                                   workspace its fused kernels use (``self.workspace``)
     embed(ids)                     -> [batch, pos, d_model]       the ``input`` node's output
     attn_heads(layer, q, k, v)     -> [head, batch, pos, d_model]  each head's write
     attn_bias(layer)               -> [d_model] or None            constant the layer adds
@@ -22,7 +23,7 @@ forward calls it when no head's own write is needed (EAP-IG's interpolation step
 Optional buffered attention: :meth:`ModelAdapter.attn_write` writes each head's write into a
 slice of the patched forward's writer buffer and returns their sum, ``attn_heads(...).sum(0)``
 bit for bit; a family may form the writes in place and give the sum a dense backward
-(:mod:`acdc_engine.models.head_writes`). The patched forward calls it whenever it keeps the
+(:mod:`acdc_engine.patching.head_writes`). The patched forward calls it whenever it keeps the
 writers' outputs (gradient runs, the corrupted run, patched runs).
 
 Optional per-head kernel: :meth:`ModelAdapter.attn_heads_subset` runs only some heads (ACDC's
@@ -61,7 +62,6 @@ import torch
 
 from ..errors import UnsupportedModelError
 from ..graph import Graph
-from .head_writes import copy_sum
 
 __all__ = ["ModelAdapter", "ModelFamily"]
 
@@ -85,8 +85,16 @@ class ModelAdapter:
         self.model = model
 
     # ----- the protocol ---------------------------------------------------------------------
-    def prepare(self, input_ids: torch.Tensor) -> None:
-        """Set up per-run state for prompts like ``input_ids`` [batch, pos] (default: none)."""
+    workspace = None
+    """The patched forward's workspace for the current run (:meth:`prepare` sets it; None
+    outside a patched run): pass it to the forward's fused kernels
+    (:func:`acdc_engine.patching.norms.norm_project`)."""
+
+    def prepare(self, input_ids: torch.Tensor, workspace=None) -> None:
+        """Set up per-run state for prompts like ``input_ids`` [batch, pos]. The patched forward
+        calls it first in every run, with its ``workspace``; a family that overrides it calls
+        ``super().prepare(input_ids, workspace)``."""
+        self.workspace = workspace
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -110,7 +118,9 @@ class ModelAdapter:
         """Each head's write into ``out`` [head, batch, pos, d_model] (values only) and their
         sum [batch, pos, d_model], differentiable like ``attn_heads(...).sum(0)`` and equal to
         it bit for bit. Generic: ``attn_heads`` copied into ``out``."""
-        return copy_sum(self.attn_heads(layer, q, k, v), out)
+        heads = self.attn_heads(layer, q, k, v)
+        out.copy_(heads.detach())
+        return heads.sum(0)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

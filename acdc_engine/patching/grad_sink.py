@@ -9,7 +9,7 @@ end (:func:`edge_grads`), group by group.
 A sink made without a tensor, ``GradSink()``, keeps one ``[s, b, p, d]`` tensor per reader
 group, made by the group's first gradient (written, not added to zeros), and lets the patched
 forward record a layer's q/k/v gradients as factors instead
-(:mod:`acdc_engine.models.reader_factors`), formed when :meth:`GradSink.rows` asks for them: no
+(:mod:`acdc_engine.patching.reader_factors`), formed when :meth:`GradSink.rows` asks for them: no
 ``[n_readers, b, p, d]`` tensor is ever held.
 ``GradSink(tensor)`` adds into ``tensor`` [n_readers, b, p, d] as it is (the SAE tools read it).
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .. import buffers
-from ..models.reader_factors import ReaderFactors
+from .reader_factors import ReaderFactors
 from .token_groups import TokenGroups
 
 __all__ = ["GradSink", "edge_grads"]

@@ -1,24 +1,21 @@
 """Reusing the clean run's residual stream: a run without gradients starts at the first layer
-with a removed edge (:class:`Prefix`, :func:`reuse_prefix`; read by
-:func:`acdc_engine.patching.run` through :func:`current_prefix`).
+with a removed edge (:class:`Prefix`, handed to :func:`acdc_engine.patching.run` in its
+``Context(prefix=...)``).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 
 from ..models.adapter import ModelAdapter
 
-__all__ = ["Prefix", "reuse_prefix", "current_prefix"]
+__all__ = ["Prefix"]
 
 
 class Prefix:
     """The clean run's residual stream at the start of each layer, per input, for one adapter.
 
-    Inside :func:`reuse_prefix`, a run without gradients, collection, fixed delta or replaced
+    In a run whose context holds it, a run without gradients, collection, fixed delta or replaced
     embeddings starts at the layer of the first writer with a removed edge, from the residual
     stream a clean run of the same ``input_ids`` left there (every writer before that layer
     computes exactly what it computes in the clean run), and fills in what it passes through;
@@ -45,22 +42,3 @@ class Prefix:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-_PREFIX: ContextVar[Prefix | None] = ContextVar("acdc_prefix", default=None)
-
-
-@contextmanager
-def reuse_prefix(prefix: Prefix):
-    """Runs of ``prefix.adapter`` in this block (this thread or task) share ``prefix``: see
-    :class:`Prefix`. Exact: it skips only computations whose result is the clean run's."""
-    token = _PREFIX.set(prefix)
-    try:
-        yield prefix
-    finally:
-        _PREFIX.reset(token)
-
-
-def current_prefix() -> Prefix | None:
-    """The :class:`Prefix` of the enclosing :func:`reuse_prefix` block (None outside one)."""
-    return _PREFIX.get()

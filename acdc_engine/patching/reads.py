@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..models.norms import spare_row
 from .token_groups import TokenGroups
+from .workspace import Workspace
 
 
 def _rows_any(t: torch.Tensor) -> torch.Tensor:
@@ -38,12 +38,15 @@ class _Backward:
     before it, one column) forms both in one GEMM: ``delta`` is read once instead of twice,
     and the MLP's matrix-vector product, bound by reading ``delta``, is gone. The MLP's column
     goes next to the pending gradients: into the spare row the fused q/k/v backward leaves
-    after them (:func:`acdc_engine.models.norms.spare_row`), or a copy when the pending group
-    is one column.
+    after them in the run's ``workspace``
+    (:meth:`~acdc_engine.patching.workspace.Workspace.merged_rows`), or a copy when the pending
+    group is one column.
     """
 
-    def __init__(self, src, abl, *, inplace: bool = False, sink=None, groups=None):
+    def __init__(self, src, abl, workspace: Workspace, *, inplace: bool = False, sink=None,
+                 groups=None):
         self.src, self.abl, self.inplace, self.sink = src, abl, inplace, sink
+        self.workspace = workspace
         self.groups = groups  # TokenGroups of a position-aware mask, else None
         self.delta = src if abl is None else None  # no ablated outputs: src is the delta
         self.pending = None  # (n, cols, grad [s, b, p, d]) of a group marked ``merge``
@@ -63,7 +66,7 @@ class _Backward:
             self.pending = (n, cols, grad)
             return None
         parts = [] if pend is None else [pend]
-        joint = None if pend is None else _adjacent(pend[2], grad)
+        joint = None if pend is None else self.workspace.merged_rows(pend[2], grad)
         if joint is not None:  # [s1 + s2, b, p, d]: one GEMM over the pending group's writers
             n1, c1, g1 = pend
             prod = self.upto(n1).reshape(n1, -1) @ joint.reshape(len(joint), -1).T
@@ -81,22 +84,6 @@ def _placed(shape, parts) -> torch.Tensor:
     for n, cols, v in parts:
         out[:n, cols] = v.to(out.dtype)
     return out
-
-
-def _adjacent(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor | None:
-    """``cat([first, then])`` [s1 + s2, b, p, d] without copying ``first`` when ``then`` is one
-    row and the q/k/v workspace keeps a spare row after ``first``; a copy when ``first`` is one
-    row too (the logits reader); else None (the products are formed one after the other)."""
-    if len(then) != 1 or first.shape[1:] != then.shape[1:] or first.dtype != then.dtype:
-        return None
-    if len(first) == 1:
-        return torch.cat([first, then])
-    spare = spare_row(first)
-    if spare is None:
-        return None
-    spare.copy_(then[0])
-    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(),
-                                   (len(first) + 1, *first.shape[1:]))
 
 
 class Readers(NamedTuple):
@@ -168,7 +155,7 @@ def _sum0(t: torch.Tensor) -> torch.Tensor:
 def _joined(grads: tuple) -> torch.Tensor | None:
     """The reader gradients ``grads`` ([size, b, p, d] each) as one [s, b, p, d] tensor without
     a copy: ``grads[0]`` alone, or a view when they are consecutive pieces of one contiguous
-    buffer (the adapters' fused q/k/v backward, ``models.norms.norm_project``, returns them
+    buffer (the adapters' fused q/k/v backward, ``patching.norms.norm_project``, returns them
     so); None otherwise."""
     g0 = grads[0]
     if len(grads) == 1:

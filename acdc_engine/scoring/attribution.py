@@ -15,13 +15,13 @@ that delta, so their reader gradients are summed first and multiplied by it once
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..errors import AcdcError, UnknownNameError
-from ..patching import GradSink, edge_grads
 from ..graph import Scores
-from ..models.norms import release_workspace
-from ..patching import run
+from ..patching import GradSink, PatchPlan, ReadOut, edge_grads, run, run_with_writers
 from ..problem import Problem
 from ..progress import progress_bar
 
@@ -65,7 +65,7 @@ def attribute(
             return _attribute(problem, ig_steps if method == "eap-ig" else 1, method,
                               progress, chunk)
     finally:
-        release_workspace()  # the adapters' cached backward buffer (models.norms)
+        problem.context.resolved_workspace().release()  # the fused kernels' buffer
 
 
 def _chunks(problem: Problem, i: int, batch, chunk: int | None):
@@ -93,12 +93,17 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
     grad_sum = g.full_mask(0.0, device=model.device, dtype=torch.float32)
     n = 0
 
-    def gradient(batch, sink=None, **kw):
+    def gradient(batch, sink=None, keep=False, **plan):
+        """One gradient run (``plan``: ablated, or delta and embed): ``mask.grad`` (None with a
+        sink) and, with ``keep``, the writer outputs."""
         mask = g.full_mask(1.0, device=model.device, dtype=model.dtype, requires_grad=True)
-        out = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink,
-                  positions=batch.read_positions, labels=problem.labels(batch), **kw)
-        logits, acts = out if kw.get("collect") else (out, None)  # logits [b, k, vocab]
-        metric.score(logits, batch).sum().backward()
+        how = PatchPlan(mask=mask, labels=problem.labels(batch), **plan)
+        ctx = replace(problem.context, grad_sink=sink)
+        if keep:
+            logits, acts = run_with_writers(adapter, batch.clean, how, ReadOut.of(batch), ctx)
+        else:
+            logits, acts = run(adapter, batch.clean, how, ReadOut.of(batch), ctx), None
+        metric.score(logits, batch).sum().backward()  # logits [b, k, vocab]
         return mask.grad, acts
 
     pieces = (piece for i, batch in enumerate(problem.batches)
@@ -112,7 +117,7 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
             # every step shares delta = clean - ablated, so the steps' reader gradients are
             # summed in one sink (q/k/v readers as factors) and multiplied by delta once
             sink = GradSink()
-            _, delta = gradient(batch, sink=sink, ablated=abl, collect=True)  # alpha = 1: clean
+            _, delta = gradient(batch, sink=sink, keep=True, ablated=abl)  # alpha = 1: clean
             if abl is not None:
                 delta.sub_(abl)  # the clean outputs, now clean - ablated, in place
             x_abl = torch.zeros_like(delta[0]) if abl is None else abl[0].expand_as(delta[0])

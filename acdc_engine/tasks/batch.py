@@ -74,12 +74,6 @@ class Batch:
         wrong answers; read-only); in the view :meth:`at` ``(j)`` the one at position ``j``."""
         return None if self.wrongs is None else self.wrongs[:, -1]
 
-    @property
-    def read_positions(self) -> torch.Tensor | None:
-        """What to pass as ``patching.run(positions=...)``: None when only the last position is
-        read (``run(last_only=True)`` then gives the same [B, 1, vocab])."""
-        return None if self.last_only else self.positions
-
     def to(self, device) -> Batch:
         vals = {f.name: _move(getattr(self, f.name), device) for f in fields(self)
                 if f.name != "extra"}

@@ -35,7 +35,7 @@ import torch
 
 from ..metrics import Metric
 from ..models import LoadedModel
-from ..patching import ABLATIONS, Ablation, run, writer_outputs
+from ..patching import ABLATIONS, Ablation, PatchPlan, run, writer_outputs
 from ..problem import Problem
 from ..tasks import Batch, Task, prepare
 
@@ -164,11 +164,11 @@ def check_model(model: LoadedModel, tol: float | None = None, length: int = 5) -
         ref_corr = model.reference_logits(corrupted)
         acts = writer_outputs(adapter, corrupted)
         ones = torch.ones(g.n_writers, g.n_readers, device=model.device)
-        full = run(adapter, clean, mask=ones, ablated=acts)
-        empty = run(adapter, clean, mask=torch.zeros_like(ones), ablated=acts)
+        full = run(adapter, clean, PatchPlan(mask=ones, ablated=acts))
+        empty = run(adapter, clean, PatchPlan(mask=torch.zeros_like(ones), ablated=acts))
         cut = ones.clone()
         cut[:, g.logits_slot] = 0
-        cut_logits = run(adapter, clean, mask=cut, ablated=acts)
+        cut_logits = run(adapter, clean, PatchPlan(mask=cut, ablated=acts))
     # the model's own logits in float64: the references of all three comparisons
     ref64 = bounds.float64(lambda: (model.reference_logits(clean),
                                     model.reference_logits(corrupted)))

@@ -117,7 +117,7 @@ class CodeHooks:
 
     def hookable(self, limit: int = 12) -> str:
         """Modules the adapter calls, from one probe run (names, comma-separated)."""
-        from ..patching import run
+        from ..patching import LAST, NO_PATCH, run
 
         s = self.session
         seen: list[str] = []
@@ -126,7 +126,7 @@ class CodeHooks:
                    for n, m in s.model.hf.named_modules() if n]
         try:
             with torch.no_grad():
-                run(s.model.adapter, s.problem.batches[0].clean[:1], last_only=True)
+                run(s.model.adapter, s.problem.batches[0].clean[:1], NO_PATCH, LAST)
         finally:
             for hd in handles:
                 hd.remove()

@@ -149,11 +149,11 @@ class Inspector:
 
         s = self.s
         if text:  # a free prompt has no answer: read the model's own top two predictions
-            from ..patching import run
+            from ..patching import LAST, NO_PATCH, run
 
             ids = torch.tensor([self.encode(text)])
             with torch.no_grad():
-                logits = run(s.model.adapter, ids.to(s.model.device), last_only=True)
+                logits = run(s.model.adapter, ids.to(s.model.device), NO_PATCH, LAST)
             answer, wrong = logits[0, -1].topk(2).indices.tolist()
             row = {"answer": s.tokens([answer])[0], "wrong": s.tokens([wrong])[0]}
         else:

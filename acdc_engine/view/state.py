@@ -21,7 +21,7 @@ import torch
 
 from ..interventions import Intervention, InterventionStack, evaluate_interventions
 from ..models import LoadedModel
-from ..patching import Prefix, reuse_prefix
+from ..patching import Prefix
 from ..problem import Problem
 from ..tasks import TaskData
 from .circuits import CircuitView
@@ -194,8 +194,8 @@ class SessionState:
         if key in self._cache:
             self._cache[key] = self._cache.pop(key)  # most recently used last
             return self._cache[key]
-        with reuse_prefix(self._prefix):
-            out = evaluate_interventions(self.problem, stack, return_logits=True)
+        out = evaluate_interventions(self.problem.with_context(prefix=self._prefix), stack,
+                                     return_logits=True)
         self._cache[key] = out
         while len(self._cache) > CACHED:
             self._cache.pop(next(iter(self._cache)))

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from acdc_engine.models import ModelAdapter
-from acdc_engine.models import shared_norm
-from acdc_engine.models.head_writes import per_head, write_sum
-from acdc_engine.models.norms import norm_project
+from acdc_engine.patching.head_writes import per_head, write_sum
+from acdc_engine.patching.norms import norm_project, shared_norm
 
 __all__ = ["DecoderAdapter", "attend", "project", "layer_window"]
 
@@ -154,8 +153,9 @@ class DecoderAdapter(ModelAdapter):
         return self.base.norm
 
     # ----- the protocol -----------------------------------------------------------------------
-    def prepare(self, input_ids):
+    def prepare(self, input_ids, workspace=None):
         """Rotary tables for this prompt length, shared by every layer of the run."""
+        super().prepare(input_ids, workspace)
         p = input_ids.shape[1]
         probe = next(self.model.parameters()).new_zeros(1, 1, 1)  # the tables' dtype
         key = (p, input_ids.device, probe.dtype)
@@ -193,7 +193,7 @@ class DecoderAdapter(ModelAdapter):
         H = self.n_heads
         # norm_project / shared_norm: one norm per layer when q, k and v are the unpatched
         # stream of a gradient run (EAP, EAP-IG), with the norm's backward fused in
-        fused = norm_project(norm, q, k, v, ((wq, bq), (wk, bk), (wv, bv)), H)
+        fused = norm_project(norm, q, k, v, ((wq, bq), (wk, bk), (wv, bv)), H, self.workspace)
         qh, kh, vh = fused or (project(shared_norm(norm, x), w, b, H)
                                for x, (w, b) in ((q, (wq, bq)), (k, (wk, bk)), (v, (wv, bv))))
         # each [b, H, p, d_head]

@@ -13,9 +13,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from acdc_engine.models import ModelAdapter, ModelFamily, shared_norm
-from acdc_engine.models.head_writes import per_head, write_sum
-from acdc_engine.models.norms import norm_project
+from acdc_engine.models import ModelAdapter, ModelFamily
+from acdc_engine.patching.head_writes import per_head, write_sum
+from acdc_engine.patching.norms import norm_project, shared_norm
 
 
 class GPT2Adapter(ModelAdapter):
@@ -69,7 +69,8 @@ class GPT2Adapter(ModelAdapter):
         d, H, dh = self.d_model, self.n_heads, self.d_head
         w = block.attn.c_attn.weight.view(d, 3, H, dh).permute(1, 2, 3, 0)  # [3, H, dh, d]
         b = block.attn.c_attn.bias.view(3, H, dh)
-        return norm_project(block.ln_1, q, k, v, [(w[i], b[i]) for i in range(3)], H)
+        return norm_project(block.ln_1, q, k, v, [(w[i], b[i]) for i in range(3)], H,
+                            self.workspace)
 
     def attn_heads(self, layer, q, k, v):
         return self._heads(layer, q, k, v)

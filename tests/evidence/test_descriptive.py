@@ -128,9 +128,9 @@ def test_input_x_grad_on_a_linear_path(tracr_problem):
     b = p.batches[0]
     ad = p.model.adapter
     x = ad.embed(b.clean).detach().requires_grad_(True)
-    from acdc_engine.patching import run
+    from acdc_engine.patching import LAST, PatchPlan, run
 
-    p.metric(run(ad, b.clean, embed=x, last_only=True)[:, -1], b).sum().backward()
+    p.metric(run(ad, b.clean, PatchPlan(embed=x), LAST)[:, -1], b).sum().backward()
     want = ((x - ad.embed(b.corrupted)) * x.grad).sum(-1)
     assert torch.allclose(attr[: len(b)], want.detach(), atol=1e-4, rtol=1e-4)
     with pytest.raises(AcdcError):

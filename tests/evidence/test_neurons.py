@@ -19,7 +19,7 @@ from acdc_engine.evidence.neurons import (
     parse_group,
 )
 from acdc_engine.models import ModelAdapter
-from acdc_engine.patching import run
+from acdc_engine.patching import LAST, NO_PATCH, PatchPlan, run, run_with_writers
 
 
 def _hf_out_proj(model, layer):
@@ -98,11 +98,11 @@ def test_all_neurons_from_zero_is_the_mlp_replaced_by_its_output_bias(prob):
     total, n = 0.0, 0
     for batch in prob.batches:
         with torch.no_grad():
-            _, acts = run(model.adapter, batch.clean, collect=True)
+            _, acts = run_with_writers(model.adapter, batch.clean)
             abl = acts.clone()
             abl[w] = bias.detach().expand_as(acts[w])
-            patched = run(model.adapter, batch.clean, mask=mask, ablated=abl, last_only=True)
-            full = run(model.adapter, batch.clean, last_only=True)
+            patched = run(model.adapter, batch.clean, PatchPlan(mask=mask, ablated=abl), LAST)
+            full = run(model.adapter, batch.clean, NO_PATCH, LAST)
         total += float((prob.metric.score(patched, batch) - prob.metric.score(full, batch)).sum())
         n += len(batch)
     assert res.effects[0].point == pytest.approx(total / n, abs=1e-5)
@@ -220,8 +220,8 @@ def test_top_k_groups_take_the_largest_direct_effects(tracr, make_problem):
             acts, h = hidden_run(a, layer, batch.clean)
             abl = acts.clone()
             abl[w] = a.mlp_from_hidden(layer, torch.zeros_like(h))
-            patched = run(a, batch.clean, mask=mask, ablated=abl, last_only=True)
-            full = run(a, batch.clean, last_only=True)
+            patched = run(a, batch.clean, PatchPlan(mask=mask, ablated=abl), LAST)
+            full = run(a, batch.clean, NO_PATCH, LAST)
         total += float((prob.metric.score(patched, batch) - prob.metric.score(full, batch)).sum())
     assert float(d.sum()) == pytest.approx(total / prob.n_examples, rel=1e-4, abs=1e-5)
 

@@ -84,12 +84,12 @@ def test_splicing_a_zero_reconstruction_is_zero_ablating_the_stream(problem):
     bias = problem.model.adapter.attn_bias(0)
     want = []
     for b in problem.batches:
-        from acdc_engine.patching import run
+        from acdc_engine.patching import LAST, PatchPlan, run, run_with_writers
 
-        _, acts = run(problem.model.adapter, b.clean, collect=True)
+        _, acts = run_with_writers(problem.model.adapter, b.clean)
         abl = torch.zeros_like(acts)
         abl[0] = -bias  # input's replacement cancels the bias: the stream is exactly 0
-        logits = run(problem.model.adapter, b.clean, mask=mask, ablated=abl, last_only=True)
+        logits = run(problem.model.adapter, b.clean, PatchPlan(mask=mask, ablated=abl), LAST)
         want.append(problem.metric(logits[:, -1], b))
     assert torch.allclose(got, torch.cat(want), atol=1e-4)
 

@@ -81,7 +81,7 @@ def test_identity_sae_sums_to_the_edge_gradient_of_zeroing_the_stream(gpt2, make
     above the layer: the patched forward's own edge gradient (mask.grad of the input's edges,
     with delta = x), computed without the grad sink."""
     from acdc_engine.evidence.descriptive import residual_stream
-    from acdc_engine.patching import run
+    from acdc_engine.patching import LAST, PatchPlan, run, run_with_writers
 
     prob = make_problem(gpt2, n=8, batch_size=4)
     g, a = prob.graph, gpt2.adapter
@@ -91,10 +91,10 @@ def test_identity_sae_sums_to_the_edge_gradient_of_zeroing_the_stream(gpt2, make
     for b in prob.batches:
         x = residual_stream(gpt2, b.clean)[1]
         mask = torch.ones(g.n_writers, g.n_readers, requires_grad=True)
-        _, acts = run(a, b.clean, collect=True)
+        _, acts = run_with_writers(a, b.clean)
         abl = acts.clone()
         abl[0] = acts[0] - x  # delta of the input node = x
-        logits = run(a, b.clean, mask=mask, ablated=abl, last_only=True)
+        logits = run(a, b.clean, PatchPlan(mask=mask, ablated=abl), LAST)
         prob.metric.score(logits, b).sum().backward()
         want += float(mask.grad[0, first:].sum())
     assert float(att.sum()) == pytest.approx(-want / prob.n_examples, rel=1e-4)

@@ -13,7 +13,7 @@ import torch
 from position_rows import per_position_rows
 
 from acdc_engine.metrics import Metric
-from acdc_engine.patching import run
+from acdc_engine.patching import LAST, NO_PATCH, ReadOut, run
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.tasks import Task, prepare
@@ -69,9 +69,8 @@ def test_builtins_on_last_position_tasks_keep_their_values(gpt2):
         p = Problem.build(gpt2, data, registry().metric(name), "corrupted", batch_size=8)
         b = p.batches[0]
         with torch.no_grad():
-            got = p.metric.score(run(gpt2.adapter, b.corrupted, last_only=True,
-                                     positions=b.read_positions), b)
-            old = p.metric(run(gpt2.adapter, b.corrupted, last_only=True)[:, -1], b)
+            got = p.metric.score(run(gpt2.adapter, b.corrupted, NO_PATCH, ReadOut.of(b)), b)
+            old = p.metric(run(gpt2.adapter, b.corrupted, NO_PATCH, LAST)[:, -1], b)
         _held(got, expected, want64[name], scale, what=name)
         # the empty circuit with corrupted ablation is the corrupted run
         (empty,) = p.evaluate([p.empty_mask()])
@@ -95,7 +94,8 @@ def test_each_metric_averages_the_read_positions(gpt2):
     scale = float(lg.abs().max())
     p = Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted")
     with torch.no_grad():
-        got = p.metric.score(run(gpt2.adapter, batch.clean, positions=batch.positions), batch)
+        logits = run(gpt2.adapter, batch.clean, NO_PATCH, ReadOut.at(batch.positions))
+        got = p.metric.score(logits, batch)
     _held(got, want, want64, scale, what="per position")
     _held(p.evaluate([None])[0], want.mean(), want64.mean(), scale, what="per position, mean")
     # not the last position alone: that would be a different number
@@ -172,7 +172,7 @@ def test_set_metrics_are_mass_and_logsumexp_differences(gpt2):
         p = Problem.build(gpt2, data, registry().metric(name), "corrupted")
         b = p.batches[0]
         with torch.no_grad():
-            got = p.metric.score(run(gpt2.adapter, b.clean, last_only=True), b)
+            got = p.metric.score(run(gpt2.adapter, b.clean, NO_PATCH, LAST), b)
         _held(got, torch.tensor(want[name], dtype=torch.float64),
               torch.tensor(want64[name], dtype=torch.float64), scale, what=name)
 

@@ -17,7 +17,7 @@ import torch
 
 from acdc_engine.errors import UnsupportedModelError
 from acdc_engine.graph import EdgeKind, Graph
-from acdc_engine.patching import Ablation, run
+from acdc_engine.patching import Ablation, PatchPlan, run, run_with_writers
 from acdc_engine.testing.builders import random_pairs, save_hf
 from acdc_engine.testing.numerics import assert_close_to_f64, f32_bound, float64, max_error
 
@@ -104,7 +104,7 @@ def held(ours, own, model, own64, what=""):
 
 def _acts(model, ids):
     with torch.no_grad():
-        return run(model.adapter, ids, collect=True)[1]
+        return run_with_writers(model.adapter, ids)[1]
 
 
 # ----- the invariants ------------------------------------------------------------------------
@@ -123,8 +123,8 @@ def test_full_circuit_is_the_model(case):
     ref = model.reference_logits(clean)
     with torch.no_grad():
         plain = run(model.adapter, clean)
-        full = run(model.adapter, clean, mask=torch.ones(g.n_writers, g.n_readers),
-                   ablated=_acts(model, corrupted))
+        full = run(model.adapter, clean, PatchPlan(mask=torch.ones(g.n_writers, g.n_readers),
+                                                   ablated=_acts(model, corrupted)))
     held(plain, ref, model, lambda: model.reference_logits(clean), "plain run")
     held(full, ref, model, lambda: model.reference_logits(clean), "full circuit")
 
@@ -134,8 +134,8 @@ def test_empty_circuit_is_the_corrupted_run(case):
     clean, corrupted = _ids(model, 1)
     g = model.graph
     with torch.no_grad():
-        got = run(model.adapter, clean, mask=torch.zeros(g.n_writers, g.n_readers),
-                  ablated=_acts(model, corrupted))
+        got = run(model.adapter, clean, PatchPlan(mask=torch.zeros(g.n_writers, g.n_readers),
+                                                  ablated=_acts(model, corrupted)))
     held(got, model.reference_logits(corrupted), model,
          lambda: model.reference_logits(corrupted), "empty circuit")
 
@@ -169,7 +169,7 @@ def test_cutting_a_node_equals_nnsight_node_patching(case, target):
             mask[:, g.reader_slot(n, kind) if kind else g.reader_slot(n)] = 0
     clean, corrupted = _ids(model, 2)
     with torch.no_grad():
-        got = run(model.adapter, clean, mask=mask, ablated=_acts(model, corrupted))
+        got = run(model.adapter, clean, PatchPlan(mask=mask, ablated=_acts(model, corrupted)))
     module = CASES[name][3][target]
     want = _nnsight_node_patch(model, clean, corrupted, module)
     held(got, want, model, lambda: _nnsight_node_patch(model, clean, corrupted, module),
@@ -201,9 +201,8 @@ def test_eap_is_exact_to_first_order(case):
 
 
 def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
-    """EAP-IG's q/k/v readers summed as factors (models.reader_factors) give the scores of the
-    per-reader path (models.norms.unfused: every reader's gradient summed as it is)."""
-    from acdc_engine.models import norms
+    """EAP-IG's q/k/v readers summed as factors (patching.reader_factors) give the scores of the
+    per-reader path (Context(fuse=False): every reader's gradient summed as it is)."""
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.scoring import attribute
@@ -213,12 +212,11 @@ def test_eap_ig_with_factor_records_equals_the_per_reader_sums(case):
     data = prepare("t", model.tokenizer, random_pairs(4, length=LENGTH, seed=2))
     p = Problem.build(model, data, registry().metric("kl_div"), "corrupted", batch_size=4)
     got = attribute(p, "eap-ig", ig_steps=3, progress=False)
-    with norms.unfused():
-        want = attribute(p, "eap-ig", ig_steps=3, progress=False)
-        with float64(model):
-            p64 = Problem.build(model, data, registry().metric("kl_div"), "corrupted",
-                                batch_size=4)
-            ref = attribute(p64, "eap-ig", ig_steps=3, progress=False)
+    want = attribute(p.with_context(fuse=False), "eap-ig", ig_steps=3, progress=False)
+    with float64(model):
+        p64 = Problem.build(model, data, registry().metric("kl_div"), "corrupted",
+                            batch_size=4)
+        ref = attribute(p64.with_context(fuse=False), "eap-ig", ig_steps=3, progress=False)
     assert float(want.abs().max()) > 0
     # bound: 4x the per-reader path's float32 error against its float64 run + 16 eps
     # max|score|

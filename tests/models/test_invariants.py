@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acdc_engine.patching import Ablation, run
+from acdc_engine.patching import Ablation, PatchPlan, run, run_with_writers
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 #: per family: the nnsight module whose input is (MLP of layer 0, heads of layer 1, logits)
@@ -43,7 +43,7 @@ def ids_pair(model, seed=0, batch=3, length=6):
 
 def corrupted_acts(model, corrupted):
     with torch.no_grad():
-        _, acts = run(model.adapter, corrupted, collect=True)
+        _, acts = run_with_writers(model.adapter, corrupted)
     return acts
 
 
@@ -53,8 +53,9 @@ def test_full_circuit_is_the_model(family_model):
     ref = family_model.reference_logits(clean)
     with torch.no_grad():
         plain = run(family_model.adapter, clean)
-        full = run(family_model.adapter, clean, mask=torch.ones(g.n_writers, g.n_readers),
-                   ablated=corrupted_acts(family_model, corrupted))
+        full = run(family_model.adapter, clean,
+                   PatchPlan(mask=torch.ones(g.n_writers, g.n_readers),
+                             ablated=corrupted_acts(family_model, corrupted)))
     held(plain, ref, family_model, lambda: family_model.reference_logits(clean), "plain run")
     held(full, ref, family_model, lambda: family_model.reference_logits(clean), "full circuit")
 
@@ -66,18 +67,18 @@ def test_empty_circuit_is_the_ablated_run(family_model, ablation):
     empty = torch.zeros(g.n_writers, g.n_readers)
     with torch.no_grad():
         if ablation == "corrupted":
-            got = run(family_model.adapter, clean, mask=empty,
-                      ablated=corrupted_acts(family_model, corrupted))
+            got = run(family_model.adapter, clean,
+                      PatchPlan(mask=empty, ablated=corrupted_acts(family_model, corrupted)))
             want = family_model.reference_logits(corrupted)
             held(got, want, family_model, lambda: family_model.reference_logits(corrupted),
                  "empty circuit, corrupted")
         else:  # zero: every reader sees only the constant biases, whatever the input
-            got = run(family_model.adapter, clean, mask=empty, ablated=None)
-            want = run(family_model.adapter, corrupted, mask=empty, ablated=None)
+            got = run(family_model.adapter, clean, PatchPlan(mask=empty, ablated=None))
+            want = run(family_model.adapter, corrupted, PatchPlan(mask=empty, ablated=None))
             # the same run from the other prompt in float64 (RMSNorm amplifies the rounding
             # left in a near-zero residual: the measured float32 error carries that)
             held(got, want, family_model, lambda: run(family_model.adapter, corrupted,
-                                                      mask=empty.double(), ablated=None),
+                                                      PatchPlan(mask=empty.double(), ablated=None)),
                  "empty circuit, zero")
 
 
@@ -125,7 +126,8 @@ def test_cutting_a_node_equals_node_patching(family_model, target):
         for col in _reader_columns(g, node):
             mask[:, col] = 0
     with torch.no_grad():
-        got = run(model.adapter, clean, mask=mask, ablated=corrupted_acts(model, corrupted))
+        got = run(model.adapter, clean,
+                  PatchPlan(mask=mask, ablated=corrupted_acts(model, corrupted)))
     want = _nnsight_node_patch(model, clean, corrupted, module)
     held(got, want, model, lambda: _nnsight_node_patch(model, clean, corrupted, module),
          f"cut {target}")
@@ -193,12 +195,13 @@ def test_eap_ig_matches_a_step_by_step_reference(gpt2, kind):
         for batch in problem.batches:
             ablated = abl.activations(gpt2.adapter, batch)
             with torch.no_grad():
-                _, clean = run(gpt2.adapter, batch.clean, collect=True)
+                _, clean = run_with_writers(gpt2.adapter, batch.clean)
             base = torch.zeros_like(clean) if ablated is None else ablated.expand_as(clean)
             for step in range(1, steps + 1):
                 mask = torch.ones(g.n_writers, g.n_readers, dtype=gpt2.dtype, requires_grad=True)
                 embed = base[0] + step / steps * (clean[0] - base[0])
-                out = run(gpt2.adapter, batch.clean, mask=mask, delta=clean - base, embed=embed)
+                out = run(gpt2.adapter, batch.clean,
+                          PatchPlan(mask=mask, delta=clean - base, embed=embed))
                 metric(out[:, -1], batch).sum().backward()
                 total += mask.grad
             n += len(batch)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acdc_engine.patching import run
+from acdc_engine.patching import PatchPlan, run, run_with_writers
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,18 +105,18 @@ def test_invariants_on_the_shipped_weights(name):
     b = data.batches(16)[-1]
     g = lm.graph
     with torch.no_grad():
-        _, acts = run(lm.adapter, b.corrupted, collect=True)
+        _, acts = run_with_writers(lm.adapter, b.corrupted)
         ones, zeros = torch.ones(g.n_writers, g.n_readers), torch.zeros(g.n_writers, g.n_readers)
         ref = lm.reference_logits(b.clean)
-        _held(run(lm.adapter, b.clean, mask=ones, ablated=acts), ref, lm,
+        _held(run(lm.adapter, b.clean, PatchPlan(mask=ones, ablated=acts)), ref, lm,
               lambda: lm.reference_logits(b.clean), "full circuit")
-        empty = run(lm.adapter, b.clean, mask=zeros, ablated=acts)
+        empty = run(lm.adapter, b.clean, PatchPlan(mask=zeros, ablated=acts))
         _held(empty, lm.reference_logits(b.corrupted), lm,
               lambda: lm.reference_logits(b.corrupted), "empty circuit")
         layer = max(h.layer for h in g.nodes if h.kind.value == "attn")
         cut = ones.clone()
         cut[:, g.attn_slots(layer)] = 0
-        got = run(lm.adapter, b.clean, mask=cut, ablated=acts)
+        got = run(lm.adapter, b.clean, PatchPlan(mask=cut, ablated=acts))
     def node_patch():
         nn = lm.nn
         with torch.no_grad():

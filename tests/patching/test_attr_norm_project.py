@@ -1,15 +1,15 @@
-"""The norm fused with the q/k/v projections (issue 14): ``models.norm_project`` gives the values
-and the per-head input gradients of the straightforward computation (norm every head's copy of
-the stream, project it), for layer norms, RMS norms (Llama's ``w``, Gemma's ``1 + w``) and
-grouped-query attention, and steps aside for anything it cannot share exactly."""
+"""The norm fused with the q/k/v projections (issue 14): ``patching.norms.norm_project`` gives
+the values and the per-head input gradients of the straightforward computation (norm every
+head's copy of the stream, project it), for layer norms, RMS norms (Llama's ``w``, Gemma's
+``1 + w``) and grouped-query attention, and steps aside for anything it cannot share exactly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from acdc_engine.models import norms
-from acdc_engine.models.norms import _workspace, norm_project, release_workspace
+from acdc_engine.patching import Workspace
+from acdc_engine.patching.norms import norm_project
 from acdc_engine.testing.numerics import assert_close_to_f64
 
 
@@ -98,15 +98,41 @@ def test_norm_project_steps_aside_when_sharing_is_not_exact():
     assert norm_project(torch.nn.GELU(), *shared, weights, H) is None
 
 
-def test_workspace_is_reused_on_cpu_only_when_asked():
-    like = torch.zeros(1)
-    a, b = _workspace(like, (3, 4), True), _workspace(like, (3, 4), True)
+def test_workspace_buffer_is_reused_on_cpu():
+    like, ws = torch.zeros(1), Workspace()
+    a, b = ws.buffer(like, (3, 4)), ws.buffer(like, (3, 4))
     assert a.data_ptr() == b.data_ptr()
-    assert _workspace(like, (3, 4), False).data_ptr() != a.data_ptr()
-    c = _workspace(like, (5, 4), True)  # a new shape replaces the cached buffer
-    assert c.shape == (5, 4) and _workspace(like, (5, 4), True).data_ptr() == c.data_ptr()
-    release_workspace()
-    assert norms._LOCAL.buf is None  # nothing held between passes
+    assert Workspace().buffer(like, (3, 4)).data_ptr() != a.data_ptr()  # another workspace
+    c = ws.buffer(like, (5, 4))  # a new shape replaces the cached buffer
+    assert c.shape == (5, 4) and ws.buffer(like, (5, 4)).data_ptr() == c.data_ptr()
+    ws.release()
+    assert ws.spare_after(c[:4]) is None  # nothing held between passes
+
+
+def test_the_fused_backward_writes_into_the_workspace_it_is_given():
+    """With the forward's workspace, the q/k/v gradients are rows of its buffer, with the spare
+    row after them; without one, a fresh tensor each time (nothing is reused behind a caller's
+    back)."""
+    torch.manual_seed(3)
+    H, b, p, d, kh = 2, 2, 3, 16, 4
+    norm, weights = _norm("layer", d), _weights(H, H, kh, d, True)
+    x = torch.randn(b, p, d, requires_grad=True)
+    gs = [torch.randn(b, H, p, kh) for _ in range(3)]
+
+    def grads(ws):
+        qkv = x.unsqueeze(0).expand(3 * H, b, p, d).split(H)
+        return torch.autograd.grad(norm_project(norm, *qkv, weights, H, ws), qkv, gs)
+
+    ws = Workspace()
+    q, k, v = grads(ws)
+    assert q.data_ptr() == ws.buffer(q, (3 * H + 1, b, p, d)).data_ptr()
+    assert ws.spare_after(torch.cat([q, k, v])) is None  # a copy is not the buffer's rows
+    joint = ws.spare_after(ws.buffer(q, (3 * H + 1, b, p, d))[: 3 * H])
+    assert joint is not None and joint.data_ptr() == v[-1].data_ptr() + v[-1].numel() * 4
+    fresh = grads(None)
+    assert fresh[0].data_ptr() != q.data_ptr() and torch.equal(fresh[0], q)
+    assert norm_project(norm, *x.unsqueeze(0).expand(3 * H, b, p, d).split(H), weights, H,
+                        Workspace(fuse=False)) is None  # an unfused workspace declines
 
 
 @pytest.mark.parametrize("kind", ["layer", "llama"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acdc_engine.models import shared_norm
+from acdc_engine.patching.norms import shared_norm
 from acdc_engine.testing.numerics import assert_close_to_f64
 
 

@@ -5,12 +5,12 @@ and in float64, on the same inputs: its error against float64 must stay within 4
 float32 path's own error + 16 eps x the largest value (``assert_close_to_f64``), i.e. not
 materially worse than float32 itself. The shortcuts and their switches (docs/numerics.md):
 
-    node fast path          patching._NODE_FASTPATH (also the no-grad row reads and the prefix)
-    fused norm backward     norms.unfused() (norm_project, the factor records, the spare row)
-    reader-factor records   norms.unfused() (EAP-IG's q/k/v gradients formed once per batch)
-    spare-row merged GEMM   reads._adjacent (the MLP's edge products in the heads' GEMM)
+    node fast path          Context(node_fastpath=) (also the no-grad row reads and the prefix)
+    fused norm backward     Context(fuse=) (norm_project, the factor records, the spare row)
+    reader-factor records   Context(fuse=) (EAP-IG's q/k/v gradients formed once per batch)
+    spare-row merged GEMM   Workspace.merged_rows (the MLP's edge products in the heads' GEMM)
     attn_write / attn_out   the generic ModelAdapter forms (per-head writes, then their sum)
-    clean-prefix reuse      reuse_prefix (runs resume from the clean residual stream)
+    clean-prefix reuse      Context(prefix=) (runs resume from the clean residual stream)
     position groups         the per-token products into groups vs the unsplit graph
 """
 
@@ -21,11 +21,9 @@ from contextlib import ExitStack, contextmanager
 import pytest
 import torch
 
-import acdc_engine.patching.forward as patching  # the forward module: its switches
-from acdc_engine.patching import reads
-from acdc_engine.models import norms
 from acdc_engine.models.adapter import ModelAdapter
-from acdc_engine.patching import Prefix, reuse_prefix, run
+from acdc_engine.patching import (ALL, LAST, NO_PATCH, Context, PatchPlan, Prefix, Workspace,
+                                  run, run_with_writers)
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.scoring import attribute
@@ -40,24 +38,21 @@ FACTOR, ULPS = 4, 16  # fast error <= 4x plain float32's error + 16 eps x max|va
 
 @contextmanager
 def only(model, *keep):
-    """Every shortcut off except ``keep``: () is the plain path."""
+    """Every shortcut off except ``keep``: () is the plain path. Yields the runs' Context."""
     unknown = set(keep) - set(SHORTCUTS)
     assert not unknown, unknown
     adapter = model.adapter
     with ExitStack() as st:
         mp = st.enter_context(pytest.MonkeyPatch.context())
-        if "node_fastpath" not in keep:
-            mp.setattr(patching, "_NODE_FASTPATH", False)
-        if "fused_norm" not in keep:
-            st.enter_context(norms.unfused())
+        context = Context(node_fastpath="node_fastpath" in keep, fuse="fused_norm" in keep)
         if "merge" not in keep:
-            mp.setattr(reads, "_adjacent", lambda first, then: None)
+            mp.setattr(Workspace, "merged_rows", lambda self, first, then: None)
         if "attn_write" not in keep:
             mp.setattr(adapter, "attn_write", lambda layer, q, k, v, out:
                        ModelAdapter.attn_write(adapter, layer, q, k, v, out))
             mp.setattr(adapter, "attn_out", lambda layer, q, k, v:
                        ModelAdapter.attn_out(adapter, layer, q, k, v))
-        yield
+        yield context
 
 
 def _data(model, n=6, seed=2):
@@ -70,8 +65,8 @@ def _problem(model, data, metric="logit_diff", ablation="corrupted", **kw):
 
 def _scores(model, data, method, keep, metric="logit_diff", ablation="corrupted", **kw):
     p = _problem(model, data, metric, ablation, **kw)
-    with only(model, *keep):
-        return attribute(p, method, ig_steps=3, progress=False)
+    with only(model, *keep) as context:
+        return attribute(p.with_context(context), method, ig_steps=3, progress=False)
 
 
 def _audit(model, data, method, keep, **kw):
@@ -119,8 +114,9 @@ def test_spare_row_merged_gemm(name, request, monkeypatch):
     """The MLP's edge products in the heads' GEMM through the spare row (and the logits' copy)."""
     model = request.getfixturevalue(name)
     used = []
-    real = reads.spare_row
-    monkeypatch.setattr(reads, "spare_row", lambda t: used.append(real(t)) or used[-1])
+    real = Workspace.spare_after
+    monkeypatch.setattr(Workspace, "spare_after",
+                        lambda self, t: used.append(real(self, t)) or used[-1])
     # bound: 4x plain float32's error + 16 eps max|score|
     _audit(model, _data(model), "eap", ("fused_norm", "merge"))
     assert any(s is not None for s in used)  # the merge through the spare row ran
@@ -155,9 +151,10 @@ def _node_mask(g, gen, whole=3, partial=2):
     return mask
 
 
-def _run64(model, ids, mask, ablated, **kw):
-    with torch.no_grad(), float64(model), only(model):
-        return run(model.adapter, ids, mask=mask.double(), ablated=ablated.double(), **kw)
+def _run64(model, ids, mask, ablated, readout=ALL, keep=False):
+    plan = PatchPlan(mask=mask.double(), ablated=ablated.double())
+    with torch.no_grad(), float64(model), only(model) as plain:
+        return (run_with_writers if keep else run)(model.adapter, ids, plan, readout, plain)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "neox", "tracr"])
@@ -166,16 +163,17 @@ def test_node_fast_path(name, request):
     model = request.getfixturevalue(name)
     clean, corrupted, gen = _ids(model, 0)
     with torch.no_grad():
-        _, ablated = run(model.adapter, corrupted, collect=True)
+        _, ablated = run_with_writers(model.adapter, corrupted)
     for kind in ("corrupted", "mean"):
         abl = ablated if kind == "corrupted" else ablated.mean(1, keepdim=True)
         mask = _node_mask(model.graph, gen)
         with torch.no_grad():
-            with only(model, "node_fastpath"):
-                fast = run(model.adapter, clean, mask=mask, ablated=abl, collect=True)
-            with only(model):
-                plain = run(model.adapter, clean, mask=mask, ablated=abl, collect=True)
-        ref = _run64(model, clean, mask, abl, collect=True)
+            plan = PatchPlan(mask=mask, ablated=abl)
+            with only(model, "node_fastpath") as ctx:
+                fast = run_with_writers(model.adapter, clean, plan, ALL, ctx)
+            with only(model) as ctx:
+                plain = run_with_writers(model.adapter, clean, plan, ALL, ctx)
+        ref = _run64(model, clean, mask, abl, keep=True)
         # bound: 4x plain float32's error + 16 eps max|logit or activation| (tracr: logits to
         # ~400, plain float32's own error to ~2e-3)
         assert_close_to_f64(list(fast), list(plain), list(ref), factor=FACTOR, ulps=ULPS)
@@ -188,19 +186,19 @@ def test_clean_prefix_reuse(name, request):
     g = model.graph
     clean, corrupted, gen = _ids(model, 1)
     with torch.no_grad():
-        _, ablated = run(model.adapter, corrupted, collect=True)
+        _, ablated = run_with_writers(model.adapter, corrupted)
     prefix = Prefix(model.adapter)
     for layer in range(g.n_layers):
         mask = torch.ones(g.n_writers, g.n_readers)
         w = g.attn_upstream(layer)  # the layer's first head: every edge removed
         mask[w, g.valid[w]] = 0
         with torch.no_grad():
-            with reuse_prefix(prefix):
-                run(model.adapter, clean, last_only=True)  # records the clean stream
-                fast = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
-            with only(model):
-                plain = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
-        ref = _run64(model, clean, mask, ablated, last_only=True)
+            plan, reuse = PatchPlan(mask=mask, ablated=ablated), Context(prefix=prefix)
+            run(model.adapter, clean, NO_PATCH, LAST, reuse)  # records the clean stream
+            fast = run(model.adapter, clean, plan, LAST, reuse)
+            with only(model) as ctx:
+                plain = run(model.adapter, clean, plan, LAST, ctx)
+        ref = _run64(model, clean, mask, ablated, LAST)
         # bound: 4x plain float32's error + 16 eps max|logit|
         assert_close_to_f64(fast, plain, ref, factor=FACTOR, ulps=ULPS, what=f"layer {layer}")
     assert len(prefix) == 1

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from acdc_engine import buffers
-from acdc_engine.patching import GradSink
-from acdc_engine.models import norms
+from acdc_engine.patching import LAST, Context, GradSink, PatchPlan
 from acdc_engine.patching import run
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
@@ -34,7 +33,7 @@ def test_a_lazy_sink_sums_each_group_over_runs():
 
 
 def test_the_first_gradient_is_copied_not_kept():
-    """A run's gradient buffer is reused by the next layer (models.norms._workspace)."""
+    """A run's gradient buffer is reused by the next layer (patching.Workspace.buffer)."""
     g = torch.ones(2, 3)
     sink = GradSink()
     sink.add(0, (g,))
@@ -49,7 +48,7 @@ def test_a_plain_tensor_is_added_to():
     assert t.tolist() == [[6, 6]] * 3 and sink.rows(slice(0, 3)) is not None
 
 
-def _sink_runs(lm, factors: bool, steps: int = 3) -> tuple:
+def _sink_runs(lm, factors: bool, steps: int = 3, fuse: bool = True) -> tuple:
     """EAP-IG's runs on a few pairs into one sink: (sink, the graph)."""
     data = prepare("t", lm.tokenizer, random_pairs(4, seed=1))
     p = Problem.build(lm, data, registry().metric("logit_diff"), "corrupted", batch_size=4)
@@ -61,8 +60,8 @@ def _sink_runs(lm, factors: bool, steps: int = 3) -> tuple:
         for step in range(steps):
             mask = g.full_mask(1.0, dtype=lm.dtype, requires_grad=True)
             x = abl[0] + (step + 1) / steps * (torch.zeros_like(abl[0]) + 0.5)
-            logits = run(adapter, batch.clean, mask=mask, last_only=True, grad_sink=sink,
-                         ablated=abl, embed=x)
+            logits = run(adapter, batch.clean, PatchPlan(mask=mask, ablated=abl, embed=x), LAST,
+                         Context(grad_sink=sink, fuse=fuse))
             logits.float().sum().backward()
     return sink, g
 
@@ -87,8 +86,8 @@ def test_factor_records_form_the_per_reader_sums(name, request):
 
 
 def test_a_family_without_the_shared_norm_keeps_the_per_reader_path(gpt2):
-    with norms.unfused():  # norm_project declines: as a family that never calls it
-        sink, g = _sink_runs(gpt2, factors=True, steps=2)
+    sink, g = _sink_runs(gpt2, factors=True, steps=2, fuse=False)  # as a family that never
+    # calls norm_project
     assert not sink.factors_ok and all(not r.used for r in sink._factors.values())
     assert sink.rows(g.attn_slots(0)).shape[0] == 3 * g.n_heads
 
@@ -97,11 +96,10 @@ def test_eap_ig_scores_with_and_without_factor_records(qwen2):
     data = prepare("t", qwen2.tokenizer, random_pairs(6, seed=4))
     p = Problem.build(qwen2, data, registry().metric("kl_div"), "mean", batch_size=3)
     got = attribute(p, "eap-ig", ig_steps=4, progress=False)
-    with norms.unfused():
-        want = attribute(p, "eap-ig", ig_steps=4, progress=False)
-        with float64(qwen2):
-            p64 = Problem.build(qwen2, data, registry().metric("kl_div"), "mean", batch_size=3)
-            ref = attribute(p64, "eap-ig", ig_steps=4, progress=False)
+    want = attribute(p.with_context(fuse=False), "eap-ig", ig_steps=4, progress=False)
+    with float64(qwen2):
+        p64 = Problem.build(qwen2, data, registry().metric("kl_div"), "mean", batch_size=3)
+        ref = attribute(p64.with_context(fuse=False), "eap-ig", ig_steps=4, progress=False)
     # bound: 4x the unfused float32 scores' error against float64 + 16 eps max|score|
     assert_close_to_f64(got, want, ref, factor=4, ulps=16)
 

@@ -1,5 +1,5 @@
 """The heads' writes formed in the writer buffer (``ModelAdapter.attn_write``,
-``models.head_writes``) are ``attn_heads`` bit for bit, their sum is ``attn_heads(...).sum(0)``
+``patching.head_writes``) are ``attn_heads`` bit for bit, their sum is ``attn_heads(...).sum(0)``
 bit for bit, and the sum's dense backward gives the per-head path's gradients."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from acdc_engine.models import head_writes
-from acdc_engine.models.head_writes import per_head, write_sum
+from acdc_engine.patching import head_writes
+from acdc_engine.patching.head_writes import per_head, write_sum
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 

@@ -7,7 +7,7 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.interventions import Intervention, InterventionStack, evaluate_interventions
-from acdc_engine.patching import run
+from acdc_engine.patching import LAST, PatchPlan, run
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.tasks import prepare
@@ -69,13 +69,13 @@ def test_freeze_pins_a_node_to_its_clean_output(problem):
     mask[0, g.logits_slot] = 0
     want, ref, scale = [], [], 0.0
     for i, b in enumerate(problem.batches):
-        logits = run(problem.model.adapter, b.clean, mask=mask, ablated=problem.ablated(i),
-                     last_only=True)[:, -1]
+        logits = run(problem.model.adapter, b.clean,
+                     PatchPlan(mask=mask, ablated=problem.ablated(i)), LAST)[:, -1]
         want.append(problem.metric(logits, b))
         scale = max(scale, float(logits.detach().abs().max()))
         with float64(problem.model):  # the same masked run in float64, inputs cast up exactly
-            logits = run(problem.model.adapter, b.clean, mask=mask.double(),
-                         ablated=problem.ablated(i).double(), last_only=True)[:, -1]
+            plan = PatchPlan(mask=mask.double(), ablated=problem.ablated(i).double())
+            logits = run(problem.model.adapter, b.clean, plan, LAST)[:, -1]
             ref.append(problem.metric(logits, b))
     # bound: 4x the masked run's float32 error against float64 + 16 eps max|logit| (the metric
     # is a difference of logits)

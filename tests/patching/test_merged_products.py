@@ -1,29 +1,29 @@
 """A layer's heads (and the logits) form their edge products in one GEMM with the MLP before
-them (``reads._Backward.mask_grad``): ``mask.grad`` is the one the groups give one by one,
-the merged path is the one taken in a sequential model, and a parallel model never defers."""
+them (``reads._Backward.mask_grad``, through ``Workspace.merged_rows``): ``mask.grad`` is the
+one the groups give one by one, the merged path is the one taken in a sequential model, and a
+parallel model never defers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from acdc_engine import patching
-from acdc_engine.patching import reads
-from acdc_engine.patching import run
+from acdc_engine.patching import LAST, Context, PatchPlan, Workspace, run, writer_outputs
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 
-def _mask_grad(model, seed=0):
+def _mask_grad(model, seed=0, ws=None):
     """``mask.grad`` of one EAP-like run, with the weights frozen as ``attribute`` freezes
-    them (the fused q/k/v backward, and its spare row, need that)."""
+    them (the fused q/k/v backward, and its spare row, need that), in workspace ``ws``."""
     g = torch.Generator().manual_seed(seed)
     v = model.hf.config.vocab_size
     clean, corrupted = (torch.randint(1, v, (3, 6), generator=g) for _ in range(2))
     with torch.no_grad():
-        ablated = patching.writer_outputs(model.adapter, corrupted)
+        ablated = writer_outputs(model.adapter, corrupted)
     with model.frozen():
         mask = model.graph.full_mask(1.0, dtype=model.dtype, requires_grad=True)
-        logits = run(model.adapter, clean, mask=mask, ablated=ablated, last_only=True)
+        logits = run(model.adapter, clean, PatchPlan(mask=mask, ablated=ablated), LAST,
+                     Context(workspace=ws))
         (logits[:, -1] * torch.randn(logits.shape[-1], generator=g)).sum().backward()
     return mask.grad
 
@@ -33,16 +33,18 @@ def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, re
                                                                  monkeypatch):
     model = request.getfixturevalue(name)
     seen = []
-    real = reads._adjacent
-    monkeypatch.setattr(reads, "_adjacent", lambda a, b: seen.append(
-        (len(a), len(b), (joint := real(a, b)) is not None)) or joint)
-    got = _mask_grad(model)
-    H = model.graph.n_heads
+    real = Workspace.merged_rows
+    monkeypatch.setattr(Workspace, "merged_rows", lambda self, a, b: seen.append(
+        (len(a), len(b), (joint := real(self, a, b)) is not None)) or joint)
+    ws = Workspace()
+    got = _mask_grad(model, ws=ws)
+    H, L = model.graph.n_heads, model.graph.n_layers
     if merges:  # the logits with the last MLP, every later layer's heads with the MLP before
-        assert seen == [(1, 1, True)] + [(3 * H, 1, True)] * (model.graph.n_layers - 1)
+        assert seen == [(1, 1, True)] + [(3 * H, 1, True)] * (L - 1)
+        assert (ws.merged, ws.unmerged) == (L, 0)  # the workspace counts what the kernels did
     else:  # parallel blocks: the MLP and the heads of a layer read one stream, in either order
-        assert seen == []
-    monkeypatch.setattr(reads, "_adjacent", lambda a, b: None)  # one group at a time
+        assert seen == [] and (ws.merged, ws.unmerged) == (0, 0)
+    monkeypatch.setattr(Workspace, "merged_rows", lambda self, a, b: None)  # one at a time
     want = _mask_grad(model)
     assert float(want.abs().max()) > 0
     with float64(model):
@@ -51,19 +53,30 @@ def test_merged_products_equal_the_products_one_group_at_a_time(name, merges, re
     assert_close_to_f64(got, want, ref, factor=4, ulps=16)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_every_merge_is_taken_in_a_sequential_model(name, request):
+    """Guards the storage contract between the fused q/k/v backward (patching.norms) and the
+    reader node (patching.reads): a change to either that silently loses the merged GEMM (no
+    spare row left, a buffer the workspace does not own) fails here, not only in a benchmark."""
+    model = request.getfixturevalue(name)
+    ws = Workspace()
+    _mask_grad(model, ws=ws)
+    assert ws.merged == model.graph.n_layers and ws.unmerged == 0
+
+
 def test_spare_row_is_only_the_row_after_the_workspace_gradients(gpt2):
     """The MLP's gradient goes only into the row the fused q/k/v backward keeps free after its
     gradients: never into a tensor the workspace does not own, nor past its end."""
-    from acdc_engine.models import norms
-
-    _mask_grad(gpt2)  # a fused backward leaves this thread's workspace cached
-    ws = norms._LOCAL.buf[1]  # [3H + 1, b, p, d]
+    w = Workspace()
+    _mask_grad(gpt2, ws=w)  # a fused backward leaves the workspace's buffer cached
+    buf = w.buffer(torch.zeros(1), w._buf[0][0])  # [3H + 1, b, p, d]
     H = gpt2.graph.n_heads
-    assert len(ws) == 3 * H + 1
-    spare = norms.spare_row(ws[: 3 * H])
-    assert spare is not None and spare.data_ptr() == ws[3 * H].data_ptr()
-    assert norms.spare_row(ws) is None  # no row after the last
-    assert norms.spare_row(ws[1 : 3 * H]) is None  # not the workspace's first rows
-    assert norms.spare_row(ws[: 3 * H].clone()) is None  # another tensor
-    norms.release_workspace()
-    assert norms.spare_row(ws[: 3 * H]) is None
+    assert len(buf) == 3 * H + 1
+    spare = w.spare_after(buf[: 3 * H])
+    assert spare is not None and spare.data_ptr() == buf[3 * H].data_ptr()
+    assert w.spare_after(buf) is None  # no row after the last
+    assert w.spare_after(buf[1 : 3 * H]) is None  # not the workspace's first rows
+    assert w.spare_after(buf[: 3 * H].clone()) is None  # another tensor
+    assert Workspace().spare_after(buf[: 3 * H]) is None  # another workspace's buffer
+    w.release()
+    assert w.spare_after(buf[: 3 * H]) is None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import acdc_engine.patching.forward as patching  # the forward module: its switches
-from acdc_engine.patching import run
+from acdc_engine.patching import ALL, LAST, NO_PATCH, Context, PatchPlan, run, run_with_writers
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 
@@ -31,7 +31,7 @@ def _ablated(model, corrupted, kind: str):
     if kind == "zero":
         return None
     with torch.no_grad():
-        _, acts = run(model.adapter, corrupted, collect=True)
+        _, acts = run_with_writers(model.adapter, corrupted)
     return acts if kind == "corrupted" else acts.mean(1, keepdim=True)
 
 
@@ -55,22 +55,24 @@ def _mask(g, gen, whole: int, partial: int, fractional: bool = False) -> torch.T
     return mask
 
 
-def _ref64(model, ids, mask=None, ablated=None, **kw):
+SLOW = Context(node_fastpath=False)  # the edge-by-edge path everywhere
+
+
+def _ref64(model, ids, mask=None, ablated=None, readout=ALL, keep=False):
     """The same run on the plain (edge-by-edge) path in float64: the inputs cast up exactly."""
-    with torch.no_grad(), float64(model), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(patching, "_NODE_FASTPATH", False)
-        return run(model.adapter, ids, mask=None if mask is None else mask.double(),
-                   ablated=None if ablated is None else ablated.double(), **kw)
+    plan = PatchPlan(mask=None if mask is None else mask.double(),
+                     ablated=None if ablated is None else ablated.double())
+    with torch.no_grad(), float64(model):
+        return (run_with_writers if keep else run)(model.adapter, ids, plan, readout, SLOW)
 
 
-def _both(model, clean, mask, ablated, monkeypatch, **kw):
+def _both(model, clean, mask, ablated, readout=ALL):
     """(fast, slow, float64) results of the same patched run, no gradient."""
+    plan = PatchPlan(mask=mask, ablated=ablated)
     with torch.no_grad():
-        fast = run(model.adapter, clean, mask=mask, ablated=ablated, collect=True, **kw)
-        monkeypatch.setattr(patching, "_NODE_FASTPATH", False)
-        slow = run(model.adapter, clean, mask=mask, ablated=ablated, collect=True, **kw)
-        monkeypatch.setattr(patching, "_NODE_FASTPATH", True)
-    return fast, slow, _ref64(model, clean, mask, ablated, collect=True, **kw)
+        fast = run_with_writers(model.adapter, clean, plan, readout)
+        slow = run_with_writers(model.adapter, clean, plan, readout, SLOW)
+    return fast, slow, _ref64(model, clean, mask, ablated, readout, keep=True)
 
 
 def _close(fast, slow, ref64):
@@ -81,13 +83,13 @@ def _close(fast, slow, ref64):
 
 
 @pytest.mark.parametrize("kind", ["zero", "mean", "corrupted"])
-def test_fast_path_equals_edge_by_edge(model, kind, monkeypatch):
+def test_fast_path_equals_edge_by_edge(model, kind):
     g = model.graph
     for seed, (whole, partial) in enumerate([(1, 0), (3, 2), (g.n_writers // 3, 3)]):
         clean, corrupted, gen = _inputs(model, seed)
         ablated = _ablated(model, corrupted, kind)
         mask = _mask(g, gen, whole, partial, fractional=seed == 2)
-        (lf, bf), (ls, bs), (lr, br) = _both(model, clean, mask, ablated, monkeypatch)
+        (lf, bf), (ls, bs), (lr, br) = _both(model, clean, mask, ablated)
         _close(lf, ls, lr)
         _close(bf, bs, br)  # collected outputs are the writers' true outputs on both paths
         # and the removal did something: the full model's logits differ
@@ -110,32 +112,31 @@ def test_fast_path_is_taken_and_collects_true_outputs(gpt2, monkeypatch):
     mask = torch.ones(g.n_writers, g.n_readers)
     mask[w] = 0
     with torch.no_grad():
-        logits, acts = run(gpt2.adapter, clean, mask=mask, ablated=ablated, collect=True)
-        _, clean_acts = run(gpt2.adapter, clean, collect=True)
+        logits, acts = run_with_writers(gpt2.adapter, clean, PatchPlan(mask=mask, ablated=ablated))
+        _, clean_acts = run_with_writers(gpt2.adapter, clean)
     assert calls  # the fast path ran
     # a0.1 reads only the input, which is untouched: its true output is the clean run's
     assert torch.equal(acts[w], clean_acts[w])  # the same computation on the same input
     assert (acts[w] - ablated[w]).abs().max() > 1e-3
     # and the run equals the edge-by-edge one
-    (lf, _), (ls, _), (lr, _) = _both(gpt2, clean, mask, ablated, monkeypatch)
+    (lf, _), (ls, _), (lr, _) = _both(gpt2, clean, mask, ablated)
     _close(lf, ls, lr)
 
 
-def test_input_row_and_last_only(llama, monkeypatch):
+def test_input_row_and_last_only(llama):
     """Removing the embeddings' every edge (writer 0) and unembedding the last position."""
     g = llama.graph
     clean, corrupted, gen = _inputs(llama, 11)
     ablated = _ablated(llama, corrupted, "corrupted")
     mask = _mask(g, gen, 0, 2)
     mask[0, g.valid[0]] = 0
-    (lf, bf), (ls, bs), (lr, br) = _both(llama, clean, mask, ablated, monkeypatch,
-                                         last_only=True)
+    (lf, bf), (ls, bs), (lr, br) = _both(llama, clean, mask, ablated, LAST)
     assert lf.shape[1] == 1
     _close(lf, ls, lr)
     _close(bf, bs, br)
 
 
-def test_gradients_keep_the_edge_path(gpt2, monkeypatch):
+def test_gradients_keep_the_edge_path(gpt2):
     """A mask that requires grad never takes the fast path: mask.grad is unchanged."""
     g = gpt2.graph
     clean, corrupted, gen = _inputs(gpt2, 5)
@@ -143,9 +144,9 @@ def test_gradients_keep_the_edge_path(gpt2, monkeypatch):
     base = _mask(g, gen, 2, 2)
     grads = []
     for flag in (True, False):
-        monkeypatch.setattr(patching, "_NODE_FASTPATH", flag)
         mask = base.clone().requires_grad_(True)
-        run(gpt2.adapter, clean, mask=mask, ablated=ablated)[:, -1].sum().backward()
+        run(gpt2.adapter, clean, PatchPlan(mask=mask, ablated=ablated), ALL,
+            Context(node_fastpath=flag))[:, -1].sum().backward()
         grads.append(mask.grad)
     assert torch.equal(grads[0], grads[1])  # the same computation: bit for bit
     assert grads[0].abs().max() > 0
@@ -165,9 +166,9 @@ def _layer_mask(g, gen, layer: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["gpt2", "neox"])
 def test_prefix_resumes_exactly(name, request, monkeypatch):
-    """Inside reuse_prefix, runs start at the first layer with a removal, from the clean run's
+    """With a prefix, runs start at the first layer with a removal, from the clean run's
     residual stream, and give what full runs give; a clean run is only its unembedding."""
-    from acdc_engine.patching import Prefix, reuse_prefix
+    from acdc_engine.patching import Prefix
 
     model = request.getfixturevalue(name)
     g, adapter = model.graph, model.adapter
@@ -179,34 +180,32 @@ def test_prefix_resumes_exactly(name, request, monkeypatch):
         monkeypatch.setattr(adapter, name, lambda layer, *a, real=real: layers.append(layer)
                             or real(layer, *a))
     prefix = Prefix(adapter)
+    reuse = Context(prefix=prefix)
     with torch.no_grad():
-        full = run(adapter, clean, last_only=True)
-        with reuse_prefix(prefix):
-            assert torch.equal(run(adapter, clean, last_only=True), full)  # records
-            layers.clear()
-            assert torch.equal(run(adapter, clean, last_only=True), full)
-            assert layers == []  # only the unembedding
+        full = run(adapter, clean, NO_PATCH, LAST)
+        assert torch.equal(run(adapter, clean, NO_PATCH, LAST, reuse), full)  # records
+        layers.clear()
+        assert torch.equal(run(adapter, clean, NO_PATCH, LAST, reuse), full)
+        assert layers == []  # only the unembedding
         assert sorted(prefix.states(clean)) == list(range(g.n_layers + 1))
         for layer in range(g.n_layers):
             mask = _layer_mask(g, gen, layer)
-            want = run(adapter, clean, mask=mask, ablated=ablated, last_only=True)
-            ref = _ref64(model, clean, mask, ablated, last_only=True)
+            want = run(adapter, clean, PatchPlan(mask=mask, ablated=ablated), LAST)
+            ref = _ref64(model, clean, mask, ablated, LAST)
             layers.clear()
-            with reuse_prefix(prefix):
-                got = run(adapter, clean, mask=mask, ablated=ablated, last_only=True)
+            got = run(adapter, clean, PatchPlan(mask=mask, ablated=ablated), LAST, reuse)
             _close(got, want, ref)
             assert layers[0] >= layer and layers[-1] == g.n_layers - 1
         # other inputs are not mixed up with these
-        with reuse_prefix(prefix):
-            _close(run(adapter, corrupted, last_only=True), run(adapter, corrupted)[:, -1:],
-                   _ref64(model, corrupted, last_only=True))
+        _close(run(adapter, corrupted, NO_PATCH, LAST, reuse), run(adapter, corrupted)[:, -1:],
+               _ref64(model, corrupted, readout=LAST))
     assert len(prefix) == 2
 
 
 def test_prefix_is_filled_by_masked_runs_and_skips_what_it_cannot_reuse(gpt2):
     """A masked run records the clean layers before its first removal (not a substituted
     input); collecting or gradient runs never resume."""
-    from acdc_engine.patching import Prefix, reuse_prefix
+    from acdc_engine.patching import Prefix
 
     g, adapter = gpt2.graph, gpt2.adapter
     clean, corrupted, gen = _inputs(gpt2, 4)
@@ -216,19 +215,21 @@ def test_prefix_is_filled_by_masked_runs_and_skips_what_it_cannot_reuse(gpt2):
     mask[g.writer_index("a1.0")] = 0
     inp = torch.ones(g.n_writers, g.n_readers)
     inp[0] = 0  # the input's every edge: layer 0 is not the clean stream
-    with torch.no_grad(), reuse_prefix(prefix):
-        run(adapter, clean, mask=inp, ablated=ablated)
+    reuse = Context(prefix=prefix)
+    with torch.no_grad():
+        run(adapter, clean, PatchPlan(mask=inp, ablated=ablated), ALL, reuse)
         assert prefix.states(clean) == {}
-        run(adapter, clean, mask=mask, ablated=ablated)
+        run(adapter, clean, PatchPlan(mask=mask, ablated=ablated), ALL, reuse)
         assert sorted(prefix.states(clean)) == [0, 1]
-        logits, acts = run(adapter, clean, mask=mask, ablated=ablated, collect=True)
-    want, want_acts = run(adapter, clean, mask=mask, ablated=ablated, collect=True)
-    ref_logits, ref_acts = _ref64(gpt2, clean, mask, ablated, collect=True)
+        logits, acts = run_with_writers(adapter, clean, PatchPlan(mask=mask, ablated=ablated),
+                                        ALL, reuse)
+    want, want_acts = run_with_writers(adapter, clean, PatchPlan(mask=mask, ablated=ablated))
+    ref_logits, ref_acts = _ref64(gpt2, clean, mask, ablated, keep=True)
     _close(logits, want, ref_logits)
     _close(acts, want_acts, ref_acts)  # collected from layer 0 on, not from a resumed run
     grad_mask = mask.clone().requires_grad_(True)
-    with reuse_prefix(prefix):
-        run(adapter, clean, mask=grad_mask, ablated=ablated)[:, -1].sum().backward()
+    run(adapter, clean, PatchPlan(mask=grad_mask, ablated=ablated), ALL,
+        reuse)[:, -1].sum().backward()
     ref = mask.clone().requires_grad_(True)
-    run(adapter, clean, mask=ref, ablated=ablated)[:, -1].sum().backward()
+    run(adapter, clean, PatchPlan(mask=ref, ablated=ablated))[:, -1].sum().backward()
     assert torch.equal(grad_mask.grad, ref.grad)  # a gradient run never resumes: bit for bit

@@ -13,7 +13,7 @@ pytest.importorskip("accelerate")
 
 from acdc_engine import load_model  # noqa: E402
 from acdc_engine.loading import plan_device_map  # noqa: E402
-from acdc_engine.patching import run  # noqa: E402
+from acdc_engine.patching import PatchPlan, run, run_with_writers  # noqa: E402
 
 
 def test_a_plan_on_the_meta_device_splits_the_model_by_blocks(gpt2_path):
@@ -37,10 +37,10 @@ def test_a_model_loaded_through_a_device_map_keeps_the_invariants(gpt2_path):
     ids, corrupt = torch.tensor([[1, 5, 9, 3, 7]]), torch.tensor([[2, 6, 8, 4, 7]])  # [b, p]
     with torch.no_grad():
         ref = plain.reference_logits(ids)  # [batch, pos, vocab]
-        full = run(model.adapter, ids, mask=torch.ones(g.n_writers, g.n_readers))
-        _, acts = run(model.adapter, corrupt, collect=True)  # [n_writers, b, p, d_model]
-        empty = run(model.adapter, ids, mask=torch.zeros(g.n_writers, g.n_readers),
-                    ablated=acts)
+        full = run(model.adapter, ids, PatchPlan(mask=torch.ones(g.n_writers, g.n_readers)))
+        _, acts = run_with_writers(model.adapter, corrupt)  # [n_writers, b, p, d_model]
+        empty = run(model.adapter, ids,
+                    PatchPlan(mask=torch.zeros(g.n_writers, g.n_readers), ablated=acts))
         corrupted = run(plain.adapter, corrupt)
     assert (full - ref).abs().max() < 1e-4
     assert (empty - corrupted).abs().max() < 1e-4

@@ -46,7 +46,11 @@ def test_keywords_only_and_answers_per_read_position():
     with pytest.raises(ValueError, match="answers must be"):
         Batch(clean=b.clean, corrupted=b.corrupted, answers=b.answers[:, -1], rows=b.rows)
     last = Batch(clean=b.clean, corrupted=b.corrupted, answers=b.answers[:, -1:], rows=b.rows)
-    assert last.last_only and last.read_positions is None and last.wrong is None
+    assert last.last_only and last.wrong is None
+    from acdc_engine.patching import LAST, ReadOut
+
+    assert ReadOut.of(last) is LAST  # read by a slice, not a gather
+    assert ReadOut.of(b).positions is b.positions
 
 
 def test_select_repeat_to_keep_every_field():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from acdc_engine.patching import run
+from acdc_engine.patching import LAST, NO_PATCH, run
 from acdc_engine.view import Session
 
 
@@ -15,7 +15,7 @@ def test_summary_of_a_set_task_is_the_set_mass():
     masses, wrong = [], []
     for b in s.problem.batches:
         with torch.no_grad():
-            probs = run(s.model.adapter, b.clean, last_only=True)[:, -1].float().softmax(-1)
+            probs = run(s.model.adapter, b.clean, NO_PATCH, LAST)[:, -1].float().softmax(-1)
         masses.append(b.set_mass(probs, "answer_set"))
         wrong.append(b.set_mass(probs, "wrong_set"))
     good, bad = torch.cat(masses), torch.cat(wrong)

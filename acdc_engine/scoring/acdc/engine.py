@@ -41,7 +41,7 @@ import torch
 
 from ...graph import NodeKind
 from ...metrics import Stacked
-from ...patching import writer_outputs
+from ...patching import PatchPlan, writer_outputs
 from ...problem import Problem
 from ...tasks import Batch
 from .kernel import LowRankUnembed, Unembedding, accepts_query_rows, head_kernel
@@ -134,8 +134,8 @@ class Engine:
         """Writer outputs under the current mask, from one patched forward per batch."""
         mask = self._dense(self.keep)
         for state in self.states:
-            state.out = writer_outputs(self.adapter, state.batch.clean, mask=mask,
-                                       ablated=state.abl)
+            state.out = writer_outputs(self.adapter, state.batch.clean,
+                                       PatchPlan(mask=mask, ablated=state.abl))
 
     def _read(self, state: BatchState, slots: list[int], coef_keep: np.ndarray) -> torch.Tensor:
         """``bias + sum_u (1 - keep) abl_u + coef_keep * out_u`` for ``slots``: [n, b|1, p, d]."""

@@ -10,14 +10,13 @@ models or few groups.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...errors import AcdcError
-from ...patching import Prefix, reuse_prefix
+from ...patching import Prefix
 from ...problem import Problem
 from ...progress import progress_bar
 from .checkpoints import fingerprint, load_checkpoint, run_settings
@@ -53,11 +52,10 @@ def acdc_naive(problem: Problem, config: AcdcConfig) -> PruneResult:
 
     # position-aware graphs run this loop for real: each test starts at the first layer with a
     # removed edge, from the clean run's residual stream there (exact; patching.Prefix)
-    prefix = Prefix(model.adapter) if g.positions else None
+    tests = problem.with_context(prefix=Prefix(model.adapter)) if g.positions else problem
 
     def m(mask) -> float:
-        with nullcontext() if prefix is None else reuse_prefix(prefix):
-            return problem.evaluate([mask])[0]
+        return tests.evaluate([mask])[0]
 
     topo = Topology(g)
     keep = np.ones(g.dense_shape, dtype=bool)

@@ -17,8 +17,8 @@ import pytest
 import torch
 from acdc_speed_problems import engine_at_head, make_problem
 
-import acdc_engine.patching.forward as patching  # the forward module: its switches
 from acdc_engine.api import load_model
+from acdc_engine.patching import run
 from acdc_engine.scoring.acdc import AcdcConfig, PruneWarning, acdc, acdc_naive
 from acdc_engine.scoring.acdc import kernel as kernel_mod
 from acdc_engine.testing import save_gpt2
@@ -70,7 +70,7 @@ def _scale(model):
     """log(vocab) + max |logit| of the clean run: the terms the KL is a difference of."""
     problem = make_problem(model, n=6, batch_size=3)
     with torch.no_grad():
-        top = max(float(patching.run(model.adapter, b.clean).abs().max()) for b in problem.batches)
+        top = max(float(run(model.adapter, b.clean).abs().max()) for b in problem.batches)
     return math.log(model.hf.config.vocab_size) + top
 
 
@@ -101,10 +101,11 @@ def test_fast_acdc_against_the_reference_in_float64(narrow32, tau, monkeypatch):
     monkeypatch.setattr(kernel_mod, "LOW_RANK_MIN_ROWS", 0)
     fast = _quiet(acdc, make_problem(narrow32, n=6, batch_size=3), tau)
     assert fast.info["low_rank_evaluations"] > 0 or tau < 0  # 132 of them at tau 0.002
-    monkeypatch.setattr(patching, "_NODE_FASTPATH", False)
-    plain = _quiet(acdc_naive, make_problem(narrow32, n=6, batch_size=3), tau)
+    plain = _quiet(acdc_naive, make_problem(narrow32, n=6, batch_size=3).with_context(
+        node_fastpath=False), tau)  # the plain patched forward: edge by edge
     with float64(narrow32):
-        ref = _quiet(acdc_naive, make_problem(narrow32, n=6, batch_size=3), tau)
+        ref = _quiet(acdc_naive, make_problem(narrow32, n=6, batch_size=3).with_context(
+            node_fastpath=False), tau)
     tested = ~torch.isnan(ref.scores)
     margin = float((ref.scores[tested].double() - tau).abs().min())  # 4.1e-5 at tau 0.002
     assert margin > f32_bound(ref.scores[tested], _scale(narrow32), ulps=ULPS)  # no tie

@@ -2,7 +2,7 @@
 
 EAP-IG needs, per reader ``v``, the sum over its steps ``s`` of ``v``'s input gradient. For the
 q, k and v inputs of a layer's heads that gradient passes through the layer's norm and the
-head's projection (:class:`~acdc_engine.models.norms._NormProject`)::
+head's projection (:class:`~acdc_engine.patching.norms._NormProject`)::
 
     gx_h^s = a_h^s @ W'_h  +  m2_h^s * xhat^s             (per position; ``W'_h`` with a row of
                                                            ones for a layer norm's mean term)
@@ -17,9 +17,9 @@ from the summed factors in one dense product (``sum_h a_h @ W'_h``), as in a pla
 
 Used by the patched forward (:func:`acdc_engine.patching.run`) for a
 :class:`~acdc_engine.patching.GradSink` that allows it: each layer's attention runs on the one
-stream inside :func:`~acdc_engine.models.norms.recording`, and a family whose attention calls
-:func:`~acdc_engine.models.norms.norm_project` (the built-in GPT-2 and decoder families) is
-recorded; any other family keeps the per-reader path.
+stream inside the workspace's :meth:`~acdc_engine.patching.workspace.Workspace.recording`,
+and a family whose attention calls :func:`~acdc_engine.patching.norms.norm_project` (the
+built-in GPT-2 and decoder families) is recorded; any other family keeps the per-reader path.
 """
 
 from __future__ import annotations

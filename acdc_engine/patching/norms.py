@@ -1,5 +1,9 @@
 """A layer norm shared by the readers of one layer, for gradient runs (EAP, EAP-IG).
 
+These are the patched forward's fused kernels; model families call them from their attention
+(``from acdc_engine.patching.norms import norm_project, shared_norm``), passing the
+:class:`~acdc_engine.patching.workspace.Workspace` the forward handed them in ``prepare``.
+
 In a gradient run with every edge kept, the patched forward (:mod:`acdc_engine.patching`) hands
 the ``s`` readers of a layer (the q/k/v inputs of its heads) one residual stream expanded over
 them (stride 0). An adapter that normalizes its per-reader input with :func:`shared_norm`
@@ -10,21 +14,21 @@ same per-reader input gradients. Families call it on their attention inputs.
 three projections of the shared stream forward, and a backward that maps each head's output
 gradient to its input gradient in one batched GEMM (the norm's backward folded into the
 projection), written into one buffer for all 3H readers (no per-reader norm backward, no
-concatenation); the GPT-2 and decoder families use it.
+concatenation); the GPT-2 and decoder families use it. Its backward writes into the
+workspace's buffer (reused layer after layer on CPU) and leaves the spare row after the
+gradients that :meth:`~acdc_engine.patching.workspace.Workspace.merged_rows` fills.
 """
 
 from __future__ import annotations
 
-import threading
 import weakref
-from contextlib import contextmanager
 
 import torch
 
-from .. import buffers
+from .workspace import Workspace
 
-__all__ = ["shared_norm", "norm_project", "release_workspace", "spare_row", "recording",
-           "head_terms", "scalar_terms", "weight_rows", "weight_mean", "shared_affine", "unfused"]
+__all__ = ["shared_norm", "norm_project", "head_terms", "scalar_terms", "weight_rows",
+           "weight_mean", "shared_affine"]
 
 
 class _SharedNorm(torch.autograd.Function):
@@ -123,48 +127,6 @@ _FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 -1 for neither."""
 
 
-_FUSE = True
-"""Use :func:`norm_project`'s fused path; the benchmark and tests turn it off to compare."""
-
-_LOCAL = threading.local()
-"""Per thread: one CPU backward buffer ``(key, tensor)`` reused by the layers of a pass."""
-
-
-def _workspace(like: torch.Tensor, shape: tuple, reuse: bool) -> torch.Tensor:
-    """An uninitialized tensor of ``shape``: on CPU with ``reuse``, this thread's cached one
-    (a fresh buffer of a few 10s of MB costs its page faults again at every layer, about as
-    much as the GEMM that fills it; a CPU backward pass runs in the calling thread), else a
-    new one (CUDA's caching allocator reuses memory anyway)."""
-    if not reuse or like.device.type != "cpu":
-        return like.new_empty(shape)
-    key = (shape, like.dtype)
-    cached = getattr(_LOCAL, "buf", None)
-    if cached is None or cached[0] != key:  # at most one: a new shape replaces the old
-        cached = _LOCAL.buf = (key, buffers.empty(shape, dtype=like.dtype, device=like.device))
-    return cached[1]
-
-
-def spare_row(t: torch.Tensor) -> torch.Tensor | None:
-    """The workspace row right after ``t`` when ``t`` [s, b, p, d] is the first ``s`` rows of
-    this thread's backward workspace: :class:`_NormProject` leaves one row after the q/k/v
-    gradients free, where the reader group that backward reaches next (the previous layer's
-    MLP, one column) may put its gradient, so that the patched forward forms both groups' edge
-    products in one GEMM (:class:`acdc_engine.patching.reads._Backward`). Else None."""
-    cached = getattr(_LOCAL, "buf", None)
-    if cached is None:
-        return None
-    ws = cached[1]
-    if (t.data_ptr() != ws.data_ptr() or len(t) >= len(ws) or t.shape[1:] != ws.shape[1:]
-            or t.dtype != ws.dtype or not t.is_contiguous()):
-        return None
-    return ws[len(t)]
-
-
-def release_workspace() -> None:
-    """Drop this thread's cached backward buffer (:func:`norm_project`)."""
-    _LOCAL.buf = None
-
-
 class _NormProject(torch.autograd.Function):
     """``project(norm(x))`` for the q, k and v inputs of one layer's heads when all three are
     one residual stream expanded over the heads (the unpatched stream of a gradient run).
@@ -188,15 +150,16 @@ class _NormProject(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, xn, aff, weights, n_heads: int):
+    def forward(ctx, q, k, v, xn, aff, weights, n_heads: int, ws: Workspace | None):
         # xn [b, p, d]: the model's own norm of the one stream q, k and v view (its values)
         outs, ps = _project(xn, aff, weights, n_heads)
         kind, rstd, xhat, nw, _ = aff
         ctx.save_for_backward(rstd, xhat, *ps)
         ctx.weights, ctx.nw, ctx.n_heads, ctx.kind = weights, nw, n_heads, kind
-        # the patched forward's reader node only reads the gradients we return (a GEMM, a sum,
-        # a sink update) before the next layer's backward: one buffer serves every layer
-        ctx.reuse = type(q.grad_fn).__name__ == "_ReadBackward"
+        # a workspace comes from the patched forward, whose reader node only reads the
+        # gradients we return (a GEMM, a sum, a sink update) before the next layer's backward:
+        # one buffer serves every layer (Workspace.buffer); else a new one
+        ctx.ws = ws
         return tuple(outs)
 
     @staticmethod
@@ -204,15 +167,16 @@ class _NormProject(torch.autograd.Function):
         rstd, xhat, *ps = ctx.saved_tensors
         H, dt = ctx.n_heads, grads[0].dtype
         b, p, d = xhat.shape
-        # q, k, v input gradients, and a spare row for the next reader group's (spare_row)
-        buf = _workspace(grads[0], (3 * H + 1, b, p, d), ctx.reuse)
+        # q, k, v input gradients, and a spare row for the next reader group's (merged_rows)
+        shape = (3 * H + 1, b, p, d)
+        buf = grads[0].new_empty(shape) if ctx.ws is None else ctx.ws.buffer(grads[0], shape)
         r, xh = rstd.to(dt), xhat.to(dt)  # [b, p, 1], [b, p, d]
         for i, ((w, _), g, P) in enumerate(zip(ctx.weights, grads, ps)):
             a, wf, m2 = head_terms(ctx.kind, w, ctx.nw, g, P, r, H)
             out = buf[i * H : (i + 1) * H].view(*a.shape[:-1], d)  # [n, g, b, p, d]
             torch.bmm(a.view(len(a), -1, a.shape[-1]), wf, out=out.view(len(a), -1, d))
             out.addcmul_(xh, m2[..., None])
-        return buf[:H], buf[H : 2 * H], buf[2 * H : 3 * H], None, None, None, None
+        return buf[:H], buf[H : 2 * H], buf[2 * H : 3 * H], None, None, None, None, None
 
 
 def _project(xn: torch.Tensor, aff, weights, n_heads: int):
@@ -305,7 +269,7 @@ def head_terms(kind: str, w, nw, g, P, r, n_heads: int):
     return a, wf, m2
 
 
-def norm_project(norm, q, k, v, weights, n_heads: int):
+def norm_project(norm, q, k, v, weights, n_heads: int, workspace: Workspace | None = None):
     """``(project(norm(q)), project(norm(k)), project(norm(v)))``, each [b, H, p, kh], in one
     step when it is exact to share (else None: the caller projects as usual).
 
@@ -316,14 +280,17 @@ def norm_project(norm, q, k, v, weights, n_heads: int):
     own parameters are frozen and it is a recognized layer or RMS norm (:func:`_affine`);
     see :class:`_NormProject` for the backward.
 
-    Inside :func:`recording` the q, k and v of the next call may instead be the one shared
-    stream itself ([b, p, d]); its readers' gradients then go to the recording's
-    :class:`~acdc_engine.models.reader_factors.ReaderFactors` (EAP-IG).
+    ``workspace``: the one the patched forward handed the adapter (``adapter.workspace``): its
+    buffer takes the gradients, and its ``fuse`` switch can turn this path off. Inside its
+    :meth:`~acdc_engine.patching.workspace.Workspace.recording`, q, k and v may instead be the
+    one shared stream itself ([b, p, d]); its readers' gradients then go to the recording's
+    :class:`~acdc_engine.patching.reader_factors.ReaderFactors` (EAP-IG).
     """
-    rec = getattr(_LOCAL, "factors", None)
-    if rec is not None and q is k and k is v and q.dim() == 3:
-        _LOCAL.factors = None  # one layer's q, k and v
-        return rec.project(norm, q, weights, n_heads)
+    if workspace is not None and not workspace.fuse:
+        return None
+    if workspace is not None and workspace.factors is not None and q is k and k is v \
+            and q.dim() == 3:
+        return workspace.take_factors().project(norm, q, weights, n_heads)  # this layer's
     if not (q.requires_grad and q.dim() == 4 and len(q) >= 2):
         return None
     if any(t.stride(0) != 0 or t.data_ptr() != q.data_ptr() or t.shape != q.shape
@@ -331,14 +298,14 @@ def norm_project(norm, q, k, v, weights, n_heads: int):
         return None
     shared = shared_affine(norm, q[0], weights)
     return None if shared is None else _NormProject.apply(q, k, v, *shared, tuple(weights),
-                                                          n_heads)
+                                                          n_heads, workspace)
 
 
 def shared_affine(norm, x: torch.Tensor, weights):
     """``(norm(x), _affine(...))`` for one stream ``x`` [b, p, d] when the fused path applies
-    (gradients on, :data:`_FUSE`, the norm's and the projections' weights frozen, a
-    recognized norm), else None."""
-    if not (_FUSE and torch.is_grad_enabled()):
+    (gradients on, the norm's and the projections' weights frozen, a recognized norm), else
+    None."""
+    if not torch.is_grad_enabled():
         return None
     if any(p.requires_grad for p in getattr(norm, "parameters", lambda: ())()):
         return None
@@ -349,27 +316,3 @@ def shared_affine(norm, x: torch.Tensor, weights):
         xn = norm(x0)  # the model's own norm: the forward values are its own
         aff = _affine(norm, x0, xn)
     return None if aff is None else (xn, aff)
-
-
-@contextmanager
-def unfused():
-    """Within it, :func:`norm_project` declines, so every reader normalises its own input and
-    EAP-IG hands over its reader gradients one by one: the reference path that tests and
-    benchmarks compare the fused one with (not thread-safe: it switches :data:`_FUSE`)."""
-    global _FUSE
-    prev, _FUSE = _FUSE, False
-    try:
-        yield
-    finally:
-        _FUSE = prev
-
-
-@contextmanager
-def recording(factors):
-    """Within it, this thread's next :func:`norm_project` call on one shared stream hands its
-    readers' gradients to ``factors`` (a ``ReaderFactors``) rather than returning them."""
-    prev, _LOCAL.factors = getattr(_LOCAL, "factors", None), factors
-    try:
-        yield factors
-    finally:
-        _LOCAL.factors = prev
