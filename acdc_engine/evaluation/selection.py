@@ -148,55 +148,63 @@ def _check(graph: Graph, scores: Scores, n_edges: int) -> None:
 
 
 # ----- integer linear program ------------------------------------------------------------------
-def ilp_select(graph: Graph, scores: Scores, budget: int, time_limit: float | None = 60.0
-               ) -> Keep:
+def ilp_select(graph: Graph, scores: Scores, budget: int, time_limit: float | None = 60.0,
+               info: dict | None = None) -> Keep:
     """The connected circuit of at most ``budget`` edges maximising the sum of ``|score|``
-    (``scipy.optimize.milp``, HiGHS). Variables: one 0/1 per edge. Constraints: the budget;
-    for every edge ``u->v``, ``x[u->v] <= sum of x over the edges into u`` (u not ``input``)
-    and ``x[u->v] <= sum of x over the edges out of v`` (v not ``logits``). A solver that
-    stops at ``time_limit`` seconds returns its best connected circuit so far."""
+    (``scipy.optimize.milp``, HiGHS).
+
+    Variables: ``x_e`` in {0, 1} per edge; per node ``y_v``, ``z_v`` in [0, 1] ("v has a kept
+    edge in", "... out"; ``y_input = z_logits = 1``). Constraints: ``sum x <= budget``;
+    ``x_{u->v} <= y_u``, ``y_u <= sum of x over the edges into u``; ``x_{u->v} <= z_v``,
+    ``z_v <= sum of x over the edges out of v``. That is "a kept edge u->v needs a kept edge
+    into u (unless u is the input) and one out of v (unless v is the logits)", written with
+    about six nonzeros per edge. A solver stopped by ``time_limit`` seconds returns its best
+    circuit, or the top-``budget`` circuit (pruned) when that is better; ``info`` (a dict)
+    receives ``ilp_optimal``, ``ilp_objective`` and ``ilp_fallback``."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
     _check(graph, scores, budget)
-    n = graph.n_edges
+    n, n_nodes = graph.n_edges, len(graph.nodes)
     w = torch.nan_to_num(scores.detach().double().abs().cpu(), nan=0.0).numpy()
-    wi, ri = graph.coords
-    src = wi.numpy()
-    dst = np.asarray(graph.slot_node)[ri.numpy()]
-    n_nodes = len(graph.nodes)
-    into: list[list[int]] = [[] for _ in range(n_nodes)]
-    out_of: list[list[int]] = [[] for _ in range(n_nodes)]
-    for e in range(n):
-        into[dst[e]].append(e)
-        out_of[src[e]].append(e)
-    rows, cols, vals = [], [], []
-    r = 0
-    for e in range(n):
-        for others, needed in ((into[src[e]], src[e] != 0), (out_of[dst[e]],
-                                                              dst[e] != n_nodes - 1)):
-            if not needed:
-                continue
-            rows += [r] * (1 + len(others))  # x_e - sum(x_f) <= 0
-            cols += [e, *others]
-            vals += [1.0] + [-1.0] * len(others)
-            r += 1
-    rows += [r] * n  # the budget
-    cols += list(range(n))
-    vals += [1.0] * n
-    a = coo_matrix((vals, (rows, cols)), shape=(r + 1, n)).tocsr()
-    upper = np.zeros(r + 1)
+    src = graph.coords[0].numpy()
+    dst = np.asarray(graph.slot_node)[graph.coords[1].numpy()]
+    e = np.arange(n)
+    v = np.arange(n_nodes)
+    ys, zs = n, n + n_nodes  # where the y and z variables start
+    rows = np.concatenate([e, e, n + e, n + e,                       # x <= y_src, x <= z_dst
+                           2 * n + v, 2 * n + dst,                    # y_v <= sum into v
+                           2 * n + n_nodes + v, 2 * n + n_nodes + src,  # z_v <= sum out of v
+                           np.full(n, 2 * n + 2 * n_nodes)])          # the budget
+    cols = np.concatenate([e, ys + src, e, zs + dst, ys + v, e, zs + v, e, e])
+    vals = np.concatenate([np.ones(n), -np.ones(n), np.ones(n), -np.ones(n), np.ones(n_nodes),
+                           -np.ones(n), np.ones(n_nodes), -np.ones(n), np.ones(n)])
+    n_rows = 2 * n + 2 * n_nodes + 1
+    a = coo_matrix((vals, (rows, cols)), shape=(n_rows, n + 2 * n_nodes)).tocsr()
+    upper = np.zeros(n_rows)
+    upper[2 * n] = upper[2 * n + 2 * n_nodes - 1] = np.inf  # the input's y, the logits' z
     upper[-1] = budget
+    lo, hi = np.zeros(n + 2 * n_nodes), np.ones(n + 2 * n_nodes)
+    lo[ys] = lo[zs + n_nodes - 1] = 1.0  # y_input = z_logits = 1
     options = {"disp": False}
     if time_limit is not None:
         options["time_limit"] = float(time_limit)
-    res = milp(-w, integrality=np.ones(n), bounds=Bounds(0, 1),
-               constraints=LinearConstraint(a, -np.inf, upper), options=options)
-    if res.x is None:
-        raise AcdcError(f"the circuit ILP found no solution ({res.message}); try a longer time "
-                        "limit or another selection")
-    keep = torch.from_numpy(res.x > 0.5)
-    return prune_dead(graph, keep)  # a no-op on an optimal (connected) solution
+    res = milp(np.concatenate([-w, np.zeros(2 * n_nodes)]),
+               integrality=np.concatenate([np.ones(n), np.zeros(2 * n_nodes)]),
+               bounds=Bounds(lo, hi), constraints=LinearConstraint(a, -np.inf, upper),
+               options=options)
+    optimal = res.status == 0
+    keep = torch.zeros(n, dtype=torch.bool) if res.x is None else \
+        prune_dead(graph, torch.from_numpy(res.x[:n] > 0.5))  # a no-op on an optimal solution
+    fallback = False
+    if not optimal:  # never worse than top-n then pruning
+        top = prune_dead(graph, select(graph, scores, n_edges=budget))
+        if w[top.numpy()].sum() > w[keep.numpy()].sum():
+            keep, fallback = top, True
+    if info is not None:
+        info.update(ilp_optimal=optimal, ilp_objective=float(w[keep.numpy()].sum()),
+                    ilp_fallback=fallback)
+    return keep
 
 
 # ----- bootstrap-consistent edges --------------------------------------------------------------
@@ -299,7 +307,7 @@ class SelectedMethod:
         """The circuit the selection picks from ``scores`` (None: left to the pipeline)."""
         g = problem.graph
         if self.selection == "ilp":
-            return ilp_select(g, scores, self.n_edges, self.time_limit)
+            return ilp_select(g, scores, self.n_edges, self.time_limit, self.info)
         if self.selection == "positive":
             return positive_first(g, scores, self.n_edges)
         if self.selection != "bootstrap":

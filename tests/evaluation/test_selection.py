@@ -220,3 +220,16 @@ def test_bootstrap_selection_known_frequency(problem):
     assert float(sm.frequency[e]) == pytest.approx(sum(draws0) / n)
     assert bool(keep[e]) == (sum(draws0) / n >= 0.5)
     assert sm.info["bootstrap_resamples"] == n
+
+
+def test_ilp_stopped_early_is_never_worse_than_top_n():
+    g = Graph(6, 6)
+    s = torch.randn(g.n_edges, generator=torch.Generator().manual_seed(4)).abs() ** 3
+    for limit in (1e-4, None):
+        info = {}
+        keep = ilp_select(g, s, 60, time_limit=limit, info=info)
+        top = prune_dead(g, select(g, s, n_edges=60))
+        assert set(info) == {"ilp_optimal", "ilp_objective", "ilp_fallback"}
+        assert info["ilp_objective"] >= float(s.double()[top].sum()) - 1e-9
+        assert torch.equal(prune_dead(g, keep), keep) and int(keep.sum()) <= 60
+    assert info["ilp_optimal"] and not info["ilp_fallback"]  # without a limit: solved
