@@ -302,7 +302,9 @@ def main():
         gen = torch.Generator().manual_seed(args.seed + 1)
         ids = lambda *shape: torch.randint(0, args.vocab, shape, generator=gen).tolist()  # noqa
         clean, corrupted, answer, wrong = ids(B, P), ids(B, P), ids(B), ids(B)
-        data = TaskData("random", [{} for _ in range(B)], clean, corrupted, answer, wrong)
+        data = TaskData(task="random", rows=[{} for _ in range(B)], clean=clean,
+                        corrupted=corrupted, answers=[[a] for a in answer],
+                        wrongs=[[w] for w in wrong])
         metric = registry().metric("kl_div")
         problem = Problem.build(lm, data, metric, "corrupted", batch_size=B)  # one batch
         batch = problem.batches[0]

@@ -157,7 +157,9 @@ def decisions(args):
         gen = torch.Generator().manual_seed(args.seed + 1)
         ids = lambda *s: torch.randint(0, args.vocab, s, generator=gen).tolist()  # noqa: E731
         B, P = args.batch, args.pos
-        data = TaskData("random", [{} for _ in range(B)], ids(B, P), ids(B, P), ids(B), ids(B))
+        data = TaskData(task="random", rows=[{} for _ in range(B)], clean=ids(B, P),
+                        corrupted=ids(B, P), answers=[[a] for a in ids(B)],
+                        wrongs=[[w] for w in ids(B)])
         problem = Problem.build(lm, data, now, "corrupted", batch_size=B)
         what = (f"GPT-2 shape {args.layers}x{args.heads}, d_model {args.d_model}, vocab "
                 f"{args.vocab}, random weights, batch {B} x {P}")

@@ -150,8 +150,10 @@ class _NormProject(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, xn, aff, weights, n_heads: int, ws: Workspace | None):
-        # xn [b, p, d]: the model's own norm of the one stream q, k and v view (its values)
+    def forward(ctx, q, k, v, xn, aff, spec: tuple):
+        # xn [b, p, d]: the model's own norm of the one stream q, k and v view (its values);
+        # spec: (weights, n_heads, the workspace or None)
+        weights, n_heads, ws = spec
         outs, ps = _project(xn, aff, weights, n_heads)
         kind, rstd, xhat, nw, _ = aff
         ctx.save_for_backward(rstd, xhat, *ps)
@@ -176,7 +178,7 @@ class _NormProject(torch.autograd.Function):
             out = buf[i * H : (i + 1) * H].view(*a.shape[:-1], d)  # [n, g, b, p, d]
             torch.bmm(a.view(len(a), -1, a.shape[-1]), wf, out=out.view(len(a), -1, d))
             out.addcmul_(xh, m2[..., None])
-        return buf[:H], buf[H : 2 * H], buf[2 * H : 3 * H], None, None, None, None, None
+        return buf[:H], buf[H : 2 * H], buf[2 * H : 3 * H], None, None, None
 
 
 def _project(xn: torch.Tensor, aff, weights, n_heads: int):
@@ -297,8 +299,8 @@ def norm_project(norm, q, k, v, weights, n_heads: int, workspace: Workspace | No
            for t in (q, k, v)):
         return None
     shared = shared_affine(norm, q[0], weights)
-    return None if shared is None else _NormProject.apply(q, k, v, *shared, tuple(weights),
-                                                          n_heads, workspace)
+    return None if shared is None else _NormProject.apply(
+        q, k, v, *shared, (tuple(weights), n_heads, workspace))
 
 
 def shared_affine(norm, x: torch.Tensor, weights):

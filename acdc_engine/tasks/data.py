@@ -13,26 +13,26 @@ from .task import Row
 
 __all__ = ["TaskData"]
 
-@dataclass
+@dataclass(kw_only=True)
 class TaskData:
-    """A task's rows tokenized for one tokenizer.
+    """A task's rows tokenized for one tokenizer, built by keyword.
 
-    ``answer``/``wrong`` hold the answer at the last read position of each row; ``positions``
-    (absolute, into the possibly extended prompt), ``answers``/``wrongs`` (per read position),
-    ``answer_set``/``wrong_set`` and ``extra`` (key -> one value per row) the rest.
+    ``answers``/``wrongs`` hold each row's answer (and wrong answer; None when the task has
+    none) per read position (-1: none, a row with an ``answer_set`` alone); ``positions`` the
+    read positions (absolute, into the possibly extended prompt; default the last token);
+    ``answer_set``/``wrong_set`` token sets, ``extra`` (key -> one value per row) the rows'
+    other keys. :attr:`answer` and :attr:`wrong` read the last read position's.
     """
 
     task: str
     rows: list[Row]
     clean: list[list[int]]
     corrupted: list[list[int]]
-    answer: list[int]
-    wrong: list[int] | None
+    answers: list[list[int]]
+    wrongs: list[list[int]] | None = None
     source: str = ""
     meta: dict = field(default_factory=dict)
     positions: list[list[int]] | None = None
-    answers: list[list[int]] | None = None
-    wrongs: list[list[int]] | None = None
     answer_set: list[list[int]] | None = None
     wrong_set: list[list[int]] | None = None
     extra: dict = field(default_factory=dict)
@@ -40,10 +40,16 @@ class TaskData:
     def __post_init__(self):
         if self.positions is None:
             self.positions = [[len(c) - 1] for c in self.clean]
-        if self.answers is None:
-            self.answers = [[a] for a in self.answer]
-        if self.wrongs is None and self.wrong is not None:
-            self.wrongs = [[w] for w in self.wrong]
+
+    @property
+    def answer(self) -> list[int]:
+        """Each row's answer at its last read position (read-only)."""
+        return [a[-1] for a in self.answers]
+
+    @property
+    def wrong(self) -> list[int] | None:
+        """Each row's wrong answer at its last read position (None without wrong answers)."""
+        return None if self.wrongs is None else [w[-1] if w else -1 for w in self.wrongs]
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -37,7 +37,7 @@ class RowReader:
         self.unk = unk if unk is not None and unk not in special else None
         self.problems: list[str] = []
         self.cols: dict[str, list] = {k: [] for k in (
-            "clean", "corrupted", "answer", "wrong", "positions", "answers", "wrongs",
+            "clean", "corrupted", "positions", "answers", "wrongs",
             "answer_set", "wrong_set")}
         self.rows = rows
         self._context_cache: dict[tuple[str, str], list[int] | None] = {}
@@ -193,18 +193,15 @@ class RowReader:
         col["corrupted"].append(k)
         col["positions"].append(pos)
         col["answers"].append(answers)
-        col["answer"].append(answers[-1])
         col["wrongs"].append(wrongs)
-        col["wrong"].append(wrongs[-1] if wrongs else -1)
         for s in self.sets:
             col[s].append(sets[s])
 
     def data(self, name: str, source: str) -> TaskData:
         col = self.cols
-        wrong = col["wrong"] if self.has_wrong else None
         return TaskData(
-            name, self.rows, col["clean"], col["corrupted"], col["answer"], wrong, source,
-            positions=col["positions"], answers=col["answers"],
+            task=name, rows=self.rows, clean=col["clean"], corrupted=col["corrupted"],
+            source=source, positions=col["positions"], answers=col["answers"],
             wrongs=col["wrongs"] if self.has_wrong else None,
             answer_set=col["answer_set"] if "answer_set" in self.sets else None,
             wrong_set=col["wrong_set"] if "wrong_set" in self.sets else None,
