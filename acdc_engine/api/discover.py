@@ -68,8 +68,9 @@ def discover(
     members = ensemble_members(reg, names, cfg.settings)
     method_obj, settings = members[0].method, members[0].settings
     selection = cfg.selection_used
-    if len(members) > 1 and cfg.stability:
-        raise AcdcError("stability reruns one method; run it without an ensemble")
+    if cfg.stability and (len(members) > 1 or selection in ("ilp", "positive", "bootstrap")):
+        raise AcdcError("stability rediscovers top-n circuits of one method; run it without "
+                        "an ensemble and with selection topk, threshold or target")
     task_obj = load_task(task)
     metric_obj = reg.metric(cfg.metric or task_obj.default_metric)
     ablation = Ablation(cfg.ablation or task_obj.default_ablation)

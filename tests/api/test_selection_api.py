@@ -81,6 +81,8 @@ def test_positive_and_bootstrap_selections(task):
     ({"selection": "bootstrap", "n_edges": 5, "min_frequency": 1.5}, "min_frequency"),
     ({"method": "eap,eap", "n_edges": 5}, "named twice"),
     ({"method": "eap,eap-ig", "n_edges": 5, "settings": {"tau": 1}}, "setting"),
+    ({"selection": "ilp", "n_edges": 5, "stability": 2, "out": "x"}, "stability"),
+    ({"method": "eap,eap-ig", "n_edges": 5, "stability": 2, "out": "x"}, "stability"),
 ])
 def test_bad_selection_options_fail_before_loading(kw, msg, monkeypatch):
     import importlib
