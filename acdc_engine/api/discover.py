@@ -107,6 +107,10 @@ def discover(
             own = dataclasses.replace(cfg, n_edges=None, threshold=None) \
                 if selection in ("ilp", "positive", "bootstrap") else cfg
             out = find_circuit(problem, sm, None, own, rc.progress, on_scores)
+            if sm.frequency is not None:  # bootstrap: how often each edge was chosen
+                rec.write("bootstrap_frequency.tsv", lambda p: write_scores(
+                    p, problem.graph, sm.frequency.float(), keep=False))
+                rec.record["bootstrap"] = sm.stability.as_dict()
         if "prune_metric" in out.info:  # defaulted for this model (pipeline.default_settings)
             settings_d["prune_metric"] = params["prune_metric"] = out.info["prune_metric"]
             rec.log_params({"prune_metric_used": out.info["prune_metric"]})

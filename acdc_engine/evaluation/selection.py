@@ -223,10 +223,24 @@ def consistent_edges(keeps: list[Keep], min_frequency: float = 0.5) -> Keep:
     return edge_frequency(keeps) >= min_frequency - 1e-9
 
 
+def _stability(graph: Graph, keep: Keep, keeps: list[Keep]):
+    """The resamples' circuits against the chosen one, as the evidence tools report
+    stability (:class:`~acdc_engine.evidence.uncertainty.Stability`: Jaccard, dropped edges,
+    sentences)."""
+    from ..evidence.uncertainty import Stability
+
+    def names(k: Keep) -> list[str]:
+        return sorted(graph.edges[i].name for i in k.nonzero()[:, 0].tolist())
+
+    return Stability(names(keep), [names(k) for k in keeps],
+                     [f"resample {i + 1}" for i in range(len(keeps))], "bootstrap resamples")
+
+
 def resample(problem, seed: int = 0):
     """The problem on a bootstrap resample of its examples: as many examples, drawn with
     replacement (seeded); the ablated activations cached so far are resampled with them.
-    A position-aware problem keeps its positions."""
+    A position-aware problem keeps its positions. (The evidence tools' ``subsample`` draws
+    without replacement, for rediscovery on halves; a bootstrap needs replacement.)"""
     from ..problem import Problem
 
     n = problem.n_examples
@@ -281,6 +295,7 @@ class SelectedMethod:
     time_limit: float | None = 60.0
     info: dict = field(default_factory=dict)
     frequency: torch.Tensor | None = None  # per edge, after a bootstrap selection
+    stability: object = None  # evidence's Stability of the resamples' circuits (bootstrap)
 
     @property
     def name(self) -> str:
@@ -322,7 +337,9 @@ class SelectedMethod:
                          bootstrap_edges_always=int((freq >= 1 - 1e-9).sum()),
                          bootstrap_edges_ever=int((freq > 0).sum()))
         self.frequency = freq
-        return prune_dead(g, consistent_edges(keeps, self.min_frequency))
+        keep = prune_dead(g, consistent_edges(keeps, self.min_frequency))
+        self.stability = _stability(g, keep, keeps)
+        return keep
 
     def run(self, problem, settings=None, progress: bool = False):
         from ..scoring.base import MethodOutput

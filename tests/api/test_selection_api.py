@@ -61,11 +61,17 @@ def test_ilp_selection(task, tmp_path):
     assert r.faithfulness.full == pytest.approx(again.faithfulness.full)
 
 
-def test_positive_and_bootstrap_selections(task):
+def test_positive_and_bootstrap_selections(task, tmp_path):
     r = _run(task, method="eap", selection="positive", n_edges=8)
     assert torch.equal(r.circuit.keep, positive_first(r.graph, r.scores, 8))
     b = _run(task, method="eap", selection="bootstrap", n_edges=8, bootstrap=3,
-             min_frequency=1.0)
+             min_frequency=1.0, out=tmp_path)
+    freq = (tmp_path / "bootstrap_frequency.tsv").read_text().splitlines()
+    assert len(freq) == 1 + b.graph.n_edges
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["bootstrap"]["kind"] == "bootstrap resamples"
+    assert len(record["bootstrap"]["circuits"]) == 3
+    assert sorted(record["bootstrap"]["reference"]) == sorted(b.circuit.edge_names)
     assert b.params["selection"] == "bootstrap" and b.params["bootstrap"] == 3
     assert b.info["bootstrap_resamples"] == 3
     assert b.circuit.number_of_edges() <= b.info["bootstrap_edges_always"]

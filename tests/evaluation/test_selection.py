@@ -220,6 +220,12 @@ def test_bootstrap_selection_known_frequency(problem):
     assert float(sm.frequency[e]) == pytest.approx(sum(draws0) / n)
     assert bool(keep[e]) == (sum(draws0) / n >= 0.5)
     assert sm.info["bootstrap_resamples"] == n
+    # the evidence tools' Stability of the same circuits counts the same frequencies
+    freq = sm.stability.frequency()
+    assert freq["input->logits"] == pytest.approx(sum(draws0) / n)
+    assert all(freq[g.edges[i].name] == pytest.approx(float(sm.frequency[i]))
+               for i in sm.frequency.nonzero()[:, 0].tolist())
+    assert sm.stability.kind == "bootstrap resamples" and len(sm.stability.circuits) == n
 
 
 def test_ilp_stopped_early_is_never_worse_than_top_n():
