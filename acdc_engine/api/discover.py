@@ -103,7 +103,7 @@ def discover(
         if len(members) == 1 and selection in ("topk", "threshold", "target"):
             out = find_circuit(problem, method_obj, settings, cfg, rc.progress, on_scores)
         else:  # an ensemble, or a selection the pipeline does not make itself
-            sm = selected_method(members, selection, cfg)
+            sm = SelectedMethod(members, selection, cfg)
             own = dataclasses.replace(cfg, n_edges=None, threshold=None) \
                 if selection in ("ilp", "positive", "bootstrap") else cfg
             out = find_circuit(problem, sm, None, own, rc.progress, on_scores)
@@ -183,13 +183,6 @@ def selection_params(cfg: DiscoverConfig, selection: str, n_methods: int) -> dic
             "bootstrap": cfg.bootstrap if selection == "bootstrap" else None,
             "min_frequency": cfg.min_frequency if selection == "bootstrap" else None,
             "ilp_time_limit": cfg.ilp_time_limit if selection == "ilp" else None}
-
-
-def selected_method(members: list[Member], selection: str,
-                    cfg: DiscoverConfig) -> SelectedMethod:
-    return SelectedMethod(members, selection, cfg.ensemble, cfg.normalisation, cfg.n_edges,
-                          cfg.threshold, cfg.bootstrap, cfg.min_frequency, cfg.seed,
-                          cfg.ilp_time_limit)
 
 
 def recorded_setup(rec: Recorder, params: dict, model, task_obj: Task, metric, ablation: str,

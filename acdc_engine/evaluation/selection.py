@@ -275,27 +275,23 @@ class Member:
 
 @dataclass
 class SelectedMethod:
-    """Score with ``members`` (one method, or an ensemble combined by ``ensemble`` after
-    ``normalisation``), then select by ``selection``; ``run`` returns a
+    """Score with ``members`` (one method, or an ensemble combined by ``config.ensemble``
+    after ``config.normalisation``), then select by ``selection``; ``run`` returns a
     :class:`~acdc_engine.scoring.base.MethodOutput` whose ``keep`` is the selected circuit
     (None for topk/threshold/target, which the pipeline selects as before).
 
-    ``n_edges``/``threshold`` size the circuit; ``bootstrap``/``min_frequency``/``seed``
-    drive the bootstrap selection; ``time_limit`` bounds the ILP."""
+    ``config`` is a :class:`~acdc_engine.api.config.DiscoverConfig` (or any object with its
+    fields): ``n_edges``/``threshold`` size the circuit; ``bootstrap``/``min_frequency``/
+    ``seed`` drive the bootstrap selection; ``ilp_time_limit`` bounds the ILP. After a
+    bootstrap selection, ``frequency`` holds each edge's and ``stability`` the resamples'
+    circuits."""
 
     members: list[Member]
-    selection: str = "topk"
-    ensemble: str = "mean"
-    normalisation: str = "max"
-    n_edges: int | None = None
-    threshold: float | None = None
-    bootstrap: int = 20
-    min_frequency: float = 0.5
-    seed: int = 0
-    time_limit: float | None = 60.0
-    info: dict = field(default_factory=dict)
-    frequency: torch.Tensor | None = None  # per edge, after a bootstrap selection
-    stability: object = None  # evidence's Stability of the resamples' circuits (bootstrap)
+    selection: str
+    config: object
+    info: dict = field(default_factory=dict, init=False)
+    frequency: torch.Tensor | None = field(default=None, init=False)
+    stability: object = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -315,29 +311,29 @@ class SelectedMethod:
             info.update({f"{prefix}{k}": v for k, v in {**auto, **out.info}.items()})
         if len(outs) == 1:
             return outs[0].scores.detach().float().cpu(), outs[0].keep, info
-        s = ensemble_scores([o.scores for o in outs], self.ensemble, self.normalisation)
+        c = self.config
+        s = ensemble_scores([o.scores for o in outs], c.ensemble, c.normalisation)
         return s, None, info
 
     def choose(self, problem, scores: Scores, progress: bool = False) -> Keep | None:
         """The circuit the selection picks from ``scores`` (None: left to the pipeline)."""
-        g = problem.graph
+        g, c = problem.graph, self.config
         if self.selection == "ilp":
-            return ilp_select(g, scores, self.n_edges, self.time_limit, self.info)
+            return ilp_select(g, scores, c.n_edges, c.ilp_time_limit, self.info)
         if self.selection == "positive":
-            return positive_first(g, scores, self.n_edges)
+            return positive_first(g, scores, c.n_edges)
         if self.selection != "bootstrap":
             return None
         keeps = []
-        for i in range(self.bootstrap):
-            s, _, _ = self.scores(resample(problem, self.seed + i), False)
-            keeps.append(prune_dead(g, select(g, s, n_edges=self.n_edges,
-                                              threshold=self.threshold)))
+        for i in range(c.bootstrap):
+            s, _, _ = self.scores(resample(problem, c.seed + i), False)
+            keeps.append(prune_dead(g, select(g, s, n_edges=c.n_edges, threshold=c.threshold)))
         freq = edge_frequency(keeps)
-        self.info.update(bootstrap_resamples=self.bootstrap, min_frequency=self.min_frequency,
+        self.info.update(bootstrap_resamples=c.bootstrap, min_frequency=c.min_frequency,
                          bootstrap_edges_always=int((freq >= 1 - 1e-9).sum()),
                          bootstrap_edges_ever=int((freq > 0).sum()))
         self.frequency = freq
-        keep = prune_dead(g, consistent_edges(keeps, self.min_frequency))
+        keep = prune_dead(g, consistent_edges(keeps, c.min_frequency))
         self.stability = _stability(g, keep, keeps)
         return keep
 

@@ -211,8 +211,10 @@ def test_bootstrap_selection_known_frequency(problem):
 
     m = Method("fake", run)
     n = 12
-    sm = SelectedMethod([Member(m, m.configure({}))], "bootstrap", n_edges=3, bootstrap=n,
-                        min_frequency=0.5, seed=7)
+    from acdc_engine.api.config import DiscoverConfig
+
+    cfg = DiscoverConfig(n_edges=3, bootstrap=n, min_frequency=0.5, seed=7)
+    sm = SelectedMethod([Member(m, m.configure({}))], "bootstrap", cfg)
     keep = sm.choose(problem, m.run(problem, None, False).scores)
     draws0 = [0 in torch.randint(0, 10, (10,), generator=torch.Generator().manual_seed(7 + i))
               .tolist() for i in range(n)]
