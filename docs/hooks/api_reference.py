@@ -164,6 +164,13 @@ def public_names(pkg=None) -> list[PublicName]:
     return out
 
 
+def _first_line(doc: str) -> str:
+    """The docstring's first sentence or line, for a one-line summary."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    end = text.find(". ")
+    return text[: end + 1] if end != -1 else text
+
+
 # ----- writing the pages --------------------------------------------------------------------------
 def page_of(module: str) -> str:
     """The page (relative to docs/) that documents ``module``: one per top-level subpackage or
@@ -208,11 +215,20 @@ def pages(pkg=None) -> dict[str, str]:
         if links:
             lines += ["Re-exported here:", ""]
             for n in links:
+                gist = f": {_first_line(n.docstring)}" if n.docstring else ""
                 if n.canonical in rendered:
-                    lines.append(f"- [`{n.name}`][{n.canonical}] (`{n.canonical}`)")
+                    lines.append(f"- [`{n.name}`][{n.canonical}] (`{n.canonical}`){gist}")
                 else:
-                    lines.append(f"- `{n.name}` (`{n.canonical}`)")
+                    lines.append(f"- `{n.name}` (`{n.canonical}`){gist}")
             lines.append("")
+    index = texts[f"{API_DIR}/index.md"]
+    index += ["## Subpackages and modules", ""]
+    for mod in public_modules(pkg):
+        if mod.path.count(".") == 1:
+            doc = mod.docstring.value if mod.docstring else ""
+            gist = f": {_first_line(doc)}" if doc else ""
+            index.append(f"- [`{mod.path}`]({Path(page_of(mod.path)).name}){gist}")
+    index.append("")
     order = [f"{API_DIR}/index.md"] + sorted(p for p in texts if not p.endswith("index.md"))
     return {p: "\n".join(texts[p]) + "\n" for p in order if p in texts}
 
