@@ -47,6 +47,9 @@ one :class:`_Pass`: its state, its reader groups (:meth:`_Pass.read`) and its at
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
+
 import torch
 
 from .. import buffers
@@ -132,6 +135,23 @@ def _substitute(out: torch.Tensor, w0: int, substituted: list[bool], ablated) ->
     return out
 
 
+@lru_cache(maxsize=None)
+def _takes_workspace(cls: type) -> bool:
+    """Does ``cls.prepare`` accept the workspace (``prepare(input_ids, workspace)``)? A family
+    written before it did keeps working: its adapter gets the workspace as an attribute."""
+    params = list(inspect.signature(cls.prepare).parameters.values())
+    return len(params) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _prepare(adapter: ModelAdapter, input_ids: torch.Tensor, workspace) -> None:
+    """``adapter.prepare(input_ids, workspace)``: per-run state, and the run's workspace."""
+    if _takes_workspace(type(adapter)):
+        adapter.prepare(input_ids, workspace)
+    else:
+        adapter.prepare(input_ids)
+        adapter.workspace = workspace
+
+
 def _token_groups(plan: PatchPlan, input_ids: torch.Tensor) -> TokenGroups | None:
     """The per-token groups of a position-aware mask [W, R, G] (None for a 2-D mask)."""
     mask, labels = plan.mask, plan.labels
@@ -160,7 +180,7 @@ class _Pass:
         g = self.g = adapter.graph
         self.adapter, self.plan, self.context, self.keep = adapter, plan, context, keep
         self.ws = context.resolved_workspace()
-        adapter.prepare(input_ids, self.ws)  # per-run state (e.g. rotary tables for this length)
+        _prepare(adapter, input_ids, self.ws)  # per-run state (e.g. rotary tables), workspace
         mask, delta, sink = plan.mask, plan.delta, context.grad_sink
         self.substituted, self.grad = None, False
         self.first = g.n_layers

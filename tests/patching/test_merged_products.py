@@ -80,3 +80,21 @@ def test_spare_row_is_only_the_row_after_the_workspace_gradients(gpt2):
     assert Workspace().spare_after(buf[: 3 * H]) is None  # another workspace's buffer
     w.release()
     assert w.spare_after(buf[: 3 * H]) is None
+
+
+def test_a_family_whose_prepare_predates_the_workspace_still_runs(gpt2, monkeypatch):
+    """An adapter overriding ``prepare(input_ids)`` alone (written before the workspace was an
+    argument) gets the workspace as an attribute and gives the same gradients."""
+    adapter = gpt2.adapter
+    calls = []
+
+    class Old(type(adapter)):
+        def prepare(self, input_ids):
+            calls.append(input_ids.shape)
+
+    monkeypatch.setattr(adapter, "__class__", Old)
+    ws = Workspace()
+    got = _mask_grad(gpt2, ws=ws)
+    monkeypatch.undo()
+    assert calls and ws.merged == gpt2.graph.n_layers  # the fused kernels still had it
+    assert torch.equal(got, _mask_grad(gpt2, ws=Workspace()))
