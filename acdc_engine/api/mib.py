@@ -20,6 +20,7 @@ from pathlib import Path
 from ..circuit import Circuit
 from ..errors import AcdcError
 from ..evaluation.curves import BUDGETS, Curve, faithfulness_curve
+from ..evaluation.selection import supporting
 from ..evaluation.mib import MIB_PERCENTAGES, MibCurve, MibFile, mib_curve, read_mib, \
     write_mib, write_submission
 from ..graph import Graph, parse_edge
@@ -60,29 +61,47 @@ def _d_model(model_id) -> int | None:
     return None
 
 
+def _higher_is_better(params: dict) -> bool:
+    """Whether the run's metric goes up with the behaviour (its recorded flag, else the
+    registered metric's; True when neither is known, as for logit_diff)."""
+    flag = params.get("metric_higher_is_better")
+    if flag is not None:
+        return str(flag).lower() in ("true", "1")
+    try:
+        from ..plugins import registry
+
+        return registry().metric(params["metric"]).higher_is_better
+    except Exception:
+        return True
+
+
 def export_mib(run: str, out_dir: str | Path, *, task: str | None = None,
                model: str | None = None, d_model: int | None = None,
                uri: str | None = None, results: str | Path | None = None) -> Path:
     """Write run ``run``'s edge scores and circuit (``in_graph``) as
     ``out_dir/{task}_{model}/importances.json`` (MIB's submission layout); ``task``/``model``
     default to the run's names (a model path becomes its last component). ``d_model`` (MIB's
-    reader needs it) defaults to the run's model's, when it can be loaded."""
+    reader needs it) defaults to the run's model's, when it can be loaded. Scores get MIB's
+    sign (:func:`~acdc_engine.evaluation.selection.supporting`: positive = the edge supports
+    the behaviour; negated for a metric where higher is better), so MIB's signed ranking
+    (``absolute=False``) reads them as it reads its own methods'."""
     from ..records import find_run, read_scores
 
     source = find_run(str(run), uri=uri, results=Path(results) if results else None)
     params = source.params
     circuit_path = Path(source.scores_path).parent / "circuit.json"
-    keep = None
+    keep, meta = None, dict(params)
     if circuit_path.is_file():
         circuit = Circuit.load(circuit_path)
         graph, keep = circuit.graph, circuit.keep
+        meta.update(circuit.attrs)  # metric_higher_is_better, among others
     else:
         names = [ln.split("\t")[0] for ln in Path(source.scores_path).read_text().splitlines()
                  if ln.strip() and not ln.startswith("edge\t")]
         graph = _graph_of_names(names)
     if graph.positions:
         raise AcdcError(f"{source.where} splits edges by position; MIB files have none")
-    scores = read_scores(source.scores_path, graph)
+    scores = supporting(read_scores(source.scores_path, graph), _higher_is_better(meta))
     task = task or params.get("task")
     model = model or Path(str(params.get("model") or "")).name.replace("_", "-")
     if not task or not model:

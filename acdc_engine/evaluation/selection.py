@@ -17,9 +17,10 @@ Every selection is named (:data:`SELECTIONS`); ``discover(selection=...)`` and `
                ``v`` (unless ``v`` is ``logits``): in a DAG that is exactly "every kept edge lies
                on an input-to-logits path of kept edges", so nothing is pruned afterwards, and
                the budget is spent on edges that stay (top-n then pruning can keep fewer)
-``positive``   top ``n_edges`` in positive-first order (:func:`positive_order`): edges with a
-               positive score, highest first, then the others by ``|score|``; dead ends pruned.
-               For signed scores (EAP's), positive edges are those that *help* the metric
+``positive``   top ``n_edges`` in positive-first order (:func:`positive_order`) of the scores
+               oriented by :func:`supporting` (positive = the edge supports the behaviour, as in
+               MIB's files): those first, highest first, then the others by ``|score|``; dead
+               ends pruned. An ensemble's scores are unsigned, so there it is top-n
 ``bootstrap``  resample the task's examples with replacement ``bootstrap`` times, rescore and
                select (top ``n_edges`` or the threshold) on each, keep the edges selected in at
                least ``min_frequency`` of the resamples (:func:`consistent_edges`), dead ends
@@ -47,8 +48,8 @@ from ..errors import AcdcError
 from ..graph import Graph, Keep, Scores
 
 __all__ = ["SELECTIONS", "ENSEMBLES", "NORMALISATIONS", "check_selection", "normalise",
-           "ensemble_scores", "positive_order", "positive_first", "ilp_select", "edge_frequency",
-           "consistent_edges", "resample", "SelectedMethod", "Member"]
+           "ensemble_scores", "supporting", "positive_order", "positive_first", "ilp_select",
+           "edge_frequency", "consistent_edges", "resample", "SelectedMethod", "Member"]
 
 SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
 ENSEMBLES = ("mean", "min", "max")
@@ -130,6 +131,14 @@ def positive_order(scores: Scores) -> torch.Tensor:
     group = torch.where(pos, 0, torch.where(torch.isnan(s), 2, 1))
     idx = np.lexsort((np.arange(len(s)), -key.numpy(), group.numpy()))
     return torch.from_numpy(idx)
+
+
+def supporting(scores: Scores, higher_is_better: bool = True) -> Scores:
+    """Scores oriented so that positive means "the edge supports the behaviour" (MIB's sign:
+    its EAP-IG scores are changes of a loss). The engine's scores are ``m(without e) -
+    m(full)`` of the task's metric, so for a metric where higher is better (logit_diff) an
+    edge that supports the behaviour has a negative score: those are negated."""
+    return -scores if higher_is_better else scores
 
 
 def positive_first(graph: Graph, scores: Scores, n_edges: int) -> Keep:
@@ -321,6 +330,8 @@ class SelectedMethod:
         if self.selection == "ilp":
             return ilp_select(g, scores, c.n_edges, c.ilp_time_limit, self.info)
         if self.selection == "positive":
+            if len(self.members) == 1:  # an ensemble's scores have no sign
+                scores = supporting(scores, problem.metric.higher_is_better)
             return positive_first(g, scores, c.n_edges)
         if self.selection != "bootstrap":
             return None

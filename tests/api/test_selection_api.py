@@ -63,7 +63,8 @@ def test_ilp_selection(task, tmp_path):
 
 def test_positive_and_bootstrap_selections(task, tmp_path):
     r = _run(task, method="eap", selection="positive", n_edges=8)
-    assert torch.equal(r.circuit.keep, positive_first(r.graph, r.scores, 8))
+    assert r.params["metric"] == "logit_diff"  # higher is better: supporting edges score < 0
+    assert torch.equal(r.circuit.keep, positive_first(r.graph, -r.scores, 8))
     b = _run(task, method="eap", selection="bootstrap", n_edges=8, bootstrap=3,
              min_frequency=1.0, out=tmp_path)
     freq = (tmp_path / "bootstrap_frequency.tsv").read_text().splitlines()

@@ -177,14 +177,16 @@ def test_round_trip_gives_identical_cpr_cmd(tiny_ioi_run, tmp_path):
 
     back = read_mib(path)
     saved = read_scores(out / "edge_scores.tsv", result.graph)  # the run's record (6 digits)
-    assert torch.equal(back.scores, saved)
+    # MIB's sign: positive supports the behaviour; logit_diff's supporting edges score < 0
+    assert result.params["metric"] == "logit_diff"
+    assert torch.equal(back.scores, -saved)
     assert torch.allclose(saved, result.scores, rtol=1e-5, atol=0)
     assert torch.equal(back.keep, result.circuit.keep)
     assert json.loads(path.read_text())["cfg"]["d_model"] > 0
 
     lm = load_model("tiny-ioi")
     problem, _ = build_problem(lm, load_task("ioi"), n_examples=16)
-    direct, _ = mib_curve(problem, saved)
+    direct, _ = mib_curve(problem, -saved)
     ev = evaluate_mib(path, "tiny-ioi", "ioi", n_examples=16)
     assert (ev.mib.cpr, ev.mib.cmd) == (direct.cpr, direct.cmd)
     assert ev.mib.faithfulness == direct.faithfulness
@@ -192,6 +194,10 @@ def test_round_trip_gives_identical_cpr_cmd(tiny_ioi_run, tmp_path):
     assert (ev.engine.cpr, ev.engine.cmd) == pytest.approx((result.curve.cpr, result.curve.cmd))
     assert ev.circuit.normalized == pytest.approx(result.faithfulness.normalized, abs=1e-6)
     assert ev.mib.faithfulness[-1] == pytest.approx(1.0, abs=1e-5)  # 100%: the full model
+    # |score| ranking does not see the sign; MIB's signed ranking puts supporting edges first
+    signed, _ = mib_curve(problem, -saved, absolute=False)
+    wrong_way, _ = mib_curve(problem, saved, absolute=False)
+    assert signed.cpr > wrong_way.cpr
 
 
 def test_mib_data_file_is_a_task(tmp_path):
