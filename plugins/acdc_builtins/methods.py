@@ -1,5 +1,7 @@
-"""Built-in discovery methods: EAP and EAP-IG (attribution patching), ACDC and guided ACDC
-(iterative pruning with exact patching, acdc_engine.scoring.acdc)."""
+"""Built-in discovery methods: EAP and EAP-IG (attribution patching), the attribution variants
+(EAP-IG over activations, clean-corrupted, AtP* GradDrop, information flow routes:
+docs/methods-attribution.md), ACDC and guided ACDC (iterative pruning with exact patching,
+acdc_engine.scoring.acdc)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,91 @@ METHODS = [
            description="edge attribution patching: one gradient at the clean run"),
     Method("eap-ig", partial(_attribution, method="eap-ig"), settings=IGSettings,
            description="EAP with integrated gradients over interpolated input embeddings"),
+]
+
+
+# ----- attribution variants (acdc_engine.scoring.variants, .routes; docs/methods-attribution.md)
+
+
+@dataclass(frozen=True)
+class IGActSettings:
+    """EAP-IG over activations' options."""
+
+    ig_steps: int = setting(IG_STEPS, "interpolation steps per interpolated node", search=(1, 10))
+    per: str = setting("layer", "'layer': one layer-node (embeddings, a layer's attention, an "
+                       "MLP) interpolated at a time, held fixed (MIB); 'all': every writer at "
+                       "once", search=["layer", "all"])
+
+    def __post_init__(self):
+        if self.ig_steps < 1:
+            raise ValueError(f"ig_steps must be at least 1, got {self.ig_steps}")
+        if self.per not in ("layer", "all"):
+            raise ValueError(f"per must be 'layer' or 'all', got {self.per!r}")
+
+
+@dataclass(frozen=True)
+class RoutesSettings:
+    """Information flow routes' options."""
+
+    threshold: float = setting(0.0, "count a writer's share of a reader's input below this as "
+                               "0 before averaging (Ferrando and Voita's tau; 0: MIB's)",
+                               search=(0.0, 0.2))
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+
+def _cost(problem, passes: int, forwards: int = 0) -> dict:
+    """What a method costs per batch, in gradient passes (one forward+backward of the batch)
+    and extra plain forwards (the corrupted run, cached by the problem, not counted)."""
+    return {"gradient_passes": passes, "extra_forwards": forwards,
+            "batches": len(problem.batches)}
+
+
+def _ig_act(problem, settings, progress):
+    from acdc_engine.scoring.variants import eap_ig_activations, layer_nodes
+
+    scores = eap_ig_activations(problem, settings.ig_steps, settings.per, progress)
+    if settings.per == "all":
+        return MethodOutput(scores, info=_cost(problem, settings.ig_steps))
+    nodes = len(layer_nodes(problem.model.graph))
+    return MethodOutput(scores, info=_cost(problem, nodes * settings.ig_steps, 1))
+
+
+def _clean_corrupted(problem, settings, progress):
+    from acdc_engine.scoring.variants import clean_corrupted
+
+    return MethodOutput(clean_corrupted(problem, progress), info=_cost(problem, 2))
+
+
+def _graddrop(problem, settings, progress):
+    from acdc_engine.scoring.variants import atp_graddrop
+
+    return MethodOutput(atp_graddrop(problem, progress),
+                        info=_cost(problem, problem.graph.n_layers, 1))
+
+
+def _routes(problem, settings, progress):
+    from acdc_engine.scoring.routes import information_flow_routes
+
+    return MethodOutput(information_flow_routes(problem, settings.threshold, progress),
+                        info=_cost(problem, 0, 1))
+
+
+METHODS += [
+    Method("eap-ig-act", _ig_act, settings=IGActSettings,
+           description="EAP-IG over activations (MIB): writer outputs interpolated between "
+                       "ablated and clean, one layer at a time or all at once"),
+    Method("eap-clean-corrupted", _clean_corrupted,
+           description="EAP with the gradient averaged over the clean and the ablated point"),
+    Method("atp-graddrop", _graddrop,
+           description="AtP* GradDrop node scores (Kramar et al. 2024): |AtP| with the "
+                       "gradient through each layer dropped in turn; a writer's score on each "
+                       "of its edges"),
+    Method("info-flow-routes", _routes, settings=RoutesSettings,
+           description="information flow routes (Ferrando and Voita 2024): each writer's "
+                       "L1-proximity share of each reader's clean input; no counterfactual"),
 ]
 
 
