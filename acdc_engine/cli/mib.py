@@ -88,8 +88,7 @@ def register(sub) -> None:
 
     ev = msub.add_parser("evaluate", help="MIB's CPR and CMD (and the engine's curve) of a "
                                           "MIB circuit file",
-                         epilog="example: acdc mib evaluate submission/ioi_gpt2/importances.json"
-                                " --model tiny-ioi --task ioi")
+                         epilog="example: acdc mib evaluate FILE.json --model tiny-ioi --task ioi")
     add_evaluate_args(ev)
     ev.add_argument("--model", type=model_ref, required=True)
     ev.add_argument("--task", type=task_ref, help="task name or pairs file")
