@@ -34,6 +34,8 @@ __all__ = ["Intervention", "InterventionStack", "SOURCES", "evaluate_interventio
            "source_activations"]
 
 SOURCES = ("zero", "mean", "corrupted", "clean")
+"""Where an intervened writer's output comes from: zero, the mean over corrupted prompts, the
+corrupted run, or the clean run (freeze)."""
 VERBS = {"ablate": "zero", "freeze": "clean", "patch": "corrupted"}
 
 

@@ -45,6 +45,7 @@ from .errors import MetricError
 __all__ = ["Metric", "Faithfulness", "Stacked", "check_values", "READS"]
 
 READS = ("each", "all")
+"""How a metric reads several read positions: each on its own (then averaged), or all together."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ __all__ = ["Outcome", "find_circuit", "ground_truth_aucs"]
 
 @dataclass
 class Outcome:
+    """What the pipeline found for one problem: the scores, the kept edges and their faithfulness
+    (and the curve when asked for)."""
     scores: Scores
     keep: Keep
     faithfulness: Faithfulness

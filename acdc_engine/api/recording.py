@@ -35,6 +35,8 @@ R = TypeVar("R", DiscoveryResult, EvaluationResult)
 
 
 def versions() -> dict:
+    """The versions of Python, acdc-engine and the libraries a result depends on (logged with
+    every run)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "acdc-engine": __version__}
@@ -51,6 +53,8 @@ def version_params() -> dict:
 
 
 def model_params(lm: LoadedModel, data: TaskData) -> dict:
+    """The run parameters that identify the model and the data (id, revision, weights and data
+    hashes, family, examples, device, dtype)."""
     return {"model": lm.id, "model_revision": lm.revision, "weights_hash": lm.weights_hash,
             "family": lm.family, "data_hash": data.data_hash, "n_examples": len(data),
             "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", "")}

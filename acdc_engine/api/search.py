@@ -59,7 +59,9 @@ __all__ = ["SweepConfig", "SweepResult", "sweep", "default_storage", "DEFAULT_ME
            "DEFAULT_ABLATIONS"]
 
 DEFAULT_METHODS = ("eap", "eap-ig", "acdc")
+"""The methods a sweep searches over when none are named."""
 DEFAULT_ABLATIONS = ("corrupted", "mean", "zero")
+"""The ablations a sweep searches over when none are named."""
 
 
 @dataclass
@@ -153,6 +155,8 @@ def _storage(url: str | None, results) -> str | None:
 
 @dataclass
 class SweepResult:
+    """A finished sweep: its optuna study (name and storage), the Pareto front of faithfulness
+    against circuit size (one row per Pareto-optimal trial) and where its files went."""
     study_name: str
     storage: str
     pareto: list[dict]  # one row per Pareto-optimal trial, fewest edges first

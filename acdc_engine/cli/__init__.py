@@ -45,6 +45,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``acdc`` argument parser, with one subcommand per module of this package."""
     from .. import __version__
 
     p = argparse.ArgumentParser(prog="acdc", description=__doc__.split("\n\n")[0])

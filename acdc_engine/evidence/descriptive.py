@@ -28,6 +28,7 @@ __all__ = ["attention_patterns", "logit_lens", "LogitLens", "direct_logit_attrib
            "token_attribution", "residual_stream", "TOKEN_METHODS"]
 
 TOKEN_METHODS = ("input_x_grad", "integrated_gradients")
+"""The token-attribution methods :func:`token_attribution` offers."""
 
 
 # ----- attention patterns -----------------------------------------------------------------------

@@ -149,6 +149,8 @@ def _decode(tok, ids) -> str:
 
 
 def write_json(path: Path, obj: dict) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` (tensors and numpy numbers as floats); returns
+    ``path``."""
     path.write_text(json.dumps(obj, indent=2, default=float))
     return path
 

@@ -42,6 +42,7 @@ __all__ = ["NEURON_SOURCES", "hidden_run", "parse_group", "neuron_sources",
            "neuron_direct_effects", "NeuronAblationResult", "neuron_ablation"]
 
 NEURON_SOURCES = ("zero", "mean", "corrupted")
+"""What an ablated neuron group's hidden activation is replaced by."""
 
 # ----- reading the hidden activation ------------------------------------------------------------
 def _check_layer(problem: Problem, layer: int) -> int:

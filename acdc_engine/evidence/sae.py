@@ -40,6 +40,7 @@ __all__ = ["SAE", "check_layer", "check_sae", "train_sae", "sae_stats", "SAEStat
            "FEATURE_SOURCES"]
 
 FEATURE_SOURCES = ("zero", "corrupted")
+"""What an ablated SAE feature's activation is replaced by."""
 
 
 class SAE(torch.nn.Module):
@@ -234,6 +235,8 @@ class SAEStats:
 
 @torch.no_grad()
 def sae_stats(problem: Problem, sae: SAE) -> SAEStats:
+    """How well ``sae`` reconstructs its layer's activations on the problem's prompts: fraction
+    of variance unexplained, mean L0, dead features (:class:`SAEStats`)."""
     check_sae(problem, sae)
     x = torch.cat([a.reshape(-1, a.shape[-1]) for a in _acts(problem, sae.layer)]).float()
     sae = sae.to(x.device, x.dtype)

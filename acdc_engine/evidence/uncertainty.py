@@ -226,6 +226,7 @@ def subsample(problem: Problem, fraction: float = 0.5, seed: int = 0) -> Problem
 
 
 def jaccard(a: set, b: set) -> float:
+    """``|a & b| / |a | b|`` (1.0 for two empty sets): how much two circuits' edge sets agree."""
     return len(a & b) / len(a | b) if a | b else 1.0
 
 

@@ -96,6 +96,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A torch dtype from a name (``"float32"``, ``"bfloat16"``, ...), a dtype, or None
+    (float32); an unknown name is an error naming the known ones."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):

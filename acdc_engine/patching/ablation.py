@@ -14,6 +14,7 @@ from .forward import writer_outputs
 __all__ = ["Ablation", "ABLATIONS"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
+"""The kinds of :class:`Ablation`."""
 
 
 @dataclass

@@ -40,6 +40,7 @@ def new_run_id(label: str = "") -> str:
 
 
 def now() -> str:
+    """The current UTC time, ISO 8601 to the second (run records' timestamps)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 

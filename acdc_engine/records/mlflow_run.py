@@ -39,7 +39,12 @@ from .store import TrackingError, resolve_uri
 __all__ = ["RunHandle", "run_context", "active_run", "parent_run_id", "FINISHED", "FAILED",
            "KILLED"]
 
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+FINISHED = "FINISHED"
+"""MLflow status of a run that ended normally."""
+FAILED = "FAILED"
+"""MLflow status of a run that raised an error."""
+KILLED = "KILLED"
+"""MLflow status of an interrupted run (Ctrl-C, SIGTERM, SIGHUP)."""
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _STACK: contextvars.ContextVar[tuple[RunHandle, ...]] = contextvars.ContextVar(
     "acdc_runs", default=()

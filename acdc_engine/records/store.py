@@ -86,6 +86,8 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def safe_name(name: str) -> str:
+    """``name`` with everything but letters, digits, ``.``, ``-`` and ``_`` replaced by ``_``: a
+    safe file or run name (``run`` when nothing is left)."""
     return re.sub(r"[^\w.\-]+", "_", name).strip("._") or "run"
 
 
@@ -205,6 +207,8 @@ def _init_lock(db: Path | None) -> Iterator[None]:
 
 
 def experiment_id(client, uri: str, name: str) -> str:
+    """The id of MLflow experiment ``name`` in the store at ``uri``, created if missing (a race
+    with another process creating it is handled)."""
     try:
         exp = client.get_experiment_by_name(name)
         if exp is not None:

@@ -24,7 +24,12 @@ from .style import PORTS
 
 __all__ = ["Box", "Layout", "layout", "route", "HEAD_W", "MLP_W", "BOX_H"]
 
-HEAD_W, MLP_W, BOX_H = 0.78, 1.15, 0.46  # box sizes in data units
+HEAD_W = 0.78
+"""A head's box width, in data units."""
+MLP_W = 1.15
+"""An MLP's box width, in data units."""
+BOX_H = 0.46
+"""Every box's height, in data units."""
 MOVETO, LINETO, CURVE4 = 1, 2, 4  # the codes of matplotlib.path.Path
 Route = tuple[list[tuple[float, float]], list[int]]
 """One edge's path: its vertices and their matplotlib path codes."""

@@ -24,16 +24,22 @@ from ..graph import EdgeKind, NodeKind
 __all__ = ["ScoreMeaning", "need_matplotlib", "FILL", "OUTLINE", "PORTS", "BLUE", "RED",
            "NEUTRAL", "EFFECT_COLOUR"]
 
-BLUE = "#2166ac"  # important for the behaviour (or: score > 0 when the direction is unknown)
-RED = "#c0392b"  # works against it (or: score < 0)
-NEUTRAL = "#555555"  # no score
+BLUE = "#2166ac"
+"""Edges important for the behaviour (or: score > 0 when the direction is unknown)."""
+RED = "#c0392b"
+"""Edges that work against the behaviour (or: score < 0)."""
+NEUTRAL = "#555555"
+"""Edges without a score."""
 EFFECT_COLOUR = {"hurts": BLUE, "helps": RED, "pos": BLUE, "neg": RED}
 """Colour per effect class (see :meth:`ScoreMeaning.effect`)."""
 FILL = {NodeKind.INPUT: "#e8f1e4", NodeKind.ATTN: "#fdf0dc", NodeKind.MLP: "#ece6f5",
         NodeKind.LOGITS: "#e8eef6"}
+"""Box fill colour per node kind."""
 OUTLINE = {NodeKind.INPUT: "#6b9a5b", NodeKind.ATTN: "#c98a2b", NodeKind.MLP: "#8069ad",
            NodeKind.LOGITS: "#5a7ca8"}
-PORTS = {EdgeKind.Q: -0.3, EdgeKind.K: 0.0, EdgeKind.V: 0.3}  # offsets on a head's bottom edge
+"""Box outline colour per node kind."""
+PORTS = {EdgeKind.Q: -0.3, EdgeKind.K: 0.0, EdgeKind.V: 0.3}
+"""Where q, k and v edges enter a head's box: offsets along its bottom edge."""
 
 
 def need_matplotlib():

@@ -28,6 +28,7 @@ from ..progress import progress_bar
 __all__ = ["attribute", "ATTRIBUTION_METHODS", "IG_STEPS"]
 
 ATTRIBUTION_METHODS = ("eap", "eap-ig")
+"""The attribution-patching methods :func:`attribute` computes."""
 
 IG_STEPS = 5
 """EAP-IG's default number of interpolation steps (every default ``ig_steps`` is this one)."""

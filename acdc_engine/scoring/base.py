@@ -34,6 +34,8 @@ __all__ = ["Method", "MethodOutput", "NoSettings", "setting"]
 
 @dataclass
 class MethodOutput:
+    """What a method returns: a score per edge (``graph.edges`` order; higher ``|score|`` = more
+    important), optionally the circuit it chose (``keep``), and numbers worth logging (``info``)."""
     scores: torch.Tensor  # [n_edges] float32, graph.edges order
     keep: torch.Tensor | None = None  # [n_edges] bool, when the method picks the circuit
     info: dict = field(default_factory=dict)  # extra numbers worth logging

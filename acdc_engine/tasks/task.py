@@ -11,8 +11,10 @@ from typing import Any, Callable
 __all__ = ["Task", "TaskRows", "Row", "ROW_KEYS"]
 
 Row = dict[str, Any]
+"""One task row: a JSON object with ``clean``, ``corrupted`` and the keys in :data:`ROW_KEYS`."""
 ROW_KEYS = ("clean", "corrupted", "positions", "answer", "wrong_answer", "answer_set",
             "wrong_set")
+"""The row keys the engine reads; any other key is kept as it is."""
 
 
 class TaskRows(list):

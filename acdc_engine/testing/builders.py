@@ -24,9 +24,11 @@ __all__ = ["WORDS", "word_tokenizer", "save_tokenizer", "perturb", "save_gpt2", 
            "save_hf", "TinyShape", "hf_shape", "save_tracr", "random_pairs"]
 
 WORDS = [f"w{i}" for i in range(40)]
+"""The vocabulary of :func:`word_tokenizer`'s test models (``w0`` ... ``w39``)."""
 
 
 def word_tokenizer(words=WORDS):
+    """A word-level fast tokenizer over ``words`` (plus ``<unk>``), for micro models."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -63,6 +65,8 @@ def perturb(model, norm_key: str, scale: float) -> None:
 
 
 def save_gpt2(path, n_layer=2, n_head=2, n_embd=16, seed=0, tokenizer=True, **cfg):
+    """Save a GPT-2 with random weights (seeded) of the given shape to ``path``, with a
+    :func:`word_tokenizer` unless ``tokenizer`` is False; ``cfg`` overrides config fields."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
@@ -179,6 +183,8 @@ def save_tracr(path, n_layer=2, n_head=2, d=16, d_head=8, d_mlp=12, causal=False
 
 
 def random_pairs(n=12, length=6, seed=0):
+    """``n`` task rows of random words of :data:`WORDS` (``length`` tokens), with one-token answers
+    and wrong answers: a task any micro model can be scored on."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):

@@ -32,7 +32,8 @@ import torch
 __all__ = ["EPS32", "float64", "magnitude", "max_error", "f32_bound", "assert_close_to_f64",
            "Errors"]
 
-EPS32 = float(torch.finfo(torch.float32).eps)  # 2**-23 = 1.19e-7: one ulp of 1.0 in float32
+EPS32 = float(torch.finfo(torch.float32).eps)
+"""2**-23 = 1.19e-7: one ulp of 1.0 in float32."""
 
 
 @contextmanager
@@ -87,6 +88,8 @@ def f32_bound(ref64, *magnitudes, plain=None, factor: float = 4.0, ulps: float =
 
 @dataclass(frozen=True)
 class Errors:
+    """Measured errors against the float64 reference: the fast path's, the plain path's and the
+    bound the fast one must stay within."""
     fast: float  # |fast - ref64|
     plain: float  # |plain - ref64|
     bound: float

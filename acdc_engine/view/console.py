@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["run_command", "HELP"]
 
 HELP = __doc__.split("\n\n")[1]
+"""The console's help text (the verbs it understands), from the module docstring."""
 
 
 def _int(word: str, what: str) -> int:

@@ -113,3 +113,4 @@ class _Open(PathGuard):
 
 
 OPEN = _Open()
+"""A path guard that allows every path (for a session whose files are not confined)."""

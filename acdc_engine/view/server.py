@@ -54,6 +54,7 @@ __all__ = ["ViewServer", "build_app", "LOOPBACK", "check_bind", "open_socket", "
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""The hosts the viewer binds to without ``--allow-remote``."""
 WILDCARD = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 TOKEN_META = '<meta name="acdc-token" content="">'

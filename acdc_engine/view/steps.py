@@ -13,6 +13,8 @@ __all__ = ["Step", "describe", "step_text"]
 
 @dataclass
 class Step:
+    """One undoable step of a session: its description and the interventions it pushed (``whole``:
+    as one unit)."""
     text: str
     items: list[Intervention]
     whole: bool = True

@@ -34,6 +34,7 @@ __all__ = ["CHECKPOINT_VERSION", "Checkpoint", "fingerprint", "run_settings", "s
            "load_checkpoint", "checkpoint_problem"]
 
 CHECKPOINT_VERSION = 2
+"""The format version ACDC checkpoints are written in (version 1 files are still read)."""
 _READABLE = (1, 2)  # 1: numpy arrays (read only); 2: tensors and plain values
 
 
