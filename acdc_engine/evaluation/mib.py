@@ -53,8 +53,8 @@ __all__ = ["MIB_PERCENTAGES", "mib_node", "engine_node", "mib_edge", "engine_edg
            "write_mib", "MibFile", "read_mib", "mib_counts", "mib_areas", "MibCurve",
            "mib_curve", "write_submission"]
 
-#: The edge fractions MIB evaluates at (``percentages`` in its evaluation code).
 MIB_PERCENTAGES: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+"""The edge fractions MIB evaluates at (``percentages`` in its evaluation code)."""
 
 _ENGINE_HEAD = re.compile(r"^a(\d+)\.(\d+)$")
 _MIB_HEAD = re.compile(r"^a(\d+)\.h(\d+)$")

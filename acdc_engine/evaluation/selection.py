@@ -52,8 +52,12 @@ __all__ = ["SELECTIONS", "ENSEMBLES", "NORMALISATIONS", "check_selection", "norm
            "edge_frequency", "consistent_edges", "resample", "SelectedMethod", "Member"]
 
 SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
+"""The named selections (``discover(selection=...)``, ``--selection``); the module docstring
+says what each keeps."""
 ENSEMBLES = ("mean", "min", "max")
+"""How an ensemble combines its methods' normalised scores per edge."""
 NORMALISATIONS = ("max", "rank")
+"""How each method's ``|scores|`` are put on one scale before combining (:func:`normalise`)."""
 
 
 def check_selection(selection: str | None, n_edges: int | None, threshold: float | None,
