@@ -313,3 +313,28 @@ def test_position_aware_graphs_sum_to_the_unsplit_scores(gpt2):
         split = p.graph.to_dense(fn(p)).sum(-1)
         whole = gpt2.graph.to_dense(fn(_problem(gpt2, n=4)))
         assert torch.allclose(split, whole, atol=1e-5 * (1 + float(whole.abs().max())))
+
+
+# ----- every family -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "neox", "tracr"])
+def test_every_family_runs_every_variant(name, request):
+    """Each family through the one patched forward: the MIB layer form's 1-step identity
+    (edges into the logits score as in EAP), clean-corrupted against two separate runs, and
+    GradDrop and routes finite and nonnegative."""
+    lm = request.getfixturevalue(name)
+    g = lm.graph
+    _check(lm, lambda p: clean_corrupted(p, progress=False),
+           lambda p, batch, abl, delta: [(batch.corrupted, PatchPlan(mask=_mask(p),
+                                                                     delta=delta))],
+           what=f"clean-corrupted ({name})")
+    fast = g.to_dense(eap_ig_activations(_problem(lm), 1, "layer", progress=False))
+    plain = g.to_dense(attribute(_problem(lm), "eap", progress=False))
+    with float64(lm):
+        ref = g.to_dense(attribute(_problem(lm), "eap", progress=False))
+    col = g.logits_slot
+    assert_close_to_f64(fast[:, col], plain[:, col], ref[:, col], what=f"ig-act ({name})")
+    for scores in (atp_graddrop(_problem(lm), progress=False),
+                   information_flow_routes(_problem(lm), progress=False)):
+        assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
