@@ -338,3 +338,30 @@ def test_every_family_runs_every_variant(name, request):
     for scores in (atp_graddrop(_problem(lm), progress=False),
                    information_flow_routes(_problem(lm), progress=False)):
         assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
+
+
+@pytest.mark.parametrize("model_type, cfg", [
+    ("gemma2", {"sliding_window": 3, "attn_logit_softcapping": 2.0,
+                "final_logit_softcapping": 5.0,
+                "layer_types": ["sliding_attention", "full_attention"]}),
+    ("phi3", {}), ("opt", {}), ("mixtral", {"sliding_window": 3}),
+    ("gpt_neox", {"use_parallel_residual": False})])
+def test_the_other_families_run_every_variant(model_type, cfg, tmp_path):
+    from acdc_engine.testing import save_hf
+
+    lm = load_model(str(save_hf(tmp_path / model_type, model_type, seed=1, **cfg)),
+                    device="cpu")
+    g = lm.graph
+    _check(lm, lambda p: clean_corrupted(p, progress=False),
+           lambda p, batch, abl, delta: [(batch.corrupted, PatchPlan(mask=_mask(p),
+                                                                     delta=delta))],
+           what=f"clean-corrupted ({model_type})")
+    fast = g.to_dense(eap_ig_activations(_problem(lm), 1, "layer", progress=False))
+    plain = g.to_dense(attribute(_problem(lm), "eap", progress=False))
+    with float64(lm):
+        ref = g.to_dense(attribute(_problem(lm), "eap", progress=False))
+    col = g.logits_slot
+    assert_close_to_f64(fast[:, col], plain[:, col], ref[:, col], what=f"ig-act ({model_type})")
+    for scores in (atp_graddrop(_problem(lm), progress=False),
+                   information_flow_routes(_problem(lm), progress=False)):
+        assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
