@@ -30,9 +30,10 @@ def acdc_metrics():
 
 @hookimpl
 def acdc_methods():
+    from .mask_opt import METHODS as MASK_OPT
     from .methods import METHODS
 
-    return METHODS
+    return METHODS + MASK_OPT
 
 
 @hookimpl
