@@ -32,9 +32,10 @@ so ``m`` is 1 with probability ``p - w/2``, 0 with probability ``1 - p - w/2`` a
 invariance"). ``E[m] = p``. The loss is the task loss plus ``lamb * sum_edges p`` (MIB:
 ``lamb = 0.001``), or, when a target sparsity is given, the Lagrangian above on ``s = 1 -
 mean p``. Gradients are clipped to norm 5 and ``theta`` starts at 1, as in that script.
-Scores: ``p`` (the deterministic mask, ``E[m]``); the circuit: ``p > 0.5``. Not done: MIB's node regulariser and its removal
-of dangling edges from every sample, and its 12 mask samples per example (the patched forward
-takes one mask per batch; ``samples`` masks per step are separate runs).
+Scores: ``p`` (the deterministic mask, ``E[m]``); the circuit: ``p > 0.5``. Not done: MIB's
+node regulariser and its removal of dangling edges from every sample, and its 12 mask samples
+per example (the patched forward takes one mask per batch; ``samples`` masks per step are
+separate runs).
 
 **The task loss** is the value of ``problem.metric`` on the sampled run, averaged over the
 batch, as a loss: itself when lower is better (``kl_div`` to the full model: Edge Pruning's
