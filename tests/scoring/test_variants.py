@@ -365,3 +365,40 @@ def test_the_other_families_run_every_variant(model_type, cfg, tmp_path):
     for scores in (atp_graddrop(_problem(lm), progress=False),
                    information_flow_routes(_problem(lm), progress=False)):
         assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
+
+
+def _layer_by_runs(lm, steps):
+    """MIB's EAP-IG over activations, one run per (node, step) into a plain [R, b, p, d] sink
+    and the edge products formed here: ``-(1/(N steps)) sum_runs delta_u . g_v``."""
+    from acdc_engine.patching import Context, GradSink, writer_outputs
+    from acdc_engine.scoring.variants import _Frozen
+
+    p = _problem(lm)
+    g = p.graph
+    total, n = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float64), 0
+    nodes = layer_nodes(g)
+    with lm.frozen():
+        for i, batch in enumerate(p.batches):
+            abl = p.ablated(i)
+            with torch.no_grad():
+                delta = writer_outputs(lm.adapter, batch.clean) - abl
+            sink = torch.zeros(g.n_readers, *delta.shape[1:], dtype=lm.dtype)
+            for rows, attn, mlp in nodes:
+                for k in range(1, steps + 1):
+                    mask = g.full_mask(1.0, dtype=lm.dtype)
+                    mask[rows] = k / steps
+                    plan = PatchPlan(mask=mask.requires_grad_(True), delta=delta)
+                    logits = run(_Frozen(lm.adapter, attn, mlp), batch.clean, plan,
+                                 ReadOut.of(batch), Context(grad_sink=GradSink(sink)))
+                    p.metric.score(logits, batch).sum().backward()
+            total += torch.einsum("ubpd,vbpd->uv", delta.double(), sink.double())
+            n += len(batch)
+    return g.from_dense(-(total * g.valid) / (len(nodes) * steps * n)).float()
+
+
+def test_ig_act_layer_is_the_mean_over_nodes_and_steps(gpt2):
+    fast = eap_ig_activations(_problem(gpt2), 3, "layer", progress=False)
+    plain = _layer_by_runs(gpt2, 3)
+    with float64(gpt2):
+        ref = _layer_by_runs(gpt2, 3)
+    assert_close_to_f64(fast, plain, ref, what="ig-act layer x3 vs runs into a plain sink")
