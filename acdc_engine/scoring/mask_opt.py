@@ -67,7 +67,7 @@ from .acdc.checkpoints import checkpoint_problem, fingerprint
 
 __all__ = ["MaskOptConfig", "MaskOptResult", "optimize_mask", "hard_concrete_sample",
            "hard_concrete_mask", "hard_concrete_p_zero", "hard_concrete_p_one", "ugs_sample",
-           "final_mask", "edge_scores", "warm_start_params", "KINDS"]
+           "final_mask", "edge_scores", "warm_start_params", "MaskState", "train_step", "KINDS"]
 
 KINDS = ("edge-pruning", "ugs")
 """The mask optimizations :func:`optimize_mask` runs (``MaskOptConfig.kind``)."""
@@ -190,8 +190,10 @@ class MaskOptResult:
 
 
 # ----- the optimization ---------------------------------------------------------------------
-class _State:
-    """Parameters, lambdas, their optimizers and the sampler's generator."""
+class MaskState:
+    """What an optimization carries from step to step: the parameters (log-alpha or theta, one
+    per edge), the two Lagrange multipliers, their Adam optimizers, the mask noise's generator
+    and the step count."""
 
     def __init__(self, config: MaskOptConfig, n_edges: int, device):
         init = (warm_start_params(config.init) if config.init is not None
@@ -236,7 +238,7 @@ def _settings(problem: Problem, config: MaskOptConfig) -> dict:
     return out
 
 
-def _save(path: Path, state: _State, fp: dict) -> None:
+def _save(path: Path, state: MaskState, fp: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +251,7 @@ def _save(path: Path, state: _State, fp: dict) -> None:
                         f"{getattr(e, 'strerror', None) or e}") from None
 
 
-def _resume(path: Path, state: _State, fp: dict) -> None:
+def _resume(path: Path, state: MaskState, fp: dict) -> None:
     """Load ``path`` into ``state`` when it exists; refuse a checkpoint of another run."""
     if not path.exists():
         return
@@ -274,7 +276,7 @@ def _expected_sparsity(kind: str, params: torch.Tensor) -> torch.Tensor:
     return 1 - torch.sigmoid(params).mean()
 
 
-def _regulariser(config: MaskOptConfig, state: _State, step: int) -> tuple[torch.Tensor, float]:
+def _regulariser(config: MaskOptConfig, state: MaskState, step: int) -> tuple[torch.Tensor, float]:
     """The sparsity term and the expected sparsity now."""
     s = _expected_sparsity(config.kind, state.params)
     if config.target_sparsity is None:  # UGS with MIB's fixed penalty per kept edge
@@ -301,9 +303,10 @@ def final_mask(kind: str, params: torch.Tensor) -> torch.Tensor:
     return hard_concrete_mask(params) if kind == "edge-pruning" else torch.sigmoid(params)
 
 
-def _train_step(problem: Problem, config: MaskOptConfig, state: _State) -> tuple[float, float]:
-    """One optimizer step on batch ``step % n_batches``: (mean metric of the samples,
-    expected sparsity)."""
+def train_step(problem: Problem, config: MaskOptConfig, state: MaskState) -> tuple[float, float]:
+    """One optimizer step on batch ``state.step % n_batches`` (``config.samples`` patched
+    forward+backward runs, then the Adam steps): (mean metric of the samples, expected
+    sparsity). Call it inside ``problem.model.frozen()``."""
     g, model = problem.graph, problem.model
     i = state.step % len(problem.batches)
     batch, abl = problem.batches[i], problem.ablated(i)
@@ -340,7 +343,7 @@ def optimize_mask(problem: Problem, config: MaskOptConfig) -> MaskOptResult:
         raise AcdcError(f"metric {problem.metric.name!r} is not differentiable, so it cannot "
                         "drive mask optimization; optimize e.g. 'kl_div' or 'logit_diff'")
     g = problem.graph
-    state = _State(config, g.n_edges, problem.model.device)
+    state = MaskState(config, g.n_edges, problem.model.device)
     path = Path(config.checkpoint).expanduser() if config.checkpoint else None
     fp = fingerprint(problem, _settings(problem, config)) if path else {}
     if path is not None:
@@ -352,7 +355,7 @@ def optimize_mask(problem: Problem, config: MaskOptConfig) -> MaskOptResult:
     try:
         with problem.model.frozen():
             for _ in bar:
-                value, sparsity = _train_step(problem, config, state)
+                value, sparsity = train_step(problem, config, state)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(sparsity=f"{sparsity:.3f}", metric=f"{value:.4g}",
                                     refresh=False)

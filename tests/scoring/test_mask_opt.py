@@ -141,12 +141,27 @@ MEASURED = [  # (method, settings, a floor below the measured AUC)
 ]
 
 
+@pytest.mark.parametrize("ablation", ["corrupted", "mean", "zero"])
+def test_every_ablation(induction, ablation):
+    """The problem's ablation is what removed edges get: a few steps under each."""
+    from acdc_engine.patching import Ablation
+    from acdc_engine.problem import Problem
+
+    data_batches = induction.batches
+    p = Problem(induction.model, data_batches, induction.metric, Ablation(ablation))
+    p.ablation.fit(p.model.adapter, data_batches)
+    for kind in ("edge-pruning", "ugs"):
+        r = optimize_mask(p, MaskOptConfig(kind=kind, target_sparsity=0.5, steps=3,
+                                           progress=False))
+        assert torch.isfinite(r.scores).all() and r.scores.shape == (p.graph.n_edges,)
+
+
 def test_resume_gives_the_same_mask(reverse, tmp_path, monkeypatch):
     _, kl = reverse
     cfg = MaskOptConfig(kind="edge-pruning", target_sparsity=0.8, steps=16, progress=False)
     whole = optimize_mask(kl, cfg)
     path = tmp_path / "ep.pt"
-    step = mask_opt._train_step
+    step = mask_opt.train_step
     calls = {"n": 0}
 
     def interrupted(*a):
@@ -155,12 +170,12 @@ def test_resume_gives_the_same_mask(reverse, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return step(*a)
 
-    monkeypatch.setattr(mask_opt, "_train_step", interrupted)
+    monkeypatch.setattr(mask_opt, "train_step", interrupted)
     cfg = MaskOptConfig(kind="edge-pruning", target_sparsity=0.8, steps=16, progress=False,
                         checkpoint=str(path), checkpoint_every=5)
     with pytest.raises(KeyboardInterrupt):
         optimize_mask(kl, cfg)
-    monkeypatch.setattr(mask_opt, "_train_step", step)
+    monkeypatch.setattr(mask_opt, "train_step", step)
     resumed = optimize_mask(kl, cfg)
     assert resumed.info["mask_opt_resumed_at"] == 10
     assert torch.equal(resumed.scores, whole.scores)  # bit-identical on CPU
