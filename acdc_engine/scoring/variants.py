@@ -13,7 +13,7 @@ minus the ablation's), in ``problem.graph.edges`` order.
     clean_corrupted     the gradient averaged over the clean and the ablated point (MIB's
                         ``get_scores_clean_corrupted``)
     atp_graddrop        AtP* GradDrop node scores (Kramar et al. 2024, eq. 11), one backward
-                        per dropped layer; a writer's score is given to each of its edges
+                        per dropped layer; an edge scores as the less important of its nodes
 
 How a run holds a layer's output fixed (MIB's ``+ activations * 0``; GradDrop's dropped layer):
 the patched forward's backward always treats ``delta`` as a constant, so a mask cannot stop a
@@ -31,7 +31,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import AcdcError
-from ..graph import Scores
+from ..graph import NodeKind, Scores
 from ..patching import GradSink, PatchPlan, ReadOut, edge_grads, run, run_with_writers, \
     writer_outputs
 from ..problem import Problem
@@ -39,7 +39,7 @@ from ..progress import progress_bar
 from .attribution import IG_STEPS
 
 __all__ = ["eap_ig_activations", "clean_corrupted", "atp_graddrop", "IG_ACT_PER",
-           "layer_nodes"]
+           "layer_nodes", "node_scores_on_edges"]
 
 IG_ACT_PER = ("layer", "all")
 """How EAP-IG over activations interpolates: one layer-node at a time (MIB) or every writer."""
@@ -271,8 +271,8 @@ def atp_graddrop(problem: Problem, progress: bool = True) -> Scores:
     """AtP* with GradDrop (Kramar et al. 2024, eq. 11) for nodes (the writers: embeddings,
     heads, MLPs): ``mean over examples of 1/(L-1) sum_l |I_l(u)|``, where ``I_l(u) = sum_pos
     (ablated - clean)_u . d m / d out_u`` with no gradient through transformer block ``l``'s
-    outputs (its attention and MLP), ``L`` blocks. Nonnegative. An edge ``u -> v`` gets its
-    writer ``u``'s score (node scores on edges: a top-n edge selection keeps whole writers)."""
+    outputs (its attention and MLP), ``L`` blocks. Nonnegative. Node scores are put on edges
+    by :func:`node_scores_on_edges` (an edge scores as the less important of its two nodes)."""
     _check(problem, "atp-graddrop")
     g = problem.graph
     if g.positions:
@@ -316,5 +316,14 @@ def _graddrop(problem: Problem, progress: bool) -> Scores:
         node += acc.sum(1) / (L - 1)
         n += len(batch)
     node /= n
-    dense = node[:, None].expand(g.n_writers, g.n_readers).to(torch.float32)
-    return g.from_dense(dense.contiguous()).cpu()
+    return g.from_dense(node_scores_on_edges(g, node)).cpu()
+
+
+def node_scores_on_edges(g, node: torch.Tensor) -> torch.Tensor:
+    """Dense [W, R] edge scores from per-writer node scores ``node`` [W] (nonnegative): edge
+    ``u -> v`` scores ``min(node[u], node[v's node])``, the logits counting as infinite, so an
+    edge is as important as the less important of the nodes it joins, and a node's largest
+    edge score is its own (every writer feeds the logits)."""
+    readers = torch.tensor([float("inf") if r.kind is NodeKind.LOGITS else
+                            float(node[g.writer_index(r)]) for r, _ in g.readers()])
+    return torch.minimum(node[:, None], readers[None, :]).to(torch.float32)
