@@ -32,7 +32,10 @@ class DiscoverConfig:
     (positive scores first), ``bootstrap`` (edges selected in at least ``min_frequency`` of
     ``bootstrap`` resamples of the examples); None picks topk/threshold/target as above.
     ``ensemble``/``normalisation`` combine the scores of several methods (``method=["eap",
-    "eap-ig"]``). ``settings`` are the method's options (``{"ig_steps": 5}``, ``{"tau": 0.01}``)."""
+    "eap-ig"]``). ``settings`` are the method's options (``{"ig_steps": 5}``, ``{"tau": 0.01}``).
+    ``level="node"`` chooses whole heads and MLPs instead of edges
+    (:mod:`acdc_engine.evaluation.levels`): ``n_nodes`` (top-n nodes), ``threshold`` (on node
+    scores), or neither (the target search over node budgets)."""
 
     metric: str | None = None
     ablation: str | None = None
@@ -57,19 +60,28 @@ class DiscoverConfig:
     bootstrap: int = 20
     min_frequency: float = 0.5
     ilp_time_limit: float | None = 60.0
+    level: str = "edge"
+    n_nodes: int | None = None
 
     @property
     def selection_used(self) -> str:
         """The selection rule: :attr:`selection`, or topk/threshold/target from the sizes."""
+        from ..evaluation.levels import check_level
         from ..evaluation.selection import check_selection
+
+        at_nodes = check_level(self.level, self.selection, self.n_edges, self.n_nodes,
+                               self.threshold)
+        if at_nodes:  # the ensemble options still checked
+            check_selection(None, None, None, self.ensemble, self.normalisation)
+            return at_nodes
 
         return check_selection(self.selection, self.n_edges, self.threshold, self.ensemble,
                                self.normalisation)
 
     @property
     def default_search(self) -> bool:
-        """Neither n_edges nor threshold: the target search over the budget grid."""
-        return self.n_edges is None and self.threshold is None
+        """Neither n_edges (n_nodes) nor threshold: the target search over the budget grid."""
+        return self.n_edges is None and self.threshold is None and self.n_nodes is None
 
     def check(self) -> DiscoverConfig:
         """Refuse nonsense before any work: returns self."""

@@ -31,6 +31,7 @@ from ..records import Recorder, parent_run_id, write_scores
 from ..resources import reset_peak_memory, set_threads
 from ..tasks import Task
 from .config import DiscoverConfig, RecordConfig, split_options
+from ..evaluation.levels import nodes_kept
 from .pipeline import find_circuit, ground_truth_aucs
 from .recording import model_params, record_discovery, recorded, version_params
 from .results import DiscoveryResult, faithfulness_warnings
@@ -89,7 +90,8 @@ def discover(
               "n_edges_requested": cfg.n_edges, "threshold": cfg.threshold,
               "target": cfg.target if cfg.default_search else None, "seed": cfg.seed,
               "batch_size": cfg.batch_size, "budgets": ",".join(f"{b:g}" for b in cfg.budgets),
-              "position_split": cfg.positions or None, **selection_params(cfg, selection,
+              "position_split": cfg.positions or None, "level": cfg.level,
+              "n_nodes_requested": cfg.n_nodes, **selection_params(cfg, selection,
                                                                            len(members))}
 
     def work(rec: Recorder) -> DiscoveryResult:
@@ -121,6 +123,8 @@ def discover(
                      metric_higher_is_better=metric_obj.higher_is_better)
         if out.curve is not None:
             attrs.update(cpr=out.curve.cpr, cmd=out.curve.cmd)
+        if cfg.level == "node":
+            attrs["n_nodes_kept"] = nodes_kept(problem.graph, out.keep)
         timings = {"load_s": t_load - t_start, **out.timings,
                    "total_s": time.perf_counter() - t0}
         warnings = [*faithfulness_warnings(problem, faith.full, faith.empty, faith.normalized),

@@ -22,6 +22,7 @@ import torch
 from ..circuit import prune_dead, select
 from ..evaluation.curves import Curve, faithfulness_curve
 from ..evaluation.groundtruth import GroundTruth, evaluate_ground_truth
+from ..evaluation.levels import node_curve, node_keep, node_scores, top_nodes
 from ..graph import Keep, Scores
 from ..metrics import Faithfulness
 from ..problem import Problem
@@ -58,6 +59,11 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
     if on_scores is not None:
         on_scores(scores)
 
+    if config.level == "node":
+        keep, faith, curve = _at_nodes(problem, scores, config, progress)
+        return Outcome(scores, keep, faith, curve, {**auto, **output.info},
+                       {"scoring_s": t_score - t0,
+                        "evaluation_s": time.perf_counter() - t_score})
     keep = None
     if output.keep is not None and config.default_search:
         keep = prune_dead(g, output.keep.cpu())
@@ -81,6 +87,30 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
     t_eval = time.perf_counter()
     return Outcome(scores, keep, faith, curve, {**auto, **output.info},
                    {"scoring_s": t_score - t0, "evaluation_s": t_eval - t_score})
+
+
+def _at_nodes(problem: Problem, scores: Scores, config: DiscoverConfig,
+              progress: bool) -> tuple[Keep, Faithfulness, Curve | None]:
+    """The node-level circuit of edge ``scores`` (:mod:`acdc_engine.evaluation.levels`): the top
+    ``n_nodes`` nodes, those above the threshold, or the smallest node budget reaching the
+    target; its pruned edges, faithfulness and the node-level curve."""
+    g = problem.graph
+    keep = None
+    if not config.default_search:
+        kept = top_nodes(g, node_scores(g, scores), config.n_nodes, threshold=config.threshold)
+        keep = prune_dead(g, node_keep(g, kept))
+    if not (config.curve or config.default_search):
+        return keep, problem.faithfulness(g.mask_from_edges(keep)), None
+    extra = [] if keep is None else [g.mask_from_edges(keep)]
+    curve, keeps, extra_values = node_curve(problem, scores, config.budgets, extra=extra,
+                                            progress=progress)
+    if keep is None:
+        i = curve.smallest_reaching(config.target)
+        i = len(keeps) - 1 if i is None else i
+        keep, value = keeps[i], curve.values[i]
+    else:
+        value = extra_values[0]
+    return keep, Faithfulness(value, curve.full, curve.empty), curve
 
 
 def default_settings(problem: Problem, settings, given: dict | None) -> tuple[object, dict]:

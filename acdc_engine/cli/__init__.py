@@ -53,17 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for mod in _command_modules():
         mod.register(sub)
-    for name, parser in sub.choices.items():
-        if parser.epilog is None and name in _PENDING_EPILOGS:
-            parser.epilog = _PENDING_EPILOGS[name]
     return p
-
-
-# Examples of commands whose module does not set its own epilog yet (move each into its
-# module's add_parser(..., epilog=...) and delete it here).
-_PENDING_EPILOGS = {
-    "discover": "example: acdc discover --task ioi-names --method eap --edges 100 --no-track",
-}
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:

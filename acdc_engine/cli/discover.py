@@ -29,6 +29,7 @@ ORDER = 10
 SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
 ENSEMBLES = ("mean", "min", "max")
 NORMALISATIONS = ("max", "rank")
+LEVELS = ("edge", "node")  # acdc_engine.evaluation.levels.LEVELS
 
 def _cmd_discover(args) -> int:
     from ..api import discover
@@ -40,6 +41,7 @@ def _cmd_discover(args) -> int:
         args.model, args.task, args.method, metric=args.metric, ablation=args.ablation,
         revision=args.revision, stability=args.stability,
         n_edges=args.edges, threshold=args.threshold, target=args.target,
+        level=args.level, n_nodes=args.nodes,
         n_examples=args.examples, batch_size=args.batch_size, settings=options,
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
         positions=args.positions, render=not args.no_render, selection=args.selection,
@@ -53,7 +55,9 @@ def _cmd_discover(args) -> int:
 
 
 def register(sub) -> None:
-    d = sub.add_parser("discover", help="find the circuit of a task in a model")
+    d = sub.add_parser("discover", help="find the circuit of a task in a model",
+                       epilog="example: acdc discover --task ioi-names --method eap --edges 100 "
+                              "--no-track")
     d.add_argument("--model", type=model_ref,
                    help="model name, local path or hub id (default: the task's model)")
     d.add_argument("--revision", help="hub branch, tag or commit of the model")
@@ -67,7 +71,13 @@ def register(sub) -> None:
                    help="what replaces removed edges (default: the task's, usually corrupted)")
     size = d.add_mutually_exclusive_group()
     size.add_argument("--edges", type=count, help="keep the top N edges by |score|")
-    size.add_argument("--threshold", type=finite, help="keep edges with |score| >= T")
+    size.add_argument("--threshold", type=finite, help="keep edges with |score| >= T (with "
+                      "--level node: nodes whose summed score has |score| >= T)")
+    size.add_argument("--nodes", type=count, help="with --level node: keep the top N heads "
+                      "and MLPs by their summed edge scores")
+    d.add_argument("--level", choices=LEVELS, default="edge",
+                   help="circuit granularity: edge (default) or node (whole heads and MLPs "
+                        "kept or removed, as MIB's node level; curve and CPR/CMD over nodes)")
     d.add_argument("--target", type=fraction, default=0.8,
                    help="without --edges/--threshold: smallest budget reaching this "
                         "normalized faithfulness (default 0.8)")

@@ -74,7 +74,9 @@ class Curve:
 
     ``n_edges[i]`` is the size of the circuit at ``budgets[i]`` percent after pruning;
     ``values[i]`` its mean metric; ``full``/``empty`` the metric of the full model and of the
-    empty circuit (everything ablated), which normalize it.
+    empty circuit (everything ablated), which normalize it. ``unit`` is what the sizes count:
+    ``edges``, or ``nodes`` for a node-level curve (:mod:`acdc_engine.evaluation.levels`; then
+    ``n_edges`` counts heads and MLPs, and ``n_edges_total`` is the graph's).
     """
 
     budgets: tuple[float, ...]
@@ -83,10 +85,11 @@ class Curve:
     values: tuple[float, ...]
     full: float
     empty: float
+    unit: str = "edges"
 
     @property
     def fractions(self) -> list[float]:
-        """x: the fraction of the graph's edges each circuit keeps."""
+        """x: the fraction of the graph's edges (or nodes) each circuit keeps."""
         return [n / self.n_edges_total for n in self.n_edges]
 
     @property
@@ -117,11 +120,12 @@ class Curve:
     @classmethod
     def from_dict(cls, d: dict) -> Curve:
         return cls(tuple(d["budgets"]), tuple(d["n_edges"]), int(d["n_edges_total"]),
-                   tuple(d["values"]), float(d["full"]), float(d["empty"]))
+                   tuple(d["values"]), float(d["full"]), float(d["empty"]),
+                   d.get("unit", "edges"))
 
     def table(self) -> str:
         """A readable table: budget, edges, metric, normalized faithfulness; then CPR, CMD."""
-        lines = [f"{'budget %':>9} {'edges':>7} {'metric':>11} {'faithfulness':>12}"]
+        lines = [f"{'budget %':>9} {self.unit:>7} {'metric':>11} {'faithfulness':>12}"]
         for b, n, v, f in zip(self.budgets, self.n_edges, self.values, self.normalized):
             lines.append(f"{b:>9g} {n:>7d} {v:>11.4g} {f:>12.3f}")
         lines.append(f"CPR {self.cpr:.3f} (area under the curve, higher is better)  "
@@ -131,7 +135,7 @@ class Curve:
     def write_tsv(self, path: str | Path) -> Path:
         path = Path(path)
         with open(path, "w") as f:
-            f.write("budget_pct\tn_edges\tfraction\tmetric\tnormalized\n")
+            f.write(f"budget_pct\tn_{self.unit}\tfraction\tmetric\tnormalized\n")
             rows = zip(self.budgets, self.n_edges, self.fractions, self.values, self.normalized)
             for b, n, x, v, y in rows:
                 f.write(f"{b:g}\t{n}\t{x:.6g}\t{v:.6g}\t{y:.6g}\n")
