@@ -42,8 +42,8 @@ __all__ = [
     "faithfulness_curve",
 ]
 
-#: Edge budgets (percent of all edges) of MIB's faithfulness curves.
 BUDGETS: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+"""Edge budgets (percent of all edges) of MIB's faithfulness curves."""
 
 
 def _trapezoid(x: list[float], y: list[float]) -> float:
@@ -155,6 +155,8 @@ def budget_circuits(graph: Graph, scores: Scores, budgets=BUDGETS) -> list[Keep]
 
 
 def curve_from_values(budgets, keeps, values, full, empty, n_edges_total) -> Curve:
+    """A :class:`Curve` from its parts: the kept-edge vectors per budget (their sizes), the mean
+    metric of each, and the full and empty circuits' metrics."""
     return Curve(tuple(float(b) for b in budgets), tuple(int(k.sum()) for k in keeps),
                  int(n_edges_total), tuple(float(v) for v in values), float(full), float(empty))
 
