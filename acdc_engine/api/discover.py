@@ -69,6 +69,9 @@ def discover(
     members = ensemble_members(reg, names, cfg.settings)
     method_obj, settings = members[0].method, members[0].settings
     selection = cfg.selection_used
+    if cfg.level == "neuron" and names != ["eap"]:
+        raise AcdcError("--level neuron scores heads and MLP neurons by attribution patching at "
+                        "the clean run: use --method eap")
     if cfg.stability and (len(members) > 1 or selection in ("ilp", "positive", "bootstrap")):
         raise AcdcError("stability rediscovers top-n circuits of one method; run it without "
                         "an ensemble and with selection topk, threshold or target")

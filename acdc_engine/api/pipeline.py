@@ -23,6 +23,7 @@ from ..circuit import prune_dead, select
 from ..evaluation.curves import Curve, faithfulness_curve
 from ..evaluation.groundtruth import GroundTruth, evaluate_ground_truth
 from ..evaluation.levels import node_curve, node_keep, node_scores, top_nodes
+from ..evaluation.neuron_level import neuron_attribution, unit_circuit, unit_curve
 from ..graph import Keep, Scores
 from ..metrics import Faithfulness
 from ..problem import Problem
@@ -59,9 +60,10 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
     if on_scores is not None:
         on_scores(scores)
 
-    if config.level == "node":
-        keep, faith, curve = _at_nodes(problem, scores, config, progress)
-        return Outcome(scores, keep, faith, curve, {**auto, **output.info},
+    if config.level != "edge":
+        at = _at_nodes if config.level == "node" else _at_neurons
+        keep, faith, curve, info = at(problem, scores, config, progress)
+        return Outcome(scores, keep, faith, curve, {**auto, **output.info, **info},
                        {"scoring_s": t_score - t0,
                         "evaluation_s": time.perf_counter() - t_score})
     keep = None
@@ -90,7 +92,7 @@ def find_circuit(problem: Problem, method: Method, settings, config: DiscoverCon
 
 
 def _at_nodes(problem: Problem, scores: Scores, config: DiscoverConfig,
-              progress: bool) -> tuple[Keep, Faithfulness, Curve | None]:
+              progress: bool) -> tuple[Keep, Faithfulness, Curve | None, dict]:
     """The node-level circuit of edge ``scores`` (:mod:`acdc_engine.evaluation.levels`): the top
     ``n_nodes`` nodes, those above the threshold, or the smallest node budget reaching the
     target; its pruned edges, faithfulness and the node-level curve."""
@@ -100,7 +102,7 @@ def _at_nodes(problem: Problem, scores: Scores, config: DiscoverConfig,
         kept = top_nodes(g, node_scores(g, scores), config.n_nodes, threshold=config.threshold)
         keep = prune_dead(g, node_keep(g, kept))
     if not (config.curve or config.default_search):
-        return keep, problem.faithfulness(g.mask_from_edges(keep)), None
+        return keep, problem.faithfulness(g.mask_from_edges(keep)), None, {}
     extra = [] if keep is None else [g.mask_from_edges(keep)]
     curve, keeps, extra_values = node_curve(problem, scores, config.budgets, extra=extra,
                                             progress=progress)
@@ -110,7 +112,33 @@ def _at_nodes(problem: Problem, scores: Scores, config: DiscoverConfig,
         keep, value = keeps[i], curve.values[i]
     else:
         value = extra_values[0]
-    return keep, Faithfulness(value, curve.full, curve.empty), curve
+    return keep, Faithfulness(value, curve.full, curve.empty), curve, {}
+
+
+def _at_neurons(problem: Problem, scores: Scores, config: DiscoverConfig,
+                progress: bool) -> tuple[Keep, Faithfulness, Curve, dict]:
+    """The neuron-level circuit (:mod:`acdc_engine.evaluation.neuron_level`): heads and MLP
+    neurons scored by attribution patching, the top ``n_nodes`` units (or those above the
+    threshold, or the smallest budget reaching the target); the edges among its kept heads and
+    the MLPs, its faithfulness, the curve over units, and per layer the neurons kept."""
+    g = problem.graph
+    ns = neuron_attribution(problem, progress)
+    n = config.n_nodes
+    if config.threshold is not None:
+        n = sum(abs(u[3]) >= config.threshold for u in ns.units(g))
+    curve, circuits, extra = unit_curve(problem, ns, config.budgets,
+                                        extra=[] if n is None else [n], progress=progress)
+    if n is None:
+        i = curve.smallest_reaching(config.target)
+        i = len(circuits) - 1 if i is None else i
+        (kept, keeps), value = circuits[i], curve.values[i]
+    else:
+        (kept, keeps), value = unit_circuit(g, ns, n), extra[0]
+    info = {"neurons_kept": {str(layer): int(k.sum()) for layer, k in keeps.items()},
+            "heads_kept": int(sum(kept[w] for w, node in enumerate(g.writers)
+                                  if node.kind.name == "ATTN"))}
+    keep = prune_dead(g, node_keep(g, kept))
+    return keep, Faithfulness(value, curve.full, curve.empty), curve, info
 
 
 def default_settings(problem: Problem, settings, given: dict | None) -> tuple[object, dict]:

@@ -29,7 +29,7 @@ ORDER = 10
 SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
 ENSEMBLES = ("mean", "min", "max")
 NORMALISATIONS = ("max", "rank")
-LEVELS = ("edge", "node")  # acdc_engine.evaluation.levels.LEVELS
+LEVELS = ("edge", "node", "neuron")  # acdc_engine.evaluation.levels.LEVELS
 
 def _cmd_discover(args) -> int:
     from ..api import discover
@@ -74,10 +74,13 @@ def register(sub) -> None:
     size.add_argument("--threshold", type=finite, help="keep edges with |score| >= T (with "
                       "--level node: nodes whose summed score has |score| >= T)")
     size.add_argument("--nodes", type=count, help="with --level node: keep the top N heads "
-                      "and MLPs by their summed edge scores")
+                      "and MLPs by their summed edge scores; with --level neuron: the top N "
+                      "heads and MLP neurons")
     d.add_argument("--level", choices=LEVELS, default="edge",
-                   help="circuit granularity: edge (default) or node (whole heads and MLPs "
-                        "kept or removed, as MIB's node level; curve and CPR/CMD over nodes)")
+                   help="circuit granularity: edge (default), node (whole heads and MLPs kept "
+                        "or removed, as MIB's node level) or neuron (heads and MLP neurons, "
+                        "scored by attribution patching: --method eap); the curve and CPR/CMD "
+                        "count those units")
     d.add_argument("--target", type=fraction, default=0.8,
                    help="without --edges/--threshold: smallest budget reaching this "
                         "normalized faithfulness (default 0.8)")

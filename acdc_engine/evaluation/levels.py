@@ -33,8 +33,9 @@ from .curves import BUDGETS, Curve
 __all__ = ["LEVELS", "check_level", "node_scores", "top_nodes", "node_keep", "node_circuits",
            "node_curve", "nodes_kept"]
 
-LEVELS = ("edge", "node")
-"""The granularities a circuit can be chosen at (MLP neurons: not yet)."""
+LEVELS = ("edge", "node", "neuron")
+"""The granularities a circuit can be chosen at: edges, whole nodes (heads and MLPs), or heads
+and MLP neurons (:mod:`.neuron_level`)."""
 
 
 def node_scores(graph: Graph, scores: Scores) -> torch.Tensor:
@@ -132,23 +133,21 @@ def check_level(level: str, selection: str | None, n_edges: int | None,
     a one-line :class:`AcdcError` for options the level does not take; ``n_nodes`` at the edge
     level is refused too. Returns the selection's name."""
     if level not in LEVELS:
-        hint = " (MLP neurons are not a circuit level yet; see `acdc neurons` for ablating " \
-               "neuron groups)" if level == "neuron" else ""
-        raise AcdcError(f"unknown level {level!r} (known: {', '.join(LEVELS)}){hint}")
+        raise AcdcError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
     if level == "edge":
         if n_nodes is not None:
             raise AcdcError("n_nodes (--nodes) chooses a node-level circuit; add level='node' "
                             "(--level node) or give n_edges")
         return ""
     if n_edges is not None:
-        raise AcdcError("a node-level circuit is sized in nodes: give n_nodes (--nodes), not "
-                        "n_edges")
+        raise AcdcError(f"a {level}-level circuit is sized in units (heads and MLPs, or heads "
+                        "and neurons): give n_nodes (--nodes), not n_edges")
     if n_nodes is not None and threshold is not None:
         raise AcdcError("give at most one of n_nodes and threshold")
     if n_nodes is not None and (not isinstance(n_nodes, int) or n_nodes < 0):
         raise AcdcError(f"the number of nodes must be a whole number >= 0, got {n_nodes!r}")
     made = "topk" if n_nodes is not None else "threshold" if threshold is not None else "target"
     if selection not in (None, made):
-        raise AcdcError(f"selection {selection!r} works on edges; at the node level the "
-                        f"circuit is the top nodes (--nodes), a threshold, or the target search")
+        raise AcdcError(f"selection {selection!r} works on edges; at the {level} level the "
+                        f"circuit is the top units (--nodes), a threshold, or the target search")
     return made

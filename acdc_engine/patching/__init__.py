@@ -30,10 +30,11 @@ if ACDC must see it, ``scoring/acdc/engine.py``, the second forward; docs/design
 from .ablation import ABLATIONS, Ablation
 from .forward import run, run_with_writers, writer_outputs
 from .grad_sink import GradSink, edge_grads
-from .plan import ALL, DEFAULT, LAST, NO_PATCH, Context, PatchPlan, ReadOut
+from .plan import ALL, DEFAULT, LAST, NO_PATCH, Context, NeuronPatch, PatchPlan, ReadOut
 from .prefix import Prefix
 from .workspace import Workspace
 
-__all__ = ["run", "run_with_writers", "writer_outputs", "PatchPlan", "ReadOut", "Context",
+__all__ = ["run", "run_with_writers", "writer_outputs", "PatchPlan", "NeuronPatch", "ReadOut",
+           "Context",
            "ALL", "LAST", "NO_PATCH", "DEFAULT", "Ablation", "ABLATIONS", "Prefix",
            "GradSink", "edge_grads", "Workspace"]

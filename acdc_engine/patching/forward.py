@@ -198,7 +198,7 @@ class _Pass:
         # a clean prefix lets a run without gradients start at a later layer
         prefix = context.prefix
         if (prefix is None or prefix.adapter is not adapter or plan.embed is not None or keep
-                or self.grad or sink is not None or delta is not None
+                or self.grad or sink is not None or delta is not None or plan.neurons
                 or not context.node_fastpath):
             prefix = None
         self.states = None if prefix is None else prefix.states(input_ids)
@@ -287,6 +287,34 @@ class _Pass:
         q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
         return self.attend(layer, rows, q, k, v)
 
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s MLP on its input ``x`` [b, p, d]; with a :class:`NeuronPatch` for
+        the layer, its hidden activation is replaced on the way (a pre-hook on the family's
+        ``mlp_out_proj``: the neuron hook point)."""
+        patch = None if self.plan.neurons is None else self.plan.neurons.get(layer)
+        if patch is None:
+            return self.adapter.mlp(layer, x)
+        calls = []
+
+        def replace(module, args):
+            h = args[0]  # [b, p, d_mlp]
+            keep = patch.keep.to(h.dtype)
+            calls.append(1)
+            mixed = keep * h if patch.source is None else \
+                patch.source.to(h.dtype) + keep * (h - patch.source.to(h.dtype))
+            return (mixed, *args[1:])
+
+        handle = self.adapter.mlp_out_proj(layer).register_forward_pre_hook(replace)
+        try:
+            out = self.adapter.mlp(layer, x)
+        finally:
+            handle.remove()
+        if len(calls) != 1:
+            raise RuntimeError(f"layer {layer}'s MLP output projection ran {len(calls)} times "
+                               "in one MLP call (expected once): the family's mlp_out_proj is "
+                               "wrong")
+        return out
+
     def layers(self) -> torch.Tensor:
         """Run the layers from :attr:`start` on: the final residual stream [b, p, d] (the
         logits' readers' inputs corrected)."""
@@ -310,7 +338,7 @@ class _Pass:
             if not g.attn_only:
                 slot, x = g.mlp_slot(layer), resid_pre if g.parallel else resid
                 inputs = self.read(x, g.mlp_upstream(layer), slice(slot, slot + 1), (1,))
-                out = adapter.mlp(layer, x if inputs is None else inputs[0][0])  # [b, p, d]
+                out = self.mlp(layer, x if inputs is None else inputs[0][0])  # [b, p, d]
                 if buf is not None:
                     buf[n_done] = out.detach()
                 if substituted is not None:

@@ -2,7 +2,8 @@
 
     PatchPlan  what the run changes: the edge ``mask`` (1 keeps, 0 removes), what a removed edge's
                source becomes (``ablated`` outputs, or a fixed ``delta``), replaced ``embed``dings
-               (EAP-IG's interpolation) and per-token position-group ``labels`` for a 3-D mask.
+               (EAP-IG's interpolation), per-token position-group ``labels`` for a 3-D mask, and
+               replaced MLP ``neurons`` (:class:`NeuronPatch` per layer).
     ReadOut    what it reads: the logits at every position (:data:`ALL`), at the last one
                (:data:`LAST`), or at given positions per example (:meth:`ReadOut.at`);
                :meth:`ReadOut.of` a batch reads its read positions ("last only" detected
@@ -24,7 +25,8 @@ import torch
 from .prefix import Prefix
 from .workspace import Workspace
 
-__all__ = ["PatchPlan", "ReadOut", "Context", "ALL", "LAST", "NO_PATCH", "DEFAULT"]
+__all__ = ["PatchPlan", "NeuronPatch", "ReadOut", "Context", "ALL", "LAST", "NO_PATCH",
+           "DEFAULT"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class PatchPlan:
              this run's outputs minus ``ablated``.
     embed:   [batch, pos, d_model] replaces the embeddings (EAP-IG's interpolation).
     labels:  [batch, pos] long: each token's position group (a 3-D mask's last index).
+    neurons: layer -> :class:`NeuronPatch`: MLP neurons of that layer replaced (the neuron
+             level; the family's ``mlp_out_proj`` hook point).
     """
 
     mask: torch.Tensor | None = None
@@ -47,11 +51,27 @@ class PatchPlan:
     delta: torch.Tensor | None = None
     embed: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    neurons: dict | None = None
 
     @property
     def grad(self) -> bool:
         """Backward fills the mask's gradient (the mask requires grad)."""
         return self.mask is not None and self.mask.requires_grad
+
+
+@dataclass(frozen=True)
+class NeuronPatch:
+    """One layer's MLP neurons, replaced in the run: the hidden activation ``h`` [b, p, d_mlp]
+    (the input of the family's ``mlp_out_proj``) becomes ``source + keep * (h - source)``.
+
+    keep:   [d_mlp]: 1 keeps a neuron, 0 replaces it by ``source`` (fractions interpolate; it
+            may require grad: its gradient is each neuron's attribution).
+    source: [b or 1, p, d_mlp] the replacing values (the corrupted run's, their mean), or None
+            for zero.
+    """
+
+    keep: torch.Tensor
+    source: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -114,10 +114,11 @@ def test_discover_at_the_node_level(tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(level="node", n_edges=5), "sized in nodes"),
+    (dict(level="node", n_edges=5), "sized in units"),
     (dict(level="edge", n_nodes=5), "add level='node'"),
     (dict(level="node", n_nodes=2, selection="ilp"), "works on edges"),
-    (dict(level="neuron"), "not a circuit level yet"),
+    (dict(level="neurons"), "unknown level"),
+    (dict(level="neuron", method="eap-ig"), "method eap"),
     (dict(level="node", n_nodes=-1), "whole number"),
 ])
 def test_bad_level_options_are_refused_before_any_work(kw, match):
