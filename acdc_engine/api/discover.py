@@ -22,7 +22,7 @@ from pathlib import Path
 from ..circuit import Circuit
 from ..errors import AcdcError
 from ..evaluation.groundtruth import ground_truth_for
-from ..evaluation.selection import Member, SelectedMethod
+from .selected import Member, SelectedMethod
 from ..models import LoadedModel, resolve_device, resolve_dtype
 from ..patching import Ablation
 from ..plugins import registry

@@ -31,14 +31,14 @@ scores (:func:`normalise`: by the largest ``|score|``, or by rank) and combines 
 ``mean``, ``min`` or ``max`` (:func:`ensemble_scores`); any selection then applies to the
 combined scores. An ensemble of one method ranks edges exactly as that method does.
 
-:class:`SelectedMethod` wraps a method (or an ensemble) so that its output carries the selected
-circuit; :func:`~acdc_engine.api.pipeline.find_circuit` then evaluates it as it evaluates a
-method that picks its own circuit (ACDC).
+:class:`acdc_engine.api.selected.SelectedMethod` (in the API layer: it runs methods) wraps a
+method (or an ensemble) so that its output carries the selected circuit;
+:func:`~acdc_engine.api.pipeline.find_circuit` then evaluates it as it evaluates a method that
+picks its own circuit (ACDC).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from ..graph import Graph, Keep, Scores
 
 __all__ = ["SELECTIONS", "ENSEMBLES", "NORMALISATIONS", "check_selection", "normalise",
            "ensemble_scores", "supporting", "positive_order", "positive_first", "ilp_select",
-           "edge_frequency", "consistent_edges", "resample", "SelectedMethod", "Member"]
+           "edge_frequency", "consistent_edges", "resample"]
 
 SELECTIONS = ("topk", "threshold", "target", "ilp", "positive", "bootstrap")
 """The named selections (``discover(selection=...)``, ``--selection``); the module docstring
@@ -236,19 +236,6 @@ def consistent_edges(keeps: list[Keep], min_frequency: float = 0.5) -> Keep:
     return edge_frequency(keeps) >= min_frequency - 1e-9
 
 
-def _stability(graph: Graph, keep: Keep, keeps: list[Keep]):
-    """The resamples' circuits against the chosen one, as the evidence tools report
-    stability (:class:`~acdc_engine.evidence.uncertainty.Stability`: Jaccard, dropped edges,
-    sentences)."""
-    from ..evidence.uncertainty import Stability
-
-    def names(k: Keep) -> list[str]:
-        return sorted(graph.edges[i].name for i in k.nonzero()[:, 0].tolist())
-
-    return Stability(names(keep), [names(k) for k in keeps],
-                     [f"resample {i + 1}" for i in range(len(keeps))], "bootstrap resamples")
-
-
 def resample(problem, seed: int = 0):
     """The problem on a bootstrap resample of its examples: as many examples, drawn with
     replacement (seeded); the ablated activations cached so far are resampled with them.
@@ -273,90 +260,3 @@ def resample(problem, seed: int = 0):
                   problem.positions)
     out._ablated = abl
     return out
-
-
-# ----- a method whose output is the selected circuit --------------------------------------------
-@dataclass
-class Member:
-    """One method of an ensemble (or the only method): the registered method and its
-    settings object."""
-
-    method: object
-    settings: object
-    given: dict = field(default_factory=dict)  # the settings the user named (not defaulted)
-
-
-@dataclass
-class SelectedMethod:
-    """Score with ``members`` (one method, or an ensemble combined by ``config.ensemble``
-    after ``config.normalisation``), then select by ``selection``; ``run`` returns a
-    :class:`~acdc_engine.scoring.base.MethodOutput` whose ``keep`` is the selected circuit
-    (None for topk/threshold/target, which the pipeline selects as before).
-
-    ``config`` is a :class:`~acdc_engine.api.config.DiscoverConfig` (or any object with its
-    fields): ``n_edges``/``threshold`` size the circuit; ``bootstrap``/``min_frequency``/
-    ``seed`` drive the bootstrap selection; ``ilp_time_limit`` bounds the ILP. After a
-    bootstrap selection, ``frequency`` holds each edge's and ``stability`` the resamples'
-    circuits."""
-
-    members: list[Member]
-    selection: str
-    config: object
-    info: dict = field(default_factory=dict, init=False)
-    frequency: torch.Tensor | None = field(default=None, init=False)
-    stability: object = field(default=None, init=False)
-
-    @property
-    def name(self) -> str:
-        return ",".join(m.method.name for m in self.members)
-
-    def scores(self, problem, progress: bool = False) -> tuple[Scores, Keep | None, dict]:
-        """The (ensembled) scores, the single method's own circuit (None for an ensemble),
-        and the info of the run(s)."""
-        from ..api.pipeline import default_settings
-
-        outs, info = [], {}
-        for m in self.members:
-            settings, auto = default_settings(problem, m.settings, m.given)
-            out = m.method.run(problem, settings, progress)
-            outs.append(out)
-            prefix = "" if len(self.members) == 1 else f"{m.method.name}."
-            info.update({f"{prefix}{k}": v for k, v in {**auto, **out.info}.items()})
-        if len(outs) == 1:
-            return outs[0].scores.detach().float().cpu(), outs[0].keep, info
-        c = self.config
-        s = ensemble_scores([o.scores for o in outs], c.ensemble, c.normalisation)
-        return s, None, info
-
-    def choose(self, problem, scores: Scores, progress: bool = False) -> Keep | None:
-        """The circuit the selection picks from ``scores`` (None: left to the pipeline)."""
-        g, c = problem.graph, self.config
-        if self.selection == "ilp":
-            return ilp_select(g, scores, c.n_edges, c.ilp_time_limit, self.info)
-        if self.selection == "positive":
-            if len(self.members) == 1:  # an ensemble's scores have no sign
-                scores = supporting(scores, problem.metric.higher_is_better)
-            return positive_first(g, scores, c.n_edges)
-        if self.selection != "bootstrap":
-            return None
-        keeps = []
-        for i in range(c.bootstrap):
-            s, _, _ = self.scores(resample(problem, c.seed + i), False)
-            keeps.append(prune_dead(g, select(g, s, n_edges=c.n_edges, threshold=c.threshold)))
-        freq = edge_frequency(keeps)
-        self.info.update(bootstrap_resamples=c.bootstrap, min_frequency=c.min_frequency,
-                         bootstrap_edges_always=int((freq >= 1 - 1e-9).sum()),
-                         bootstrap_edges_ever=int((freq > 0).sum()))
-        self.frequency = freq
-        keep = prune_dead(g, consistent_edges(keeps, c.min_frequency))
-        self.stability = _stability(g, keep, keeps)
-        return keep
-
-    def run(self, problem, settings=None, progress: bool = False):
-        from ..scoring.base import MethodOutput
-
-        scores, own, info = self.scores(problem, progress)
-        keep = self.choose(problem, scores, progress)
-        if keep is None and self.selection == "target":
-            keep = own  # a method that picks its own circuit keeps doing so
-        return MethodOutput(scores, keep, {**info, **self.info})

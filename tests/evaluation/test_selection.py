@@ -11,9 +11,8 @@ import torch
 
 from acdc_engine.circuit import prune_dead, select
 from acdc_engine.errors import AcdcError
+from acdc_engine.api.selected import Member, SelectedMethod
 from acdc_engine.evaluation.selection import (
-    Member,
-    SelectedMethod,
     check_selection,
     consistent_edges,
     edge_frequency,
