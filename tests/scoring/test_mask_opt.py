@@ -247,3 +247,17 @@ def test_discover_runs_edge_pruning(tmp_path):
                  ablation="zero", n_examples=16, settings={"steps": 20, "target_sparsity": 0.8},
                  out=str(tmp_path / "run"), track=False, render=False, progress=False)
     assert r.ground_truth["edge_roc_auc"] > 0.5
+
+
+def test_cost_benchmark_runs():
+    """benchmarks/mask_opt_cost.py on a tiny shape: it runs and prints the ratio."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "mask_opt_cost.py"
+    r = subprocess.run([sys.executable, str(script), "--layers", "1", "--heads", "2",
+                        "--d-model", "16", "--vocab", "50", "--pos", "8", "--repeats", "1",
+                        "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "edge-pruning step / baseline:" in r.stdout
