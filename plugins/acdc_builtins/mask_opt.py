@@ -61,6 +61,13 @@ class _MaskOptSettings:
         if t is not None and not 0.0 <= t <= 1.0:
             raise ValueError(f"target_sparsity must be in [0, 1] (the fraction of edges "
                              f"removed), got {t}")
+        lm = self.loss_metric.strip()
+        if lm not in ("", "auto", "task"):
+            from acdc_engine.plugins import registry
+
+            if lm not in registry().metrics:
+                raise ValueError(f"loss_metric {lm!r} is not a metric (metrics: "
+                                 f"{', '.join(sorted(registry().metrics))}; or 'task', 'auto')")
         ws = self.warm_start.strip()
         if ws and ws not in _known_methods() and not Path(ws).expanduser().exists():
             known = ", ".join(_known_methods())
@@ -114,10 +121,20 @@ def _warm_scores(problem, ref: str, progress: bool):
     return read_scores(find_run(ref).scores_path, problem.graph)
 
 
+def _loss_problem(problem, name: str):
+    """The problem scored by the metric the mask preserves ('task': the task's own; 'auto':
+    kl_div, or the task's metric on a one-output model, as ACDC's pruning metric)."""
+    from acdc_engine.plugins import registry
+    from acdc_engine.scoring.acdc.pruning import default_prune_metric
+
+    name = name.strip() or "auto"
+    if name == "auto":
+        name = default_prune_metric(problem)
+    return problem if name == "task" else problem.with_metric(registry().metric(name))
+
+
 def _run(problem, settings, progress, *, kind):
     from acdc_engine.scoring.mask_opt import MaskOptConfig, optimize_mask
-
-    from .methods import _prune_problem
 
     init = (_warm_scores(problem, settings.warm_start.strip(), progress)
             if settings.warm_start.strip() else None)
@@ -127,7 +144,7 @@ def _run(problem, settings, progress, *, kind):
         lambda_lr=settings.lambda_lr, warmup=settings.warmup, samples=settings.samples,
         seed=settings.seed, init=init, checkpoint=settings.checkpoint or None,
         checkpoint_every=settings.checkpoint_every, progress=progress)
-    result = optimize_mask(_prune_problem(problem, settings.loss_metric), config)
+    result = optimize_mask(_loss_problem(problem, settings.loss_metric), config)
     return MethodOutput(result.scores, keep=result.keep, info=dict(result.info))
 
 

@@ -216,6 +216,7 @@ def test_warm_start_from_a_method_and_from_a_saved_run(reverse, tmp_path):
     ({"lr": -0.1}, "lr must be positive"),
     ({"warm_start": "no-such-method"}, "neither a method"),
     ({"warmup": 2}, "warmup must be in"),
+    ({"loss_metric": "no-such-metric"}, "is not a metric"),
 ])
 def test_bad_settings_are_refused(name, values, match):
     with pytest.raises(AcdcError, match=match) as e:
