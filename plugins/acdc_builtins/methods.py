@@ -113,6 +113,16 @@ def _graddrop(problem, settings, progress):
                         info=_cost(problem, problem.graph.n_layers, 1))
 
 
+def _atp_qk(problem, settings, progress):
+    from acdc_engine.scoring.qk_fix import atp_qk
+
+    g = problem.graph
+    calls = sum(2 * g.attn_upstream(layer) + 1 for layer in range(g.n_layers))
+    info = _cost(problem, 2, 1)
+    info["attention_layer_calls"] = calls  # per batch, no gradient
+    return MethodOutput(atp_qk(problem, progress), info=info)
+
+
 def _routes(problem, settings, progress):
     from acdc_engine.scoring.routes import information_flow_routes
 
@@ -130,6 +140,9 @@ METHODS += [
            description="AtP* GradDrop node scores (Kramar et al. 2024): |AtP| with the "
                        "gradient through each layer dropped in turn; a writer's score on each "
                        "of its edges"),
+    Method("atp-qk", _atp_qk,
+           description="EAP with AtP*'s QK fix (Kramar et al. 2024) on edges into queries and "
+                       "keys: the attention pattern recomputed exactly for each removed edge"),
     Method("info-flow-routes", _routes, settings=RoutesSettings,
            description="information flow routes (Ferrando and Voita 2024): each writer's "
                        "L1-proximity share of each reader's clean input; no counterfactual"),

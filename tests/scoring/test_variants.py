@@ -277,7 +277,7 @@ def test_the_variants_are_methods_run_by_discover(gpt2_path):
     assert reg.method("info-flow-routes").defaults == {"threshold": 0.0}
     for name, settings in [("eap-ig-act", {"ig_steps": 1, "per": "all"}),
                            ("eap-clean-corrupted", {}), ("atp-graddrop", {}),
-                           ("info-flow-routes", {"threshold": 0.1})]:
+                           ("atp-qk", {}), ("info-flow-routes", {"threshold": 0.1})]:
         res = discover(task=task, method=name, settings=settings, progress=False, track=False,
                        curve=False, n_edges=30)
         assert 0 < res.circuit.number_of_edges() <= 30, name  # top 30, dangling ones pruned
@@ -300,8 +300,11 @@ def test_refusals_say_why_in_one_line(gpt2):
     pos = _problem(gpt2, n=4, positions="tokens")
     with pytest.raises(AcdcError, match="without --positions"):
         atp_graddrop(pos, progress=False)
-    with pytest.raises(AcdcError, match="without --positions"):
-        information_flow_routes(pos, progress=False)
+    from acdc_engine.scoring.qk_fix import atp_qk
+
+    for fn in (information_flow_routes, atp_qk):
+        with pytest.raises(AcdcError, match="without --positions"):
+            fn(pos, progress=False)
 
 
 def test_position_aware_graphs_sum_to_the_unsplit_scores(gpt2):
@@ -318,12 +321,12 @@ def test_position_aware_graphs_sum_to_the_unsplit_scores(gpt2):
 # ----- every family -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "neox", "tracr"])
-def test_every_family_runs_every_variant(name, request):
-    """Each family through the one patched forward: the MIB layer form's 1-step identity
-    (edges into the logits score as in EAP), clean-corrupted against two separate runs, and
-    GradDrop and routes finite and nonnegative."""
-    lm = request.getfixturevalue(name)
+def _family_checks(lm, name):
+    """The MIB layer form's 1-step identity (edges into the logits score as in EAP),
+    clean-corrupted against two separate runs; GradDrop and routes finite and nonnegative,
+    atp-qk finite."""
+    from acdc_engine.scoring.qk_fix import atp_qk
+
     g = lm.graph
     _check(lm, lambda p: clean_corrupted(p, progress=False),
            lambda p, batch, abl, delta: [(batch.corrupted, PatchPlan(mask=_mask(p),
@@ -338,6 +341,12 @@ def test_every_family_runs_every_variant(name, request):
     for scores in (atp_graddrop(_problem(lm), progress=False),
                    information_flow_routes(_problem(lm), progress=False)):
         assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
+    assert bool(torch.isfinite(atp_qk(_problem(lm), progress=False)).all())
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "neox", "tracr"])
+def test_every_family_runs_every_variant(name, request):
+    _family_checks(request.getfixturevalue(name), name)
 
 
 @pytest.mark.parametrize("model_type, cfg", [
@@ -349,22 +358,8 @@ def test_every_family_runs_every_variant(name, request):
 def test_the_other_families_run_every_variant(model_type, cfg, tmp_path):
     from acdc_engine.testing import save_hf
 
-    lm = load_model(str(save_hf(tmp_path / model_type, model_type, seed=1, **cfg)),
-                    device="cpu")
-    g = lm.graph
-    _check(lm, lambda p: clean_corrupted(p, progress=False),
-           lambda p, batch, abl, delta: [(batch.corrupted, PatchPlan(mask=_mask(p),
-                                                                     delta=delta))],
-           what=f"clean-corrupted ({model_type})")
-    fast = g.to_dense(eap_ig_activations(_problem(lm), 1, "layer", progress=False))
-    plain = g.to_dense(attribute(_problem(lm), "eap", progress=False))
-    with float64(lm):
-        ref = g.to_dense(attribute(_problem(lm), "eap", progress=False))
-    col = g.logits_slot
-    assert_close_to_f64(fast[:, col], plain[:, col], ref[:, col], what=f"ig-act ({model_type})")
-    for scores in (atp_graddrop(_problem(lm), progress=False),
-                   information_flow_routes(_problem(lm), progress=False)):
-        assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all())
+    path = save_hf(tmp_path / model_type, model_type, seed=1, **cfg)
+    _family_checks(load_model(str(path), device="cpu"), model_type)
 
 
 def _layer_by_runs(lm, steps):
@@ -402,3 +397,56 @@ def test_ig_act_layer_is_the_mean_over_nodes_and_steps(gpt2):
     with float64(gpt2):
         ref = _layer_by_runs(gpt2, 3)
     assert_close_to_f64(fast, plain, ref, what="ig-act layer x3 vs runs into a plain sink")
+
+
+# ----- AtP* QK fix --------------------------------------------------------------------------
+
+
+def _qk_by_runs(lm, layer):
+    """Per edge into ``layer``'s queries and keys: the head's output in a patched run with that
+    edge removed, minus the clean one, times dm/d out_h (the sum of the gradients of the
+    readers the head feeds, from a plain sink), averaged over examples."""
+    from acdc_engine.patching import Context, GradSink
+
+    p = _problem(lm)
+    g = p.graph
+    a0, cols, H = g.attn_upstream(layer), g.attn_slots(layer), g.n_heads
+    out = torch.zeros(a0, 2 * H, dtype=torch.float64)
+    with lm.frozen():
+        for i, batch in enumerate(p.batches):
+            abl = p.ablated(i)
+            d = lm.adapter.embed(batch.clean[:1, :1]).shape[-1]
+            sink = torch.zeros(g.n_readers, *batch.clean.shape, d, dtype=lm.dtype)
+            logits, clean = run_with_writers(lm.adapter, batch.clean,
+                                             PatchPlan(mask=_mask(p), ablated=abl),
+                                             ReadOut.of(batch), Context(grad_sink=GradSink(sink)))
+            p.metric.score(logits, batch).sum().backward()
+            for c in range(2 * H):
+                h = a0 + c % H
+                grad = sink[g.valid[h]].sum(0)  # dm/d out_h
+                for u in range(a0):
+                    mask = g.full_mask(1.0, dtype=lm.dtype)
+                    mask[u, cols.start + c] = 0
+                    with torch.no_grad():
+                        _, outs = run_with_writers(lm.adapter, batch.clean,
+                                                   PatchPlan(mask=mask, ablated=abl))
+                    out[u, c] += ((outs[h] - clean[h]) * grad).double().sum()
+    return out / p.n_examples
+
+
+def test_atp_qk_is_the_exact_pattern_change_times_the_heads_gradient(gpt2):
+    from acdc_engine.scoring.qk_fix import atp_qk
+
+    g, layer = gpt2.graph, gpt2.graph.n_layers - 1
+    fast = g.to_dense(atp_qk(_problem(gpt2), progress=False))
+    a0, c0 = g.attn_upstream(layer), g.attn_slots(layer).start
+    got = fast[:a0, c0:c0 + 2 * g.n_heads]
+    plain = _qk_by_runs(gpt2, layer)
+    with float64(gpt2):
+        ref = _qk_by_runs(gpt2, layer)
+    assert_close_to_f64(got, plain, ref, what="atp-qk vs patched runs")
+    eap = g.to_dense(attribute(_problem(gpt2), "eap", progress=False))
+    v_and_on = [v for v in range(g.n_readers)
+                if not any(g.attn_slots(k).start <= v < g.attn_slots(k).start + 2 * g.n_heads
+                           for k in range(g.n_layers))]
+    assert torch.equal(fast[:, v_and_on], eap[:, v_and_on])  # values, MLPs, logits: EAP's
