@@ -5,11 +5,13 @@ workspace)``), and the adapter passes it to the fused kernels it calls
 (:func:`acdc_engine.patching.norms.norm_project`). Three things live here, and nowhere else:
 
 * **the backward buffer** (:meth:`Workspace.buffer`): the fused q/k/v backward writes its ``3H``
-  reader gradients into ``[3H + 1, b, p, d]`` rows; on CPU one buffer serves every layer of a
-  pass (a fresh one costs its page faults again at every layer, about as much as the GEMM that
-  fills it). It is safe because the forward's reader node consumes those gradients (a GEMM, a
-  sum, a sink update) before backward reaches the next layer: a kernel reuses the buffer only
-  when the forward handed it this workspace.
+  reader gradients into ``[3H + 1, b, p, d]`` rows; one buffer serves every layer of a pass, on
+  every device (on CPU a fresh one costs its page faults again at every layer, about as much as
+  the GEMM that fills it; on CUDA the caching allocator would make a fresh one cheap, but the
+  spare row below needs the one buffer). It is safe because the forward's reader node consumes
+  those gradients (a GEMM, a sum, a sink update) before backward reaches the next layer, in
+  stream order on CUDA: a kernel reuses the buffer only when the forward handed it this
+  workspace.
 * **the spare row** after the q/k/v gradients, where the reader group backward reaches next
   (the MLP before the heads, one column) puts its gradient, so that both groups' edge products
   are one GEMM (:meth:`Workspace.merged_rows`; :class:`acdc_engine.patching.reads._Backward`).
@@ -57,12 +59,9 @@ class Workspace:
         return Workspace(fuse=False)
 
     def buffer(self, like: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """An uninitialized tensor of ``shape`` like ``like``: on CPU the cached one (at most
-        one; a new shape replaces it), elsewhere a new one (CUDA's caching allocator reuses
-        memory anyway)."""
-        if like.device.type != "cpu":
-            return like.new_empty(shape)
-        key = (shape, like.dtype)
+        """An uninitialized tensor of ``shape`` like ``like``: the cached one (at most one; a
+        new shape, dtype or device replaces it), the same on every device."""
+        key = (shape, like.dtype, like.device)
         if self._buf is None or self._buf[0] != key:
             self._buf = (key, buffers.empty(shape, dtype=like.dtype, device=like.device))
         return self._buf[1]
