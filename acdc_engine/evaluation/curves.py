@@ -39,6 +39,7 @@ __all__ = [
     "cmd",
     "cpr",
     "curve_from_values",
+    "evaluate_keeps",
     "faithfulness_curve",
 ]
 
@@ -175,8 +176,19 @@ def faithfulness_curve(
     it is not on the budget grid); their mean metrics are returned third. Returns
     ``(curve, kept-edge vectors per budget, extra values)``.
     """
+    keeps = budget_circuits(problem.graph, scores, budgets)
+    values, extra_values, full, empty = evaluate_keeps(problem, keeps, extra, progress,
+                                                       "faithfulness curve")
+    curve = curve_from_values(budgets, keeps, values, full, empty, problem.graph.n_edges)
+    return curve, keeps, extra_values
+
+
+def evaluate_keeps(problem: Problem, keeps: list[Keep], extra: list | None = None,
+                   progress: bool = True, desc: str = "faithfulness curve"):
+    """The mean metric of each kept-edge vector of ``keeps`` (the same vector object is
+    evaluated once), of each dense mask of ``extra``, of the full model and of the empty
+    circuit, in one pass over the batches: ``(values, extra values, full, empty)``."""
     g = problem.graph
-    keeps = budget_circuits(g, scores, budgets)
     unique: dict[int, int] = {}  # id of a keep vector -> its position among the masks
     masks = []
     for k in keeps:
@@ -186,8 +198,6 @@ def faithfulness_curve(
     extra = list(extra or [])
     n_curve = len(masks)
     masks += extra + [None, problem.empty_mask()]
-    values = problem.evaluate(masks, progress=progress, desc="faithfulness curve")
-    full, empty = values[-2], values[-1]
-    curve = curve_from_values(budgets, keeps, [values[unique[id(k)]] for k in keeps],
-                              full, empty, g.n_edges)
-    return curve, keeps, values[n_curve : n_curve + len(extra)]
+    values = problem.evaluate(masks, progress=progress, desc=desc)
+    return ([values[unique[id(k)]] for k in keeps], values[n_curve : n_curve + len(extra)],
+            values[-2], values[-1])

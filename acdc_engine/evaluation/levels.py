@@ -28,7 +28,7 @@ from ..circuit import prune_dead
 from ..errors import AcdcError
 from ..graph import Graph, Keep, Scores
 from ..problem import Problem
-from .curves import BUDGETS, Curve
+from .curves import BUDGETS, Curve, evaluate_keeps
 
 __all__ = ["LEVELS", "check_level", "node_scores", "top_nodes", "node_keep", "node_circuits",
            "node_curve", "nodes_kept"]
@@ -111,20 +111,12 @@ def node_curve(problem: Problem, scores: Scores, budgets=BUDGETS, *,
     MLPs), the pruned edge keeps per budget, and the values of ``extra`` dense masks."""
     g = problem.graph
     keeps = node_circuits(g, node_scores(g, scores), budgets)
-    unique: dict[int, int] = {}
-    masks = []
-    for k in keeps:
-        if id(k) not in unique:
-            unique[id(k)] = len(masks)
-            masks.append(g.mask_from_edges(k))
-    extra = list(extra or [])
-    n_curve = len(masks)
-    masks += extra + [None, problem.empty_mask()]
-    values = problem.evaluate(masks, progress=progress, desc="node faithfulness curve")
+    values, extra_values, full, empty = evaluate_keeps(problem, keeps, extra, progress,
+                                                       "node faithfulness curve")
     curve = Curve(tuple(float(b) for b in budgets), tuple(nodes_kept(g, k) for k in keeps),
-                  _units(g), tuple(float(values[unique[id(k)]]) for k in keeps),
-                  float(values[-2]), float(values[-1]), unit="nodes")
-    return curve, keeps, values[n_curve : n_curve + len(extra)]
+                  _units(g), tuple(float(v) for v in values), float(full), float(empty),
+                  unit="nodes")
+    return curve, keeps, extra_values
 
 
 def check_level(level: str, selection: str | None, n_edges: int | None,
