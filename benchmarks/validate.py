@@ -1,21 +1,36 @@
 """Validate every discovery method against the ground-truth circuits; writes docs/validation.md.
 
-    python benchmarks/validate.py                  # the full table (a few minutes on 2 CPU cores)
+    python benchmarks/validate.py                  # the full page (a few minutes on 2 CPU cores)
     python benchmarks/validate.py --examples 16 --out /tmp/validation.md   # a quick look
+    python benchmarks/validate.py --methods eap,eap-ig --models tracr-reverse --out /tmp/v.md
 
-For every registered method (``acdc_engine.plugins.registry().methods``: eap, eap-ig, acdc, ...)
-plus exact single-edge patching (:func:`acdc_engine.scoring.exact_scores`), on every model that
-ships a ground truth (``tracr-reverse``, ``tracr-frac-prevs``, ``toy-induction``), under zero and
-under corrupted ablation, it measures:
+For every registered method (``acdc_engine.plugins.registry().methods``, read when the script
+runs: eap, eap-ig, acdc, edge-pruning, ...) plus exact single-edge patching
+(:func:`acdc_engine.scoring.exact_scores`) and two ensembles of the attribution methods
+(:func:`acdc_engine.evaluation.selection.ensemble_scores`), on every model that ships a ground
+truth (``tracr-reverse``, ``tracr-frac-prevs``, ``toy-induction``), under zero and under
+corrupted ablation, it measures:
 
 * edge and node ROC AUC of the scores against the ground truth
   (:mod:`acdc_engine.evaluation.groundtruth`);
 * CPR and CMD of the faithfulness curve at MIB's budgets (:mod:`acdc_engine.evaluation.curves`);
-* the normalized faithfulness of the method's top-n circuit, n = the ground truth's edge count;
-* the scoring time.
+* the normalized faithfulness of the circuit of the ground truth's edge count n chosen by two
+  selections: top-n (then dead ends pruned) and the integer program
+  (:func:`~acdc_engine.evaluation.selection.ilp_select`, budget n); and the faithfulness of
+  the circuit a method chooses itself (ACDC, mask optimization);
+* the scoring time, and its cost in units of one plain forward+backward of the model on the
+  same examples, measured in the same process (:func:`fwd_bwd_seconds`).
 
-The ground-truth circuit's own faithfulness is given as a reference for each setting. The prose
-of the page lives in this script (``PROSE``), so one command regenerates all of it.
+On the toy IOI models (``tiny-ioi`` / ``ioi``, ``gpt2-ioi-bpe`` / ``ioi-names``; no ground
+truth) it gives CPR and CMD per method with 95 % bootstrap intervals over the examples (the
+examples resampled, the curve recomputed from the same scores: the scores are not recomputed).
+A summary compares, per setting, the best single attribution method's CMD with the best
+mask-optimization method's or ensemble's (a paired bootstrap interval on the difference).
+
+A method that cannot run in a setting (it refuses the ablation or the metric) is a row that
+says why. The ground-truth circuit's own faithfulness is given as a reference for each
+setting. The prose of the page lives in this script (``PROSE_HEAD``, ``PROSE_TAIL``), so one
+command regenerates all of it.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +55,8 @@ class Case:
     model: str
     task: str
     metric: str
+    ablations: tuple[str, ...] = ("zero", "corrupted")
+    ground_truth: bool = True
 
 
 CASES = (
@@ -46,11 +64,21 @@ CASES = (
     Case("tracr-reverse", "tracr-reverse", "l2"),
     Case("tracr-frac-prevs", "tracr-frac-prevs", "l2"),
     Case("toy-induction", "induction", "logit_diff"),
+    Case("tiny-ioi", "ioi", "logit_diff", ("corrupted",), False),
+    Case("gpt2-ioi-bpe", "ioi-names", "logit_diff", ("corrupted",), False),
 )
 ABLATIONS = ("zero", "corrupted")
 RECOMMENDED = "zero"  # for recovering a ground-truth circuit; see PROSE
 #: Method settings used here (only keys a method has are passed).
 SETTINGS = {"ig_steps": 5, "prune_metric": "task"}
+#: Optimizer steps of the mask-optimization methods (``--steps``; their own default is 300).
+MASK_STEPS = 300
+#: The ensembles: name -> members (None: every attribution method that ran in the setting);
+#: each member's |scores| divided by its largest, then the mean per edge.
+ENSEMBLES = {"mean(eap, eap-ig)": ("eap", "eap-ig"), "mean(attribution)": None}
+N_BOOT = 1000
+LEVEL = 0.95
+TIE = 1e-3  # CMD differences below this are ties
 
 #: Published reference points (Conmy et al. 2023, ACDC), edge ROC AUC.
 PAPER = [("ACDC", "tracr-reverse", "zero", "1.00"), ("ACDC", "tracr-proportion", "zero", "1.00"),
@@ -58,35 +86,164 @@ PAPER = [("ACDC", "tracr-reverse", "zero", "1.00"), ("ACDC", "tracr-proportion",
          ("ACDC", "tracr-proportion", "corrupted, task metric", "0.68")]
 
 
-def _methods():
+def _methods(only: list[str] | None = None) -> list[str]:
+    """Every registered method (in registry order) and ``exact``; ``only`` keeps those named."""
     from acdc_engine.plugins import registry
 
-    return [*registry().methods, "exact"]
+    names = [*registry().methods, "exact"]
+    return names if only is None else [m for m in names if m in only]
 
 
-def score(problem, method: str):
-    """(scores, seconds, error) for one method."""
+def family(method: str) -> str:
+    """``attribution`` (scores only), ``mask optimization`` (learns a mask: a method that
+    chooses its circuit and has a ``steps`` setting), ``patching`` (ACDC-like: chooses its
+    circuit by patching), ``exact``, ``ensemble``."""
     from acdc_engine.plugins import registry
-    from acdc_engine.scoring import exact_scores
+
+    if method == "exact":
+        return "exact"
+    if method in ENSEMBLES:
+        return "ensemble"
+    m = registry().method(method)
+    if not m.selects_circuit:
+        return "attribution"
+    return "mask optimization" if "steps" in m.defaults else "patching"
+
+
+def _settings(method: str, steps: int) -> dict:
+    from acdc_engine.plugins import registry
+
+    m = registry().method(method)
+    given = {**SETTINGS, "steps": steps}
+    return {k: v for k, v in given.items() if k in m.defaults}
+
+
+def score(problem, method: str, steps: int = MASK_STEPS):
+    """(output, seconds, error) for one method: ``output`` is the method's
+    :class:`~acdc_engine.scoring.MethodOutput` (scores on the CPU, float32)."""
+    from acdc_engine.plugins import registry
+    from acdc_engine.scoring import MethodOutput, exact_scores
 
     t0 = time.perf_counter()
     try:
         if method == "exact":
-            scores = exact_scores(problem, progress=False)
+            out = MethodOutput(exact_scores(problem, progress=False))
         else:
             m = registry().method(method)
-            settings = m.configure({k: v for k, v in SETTINGS.items() if k in m.defaults})
-            scores = m.run(problem, settings, False).scores
+            out = m.run(problem, m.configure(_settings(method, steps)), False)
     except Exception as e:  # a method that cannot run here is a row that says why
         return None, time.perf_counter() - t0, f"{type(e).__name__}: {str(e).splitlines()[0]}"
-    return scores.detach().float().cpu(), time.perf_counter() - t0, None
+    seconds = time.perf_counter() - t0
+    out.scores = out.scores.detach().float().cpu()
+    return out, seconds, None
 
 
-def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict]:
+def _embedding_module(hf):
+    """The module whose output is the token embeddings (Hugging Face's
+    ``get_input_embeddings``, else the first module named like ``embed``)."""
+    get = getattr(hf, "get_input_embeddings", None)
+    mod = get() if callable(get) else None
+    if mod is None:
+        mod = next((m for n, m in hf.named_modules() if n and "embed" in n.split(".")[-1]),
+                   None)
+    return mod
+
+
+def fwd_bwd_seconds(problem, repeats: int = 7) -> float:
+    """Median wall-clock seconds of one plain forward+backward of the model over every batch
+    of ``problem`` (the same examples the methods score): the model's own forward on the clean
+    prompts, the task's metric at the last position, the backward to the token embeddings
+    (weights frozen, as attribution needs no weight gradients). One warm-up first."""
+    hf = problem.model.hf
+    emb = _embedding_module(hf)
+    flags = [(p, p.requires_grad) for p in hf.parameters()]
+
+    def once():
+        for batch in problem.batches:
+            hook = None if emb is None else emb.register_forward_hook(
+                lambda m, i, o: o.detach().requires_grad_(True))
+            try:
+                with torch.enable_grad():
+                    out = hf(batch.clean)
+                    logits = (out.logits if hasattr(out, "logits") else out)[:, -1:]
+                    try:
+                        loss = problem.metric.score(logits, batch).sum()
+                    except Exception:  # a metric that reads other positions: any scalar does
+                        loss = logits.float().logsumexp(-1).sum()
+                    if loss.requires_grad:
+                        loss.backward()
+            finally:
+                if hook is not None:
+                    hook.remove()
+
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        once()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return statistics.median(times)
+
+
+# ----- curves from per-example values (points as curves.py, intervals as uncertainty.py) -------
+def _normalized(v: torch.Tensor) -> torch.Tensor:
+    """rows (circuit..., full, empty) ``[k, B, n]`` -> normalized faithfulness ``[k - 2, B]``."""
+    m = v.mean(-1)
+    return (m[:-2] - m[-1]) / (m[-2] - m[-1])
+
+
+def _areas(x: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPR and CMD (trapezoids over x, sorted) of normalized faithfulness ``f [nb, B]``."""
+    order = torch.argsort(x, stable=True)
+    xs, fs = x[order], f[order]
+    dx = (xs[1:] - xs[:-1])[:, None]
+    cpr = (dx * (fs[1:] + fs[:-1]) / 2).sum(0)
+    d = (1 - fs).abs()
+    return cpr, (dx * (d[1:] + d[:-1]) / 2).sum(0)
+
+
+@dataclass
+class CurveValues:
+    """A method's budget circuits evaluated per example: ``values [n_budgets, n_examples]``
+    (the metric of each budget's top-n circuit, pruned), ``x`` the fraction of edges each
+    keeps."""
+
+    x: torch.Tensor
+    values: torch.Tensor
+
+
+def cmd_difference(a: CurveValues, b: CurveValues, ends: torch.Tensor, n_boot: int = N_BOOT,
+                   level: float = LEVEL, seed: int = 0):
+    """CMD of ``b`` minus CMD of ``a`` with its paired bootstrap interval (both curves, the
+    full model and the empty circuit resampled on the same examples)."""
+    from acdc_engine.evidence.uncertainty import bootstrap
+
+    na = len(a.x)
+    vals = torch.cat([a.values, b.values, ends])
+
+    def stat(v):
+        fa = _normalized(torch.cat([v[:na], v[-2:]]))
+        fb = _normalized(v[na:])
+        return _areas(b.x, fb)[1] - _areas(a.x, fa)[1]
+
+    return bootstrap(vals, stat, n_boot, level, seed)
+
+
+def run_case(case: Case, ablation: str, n_examples: int, seed: int, methods: list[str],
+             steps: int = MASK_STEPS, n_boot: int = N_BOOT) -> list[dict]:
+    """Every method (and ensemble) on one setting: one row each (plus the ground truth's)."""
     from acdc_engine import load_model
     from acdc_engine.circuit import prune_dead, select
-    from acdc_engine.evaluation.curves import faithfulness_curve
+    from acdc_engine.evaluation.curves import BUDGETS, budget_circuits, curve_from_values
     from acdc_engine.evaluation.groundtruth import evaluate_ground_truth, ground_truth_for
+    from acdc_engine.evaluation.selection import ensemble_scores, ilp_select
+    from acdc_engine.evidence.uncertainty import bootstrap, per_example
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.tasks import prepare
@@ -99,29 +256,91 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int) -> list[dict
     data = prepare(task, lm.tokenizer, task.rows(n_examples, seed))
     problem = Problem.build(lm, data, metric, ablation, batch_size=64)
     g = lm.graph
-    gt = ground_truth_for(lm)
-    gt_mask = g.mask_from_edges(list(gt.edges))
-    gt_value, full, empty = problem.evaluate([gt_mask, None, torch.zeros_like(gt_mask)])
+    gt = ground_truth_for(lm) if case.ground_truth else None
+    ends = per_example(problem, [None, problem.empty_mask()]).double()  # full, empty
+    full, empty = (float(v) for v in ends.mean(-1))
+    unit = fwd_bwd_seconds(problem)
     base = {"model": case.model, "task": case.task, "metric": case.metric,
-            "ablation": ablation, "n_edges": g.n_edges, "n_gt": len(gt.edges),
-            "n_examples": len(data)}
-    rows = [{**base, "method": "(ground truth)", "edge_auc": None, "node_auc": None,
-             "cpr": None, "cmd": None, "faith_gt": _norm(gt_value, full, empty),
-             "seconds": None, "error": None}]
-    for method in _methods():
-        scores, seconds, error = score(problem, method)
-        row = {**base, "method": method, "seconds": seconds, "error": error}
-        if scores is None:
-            rows.append(row)
+            "ablation": ablation, "n_edges": g.n_edges, "n_gt": len(gt.edges) if gt else None,
+            "n_examples": len(data), "fwd_bwd": unit, "ends": ends, "error": None}
+    rows = []
+    if gt is not None:
+        (gt_value,) = per_example(problem, [g.mask_from_edges(list(gt.edges))]).double().mean(-1)
+        rows.append({**base, "method": "(ground truth)", "family": "",
+                     "own_edges": len(gt.edges),
+                     "own_faith": _norm(float(gt_value), full, empty)})
+
+    def measure(name: str, scores, keep, seconds: float, info: dict) -> dict:
+        row = {**base, "method": name, "family": family(name), "seconds": seconds,
+               "cost": seconds / unit if unit > 0 else float("nan"), "info": info}
+        if gt is not None:
+            roc = evaluate_ground_truth(g, scores, gt)
+            row.update(edge_auc=roc["edge_roc_auc"], node_auc=roc["node_roc_auc"])
+        keeps = budget_circuits(g, scores, BUDGETS)
+        unique: dict[int, int] = {}
+        masks = []
+        for k in keeps:
+            if id(k) not in unique:
+                unique[id(k)] = len(masks)
+                masks.append(g.mask_from_edges(k))
+        extra = {}
+        if gt is not None:
+            n = len(gt.edges)
+            extra["topk"] = prune_dead(g, select(g, scores, n_edges=n))
+            extra["ilp"] = ilp_select(g, scores, n, time_limit=60.0)
+        if keep is not None:
+            extra["own"] = keep.detach().cpu().bool()
+        names = list(extra)
+        vals = per_example(problem, masks + [g.mask_from_edges(extra[k]) for k in names])
+        vals = vals.double()
+        cv = CurveValues(torch.tensor([float(k.sum()) / g.n_edges for k in keeps],
+                                      dtype=torch.float64),
+                         vals[[unique[id(k)] for k in keeps]])
+        curve = curve_from_values(BUDGETS, keeps, cv.values.mean(-1).tolist(), full, empty,
+                                  g.n_edges)
+        both = torch.cat([cv.values, ends])
+        row.update(cpr=curve.cpr, cmd=curve.cmd, curve=cv,
+                   cpr_ci=bootstrap(both, lambda v: _areas(cv.x, _normalized(v))[0], n_boot,
+                                    LEVEL, seed),
+                   cmd_ci=bootstrap(both, lambda v: _areas(cv.x, _normalized(v))[1], n_boot,
+                                    LEVEL, seed))
+        for i, k in enumerate(names):
+            f = _norm(float(vals[len(masks) + i].mean()), full, empty)
+            if k == "own":
+                row.update(own_edges=int(extra[k].sum()), own_faith=f)
+            else:
+                row[f"faith_{k}"] = f
+        return row
+
+    outputs = {}
+    for method in methods:
+        out, seconds, error = score(problem, method, steps)
+        if out is None:
+            rows.append({**base, "method": method, "family": family(method), "seconds": seconds,
+                         "error": error})
             continue
-        roc = evaluate_ground_truth(g, scores, gt)
-        top = prune_dead(g, select(g, scores, n_edges=len(gt.edges)))
-        curve, _, (top_value,) = faithfulness_curve(
-            problem, scores, extra=[g.mask_from_edges(top)], progress=False)
-        row.update(edge_auc=roc["edge_roc_auc"], node_auc=roc["node_roc_auc"], cpr=curve.cpr,
-                   cmd=curve.cmd, faith_gt=_norm(top_value, curve.full, curve.empty))
-        rows.append(row)
+        outputs[method] = (out.scores, seconds)
+        rows.append(measure(method, out.scores, out.keep if registry_selects(method) else None,
+                            seconds, dict(out.info)))
+    attribution = [m for m in outputs if family(m) == "attribution"]
+    seen = set()
+    for name, members in ENSEMBLES.items():
+        members = attribution if members is None else list(members)
+        if len(members) < 2 or any(m not in outputs for m in members) \
+                or frozenset(members) in seen:
+            continue  # not every member ran (or was asked for), or the same as one before
+        seen.add(frozenset(members))
+        scores = ensemble_scores([outputs[m][0] for m in members], "mean", "max")
+        rows.append(measure(name, scores, None, sum(outputs[m][1] for m in members),
+                            {"members": members}))
     return rows
+
+
+def registry_selects(method: str) -> bool:
+    """Does the method choose its own circuit (its ``keep`` is reported)?"""
+    from acdc_engine.plugins import registry
+
+    return method != "exact" and registry().method(method).selects_circuit
 
 
 def _norm(value, full, empty) -> float:
@@ -137,21 +356,70 @@ def _f(v, digits=3) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
 
+def _g(v) -> str:
+    """A cost: 3 significant digits, no exponent."""
+    if v is None:
+        return ""
+    if math.isnan(v):
+        return "nan"
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _ci(i) -> str:
+    return "" if i is None else f"{_f(i.point)} [{_f(i.low)}, {_f(i.high)}]"
+
+
+def _name(r: dict) -> str:
+    return r["model"] if r["model"] == r["task"] else f"{r['model']} / {r['task']}"
+
+
+def _own(r: dict) -> str:
+    return "" if r.get("own_edges") is None else f"{r['own_edges']} ({_f(r['own_faith'], 2)})"
+
+
+def _method(r: dict) -> str:
+    return f"*{r['method']}*" if r["method"].startswith("(") else r["method"]
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| model / task | metric | ablation | method | edge AUC | node AUC | CPR | CMD "
-            "| faithfulness @ GT size | time (s) |\n"
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    """The ground-truth models' table."""
+    head = ("| model / task | metric | ablation | method | family | edge AUC | node AUC | CPR "
+            "| CMD | faith. @ GT size, topk | faith. @ GT size, ilp | own circuit: edges "
+            "(faith.) | time (s) | cost (fwd+bwd) |\n"
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
-        name = r["model"] if r["model"] == r["task"] else f"{r['model']} / {r['task']}"
+        lead = f"| {_name(r)} | {r['metric']} | {r['ablation']} | {_method(r)} | " \
+               f"{r.get('family', '')} | "
         if r.get("error"):
-            lines.append(f"| {name} | {r['metric']} | {r['ablation']} | {r['method']} | "
-                         f"failed: {r['error']} | | | | | {_f(r['seconds'], 2)} |")
+            lines.append(f"{lead}skipped: {r['error']} | | | | | | | {_f(r['seconds'], 2)} "
+                         f"| |")
             continue
-        method = f"*{r['method']}*" if r["method"].startswith("(") else r["method"]
-        lines.append(f"| {name} | {r['metric']} | {r['ablation']} | {method} | "
-                     f"{_f(r['edge_auc'])} | {_f(r['node_auc'])} | {_f(r['cpr'])} | "
-                     f"{_f(r['cmd'])} | {_f(r['faith_gt'])} | {_f(r['seconds'], 2)} |")
+        lines.append(f"{lead}{_f(r.get('edge_auc'))} | {_f(r.get('node_auc'))} | "
+                     f"{_f(r.get('cpr'))} | {_f(r.get('cmd'))} | {_f(r.get('faith_topk'))} | "
+                     f"{_f(r.get('faith_ilp'))} | {_own(r)} | {_f(r.get('seconds'), 2)} | "
+                     f"{_g(r.get('cost'))} |")
+    if rows and rows[0].get("n_gt") is not None:
+        lines.append("")
+        lines.append("The *(ground truth)* rows give the ground-truth circuit's size and own "
+                     "faithfulness in the *own circuit* column.")
+    return "\n".join(lines)
+
+
+def ioi_table(rows: list[dict]) -> str:
+    """The toy IOI models' table: CPR and CMD with bootstrap intervals."""
+    head = ("| model / task | ablation | examples | method | family | CPR [95 % CI] | "
+            "CMD [95 % CI] | own circuit: edges (faith.) | time (s) | cost (fwd+bwd) |\n"
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        lead = (f"| {_name(r)} | {r['ablation']} | {r['n_examples']} | {r['method']} | "
+                f"{r.get('family', '')} | ")
+        if r.get("error"):
+            lines.append(f"{lead}skipped: {r['error']} | | | {_f(r['seconds'], 2)} | |")
+            continue
+        lines.append(f"{lead}{_ci(r.get('cpr_ci'))} | {_ci(r.get('cmd_ci'))} | {_own(r)} | "
+                     f"{_f(r.get('seconds'), 2)} | {_g(r.get('cost'))} |")
     return "\n".join(lines)
 
 
@@ -166,15 +434,89 @@ def best_lines(rows: list[dict]) -> str:
         top = max(r["edge_auc"] for r in cands)
         who = sorted({f"{r['method']} ({r['metric']})" for r in cands if r["edge_auc"] == top})
         out.append(f"* **{model}**: edge ROC AUC **{top:.3f}** with {', '.join(who)}.")
+    return "\n".join(out) or "(no ground-truth model in this run)"
+
+
+def _settings_of(rows: list[dict]) -> list[tuple]:
+    return list(dict.fromkeys((r["model"], r["task"], r["metric"], r["ablation"]) for r in rows))
+
+
+def comparisons(rows: list[dict], n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
+    """Per setting: the best single attribution method (lowest CMD), the best mask
+    optimization, the best ensemble, and the best challenger's CMD minus the attribution
+    method's with its paired bootstrap interval."""
+    out = []
+    for key in _settings_of(rows):
+        here = [r for r in rows if (r["model"], r["task"], r["metric"], r["ablation"]) == key
+                and r.get("cmd") is not None and not math.isnan(r["cmd"])]
+
+        def best(fam, here=here):
+            c = [r for r in here if r["family"] == fam]
+            return min(c, key=lambda r: r["cmd"]) if c else None
+
+        attr, mask, ens = best("attribution"), best("mask optimization"), best("ensemble")
+        challengers = [r for r in (mask, ens) if r is not None]
+        if attr is None or not challengers:
+            continue
+        ch = min(challengers, key=lambda r: r["cmd"])
+        diff = cmd_difference(attr["curve"], ch["curve"], attr["ends"], n_boot, LEVEL, seed)
+        out.append({"key": key, "attr": attr, "mask": mask, "ens": ens, "challenger": ch,
+                    "diff": diff})
+    return out
+
+
+def summary_lines(comps: list[dict]) -> str:
+    """The "which is best" summary, generated from the numbers."""
+    if not comps:
+        return ("(this run has no setting with both an attribution method and a mask "
+                "optimization or ensemble)")
+    out = []
+    wins, clear = [], []
+    for c in comps:
+        model, task, metric, ablation = c["key"]
+        a, ch, d = c["attr"], c["challenger"], c["diff"]
+        name = model if model == task else f"{model} / {task}"
+        others = "; ".join(f"best {lab} {r['method']} {_f(r['cmd'])}"
+                           for lab, r in (("mask optimization", c["mask"]),
+                                          ("ensemble", c["ens"])) if r is not None)
+        delta = ch["cmd"] - a["cmd"]
+        interval = f"difference {delta:+.3f}, 95 % interval [{d.low:+.3f}, {d.high:+.3f}]"
+        if delta < -TIE:
+            verdict = f"**{ch['method']} beats it** ({interval}"
+            verdict += ", beyond the interval)" if d.high < 0 else ", within the noise)"
+            wins.append(c)
+            if d.high < 0:
+                clear.append(c)
+        elif delta <= TIE:
+            verdict = f"tie ({interval})"
+        else:
+            verdict = f"neither beats it ({interval})"
+        out.append(f"* **{name}**, {metric}, {ablation}: best single attribution method "
+                   f"{a['method']} CMD **{_f(a['cmd'])}**; {others}: {verdict}.")
+    n = len(comps)
+    if wins:
+        where = ", ".join(sorted({c["key"][0] for c in wins}))
+        where_clear = ", ".join(sorted({c["key"][0] for c in clear})) or "none"
+        out.append("")
+        out.append(f"**Verdict**: mask optimization or an ensemble has a lower CMD than the best "
+                   f"single attribution method in {len(wins)} of {n} settings (models: {where}); "
+                   f"the paired 95 % interval of the difference excludes 0 in {len(clear)} of "
+                   f"them (models: {where_clear}).")
+    else:
+        out.append("")
+        out.append(f"**Verdict**: in none of the {n} settings does mask optimization or an "
+                   f"ensemble have a lower CMD than the best single attribution method (see "
+                   f"below for why).")
     return "\n".join(out)
 
 
 PROSE_HEAD = """# Validation against ground-truth circuits
 
 Regenerate this page (numbers and text) with `python benchmarks/validate.py`
-({n_examples} examples per task, seed {seed}; {versions}; {device}; generated {when} in
-{total:.0f} s). What the ground truths are and how ROC AUC is computed:
-[ground-truth.md](ground-truth.md).
+({n_examples} examples requested per task, seed {seed}; {versions}; {device}; generated {when}
+in {total:.0f} s{partial}). What the ground truths are and how ROC AUC is computed:
+[ground-truth.md](ground-truth.md); selections, ensembles, CPR and CMD:
+[metrics.md](metrics.md).
 
 Every method scores every edge of the model's graph; the scores are compared with the
 ground-truth circuit of the model:
@@ -184,15 +526,34 @@ ground-truth circuit of the model:
   ground-truth edge outranks every other edge, 0.5 = chance (all scores tied gives 0.5).
 * **CPR / CMD**: area under the normalized faithfulness curve of the method's top-n circuits at
   MIB's budgets (0.1 ... 100 % of the edges; higher is better), and the area between that curve
-  and 1 (lower is better).
-* **faithfulness @ GT size**: normalized faithfulness of the method's top-n circuit with n =
-  the number of ground-truth edges. The *(ground truth)* row gives the ground-truth circuit's
-  own faithfulness under the same metric and ablation.
-* **time**: scoring only (loading and evaluation excluded), CPU.
+  and 1 (lower is better); the engine's curve (`acdc_engine.evaluation.curves`: x = the
+  fraction of edges kept after pruning), not `mib_curve`'s.
+* **faith. @ GT size, topk / ilp**: normalized faithfulness of the circuit of n edges, n = the
+  number of ground-truth edges, chosen from the method's scores by two selections
+  (`acdc_engine.evaluation.selection`): `topk` (the top n by `|score|`, dead ends pruned) and
+  `ilp` (the connected circuit of at most n edges with the largest sum of `|score|`). The
+  *(ground truth)* row gives the ground-truth circuit's own faithfulness under the same metric
+  and ablation.
+* **own circuit**: for a method that chooses its circuit (ACDC, mask optimization), the number
+  of edges it keeps and that circuit's faithfulness.
+* **time**: scoring only (loading and evaluation excluded), CPU, one run on a shared machine
+  (differences under a factor of about 1.5 are noise).
+* **cost (fwd+bwd)**: the scoring time divided by the time of one plain forward+backward of the
+  same model on the same examples, measured in the same process just before the methods run
+  (the model's own forward on the clean prompts, the task's metric at the last position, the
+  backward to the token embeddings; the median of 7 after a warm-up). The models here are tiny
+  (a forward+backward of all examples takes {unit_range}), so fixed Python overheads dominate
+  and these costs are far above what the same methods cost on a GPT-2-size model.
 
-Methods: every method registered when the table was made ({methods}) and `exact` (exact
-single-edge patching, `acdc_engine.scoring.exact_scores`: one patched forward per edge; the score
-ACDC thresholds). Method settings: {settings}.
+Methods ({n_methods}): every method registered when the table was made ({methods}), and
+`exact` (exact single-edge patching, `acdc_engine.scoring.exact_scores`: one patched forward per
+edge; the score ACDC thresholds). Families: *attribution* (scores only), *mask optimization*
+(learns an edge mask by gradient descent and chooses its circuit), *patching* (ACDC and its
+variants: choose the circuit by patching), *exact*, and two *ensembles*
+(`ensemble_scores(..., "mean", "max")`: each member's `|scores|` divided by its largest, then
+the mean per edge): `mean(eap, eap-ig)` and `mean(attribution)`, the mean over every attribution
+method that ran in the setting. An ensemble's time and cost are the sums of its members'.
+Method settings: {settings}.
 
 ## Summary
 
@@ -205,9 +566,29 @@ Published reference points (ACDC paper, edge ROC AUC): ACDC reaches 1.0 on both 
 with zero ablation; with corrupted activations and the task metric it gets 0.68
 (tracr-proportion = our tracr-frac-prevs) and 0.20 (tracr-reverse).
 
-## Table
+### Which is best: single attribution vs mask optimization and ensembles (CMD)
+
+Per setting, the lowest CMD of a single attribution method against the lowest CMD of a
+mask-optimization method or an ensemble; the interval is a paired percentile bootstrap
+({n_boot} resamples of the examples, both curves recomputed from the same scores on each
+resample) of the challenger's CMD minus the attribution method's (negative = the challenger is
+better). Differences under {tie} are ties.
+
+{which}
+
+## Table: ground-truth models
 
 {table}
+
+## Toy IOI: CPR and CMD with bootstrap intervals
+
+No ground truth; {ioi_ablations} ablation (the tasks' own); the intervals are 95 % percentile
+bootstrap intervals over the examples ({n_boot} resamples): the examples are resampled with
+replacement and the curve is recomputed from **the same scores** (the methods are not rerun on
+each resample), with the full model and the empty circuit resampled with them. They show how
+much the evaluation depends on which examples were drawn, not how much the scores do.
+
+{ioi}
 """
 
 PROSE_TAIL = """
@@ -282,6 +663,16 @@ def main(argv=None) -> int:
     ap.add_argument("--examples", type=int, default=64, help="examples per task (default 64)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "validation.md")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated methods to run (registered names or 'exact'; default: "
+                         "all); the ensembles are added when their members run")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated models (default: all of "
+                         f"{', '.join(dict.fromkeys(c.model for c in CASES))})")
+    ap.add_argument("--steps", type=int, default=MASK_STEPS,
+                    help=f"mask-optimization steps (default {MASK_STEPS})")
+    ap.add_argument("--boot", type=int, default=N_BOOT,
+                    help=f"bootstrap resamples (default {N_BOOT})")
     args = ap.parse_args(argv)
     import os
 
@@ -291,21 +682,42 @@ def main(argv=None) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    only = None if args.methods is None else [m.strip() for m in args.methods.split(",")]
+    methods = _methods(only)
+    if only is not None and (unknown := sorted(set(only) - set(methods))):
+        ap.error(f"unknown method(s) {unknown} (known: {', '.join(_methods())})")
+    models = None if args.models is None else [m.strip() for m in args.models.split(",")]
+    cases = [c for c in CASES if models is None or c.model in models]
+    if models is not None and (unknown := sorted(set(models) - {c.model for c in CASES})):
+        ap.error(f"unknown model(s) {unknown} (known: "
+                 f"{', '.join(dict.fromkeys(c.model for c in CASES))})")
     t0 = time.perf_counter()
     rows = []
-    for case in CASES:
-        for ablation in ABLATIONS:
-            got = run_case(case, ablation, args.examples, args.seed)
+    for case in cases:
+        for ablation in case.ablations:
+            got = run_case(case, ablation, args.examples, args.seed, methods, args.steps,
+                           args.boot)
             rows += got
             for r in got:
-                print(f"{case.model:17s} {case.metric:10s} {ablation:9s} {r['method']:15s} "
-                      f"edge {_f(r.get('edge_auc'))} node {_f(r.get('node_auc'))} "
-                      f"faith@gt {_f(r.get('faith_gt'))} {r.get('error') or ''}", flush=True)
+                print(f"{case.model:17s} {case.metric:10s} {ablation:9s} {r['method']:20s} "
+                      f"edge {_f(r.get('edge_auc'))} CMD {_f(r.get('cmd'))} "
+                      f"faith@gt {_f(r.get('faith_topk', r.get('own_faith')))} "
+                      f"cost {_g(r.get('cost'))} {r.get('error') or ''}", flush=True)
     import nnsight
     import transformers
 
     from acdc_engine import __version__
 
+    gt_rows = [r for r in rows if r.get("n_gt") is not None]
+    ioi_rows = [r for r in rows if r.get("n_gt") is None]
+    units = [r["fwd_bwd"] for r in rows]
+    registered = _methods()[:-1]
+    settings = {**SETTINGS, "steps": args.steps}
+    partial = []
+    if only is not None:
+        partial.append(f"methods limited to {', '.join(methods)}")
+    if models is not None:
+        partial.append(f"models limited to {', '.join(models)}")
     text = PROSE_HEAD.format(
         n_examples=args.examples, seed=args.seed,
         versions=f"acdc-engine {__version__}, torch {torch.__version__}, transformers "
@@ -313,10 +725,19 @@ def main(argv=None) -> int:
                  f"{platform.python_version()}",
         device="CPU, float32, one thread",
         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        total=time.perf_counter() - t0, methods=", ".join(_methods()[:-1]),
-        settings=", ".join(f"`{k}={v}`" for k, v in SETTINGS.items()) + " where the method "
-                 "has the setting; otherwise its defaults",
-        recommended=RECOMMENDED, best=best_lines(rows), table=table(rows),
+        total=time.perf_counter() - t0,
+        partial="; " + "; ".join(partial) if partial else "",
+        unit_range=(f"{min(units) * 1e3:.1f} to {max(units) * 1e3:.1f} ms" if units else "-"),
+        n_methods=len(registered), methods=", ".join(registered),
+        settings=", ".join(f"`{k}={v}`" for k, v in settings.items()) + " where the method "
+                 "has the setting (`steps`: the mask optimizations' optimizer steps; their "
+                 "default is 300); otherwise its defaults (the mask optimizations preserve KL "
+                 "divergence to the full model, or the task's metric on a one-output model)",
+        recommended=RECOMMENDED, best=best_lines(gt_rows),
+        n_boot=args.boot, tie=TIE, which=summary_lines(comparisons(rows, args.boot, args.seed)),
+        table=table(gt_rows) if gt_rows else "(no ground-truth model in this run)",
+        ioi_ablations=", ".join(sorted({r["ablation"] for r in ioi_rows})) or "corrupted",
+        ioi=ioi_table(ioi_rows) if ioi_rows else "(no IOI model in this run)",
     ) + PROSE_TAIL
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
