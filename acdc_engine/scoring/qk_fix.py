@@ -26,7 +26,7 @@ from ..patching import PatchPlan, ReadOut, run, writer_outputs
 from ..problem import Problem
 from ..progress import progress_bar
 from .attribution import attribute
-from .routes import _inputs
+from .routes import reader_inputs
 from .variants import _check, _Frozen, _scored
 
 __all__ = ["atp_qk", "qk_effects"]
@@ -79,7 +79,7 @@ def qk_effects(problem: Problem, batch, abl: torch.Tensor | None) -> torch.Tenso
     biases = [adapter.attn_bias(layer) for layer in range(g.n_layers)]
     out = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=outs.device)
     H = g.n_heads
-    streams = {cols.start: x for _, cols, x in _inputs(outs, biases, g)}
+    streams = {cols.start: x for _, cols, x in reader_inputs(outs, biases, g)}
     for layer in range(g.n_layers):
         a0, cols = g.attn_upstream(layer), g.attn_slots(layer)
         grad = grads.get(a0)  # [H, b, p, d]: dm/d out_h (None: no gradient reached them)

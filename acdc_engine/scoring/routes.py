@@ -25,7 +25,7 @@ from ..patching import writer_outputs
 from ..problem import Problem
 from ..progress import progress_bar
 
-__all__ = ["information_flow_routes", "reader_groups"]
+__all__ = ["information_flow_routes", "reader_groups", "reader_inputs"]
 
 _BLOCK = 64  # writers per L1-distance block: bounds the [block, b, p, d] difference tensor
 
@@ -59,13 +59,13 @@ def information_flow_routes(problem: Problem, threshold: float = 0.0,
     with torch.no_grad():
         for batch in progress_bar(problem.batches, desc="info-flow-routes", enabled=progress):
             outs = writer_outputs(adapter, batch.clean, context=problem.context)  # [W, b, p, d]
-            for n_up, cols, in_ in _inputs(outs, biases, g):
+            for n_up, cols, in_ in reader_inputs(outs, biases, g):
                 imp = _importance(outs[:n_up], in_, threshold)  # [n_up, b, p]
                 dense[:n_up, cols] += imp.mean(2).sum(1).cpu()[:, None]
     return g.from_dense(dense / problem.n_examples)
 
 
-def _inputs(outs: torch.Tensor, biases: list, g):
+def reader_inputs(outs: torch.Tensor, biases: list, g):
     """Each reader group's ``(writers upstream, columns, its input [b, p, d])``,
     the input accumulated writer by writer as the forward does."""
     x = torch.zeros_like(outs[0])

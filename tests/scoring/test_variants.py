@@ -13,7 +13,7 @@ from acdc_engine.patching import PatchPlan, ReadOut, run, run_with_writers
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.scoring import attribute
-from acdc_engine.scoring.routes import _inputs, information_flow_routes
+from acdc_engine.scoring.routes import information_flow_routes, reader_inputs
 from acdc_engine.scoring.variants import (
     atp_graddrop,
     clean_corrupted,
@@ -148,6 +148,44 @@ def test_clean_corrupted_is_the_mean_of_eap_at_both_points(gpt2):
            what="clean-corrupted vs two runs")
 
 
+def _corrupted_point_at_mask_zero(lm):
+    """The corrupted point as the run with every edge removed (mask 0, the corrupted run's
+    outputs as ablated): its reader gradients (a plain sink) times clean - corrupted."""
+    from acdc_engine.patching import Context, GradSink
+
+    p = _problem(lm)
+    g = p.graph
+    total, n = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float64), 0
+    with lm.frozen():
+        for i, batch in enumerate(p.batches):
+            abl = p.ablated(i)
+            with torch.no_grad():
+                _, outs = run_with_writers(lm.adapter, batch.clean)
+            sink = torch.zeros(g.n_readers, *outs.shape[1:], dtype=lm.dtype)
+            logits = run(lm.adapter, batch.clean, PatchPlan(mask=_mask(p, 0.0), ablated=abl),
+                         ReadOut.of(batch), Context(grad_sink=GradSink(sink)))
+            p.metric.score(logits, batch).sum().backward()
+            total += torch.einsum("ubpd,vbpd->uv", (outs - abl).double(), sink.double())
+            n += len(batch)
+    return g.from_dense(-(total * g.valid) / n).float()
+
+
+def test_the_corrupted_point_is_the_run_with_every_edge_removed(gpt2):
+    """With corrupted ablation, the model's run on the corrupted prompts (what clean-corrupted
+    uses) and the run of the clean prompts at mask 0 give the same gradients."""
+    def points(p, batch, abl, delta):
+        return [(batch.corrupted, PatchPlan(mask=_mask(p), delta=delta))]
+
+    def at_corrupted(lm):  # 2 x the reference minus EAP: the corrupted point alone
+        return 2 * _by_runs(lm, points) - _by_runs(lm, _no_points)
+
+    fast = _corrupted_point_at_mask_zero(gpt2)
+    plain = at_corrupted(gpt2)
+    with float64(gpt2):
+        ref = at_corrupted(gpt2)
+    assert_close_to_f64(fast, plain, ref, what="corrupted point: mask 0 vs corrupted prompts")
+
+
 @pytest.mark.parametrize("ablation", ["mean", "zero"])
 def test_clean_corrupted_with_mean_or_zero_starts_from_the_ablated_embeddings(gpt2, ablation):
     def points(p, batch, abl, delta):
@@ -207,7 +245,7 @@ def test_routes_reader_inputs_are_the_models_residual_stream(gpt2):
 
         outs = writer_outputs(gpt2.adapter, batch.clean)
         biases = [gpt2.adapter.attn_bias(layer) for layer in range(g.n_layers)]
-        inputs = {cols.start: x for _, cols, x in _inputs(outs, biases, g)}
+        inputs = {cols.start: x for _, cols, x in reader_inputs(outs, biases, g)}
         hidden = gpt2.hf(batch.clean, output_hidden_states=True).hidden_states
         for layer in range(g.n_layers):
             got, want = inputs[g.attn_slots(layer).start], hidden[layer]
