@@ -346,9 +346,10 @@ def test_refusals_say_why_in_one_line(gpt2):
 
 
 def test_position_aware_graphs_sum_to_the_unsplit_scores(gpt2):
-    """With positions, eap-ig-act's and clean-corrupted's per-group scores add up to the
-    unsplit graph's (the same products, summed per token group)."""
+    """With positions, eap-ig-act's (both forms) and clean-corrupted's per-group scores add up
+    to the unsplit graph's (the same products, summed per token group)."""
     for fn in (lambda p: eap_ig_activations(p, 2, "layer", progress=False),
+               lambda p: eap_ig_activations(p, 2, "all", progress=False),
                lambda p: clean_corrupted(p, progress=False)):
         p = _problem(gpt2, n=4, positions="tokens")
         split = p.graph.to_dense(fn(p)).sum(-1)
