@@ -14,9 +14,8 @@ with ``l = -0.1, r = 1.1, beta = 2/3``; ``P(z = 0) = sigmoid(beta log(-l/r) - lo
 expected sparsity ``s = mean P(z = 0)``: ``lambda1 (s - t) + lambda2 (s - t)^2``, the lambdas
 trained by gradient *ascent* (as the paper), the target ``t`` rising linearly from 0 to
 ``target_sparsity`` over the warm-up steps. Deterministic mask: ``clamp(sigmoid(log_alpha)
-(r - l) + l, 0, 1)``; scores: ``1 - P(z = 0)``, the probability that the gate is open
-(monotone in log-alpha and positive, so ranking by ``|score|`` ranks by log-alpha); the
-circuit: deterministic mask > 0.5 (log_alpha > 0).
+(r - l) + l, 0, 1)``; scores: ``-log P(z = 0)`` (:func:`edge_scores`); the circuit:
+deterministic mask > 0.5 (log_alpha > 0).
 
 **UGS, uniform gradient sampling** (Li & Janson 2024, "Optimal ablation for interpretability";
 the MIB baseline of Mueller et al. 2025, "MIB: A Mechanistic Interpretability Benchmark", whose
@@ -32,7 +31,8 @@ so ``m`` is 1 with probability ``p - w/2``, 0 with probability ``1 - p - w/2`` a
 invariance"). ``E[m] = p``. The loss is the task loss plus ``lamb * sum_edges p`` (MIB:
 ``lamb = 0.001``), or, when a target sparsity is given, the Lagrangian above on ``s = 1 -
 mean p``. Gradients are clipped to norm 5 and ``theta`` starts at 1, as in that script.
-Scores: ``p`` (the deterministic mask, ``E[m]``); the circuit: ``p > 0.5``. Not done: MIB's
+Scores: ``-log(1 - p)``; the circuit: ``p > 0.5`` (``p = E[m]``, the deterministic mask). Not
+done: MIB's
 node regulariser and its removal of dangling edges from every sample, and its 12 mask samples
 per example (the patched forward takes one mask per batch; ``samples`` masks per step are
 separate runs).
@@ -183,7 +183,7 @@ class MaskOptConfig:
 class MaskOptResult:
     """What :func:`optimize_mask` learned: scores, the deterministic mask and its circuit."""
 
-    scores: torch.Tensor  # [n_edges] float32: P(kept), monotone in log-alpha / theta
+    scores: torch.Tensor  # [n_edges] float32: -log P(edge removed) (edge_scores)
     mask: torch.Tensor  # [n_edges] float32: the deterministic mask
     keep: torch.Tensor  # [n_edges] bool: mask > 0.5
     info: dict = field(default_factory=dict)
@@ -292,10 +292,13 @@ def _sample(kind: str, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def edge_scores(kind: str, params: torch.Tensor) -> torch.Tensor:
-    """Per-edge scores in (0, 1), monotone in the parameter: the probability that the edge is
-    kept (edge pruning: ``1 - P(z = 0)``; UGS: ``p``). Positive, so that ranking by ``|score|``
-    (top-n, ROC AUC) ranks by the parameter, as a log-alpha's sign would not."""
-    return 1 - hard_concrete_p_zero(params) if kind == "edge-pruning" else torch.sigmoid(params)
+    """Per-edge scores: ``-log P(edge removed)`` (edge pruning: ``P(z = 0)``; UGS: ``1 - p``),
+    i.e. ``softplus(log_alpha - beta log(-l/r))`` or ``softplus(theta)``. Positive and strictly
+    increasing in the parameter, so ranking by ``|score|`` (top-n, ROC AUC) ranks by it, as a
+    log-alpha's sign would not; and, unlike a probability in float32, no two kept edges tie at
+    1 (a probability saturates once log-alpha passes about 17)."""
+    shift = BETA * math.log(-LIMIT_LEFT / LIMIT_RIGHT) if kind == "edge-pruning" else 0.0
+    return torch.nn.functional.softplus(params.double() - shift).float()
 
 
 def final_mask(kind: str, params: torch.Tensor) -> torch.Tensor:
