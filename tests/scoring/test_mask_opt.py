@@ -277,3 +277,16 @@ def test_cost_benchmark_runs():
                         "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "edge-pruning step / baseline:" in r.stdout
+
+
+def test_position_aware_edges():
+    """tiny-ioi with its named positions: masks [W, R, G], one parameter per split edge."""
+    from acdc_engine import load_model
+    from acdc_engine.api.setup import build_problem, load_task
+
+    lm = load_model("tiny-ioi", device="cpu")
+    p, _ = build_problem(lm, load_task("ioi"), n_examples=8, positions="named")
+    assert p.graph.positions
+    r = optimize_mask(p, MaskOptConfig(target_sparsity=0.5, steps=3, progress=False))
+    assert r.scores.shape == r.keep.shape == (p.graph.n_edges,)
+    assert torch.isfinite(r.scores).all()
