@@ -299,7 +299,7 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int, methods: lis
         curve = curve_from_values(BUDGETS, keeps, cv.values.mean(-1).tolist(), full, empty,
                                   g.n_edges)
         both = torch.cat([cv.values, ends])
-        row.update(cpr=curve.cpr, cmd=curve.cmd, curve=cv,
+        row.update(cpr=curve.cpr, cmd=curve.cmd, curve=cv, scores=scores,
                    cpr_ci=bootstrap(both, lambda v: _areas(cv.x, _normalized(v))[0], n_boot,
                                     LEVEL, seed),
                    cmd_ci=bootstrap(both, lambda v: _areas(cv.x, _normalized(v))[1], n_boot,
@@ -461,7 +461,50 @@ def comparisons(rows: list[dict], n_boot: int = N_BOOT, seed: int = 0) -> list[d
         ch = min(challengers, key=lambda r: r["cmd"])
         diff = cmd_difference(attr["curve"], ch["curve"], attr["ends"], n_boot, LEVEL, seed)
         out.append({"key": key, "attr": attr, "mask": mask, "ens": ens, "challenger": ch,
-                    "diff": diff})
+                    "diff": diff, "rows": here})
+    return out
+
+
+def _points(r: dict) -> list[tuple[float, int, float]]:
+    """(budget %, edges kept after pruning, normalized faithfulness) of ``r``'s curve."""
+    from acdc_engine.evaluation.curves import BUDGETS
+
+    cv, (full, empty) = r["curve"], r["ends"].mean(-1).tolist()
+    return [(b, round(float(cv.x[i]) * r["n_edges"]),
+             _norm(float(cv.values[i].mean()), full, empty)) for i, b in enumerate(BUDGETS)]
+
+
+def _why(c: dict, rows_of: list[dict]) -> list[str]:
+    """Generated reasons where a challenger family does not beat the best attribution method:
+    where a mask optimization's curve falls below the attribution method's, an ensemble's CMD
+    against its members'."""
+    a, out = c["attr"], []
+    m = c["mask"]
+    if m is not None and m["cmd"] > a["cmd"] + TIE:
+        pm, pa = _points(m), _points(a)
+        gaps = [(b, nm, fm, na, fa) for (b, nm, fm), (_, na, fa) in zip(pm, pa)
+                if fm < fa - 0.01]
+        gaps = sorted(sorted(gaps, key=lambda t: t[4] - t[2], reverse=True)[:4])
+        own = (f"it trains one circuit ({m['own_edges']} edges, faithfulness "
+               f"{_f(m['own_faith'], 2)}), and ranked by its mask parameters "
+               if m.get("own_edges") is not None else "")
+        if gaps:
+            pts = "; ".join(f"{b:g} %: {nm} edges, {_f(fm, 2)} vs {na}, {_f(fa, 2)}"
+                            for b, nm, fm, na, fa in gaps)
+            out.append(f"{m['method']}: {own}its top-n circuits fall below {a['method']}'s at "
+                       f"(budget: edges kept after pruning, faithfulness; {m['method']} vs "
+                       f"{a['method']}) {pts}.")
+    e = c["ens"]
+    if e is not None and e["cmd"] > a["cmd"] + TIE:
+        members = [r for r in rows_of if r["method"] in e["info"].get("members", ())]
+        if members:
+            lo = min(members, key=lambda r: r["cmd"])
+            hi = max(members, key=lambda r: r["cmd"])
+            where = ("between" if e["cmd"] <= hi["cmd"] else "above both of")
+            out.append(f"{e['method']} ({len(members)} members) has CMD {_f(e['cmd'])}, {where} "
+                       f"its best member's ({lo['method']}, {_f(lo['cmd'])}) and its worst's "
+                       f"({hi['method']}, {_f(hi['cmd'])}): averaging normalised scores mixes "
+                       f"the weaker members' rankings into the best one's.")
     return out
 
 
@@ -493,6 +536,7 @@ def summary_lines(comps: list[dict]) -> str:
             verdict = f"neither beats it ({interval})"
         out.append(f"* **{name}**, {metric}, {ablation}: best single attribution method "
                    f"{a['method']} CMD **{_f(a['cmd'])}**; {others}: {verdict}.")
+        out += [f"  * {line}" for line in _why(c, c["rows"])]
     n = len(comps)
     if wins:
         where = ", ".join(sorted({c["key"][0] for c in wins}))
@@ -655,6 +699,43 @@ induction model, whose expected circuit leaves out small contributions (V-compos
 the layer-0 heads into the induction heads' values, the second layer-0 head, the direct path
 from the embeddings to the logits: single-edge effects of at most 0.33 in logit difference,
 against at least 5 for every ground-truth edge).
+
+**Mask optimization is a circuit finder, and CMD grades it as a ranking.** Edge Pruning and
+UGS train an edge mask for one sparsity (Edge Pruning: 90 % of the edges removed, held by a
+Lagrangian; UGS: a penalty per kept edge) to preserve KL divergence to the full model. Their
+scores (the mask parameters) rank the edges for the curve, but nothing in the objective orders
+the edges *inside* the trained circuit or outside it, so the top-n circuits at the other budgets
+are often not connected and prune to fewer edges (the summary's sub-bullets list where the
+curve falls below the attribution method's). Where the model's circuit is a chain whose every
+link is necessary and whose gradients vanish (tracr-reverse under zero ablation: step-function
+MLPs, saturated attention; see above), training the mask through the patched forward sees
+what one gradient cannot, and Edge Pruning has the lowest CMD of every scoring method there,
+ACDC and exact patching included. The trained circuit itself ("own circuit") is a separate
+result, whose size is set by the sparsity target rather than by the task: with Edge Pruning's
+default of 90 % of the edges removed, tracr-reverse's 77-edge graph keeps about 8 edges, fewer
+than the ground truth's 10, so the trained circuit cannot be complete there while the ranking
+of its mask parameters can be. UGS with MIB's penalty (`lamb=0.001`) keeps more edges than
+Edge Pruning on the larger graphs; with {steps} steps and default settings neither is tuned
+(`acdc sweep` searches `lr` and the sparsity).
+
+**Ensembles average rankings.** `mean(eap, eap-ig)` divides each method's `|scores|` by its
+largest and averages: it helps only where the members err on different edges, and it inherits
+the weaker member's errors where they do not (EAP's zero gradients on tracr). The bootstrap
+intervals of the summary say whether a difference from the best member is more than the
+choice of examples. `mean(attribution)` also averages `info-flow-routes`, which uses no
+counterfactual: under corrupted ablation it sees edges that no corrupted-activation method
+can, which lifts the ensemble's edge AUC above the corrupted-ablation methods', but its own
+faithfulness curve is poor (CMD 0.5 or more) and pulls the ensemble's CMD towards its own.
+
+**Cost.** One EAP costs about one to three forward+backward passes of the same examples (a
+corrupted forward, a clean forward and one backward); EAP-IG with `ig_steps=5` five to ten;
+EAP-IG over activations one backward per layer and step (tens); exact patching one patched
+forward per edge (hundreds of units on the 479-edge IOI graphs); ACDC tests every edge too,
+but stacks up to 32 candidates in one forward (`speculate`), so tens; mask optimization one
+patched forward+backward per step (about 40 to 400 units for {steps} steps). On models this small,
+Python overhead per call is a large share of every method's time, so the ratios are upper
+bounds for larger models; `benchmarks/attribution_cost.py` and `benchmarks/mask_opt_cost.py`
+measure them on a GPT-2-small-shaped model.
 """
 
 
@@ -738,7 +819,7 @@ def main(argv=None) -> int:
         table=table(gt_rows) if gt_rows else "(no ground-truth model in this run)",
         ioi_ablations=", ".join(sorted({r["ablation"] for r in ioi_rows})) or "corrupted",
         ioi=ioi_table(ioi_rows) if ioi_rows else "(no IOI model in this run)",
-    ) + PROSE_TAIL
+    ) + PROSE_TAIL.replace("{steps}", str(args.steps))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")

@@ -104,3 +104,32 @@ def test_ensemble_summary_and_skipped_method(validate, tmp_path, monkeypatch):
     assert re.search(r"\*\*tracr-frac-prevs\*\*, l2, zero: best single attribution method "
                      r"\S+ CMD \*\*[0-9.]+\*\*", summary)
     assert "**Verdict**" in summary
+
+
+def test_intervals_agree_with_the_library(validate):
+    """The page's CPR/CMD and their intervals are those of
+    ``acdc_engine.evidence.uncertainty.curve_intervals`` on the same scores; a method against
+    itself differs by exactly 0."""
+    from acdc_engine import load_model
+    from acdc_engine.evidence.uncertainty import curve_intervals
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.tasks import prepare
+
+    case = validate.Case("tracr-frac-prevs", "tracr-frac-prevs", "l2")
+    rows = validate.run_case(case, "corrupted", 8, 0, ["eap-ig"], n_boot=200)
+    (row,) = [r for r in rows if r["method"] == "eap-ig"]
+    reg = registry()
+    lm = load_model("tracr-frac-prevs", device="cpu")
+    task = reg.task("tracr-frac-prevs")
+    problem = Problem.build(lm, prepare(task, lm.tokenizer, task.rows(8, 0)), reg.metric("l2"),
+                            "corrupted", batch_size=64)
+    lib = curve_intervals(problem, row["scores"], n_boot=200)
+    for ours, theirs in ((row["cpr_ci"], lib.cpr), (row["cmd_ci"], lib.cmd)):
+        assert ours.point == pytest.approx(theirs.point, abs=1e-9)
+        assert ours.low == pytest.approx(theirs.low, abs=1e-9)
+        assert ours.high == pytest.approx(theirs.high, abs=1e-9)
+    assert row["cpr"] == pytest.approx(lib.cpr.point, abs=1e-9)
+    assert row["cmd"] == pytest.approx(lib.cmd.point, abs=1e-9)
+    same = validate.cmd_difference(row["curve"], row["curve"], row["ends"], 100)
+    assert same.point == 0 and same.low == 0 and same.high == 0
