@@ -40,7 +40,11 @@ class _Backward:
     goes next to the pending gradients: into the spare row the fused q/k/v backward leaves
     after them in the run's ``workspace``
     (:meth:`~acdc_engine.patching.workspace.Workspace.merged_rows`), or a copy when the pending
-    group is one column.
+    group is one column. Whatever group backward reaches next takes the pending products (a
+    hook point that detaches the MLP's output, so that its reader's backward never runs, still
+    gets every product): the workspace holds the pending gradients' rows meanwhile (a fused
+    backward in between writes elsewhere), and a pending group that no later group takes is
+    added to ``mask.grad`` when the backward pass ends (:meth:`_flush`).
     """
 
     def __init__(self, src, abl, workspace: Workspace, *, inplace: bool = False, sink=None,
@@ -50,6 +54,7 @@ class _Backward:
         self.groups = groups  # TokenGroups of a position-aware mask, else None
         self.delta = src if abl is None else None  # no ablated outputs: src is the delta
         self.pending = None  # (n, cols, grad [s, b, p, d]) of a group marked ``merge``
+        self.mask = None  # the run's mask (set by _Read.forward), for _flush
 
     def upto(self, n: int) -> torch.Tensor:
         if self.delta is None:  # in place when nobody else holds the buffer: no new 100s of MB
@@ -64,7 +69,11 @@ class _Backward:
             return _placed(mask_shape, [(n, cols, self.groups.products(self.upto(n), grad))])
         if pend is None and merge:
             self.pending = (n, cols, grad)
+            self.workspace.hold(grad)  # no fused backward overwrites it before it is taken
+            torch.autograd.Variable._execution_engine.queue_callback(
+                lambda: self._flush(mask_shape))
             return None
+        self.workspace.hold(None)
         parts = [] if pend is None else [pend]
         joint = None if pend is None else self.workspace.merged_rows(pend[2], grad)
         if joint is not None:  # [s1 + s2, b, p, d]: one GEMM over the pending group's writers
@@ -75,6 +84,25 @@ class _Backward:
             parts = [(m, c, self.upto(m).reshape(m, -1) @ g.reshape(len(g), -1).T)
                      for m, c, g in parts + [(n, cols, grad)]]
         return _placed(mask_shape, parts)
+
+
+    def _flush(self, mask_shape) -> None:
+        """At the end of a backward pass: a pending group no later group took (the group
+        backward would reach next never ran) is added to ``mask.grad`` here."""
+        pend, self.pending = self.pending, None
+        self.workspace.hold(None)
+        if pend is None:
+            return
+        n, cols, grad = pend
+        part = _placed(mask_shape, [(n, cols, self.upto(n).reshape(n, -1)
+                                     @ grad.reshape(len(grad), -1).T)])
+        mask = self.mask
+        if mask is None or not mask.is_leaf:
+            raise RuntimeError("a reader group's edge products were left pending at the end of "
+                               "backward and the mask is not a leaf tensor to add them to; "
+                               "make the mask a leaf (requires_grad_ on it) for this run")
+        mask.grad = part.to(mask.dtype) if mask.grad is None else mask.grad + part.to(
+            mask.grad.dtype)
 
 
 def _placed(shape, parts) -> torch.Tensor:
@@ -113,6 +141,7 @@ class _Read(torch.autograd.Function):
     def forward(ctx, resid, mask, src, abl, patched: bool, state: _Backward, group: Readers):
         n, cols = src.shape[0], group.cols
         ctx.state, ctx.n, ctx.group, ctx.shape = state, n, group, mask.shape
+        state.mask = mask
         m = mask[:n, cols]
         s = m.shape[1]
         out = resid.unsqueeze(0).expand(s, *resid.shape)

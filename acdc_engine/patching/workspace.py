@@ -44,6 +44,7 @@ class Workspace:
         self._buf: tuple[tuple, torch.Tensor] | None = None  # (key, [rows, b, p, d])
         self.factors = None  # the ReaderFactors recording the next norm_project, or None
         self.merged = 0  # reader groups whose edge products were merged into one GEMM
+        self._held: torch.Tensor | None = None  # pending gradients living in the buffer
         self.unmerged = 0  # ... and the times a pending group could not be merged
 
     @staticmethod
@@ -62,9 +63,21 @@ class Workspace:
         """An uninitialized tensor of ``shape`` like ``like``: the cached one (at most one; a
         new shape, dtype or device replaces it), the same on every device."""
         key = (shape, like.dtype, like.device)
+        if self._holds_buffer():  # a pending group's gradients are in it: write elsewhere
+            return like.new_empty(shape)
         if self._buf is None or self._buf[0] != key:
             self._buf = (key, buffers.empty(shape, dtype=like.dtype, device=like.device))
         return self._buf[1]
+
+    def hold(self, t: torch.Tensor | None) -> None:
+        """Keep ``t`` (a pending reader group's gradients) from being overwritten: while it
+        lies in the buffer, :meth:`buffer` hands out fresh tensors. None lets go."""
+        self._held = t
+
+    def _holds_buffer(self) -> bool:
+        t, buf = self._held, None if self._buf is None else self._buf[1]
+        return (t is not None and buf is not None
+                and t.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr())
 
     def spare_after(self, t: torch.Tensor) -> torch.Tensor | None:
         """The buffer row right after ``t`` when ``t`` [s, b, p, d] is the buffer's first

@@ -98,3 +98,57 @@ def test_a_family_whose_prepare_predates_the_workspace_still_runs(gpt2, monkeypa
     monkeypatch.undo()
     assert calls and ws.merged == gpt2.graph.n_layers  # the fused kernels still had it
     assert torch.equal(got, _mask_grad(gpt2, ws=Workspace()))
+
+
+@pytest.fixture(scope="module")
+def gpt2_3(tmp_path_factory):
+    from acdc_engine.api import load_model
+    from acdc_engine.testing import save_gpt2
+
+    path = tmp_path_factory.mktemp("gpt2-3")
+    save_gpt2(path, n_layer=3, seed=4)
+    return load_model(str(path))
+
+
+@pytest.mark.parametrize("detached", [0, 1, 2])
+def test_a_pending_group_whose_partner_never_runs_backward_keeps_its_products(gpt2_3,
+                                                                              monkeypatch,
+                                                                              detached):
+    """A hook point that detaches an MLP's output (so that its reader's backward never runs):
+    the heads' products left pending for it are taken by the next group backward reaches, from
+    rows no fused backward overwrote meanwhile (MLP 1: the heads of layer 2 wait in the
+    workspace buffer while layer 1's fused backward runs, then layer 1's heads take them), or
+    added to mask.grad when backward ends (MLP 0: layer 1's heads wait, and layer 0's heads
+    never merge). The reference hands every reader's gradient to a sink and forms the products
+    once (edge_grads): the same products, another order of summation."""
+    from acdc_engine.patching import GradSink, edge_grads
+
+    gpt2 = gpt2_3
+    adapter = gpt2.adapter
+    real = type(adapter).mlp
+    monkeypatch.setattr(adapter, "mlp", lambda layer, x: real(adapter, layer, x).detach()
+                        if layer == detached else real(adapter, layer, x))
+    g = torch.Generator().manual_seed(7)
+    v = gpt2.hf.config.vocab_size
+    clean, corrupted = (torch.randint(1, v, (3, 6), generator=g) for _ in range(2))
+    w = torch.randn(v, generator=g)
+    with torch.no_grad():
+        ablated = writer_outputs(adapter, corrupted)
+        delta = writer_outputs(adapter, clean) - ablated
+    ws = Workspace()
+    with gpt2.frozen():
+        mask = gpt2.graph.full_mask(1.0, requires_grad=True)
+        logits = run(adapter, clean, PatchPlan(mask=mask, ablated=ablated), LAST,
+                     Context(workspace=ws))
+        (logits[:, -1] @ w).sum().backward()
+        sink = GradSink(torch.zeros(gpt2.graph.n_readers, *clean.shape, adapter.d_model))
+        ref_mask = gpt2.graph.full_mask(1.0, requires_grad=True)
+        out = run(adapter, clean, PatchPlan(mask=ref_mask, ablated=ablated), LAST,
+                  Context(grad_sink=sink))
+        (out[:, -1] @ w).sum().backward()
+    want = edge_grads(gpt2.graph, delta, sink)
+    assert ws.unmerged >= 1  # the detached MLP's partner group was not merged
+    scale = float(want.abs().max())
+    assert scale > 0
+    # two float32 sums of the same products over b*p*d terms: a few ulps of the largest term
+    assert float((mask.grad - want).abs().max()) <= 64 * 1.2e-7 * scale
