@@ -508,6 +508,10 @@ def _why(c: dict, rows_of: list[dict]) -> list[str]:
     return out
 
 
+def _keys(cs: list[dict]) -> str:
+    return "; ".join(f"{c['key'][0]} ({c['key'][2]}, {c['key'][3]})" for c in cs)
+
+
 def summary_lines(comps: list[dict]) -> str:
     """The "which is best" summary, generated from the numbers."""
     if not comps:
@@ -538,19 +542,31 @@ def summary_lines(comps: list[dict]) -> str:
                    f"{a['method']} CMD **{_f(a['cmd'])}**; {others}: {verdict}.")
         out += [f"  * {line}" for line in _why(c, c["rows"])]
     n = len(comps)
-    if wins:
-        where = ", ".join(sorted({c["key"][0] for c in wins}))
-        where_clear = ", ".join(sorted({c["key"][0] for c in clear})) or "none"
-        out.append("")
-        out.append(f"**Verdict**: mask optimization or an ensemble has a lower CMD than the best "
-                   f"single attribution method in {len(wins)} of {n} settings (models: {where}); "
-                   f"the paired 95 % interval of the difference excludes 0 in {len(clear)} of "
-                   f"them (models: {where_clear}).")
+
+    def where(cs):
+        return "; ".join(f"{c['key'][0]} ({c['key'][2]}, {c['key'][3]}) by "
+                         f"{c['challenger']['method']}" for c in cs)
+
+    noisy = [c for c in wins if c not in clear]
+    ties = [c for c in comps if abs(c["challenger"]["cmd"] - c["attr"]["cmd"]) <= TIE]
+    losses = [c for c in comps if c["challenger"]["cmd"] - c["attr"]["cmd"] > TIE]
+    out.append("")
+    if clear:
+        text = (f"**Verdict**: mask optimization or an ensemble beats the best single "
+                f"attribution method's CMD beyond the paired 95 % interval in {len(clear)} of "
+                f"{n} settings: {where(clear)}.")
     else:
-        out.append("")
-        out.append(f"**Verdict**: in none of the {n} settings does mask optimization or an "
-                   f"ensemble have a lower CMD than the best single attribution method (see "
-                   f"below for why).")
+        text = (f"**Verdict**: in none of the {n} settings does mask optimization or an "
+                f"ensemble beat the best single attribution method's CMD beyond the paired "
+                f"95 % interval.")
+    if noisy:
+        text += f" Lower, but within the noise: {where(noisy)}."
+    if ties:
+        text += f" Equal CMD (within {TIE}) in {len(ties)}: {_keys(ties)}."
+    if losses:
+        text += f" The best attribution method is better in {len(losses)}: {_keys(losses)}."
+    out.append(text + " Why, where it is not beaten: the sub-bullets above, and *Reading the "
+                      "table* below (mask optimization, ensembles).")
     return "\n".join(out)
 
 
