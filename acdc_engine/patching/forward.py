@@ -214,13 +214,19 @@ class _Pass:
                                                          and any(self.patched_cols))))
         self.buf = buffers.empty((g.n_writers, *x.shape), dtype=x.dtype, device=x.device) \
             if need else None
+        # unless the outputs themselves are kept, the buffer holds each writer's delta, out -
+        # ablated, formed as the output is written: a removed edge's correction is then one
+        # product, and backward reads the same delta (the same subtraction, done earlier)
+        self.as_delta = (self.buf is not None and not keep and delta is None
+                         and plan.ablated is not None)
         if self.buf is not None and not resume:
             self.buf[0] = x.detach()
+            self._to_delta(slice(0, 1))
         self.sink = sink if sink is None or isinstance(sink, GradSink) else GradSink(sink)
         if mask is not None:
             self.state = (
-                _Backward(self.buf, plan.ablated, self.ws, inplace=not keep, sink=self.sink,
-                          groups=self.groups)
+                _Backward(self.buf, None if self.as_delta else plan.ablated, self.ws,
+                          inplace=not keep, sink=self.sink, groups=self.groups)
                 if delta is None else
                 _Backward(delta, None, self.ws, sink=self.sink, groups=self.groups))
         # EAP-IG: a layer's q/k/v readers whose input is the unpatched stream are recorded as
@@ -233,6 +239,11 @@ class _Pass:
         # EAP-IG's interpolation steps need no head's own write, only their sum: one dense
         # output projection (other runs add up the heads' writes, so equal runs stay equal)
         self.summed = self.buf is None and self.substituted is None and delta is not None
+
+    def _to_delta(self, rows: slice) -> None:
+        """Buffer rows ``rows`` from outputs to deltas (``out - ablated``), when it holds them."""
+        if self.as_delta:
+            self.buf[rows].sub_(self.plan.ablated[rows])
 
     def read(self, resid: torch.Tensor, n_up: int, cols: slice, parts: tuple,
              before_mlp: bool = False) -> tuple | None:
@@ -247,6 +258,8 @@ class _Pass:
         delta, ablated = self.plan.delta, self.plan.ablated
         if delta is not None:
             src, abl = delta[:n_up], None
+        elif self.as_delta:  # the buffer holds the deltas already
+            src, abl = self.buf[:n_up], None
         else:
             src, abl = self.buf[:n_up], None if ablated is None else ablated[:n_up]
         if not self.grad and self.context.node_fastpath:  # no autograd: the removed rows
@@ -261,10 +274,13 @@ class _Pass:
         if self.summed:
             return adapter.attn_out(layer, q, k, v)
         if buf is not None and (substituted is None or not any(substituted[rows])):
-            return adapter.attn_write(layer, q, k, v, buf[rows])  # formed in the buffer
+            written = adapter.attn_write(layer, q, k, v, buf[rows])  # formed in the buffer
+            self._to_delta(rows)
+            return written
         heads = adapter.attn_heads(layer, q, k, v)  # [H, b, p, d]
         if buf is not None:
             buf[rows] = heads.detach()
+            self._to_delta(rows)
         if substituted is not None:  # removed heads write their ablated output once, for all
             heads = _substitute(heads, rows.start, substituted, self.plan.ablated)
         return heads.sum(0)
@@ -341,6 +357,7 @@ class _Pass:
                 out = self.mlp(layer, x if inputs is None else inputs[0][0])  # [b, p, d]
                 if buf is not None:
                     buf[n_done] = out.detach()
+                    self._to_delta(slice(n_done, n_done + 1))
                 if substituted is not None:
                     out = _substitute(out[None], n_done, substituted, ablated)[0]
                 n_done += 1
