@@ -3,6 +3,8 @@
     attribution   EAP and EAP-IG: every edge from a few forward+backward passes
     variants      EAP-IG over activations, clean-corrupted, AtP* GradDrop; qk_fix: AtP*'s
                   QK fix; routes: information flow routes (docs/methods-attribution.md)
+    mask_opt      mask optimization: Edge Pruning (hard-concrete masks, a Lagrangian on the
+                  sparsity) and UGS (docs/methods.md)
     exact         exact single-edge patching (the slow reference)
     acdc          iterative pruning with exact patching (ACDC), fast and exact, and the
                   attribution-guided hybrid
