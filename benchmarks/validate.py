@@ -319,9 +319,16 @@ def run_case(case: Case, ablation: str, n_examples: int, seed: int, methods: lis
             rows.append({**base, "method": method, "family": family(method), "seconds": seconds,
                          "error": error})
             continue
+        try:
+            rows.append(measure(method, out.scores,
+                                out.keep if registry_selects(method) else None, seconds,
+                                dict(out.info)))
+        except Exception as e:  # scores the evaluation cannot use: a row that says why
+            rows.append({**base, "method": method, "family": family(method),
+                         "seconds": seconds, "error": f"evaluation failed: {type(e).__name__}: "
+                                                      f"{str(e).splitlines()[0]}"})
+            continue
         outputs[method] = (out.scores, seconds)
-        rows.append(measure(method, out.scores, out.keep if registry_selects(method) else None,
-                            seconds, dict(out.info)))
     attribution = [m for m in outputs if family(m) == "attribution"]
     seen = set()
     for name, members in ENSEMBLES.items():

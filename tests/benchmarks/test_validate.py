@@ -82,8 +82,11 @@ def test_ensemble_summary_and_skipped_method(validate, tmp_path, monkeypatch):
 
     monkeypatch.setitem(registry().methods, "test-refuses-zero",
                         Method("test-refuses-zero", refuses_zero))
+    monkeypatch.setitem(registry().methods, "test-bad-shape",
+                        Method("test-bad-shape", lambda p, s, g: MethodOutput(torch.ones(3))))
     out = tmp_path / "v.md"
-    assert validate.main(["--examples", "4", "--methods", "eap,eap-ig,test-refuses-zero",
+    assert validate.main(["--examples", "4", "--methods",
+                          "eap,eap-ig,test-refuses-zero,test-bad-shape",
                           "--models", "tracr-frac-prevs", "--boot", "50",
                           "--out", str(out)]) == 0
     text = out.read_text()
@@ -92,6 +95,7 @@ def test_ensemble_summary_and_skipped_method(validate, tmp_path, monkeypatch):
     skipped = by[("zero", "test-refuses-zero")]
     assert "skipped: ValueError: this method needs corrupted prompts" in " ".join(skipped)
     assert float(by[("corrupted", "test-refuses-zero")][head.index("cost (fwd+bwd)")]) > 0
+    assert "skipped: evaluation failed: " in " ".join(by[("zero", "test-bad-shape")])
     ens = by[("zero", "mean(eap, eap-ig)")]
     assert ens[head.index("family")] == "ensemble"
     # the ensemble's cost is its members' together
