@@ -25,6 +25,16 @@ from acdc_engine.scoring.attribution import IG_STEPS
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def add_shape_args(ap, pos: int = 32) -> None:
+    """``--layers --heads --d-model --vocab`` (default: GPT-2 small) and ``--batch --pos``."""
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--pos", type=int, default=pos)
+
+
 def add_device_args(ap, device: str | None = None, dtype: str = "float32") -> None:
     """``--device`` (cpu, cuda, cuda:N; default: cuda when there is one) and ``--dtype``."""
     ap.add_argument("--device", default=device,

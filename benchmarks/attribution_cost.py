@@ -45,6 +45,7 @@ import argparse
 import ctypes
 import gc
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -213,26 +214,22 @@ def layer_side_by_side(args):
 def main():
     from acdc_engine.scoring.attribution import IG_STEPS
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import add_device_args, add_shape_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="gpt2", choices=sorted(FAMILIES),
                     help="architecture (default gpt2)")
     ap.add_argument("--kv-heads", type=int, default=None,
                     help="key/value heads for GQA families (default: --heads)")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--pos", type=int, default=32)
+    add_shape_args(ap)
     ap.add_argument("--ig-steps", type=int, default=IG_STEPS)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default=None,
-                    help="cpu, cuda or cuda:N (default: cuda when torch sees one, else cpu)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_device_args(ap)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     ap.add_argument("--ab", action="store_true",
                     help="instead of the rows: EAP and EAP-IG with and without the fused "
-                         "norm + q/k/v projection (models.norm_project), interleaved")
+                         "norm + q/k/v projection (patching.norms.norm_project), interleaved")
     ap.add_argument("--layer-ab", action="store_true",
                     help="only one layer's q/k/v inputs, per-reader norm against the fused one")
     ap.add_argument("--chunk", type=int, default=None,

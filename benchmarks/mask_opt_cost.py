@@ -30,26 +30,24 @@ Goal (issue 23): a step <= 1.3x the baseline.
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 
 def main():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import add_device_args, add_shape_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default="edge-pruning", choices=["edge-pruning", "ugs"])
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--pos", type=int, default=32)
+    add_shape_args(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    ap.add_argument("--device", default=None,
-                    help="cpu, cuda or cuda:N (default: cuda when torch sees one, else cpu)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_device_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -28,17 +28,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Shape, add_device_args, build_model, load_in_memory, random_batch  # noqa: E402
+from _common import (Shape, add_device_args, add_shape_args, build_model,  # noqa: E402
+                     load_in_memory, random_batch)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--pos", type=int, default=32)
+    add_shape_args(ap)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ig", action="store_true", help="also EAP-IG (5 steps), plain and tokens")
