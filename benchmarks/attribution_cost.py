@@ -65,8 +65,8 @@ def _trim_heap():
 
 def peak_reset(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     else:
         _trim_heap()
         try:
@@ -78,8 +78,8 @@ def peak_reset(device):
 def peak_read(device) -> float:
     """Peak memory in MiB since peak_reset: CUDA allocator peak, or process peak RSS."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -101,11 +101,11 @@ def interleaved(rows, device, repeats, between=None):
         for name, fn in rows:
             peak_reset(device)
             if device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
             t = time.perf_counter()
             fn()
             if device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
             times[name].append(time.perf_counter() - t)
             peaks[name] = max(peaks[name], peak_read(device))
             if between:
@@ -158,7 +158,7 @@ def side_by_side(args, baseline, method, device):
             t = time.perf_counter()
             fn()
             if device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["baseline fwd+bwd"])
     print(f"side by side, interleaved, median of {args.repeats}:")

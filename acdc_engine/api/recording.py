@@ -54,10 +54,18 @@ def version_params() -> dict:
 
 def model_params(lm: LoadedModel, data: TaskData) -> dict:
     """The run parameters that identify the model and the data (id, revision, weights and data
-    hashes, family, examples, device, dtype)."""
+    hashes, family, examples, device (the first) and devices (all of them), dtype)."""
     return {"model": lm.id, "model_revision": lm.revision, "weights_hash": lm.weights_hash,
             "family": lm.family, "data_hash": data.data_hash, "n_examples": len(data),
-            "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", "")}
+            "device": str(lm.device), "devices": ",".join(lm.devices),
+            "dtype": str(lm.dtype).replace("torch.", "")}
+
+
+def _run_devices(params: dict) -> list[str] | None:
+    """The devices a run's model was on (``devices``, else ``device``): the peak memory of a
+    model spread over GPUs is the sum over all of them, not the first one's."""
+    devices = params.get("devices") or params.get("device") or ""
+    return [d for d in str(devices).split(",") if d] or None
 
 
 def command(params: dict, settings: dict) -> str:
@@ -216,7 +224,7 @@ def record_discovery(rec: Recorder, result: DiscoveryResult, settings: dict,
         "edges": circuit.number_of_edges(), "nodes": circuit.number_of_nodes(),
         "edges_total": g.n_edges, "wall_time_s": result.timings["total_s"],
         **{k: result.timings[k] for k in ("load_s", "scoring_s", "evaluation_s")},
-        "peak_memory_mb": peak_memory_mb(result.params.get("device")),
+        "peak_memory_mb": peak_memory_mb(_run_devices(result.params)),
     }
     if curve is not None:
         metrics.update(cpr=curve.cpr, cmd=curve.cmd)
@@ -242,5 +250,5 @@ def record_evaluation(rec: Recorder, result: EvaluationResult, graph, scores,
                      "metric_empty": curve.empty, "edges_total": graph.n_edges,
                      "wall_time_s": result.timings["total_s"],
                      "evaluation_s": result.timings["evaluation_s"],
-                     "peak_memory_mb": peak_memory_mb(result.params.get("device"))})
+                     "peak_memory_mb": peak_memory_mb(_run_devices(result.params))})
     rec.record.update(params=result.params, timings=result.timings, warnings=result.warnings)

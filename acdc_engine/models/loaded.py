@@ -45,6 +45,11 @@ class LoadedModel:
         return self.adapter.device
 
     @property
+    def devices(self) -> list[str]:
+        """Every device the model's weights are on (several under a ``device_map``), sorted."""
+        return sorted({str(p.device) for p in self.hf.parameters()})
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.adapter.dtype
 
