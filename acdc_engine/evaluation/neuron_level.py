@@ -24,7 +24,7 @@ of units kept; the empty circuit removes every head and neuron.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -100,10 +100,13 @@ def hidden_sources(problem: Problem, layers: list[int]) -> list[dict[int, torch.
 @dataclass
 class NeuronScores:
     """Unit scores of the neuron level: ``heads`` [n_writers] (the heads' entries; the input's
-    and the MLPs' are unused) and ``neurons`` (layer -> [d_mlp])."""
+    and the MLPs' are unused) and ``neurons`` (layer -> [d_mlp]); ``sources`` the per-batch
+    values that replaced the neurons when they were scored (:func:`hidden_sources`), kept so
+    the curve does not run the corrupted prompts again."""
 
     heads: torch.Tensor
     neurons: dict[int, torch.Tensor]
+    sources: list | None = field(default=None, repr=False)
 
     def units(self, graph) -> list[tuple[str, int, int, float]]:
         """``(kind, writer or layer, neuron or -1, score)`` for every head and neuron."""
@@ -138,7 +141,7 @@ def neuron_attribution(problem: Problem, progress: bool = False) -> NeuronScores
                 part = -k.grad.double().cpu()
                 neurons[layer] = part if layer not in neurons else neurons[layer] + part
     n = problem.n_examples
-    return NeuronScores(heads / n, {layer: s / n for layer, s in neurons.items()})
+    return NeuronScores(heads / n, {layer: s / n for layer, s in neurons.items()}, sources)
 
 
 def unit_circuit(graph, scores: NeuronScores, n_units: int) -> tuple[torch.Tensor, dict]:
@@ -187,7 +190,8 @@ def unit_curve(problem: Problem, scores: NeuronScores, budgets=BUDGETS, *,
     total = len(scores.units(g))
     counts = [max(1, round(total * pct / 100)) for pct in budgets] + list(extra or [])
     circuits = [unit_circuit(g, scores, n) for n in counts]
-    sources = hidden_sources(problem, list(scores.neurons))
+    sources = scores.sources if scores.sources is not None else \
+        hidden_sources(problem, list(scores.neurons))
     empty = unit_circuit(g, scores, 0)
     values = _evaluate(problem, circuits + [None, empty], sources, progress)
     n_b = len(budgets)
