@@ -12,7 +12,7 @@ __all__ = ["LAYERS", "layer_of"]
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({"errors", "progress", "resources", "extras", "buffers", "layers",
-                       "model_files"})),
+                       "model_files", "distributed"})),
     ("vocabulary", frozenset({"names", "graph", "circuit", "tasks", "metrics",
                              "positions"})),
     ("model adapters", frozenset({"models"})),
@@ -21,8 +21,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("selection and evaluation", frozenset({"evaluation"})),
     ("records and pictures", frozenset({"records", "render"})),
     ("plugins", frozenset({"hookspecs", "plugins"})),
-    ("evidence", frozenset({"evidence"})),
-    ("API and conformance kit", frozenset({"api", "testing", "pairs"})),
+    ("evidence", frozenset({"evidence", "features"})),
+    ("API and conformance kit", frozenset({"api", "testing", "pairs", "planning"})),
     ("CLI and viewer", frozenset({"view", "cli"})),
 )
 """(name, top-level modules) per layer, top first; a module or package by its name in
