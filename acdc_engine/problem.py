@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .distributed import SINGLE, Ranks
 from .errors import AcdcError
 from .graph import Graph, Mask
 from .metrics import Faithfulness, Metric
@@ -72,6 +73,13 @@ class Problem:
     """How its runs compute (:class:`~acdc_engine.patching.Context`: the clean prefix, the fused
     kernels and the node fast path; tests and benchmarks switch them with
     :meth:`with_context`)."""
+    ranks: Ranks = SINGLE
+    """The data-parallel job this problem is a shard of (:meth:`shard`); its sums over
+    examples (:meth:`evaluate`, every scorer's) are all-reduced over the ranks."""
+    whole: list[Batch] | None = field(default=None, repr=False)
+    """Every rank's batches, as one process would have them (None: :attr:`batches`); what
+    must agree across ranks and numbers of ranks is computed from them (a checkpoint's data
+    hash): :attr:`all_batches`."""
     _ablated: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -105,7 +113,30 @@ class Problem:
 
     @property
     def n_examples(self) -> int:
+        """This rank's examples (all of them in one process)."""
         return sum(len(b) for b in self.batches)
+
+    @property
+    def all_batches(self) -> list[Batch]:
+        """Every rank's batches in the order one process has them (:attr:`batches` in one
+        process)."""
+        return self.batches if self.whole is None else self.whole
+
+    def shard(self, ranks: Ranks) -> Problem:
+        """This rank's part of the problem: examples ``ranks.shard(n)`` of the batches taken in
+        order (contiguous; a batch cut at a shard's edge gives each side its rows). Ablation
+        and metric are this problem's (a mean ablation fitted on every example); its sums are
+        all-reduced over ``ranks``. One process: this problem."""
+        if not ranks.active:
+            return self
+        lo, hi = ranks.shard(self.n_examples)
+        mine, start = [], 0
+        for b in self.batches:
+            a, z = max(lo, start) - start, min(hi, start + len(b)) - start
+            if a < z:
+                mine.append(b if (a, z) == (0, len(b)) else b.select(list(range(a, z))))
+            start += len(b)
+        return replace(self, batches=mine, ranks=ranks, whole=self.all_batches, _ablated={})
 
     def __len__(self) -> int:
         return self.n_examples
@@ -145,8 +176,7 @@ class Problem:
                     if c.clean_logits is None:  # [b, k, vocab]
                         c.clean_logits = self.logits(b)
                     batches.append(c)
-        out = Problem(self.model, batches, metric, self.ablation, self.cache, self.positions,
-                      self.context)
+        out = replace(self, batches=batches, metric=metric)
         out._ablated = self._ablated
         return out
 
@@ -189,7 +219,8 @@ class Problem:
     def evaluate(self, masks: list[Mask | None], progress: bool = False,
                  desc: str = "evaluate") -> list[float]:
         """Mean metric over all examples for each mask (None = the full model); the ablated
-        activations of a batch are shared by every mask."""
+        activations of a batch are shared by every mask. A shard's sums (and count) are
+        added over its ranks."""
         model = self.model
         totals = [0.0] * len(masks)
         masks = [None if m is None else m.to(model.device, model.dtype) for m in masks]
@@ -198,7 +229,7 @@ class Problem:
             abl = self.ablated(i)
             for j, mask in enumerate(masks):
                 totals[j] += float(self.score(batch, mask, abl).sum())
-        n = self.n_examples
+        *totals, n = self.ranks.sum_floats([*totals, self.n_examples])
         return [t / n for t in totals]
 
     def empty_mask(self) -> Mask:

@@ -127,5 +127,8 @@ def _attribute(problem: Problem, steps: int, desc: str, progress: bool,
                 gradient(batch, sink=sink, delta=delta, embed=embed)
             grad_sum += edge_grads(g.base, delta, sink, problem.labels(batch), g.n_groups)
         n += len(batch)
+    # a shard's sums and count are added over its ranks before the division (one process: as is)
+    grad_sum = problem.ranks.sum(grad_sum)
+    n = int(problem.ranks.sum_floats([n])[0])
     scores = -(grad_sum / (steps * n))  # (ablated - clean) . grad = -mask.grad
     return g.from_dense(scores).cpu()
