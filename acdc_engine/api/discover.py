@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..circuit import Circuit
+from ..distributed import SINGLE, Ranks
 from ..errors import AcdcError
 from ..evaluation.groundtruth import ground_truth_for
 from .selected import Member, SelectedMethod
@@ -47,6 +48,7 @@ def discover(
     *,
     config: DiscoverConfig | None = None,
     record: RecordConfig | None = None,
+    ranks: Ranks = SINGLE,
     **options,
 ) -> DiscoveryResult:
     """Score every edge of ``model`` on ``task`` with ``method`` and return the circuit.
@@ -59,6 +61,8 @@ def discover(
     ``tracking_uri``, ``experiment``, ``nested``, ``render``, ``progress``); see those classes.
     ``method`` may be several methods (a list, or names separated by commas): their normalised
     scores are combined by ``ensemble`` (:mod:`acdc_engine.evaluation.selection`).
+    ``ranks``: this process's place in a data-parallel job (:mod:`acdc_engine.distributed`):
+    the examples are sharded, the sums all-reduced, and rank 0 alone records the run.
     """
     t0 = time.perf_counter()
     cfg, rc = split_options(options, config, record)
@@ -75,6 +79,7 @@ def discover(
     if cfg.stability and (len(members) > 1 or selection in ("ilp", "positive", "bootstrap")):
         raise AcdcError("stability rediscovers top-n circuits of one method; run it without "
                         "an ensemble and with selection topk, threshold or target")
+    rc = check_ranks(ranks, names, cfg, rc, selection)
     task_obj = load_task(task)
     metric_obj = reg.metric(cfg.metric or task_obj.default_metric)
     ablation = Ablation(cfg.ablation or task_obj.default_ablation)
@@ -96,11 +101,14 @@ def discover(
               "position_split": cfg.positions or None, "level": cfg.level,
               "n_nodes_requested": cfg.n_nodes, **selection_params(cfg, selection,
                                                                            len(members))}
+    if ranks.active:
+        params["ranks"] = ranks.world
 
     def work(rec: Recorder) -> DiscoveryResult:
         t_start = time.perf_counter()
         lm, problem = recorded_setup(rec, params, model_id, task_obj, metric_obj,
                                      ablation.kind, cfg)
+        problem = problem.shard(ranks)  # this rank's examples (one process: all of them)
         t_load = time.perf_counter()
         def on_scores(s):  # the scores are kept (elsewhere, if need be) before anything else
             rec.write("edge_scores.tsv", lambda p: write_scores(p, problem.graph, s, keep=False))
@@ -130,7 +138,9 @@ def discover(
             attrs["n_nodes_kept"] = nodes_kept(problem.graph, out.keep)
         timings = {"load_s": t_load - t_start, **out.timings,
                    "total_s": time.perf_counter() - t0}
-        warnings = [*faithfulness_warnings(problem, faith.full, faith.empty, faith.normalized),
+        # the per-example noise check reads one shard's examples only: left out with ranks
+        noisy = None if ranks.active else problem
+        warnings = [*faithfulness_warnings(noisy, faith.full, faith.empty, faith.normalized),
                     *[w for w in [out.info.get("warning")] if w]]
         result = DiscoveryResult(
             circuit=Circuit(problem.graph, out.keep, out.scores, attrs), scores=out.scores,
@@ -151,6 +161,30 @@ def discover(
             str(result.out_dir or result.run_id), n=cfg.stability, uri=rc.tracking_uri,
             device=cfg.device)[0]
     return result
+
+
+RANKED_METHODS = ("eap", "eap-ig", "acdc", "acdc-guided")
+"""The methods whose sums over examples are all-reduced over the ranks of a job."""
+
+
+def check_ranks(ranks: Ranks, names: list[str], cfg: DiscoverConfig, rc: RecordConfig,
+                selection: str) -> RecordConfig:
+    """Refuse what a job of several ranks cannot compute (one line naming it); the record
+    config of this rank: rank 0's is ``rc``, the others record nothing and show no bars."""
+    if not ranks.active:
+        return rc
+    what = next((f"method {n!r}" for n in names if n not in RANKED_METHODS), None) or (
+        f"--level {cfg.level}" if cfg.level != "edge" else
+        "--stability" if cfg.stability else
+        f"--selection {selection}" if selection not in ("topk", "threshold", "target")
+        else None)
+    if what is not None:
+        raise AcdcError(f"{what} does not run on several ranks (data-parallel methods: "
+                        f"{', '.join(RANKED_METHODS)}, at edge level); use --workers 1")
+    if ranks.main:
+        return rc
+    return dataclasses.replace(rc, out=None, results=None, track=False, render=False,
+                               progress=False)
 
 
 def method_names(method: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import AcdcError
 from .args import (
     MAX_SUBSAMPLES,
     add_overwrite_arg,
@@ -32,8 +33,58 @@ NORMALISATIONS = ("max", "rank")
 LEVELS = ("edge", "node", "neuron")  # acdc_engine.evaluation.levels.LEVELS
 
 def _cmd_discover(args) -> int:
-    from ..api import discover
+    from ..distributed import in_job
 
+    if args.workers > 1 and not in_job():
+        return _launch(args.workers)
+    if not in_job():
+        return _discover(args)
+    from ..distributed import init_from_env, shutdown
+    from ..distributed.launch import report_failure
+    from ..records.signals import exit_code
+    from . import describe
+
+    ranks = None
+    try:  # a rank: its error goes to the launcher, which prints one line for the job
+        ranks = init_from_env()
+        return _discover(args, ranks)
+    except BaseException as e:
+        msg = str(e) if isinstance(e, AcdcError) else describe(e)
+        if not report_failure(msg):
+            raise
+        return exit_code(e) if isinstance(e, KeyboardInterrupt) else 2
+    finally:
+        if ranks is not None:
+            shutdown(ranks)
+
+
+def _launch(workers: int) -> int:
+    """``acdc discover ... --workers N``: the same command as N ranks (torchrun's launcher)."""
+    import sys
+
+    from ..distributed.launch import launch
+
+    argv = sys.argv[1:]
+    if "discover" not in argv:
+        raise AcdcError("--workers needs acdc discover's own command line: run it from a "
+                        "shell, or torchrun --nproc-per-node N -m acdc_engine.cli discover ...")
+    argv = argv[argv.index("discover"):]
+    rest, skip = [], False
+    for a in argv:  # the ranks get the command without --workers
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            rest.append(a)
+    return launch(["acdc_engine.cli", *rest], workers)
+
+
+def _discover(args, ranks=None) -> int:
+    from ..api import discover
+    from ..distributed import SINGLE
+
+    ranks = ranks or SINGLE
     options = settings(args)
     if args.prune_metric:
         options["prune_metric"] = args.prune_metric
@@ -46,8 +97,11 @@ def _cmd_discover(args) -> int:
         seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
         positions=args.positions, render=not args.no_render, selection=args.selection,
         ensemble=args.ensemble, normalisation=args.normalisation, bootstrap=args.bootstrap,
-        min_frequency=args.min_frequency, ilp_time_limit=args.ilp_time_limit, **record(args),
+        min_frequency=args.min_frequency, ilp_time_limit=args.ilp_time_limit, ranks=ranks,
+        **record(args),
     )
+    if not ranks.main:  # rank 0 reports the job
+        return 0
     print(result.summary())
     if result.stability:
         print("\n".join(result.stability.get("sentences", [])))
@@ -131,5 +185,11 @@ def register(sub) -> None:
     d.add_argument("--no-render", action="store_true",
                    help="skip the circuit pictures (circuit.svg/.png/.html); faster")
     add_threads_arg(d)
+    d.add_argument("--workers", type=positive, default=1, metavar="N",
+                   help="run as N data-parallel ranks on this machine (torchrun's launcher, "
+                        "gloo on CPUs, one thread each): the examples are sharded and the "
+                        "sums all-reduced; methods eap, eap-ig, acdc, acdc-guided (default 1; "
+                        "torchrun --nproc-per-node N -m acdc_engine.cli discover ... is the "
+                        "same across machines)")
     add_tracking_args(d)
     d.set_defaults(func=_cmd_discover)

@@ -55,9 +55,10 @@ class Checkpoint:
 
 
 def fingerprint(problem: Problem, settings: dict) -> dict:
-    """What a checkpoint must agree on: model weights, data, graph shape and ``settings``."""
+    """What a checkpoint must agree on: model weights, data, graph shape and ``settings``.
+    The data is every rank's (:attr:`Problem.all_batches`), so any number of ranks agrees."""
     h = hashlib.sha256()
-    for b in problem.batches:
+    for b in problem.all_batches:
         h.update(b.clean.cpu().numpy().tobytes())
         h.update(b.corrupted.cpu().numpy().tobytes())
         h.update(b.answer.cpu().numpy().tobytes())

@@ -21,6 +21,8 @@ in a group or kept untested.
 
 Checkpoints (:mod:`.checkpoints`) are written every ``checkpoint_every`` nodes, after the last
 node and when the run is interrupted (Ctrl-C or any exception), at the last finished node.
+In a job of several ranks (``problem.ranks``) every rank takes the same decisions from the
+same all-reduced values; rank 0 alone writes the checkpoint and reads it for every rank.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class _Pruner:
         state = None
         if self.checkpoint:
             self.fingerprint = fingerprint(self.problem, run_settings(self.problem, cfg))
-            state = load_checkpoint(self.checkpoint, self.fingerprint, g)
+            state = self._load(g)
         eng = self.engine = Engine(self.problem, self.keep, cfg.mem_budget_mb * 2**20)
         start, prior_s, prior_evals = 0, 0.0, (0, 0)
         if state is not None:
@@ -157,7 +159,24 @@ class _Pruner:
                          prior_s + time.perf_counter() - t0,
                          (self.engine.evaluations, self.engine.node_evals))
 
+    def _load(self, g):
+        """The checkpoint (None if there is none), read by rank 0 and sent to every rank; an
+        error reading it is raised on every rank."""
+        ranks = self.problem.ranks
+        got = None
+        if ranks.main:
+            try:
+                got = ("ok", load_checkpoint(self.checkpoint, self.fingerprint, g))
+            except AcdcError as e:
+                got = ("error", str(e))
+        got = ranks.broadcast(got)
+        if got[0] == "error":
+            raise AcdcError(got[1])
+        return got[1]
+
     def _save(self, snap: _Snapshot) -> None:
+        if not self.problem.ranks.main:  # rank 0 alone writes
+            return
         ckpt = Checkpoint(snap.position, snap.keep, snap.scores, snap.tested,
                           self.decisions[: snap.n_decisions], self.damages[: snap.n_damages],
                           snap.cur, snap.full, snap.seconds, snap.evaluations)

@@ -90,7 +90,9 @@ class Engine:
         self.adapter, self.g, self.metric = model.adapter, problem.graph, problem.metric
         self.keep = keep
         self.dev, self.dtype = model.device, model.dtype
-        self.n = problem.n_examples
+        self.n = problem.n_examples  # this rank's (memory); the mean divides by every rank's
+        self.ranks = problem.ranks
+        self.n_total = int(self.ranks.sum_floats([self.n])[0])
         self.states = [BatchState(b, problem.ablated(i), scorer=self.metric.stacked(b))
                        for i, b in enumerate(problem.batches)]
         self.low_rank_evals = 0  # candidates unembedded at low rank
@@ -289,7 +291,8 @@ class Engine:
     @torch.no_grad()
     def evaluate(self, sets: list[list[int]]) -> list[float]:
         """Mean metric over the dataset with each set of edges (into ``v``) removed on top of
-        the current mask. Remembers the candidates for :meth:`commit`."""
+        the current mask (a shard's sums added over its ranks: one collective per call).
+        Remembers the candidates for :meth:`commit`."""
         c = len(sets)
         removals = slot_removals(sets, self.plan.v_slots, self.w_of, self.r_of, self.dev,
                                  self.dtype)
@@ -311,7 +314,8 @@ class Engine:
         if low and all(state.low is not None for state in self.states):  # no batch fell back
             self.low_rank_evals += c
         self.node_evals += c * (len(self.plan.rerun) + 1)
-        return [t / self.n for t in totals]
+        totals = self.ranks.sum_floats(totals)  # a shard's totals, added over its ranks
+        return [t / self.n_total for t in totals]
 
     def _score(self, state: BatchState, rerun_out: torch.Tensor | None,
                final: torch.Tensor) -> torch.Tensor:
