@@ -1,5 +1,5 @@
 """Built-in discovery methods: EAP and EAP-IG (attribution patching), the attribution variants
-(EAP-IG over activations, clean-corrupted, AtP* GradDrop, information flow routes:
+(EAP-IG over activations, clean-corrupted, AtP* GradDrop, EAP-GP, information flow routes:
 docs/methods-attribution.md), ACDC and guided ACDC (iterative pruning with exact patching,
 acdc_engine.scoring.acdc)."""
 
@@ -123,6 +123,31 @@ def _atp_qk(problem, settings, progress):
     return MethodOutput(atp_qk(problem, progress), info=info)
 
 
+@dataclass(frozen=True)
+class GradPathSettings:
+    """EAP-GP's options."""
+
+    gp_steps: int = setting(5, "GradPath steps (the paper's k): gradient points on the path",
+                            search=(1, 10))
+    gp_step: float = setting(1.0, "length of each normalised step in embedding space, per "
+                          "example (the paper's unit step)", search=(0.1, 4.0), log=True)
+
+    def __post_init__(self):
+        if self.gp_steps < 1:
+            raise ValueError(f"gp_steps must be at least 1, got {self.gp_steps}")
+        if not (self.gp_step > 0 and self.gp_step != float("inf")):
+            raise ValueError(f"gp_step must be a finite length above 0, got {self.gp_step}")
+
+
+def _eap_gp(problem, settings, progress):
+    from acdc_engine.scoring.gradpath import eap_gp
+
+    # the path: steps gradient passes; the scores: steps more; the clean writer outputs and
+    # the ablated logits: two plain forwards
+    return MethodOutput(eap_gp(problem, settings.gp_steps, settings.gp_step, progress),
+                        info=_cost(problem, 2 * settings.gp_steps, 2))
+
+
 def _routes(problem, settings, progress):
     from acdc_engine.scoring.routes import information_flow_routes
 
@@ -143,6 +168,10 @@ METHODS += [
     Method("atp-qk", _atp_qk,
            description="EAP with AtP*'s QK fix (Kramar et al. 2024) on edges into queries and "
                        "keys: the attention pattern recomputed exactly for each removed edge"),
+    Method("eap-gp", _eap_gp, settings=GradPathSettings,
+           description="EAP-GP (Zhang et al. 2025): EAP-IG's mean gradient over GradPath, "
+                       "normalised descent steps from the clean embeddings towards the "
+                       "ablated output, instead of the straight line"),
     Method("info-flow-routes", _routes, settings=RoutesSettings,
            description="information flow routes (Ferrando and Voita 2024): each writer's "
                        "L1-proximity share of each reader's clean input; no counterfactual"),
