@@ -4,11 +4,14 @@ Component circuits and feature circuits are two granularities of one engine (sam
 tasks, metrics, records and viewer). Modules:
 
 * :mod:`.dictionary`: SAEs, per-layer and cross-layer transcoders (one interface for the
-  replacement model).
+  replacement model), :func:`check_dictionary` (does it fit a model).
+* :mod:`.formats`: the engine's dictionary files and SAELens folders, by path or cached hub id.
 """
 
 from .dictionary import (SAE, CrossLayerTranscoder, Dictionary, Transcoder, Transcoders,
-                         TranscoderSet)
+                         TranscoderSet, check_dictionary)
+from .formats import load_any, load_dictionary, load_saelens, save_dictionary, save_saelens
 
 __all__ = ["Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
-           "CrossLayerTranscoder"]
+           "CrossLayerTranscoder", "check_dictionary", "save_dictionary", "load_dictionary",
+           "save_saelens", "load_saelens", "load_any"]

@@ -23,6 +23,7 @@ of per-layer transcoders is one): ``encode(layer, x)``, ``decoder(layer_in, laye
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -30,7 +31,7 @@ import torch
 from ..errors import AcdcError
 
 __all__ = ["ACTIVATIONS", "Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
-           "CrossLayerTranscoder", "activate"]
+           "CrossLayerTranscoder", "activate", "from_config", "check_dictionary"]
 
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 """The feature nonlinearities a dictionary may use."""
@@ -130,6 +131,13 @@ class Dictionary(torch.nn.Module):
         keys = ("d_in", "n_features", "d_out", "layer", "activation", "k", "model")
         return kinds[kind](**{k: config[k] for k in keys if k in config})
 
+    def save(self, path, figures: dict | None = None):
+        """Write this dictionary to ``path`` in the engine's format
+        (:func:`acdc_engine.features.formats.save_dictionary`)."""
+        from .formats import save_dictionary
+
+        return save_dictionary(self, path, figures)
+
 
 class SAE(Dictionary):
     """A sparse autoencoder of the residual stream after layer ``layer`` (-1: embeddings)."""
@@ -155,6 +163,13 @@ class Transcoders(torch.nn.Module):
     every layer's activations ``acts[i]`` (None for a layer not computed)."""
 
     n_layers: int
+
+    def save(self, path, figures: dict | None = None):
+        """Write this dictionary to ``path`` in the engine's format
+        (:func:`acdc_engine.features.formats.save_dictionary`)."""
+        from .formats import save_dictionary
+
+        return save_dictionary(self, path, figures)
 
     def encode(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """Feature activations of layer ``layer`` from its MLP input ``x`` [..., d_model]."""
@@ -194,6 +209,31 @@ class TranscoderSet(Transcoders):
                             f" in order; got layers {layers}")
         self.layers = torch.nn.ModuleList(transcoders)
         self.n_layers = len(transcoders)
+
+    @property
+    def model(self) -> str | None:
+        """The model the transcoders were trained on (the first layer's ``model``)."""
+        return self.layers[0].model if self.n_layers else None
+
+    @property
+    def d_model(self) -> int:
+        """The residual stream's width (layer 0's input width)."""
+        return self.layers[0].d_in
+
+    @property
+    def n_features(self) -> int:
+        """Features per layer (layer 0's; a set may mix widths)."""
+        return self.layers[0].n_features
+
+    @property
+    def activation(self) -> str:
+        """Layer 0's activation."""
+        return self.layers[0].activation
+
+    def config(self) -> dict:
+        """What rebuilds this set's shape (weights aside): each layer's config."""
+        return {"kind": "transcoder_set", "n_layers": self.n_layers,
+                "layers": [t.config() for t in self.layers]}
 
     def encode(self, layer, x):
         return self.layers[layer].encode(x)
@@ -258,3 +298,54 @@ class CrossLayerTranscoder(Transcoders):
         return {"kind": self.kind, "n_layers": self.n_layers, "d_model": self.d_model,
                 "n_features": self.n_features, "activation": self.activation, "k": self.k,
                 "model": self.model}
+
+
+# ----- any dictionary ----------------------------------------------------------------------
+AnyDictionary = Dictionary | Transcoders
+
+
+def from_config(config: dict) -> AnyDictionary:
+    """A dictionary, transcoder set or cross-layer transcoder (random weights) of the shape
+    ``config`` describes (what ``.config()`` returned)."""
+    kind = config.get("kind")
+    if kind == "transcoder_set":
+        return TranscoderSet([Dictionary.from_config(c) for c in config["layers"]])
+    if kind == "clt":
+        keys = ("n_layers", "d_model", "n_features", "activation", "k", "model")
+        return CrossLayerTranscoder(**{k: config[k] for k in keys if k in config})
+    return Dictionary.from_config(config)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model ids name the same model (a shipped name and its folder agree)."""
+    return a == b or Path(a.rstrip("/")).name == Path(b.rstrip("/")).name
+
+
+def check_dictionary(dictionary: AnyDictionary, target) -> None:
+    """Refuse (one line naming the dictionary's file and the mismatch) a dictionary that does
+    not fit ``target``'s model (a ``Problem``, ``LoadedModel`` or ``ModelAdapter``): trained on
+    another model (its ``model`` against the model's id), a layer the model lacks, another
+    number of layers, or another width."""
+    model = getattr(target, "model", target) if not hasattr(target, "adapter") else target
+    adapter = getattr(model, "adapter", model)
+    model_id = getattr(model, "id", None)
+    name = f"dictionary '{getattr(dictionary, 'source', None) or type(dictionary).__name__}'"
+    trained_on = getattr(dictionary, "model", None)
+    if trained_on and model_id and not _same_model(str(trained_on), str(model_id)):
+        raise AcdcError(f"{name} was trained on model {trained_on!r}, not {model_id!r}")
+    n, d = adapter.n_layers, adapter.d_model
+    if isinstance(dictionary, Transcoders):
+        if dictionary.n_layers != n:
+            raise AcdcError(f"{name} covers {dictionary.n_layers} layers, but the model has {n}")
+        d_in = d_out = dictionary.d_model
+    else:
+        low = -1 if isinstance(dictionary, SAE) else 0
+        if not low <= dictionary.layer < n:
+            raise AcdcError(f"{name} is for layer {dictionary.layer}, but the model has layers "
+                            f"{low}..{n - 1}")
+        d_in, d_out = dictionary.d_in, dictionary.d_out
+    if d_in != d or d_out != d:
+        raise AcdcError(f"{name} maps {d_in} to {d_out} dimensions, but the model's d_model is "
+                        f"{d}")
+    if getattr(adapter, "attn_only", False) and not isinstance(dictionary, SAE):
+        raise AcdcError(f"{name} is a transcoder, but the model has no MLPs")
