@@ -164,10 +164,10 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
-    from starlette.responses import HTMLResponse, JSONResponse
-    from starlette.responses import StreamingResponse
+    from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+    from .graphs import graph_routes
 
     class Guard:
         """Pure ASGI middleware (streams pass through untouched): Host, Origin, content type
@@ -305,8 +305,7 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
         Route("/", index),
         Route("/api/state", guarded(lambda a: session.state())),
         Route("/api/command", guarded(command), methods=["POST"]),
-        Route("/api/heads", guarded(heads)),
-        Route("/api/lens", guarded(lens)),
+        Route("/api/heads", guarded(heads)), Route("/api/lens", guarded(lens)),
         Route("/api/tokens", guarded(tokens)),
         Route("/api/prompt", guarded(lambda a: session.prompt(num(a, "example", 0)))),
         Route("/api/compare", guarded(compare)),
@@ -314,6 +313,7 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
         Route("/api/circuit", guarded(circuit)),
         Route("/api/circuit/size", guarded(size), methods=["POST"]),
         Route("/api/events", events),
+        *graph_routes(session, secret),  # /graph: the attribution-graph page (.graphs)
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(Guard)])

@@ -1,0 +1,227 @@
+"""The attribution-graph page (``/graph?file=...``) in headless Chromium, on a hand-written graph
+in circuit-tracer's JSON format (tests/view/data/graph-small.json: 5 tokens, 2 layers, 12 nodes,
+12 links): what it draws and where, hover and the node card, pins, hidden nodes and supernodes
+kept through save and export, the intervention endpoint, and the server's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.view.graphs import graph_url, read_graph
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+DATA = Path(__file__).parent / "data"
+FIXTURE = DATA / "graph-small.json"
+
+
+@pytest.fixture
+def graph_file():
+    """The fixture graph copied into the results folder (where the page may read and write)."""
+    root = Path(os.environ["ACDC_RESULTS"]) / "graphs"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(FIXTURE, root / "mary-john.json"))
+
+
+def _open(page, server, path):
+    page.goto(graph_url(server, path))
+    page.wait_for_selector("#g-map[data-ready='1']")
+
+
+def _nodes(page) -> dict[str, dict]:
+    """Every drawn node: its centre on the page, size, classes, layer and position."""
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#g-map .gnode')]
+        .map(e => { const b = e.getBBox(); return [e.dataset.node, {x: b.x + b.width / 2,
+          y: b.y + b.height / 2, size: b.width, cls: e.getAttribute('class'),
+          ctx: +e.dataset.ctx, layer: e.dataset.layer}]; }))""")
+
+
+def _links(page) -> list[dict]:
+    return page.evaluate("""() => [...document.querySelectorAll('#g-map .glink')].map(e => ({
+        source: e.dataset.source, target: e.dataset.target, cls: e.getAttribute('class'),
+        width: +e.getAttribute('stroke-width')}))""")
+
+
+def test_page_draws_every_node_and_link_by_token_and_layer(served, page, graph_file):
+    graph = json.loads(FIXTURE.read_text())
+    _open(page, served, graph_file)
+    nodes, links = _nodes(page), _links(page)
+    assert set(nodes) == {n["node_id"] for n in graph["nodes"]}
+    assert sorted((lk["source"], lk["target"]) for lk in links) == sorted(
+        (lk["source"], lk["target"]) for lk in graph["links"])
+    assert page.inner_text("#g-counts").startswith("12 nodes, 12 edges")
+    # x follows the token: every node of position i lies left of every node of position i + 1
+    for i in range(4):
+        here = [v["x"] for v in nodes.values() if v["ctx"] == i]
+        later = [v["x"] for v in nodes.values() if v["ctx"] > i]
+        assert not here or max(here) < min(later)
+    # y follows the layer: embeddings at the bottom, then layer 0, layer 1, logits at the top
+    row = {"E": 0, "0": 1, "1": 2, "3": 3}
+    ys = {r: {round(v["y"], 2) for v in nodes.values() if row[v["layer"]] == r} for r in range(4)}
+    assert all(len(ys[r]) == 1 for r in range(4))
+    assert ys[0].pop() > ys[1].pop() > ys[2].pop() > ys[3].pop()
+    # size by influence (circuit-tracer's cumulative share: smaller is more influential)
+    assert nodes["1_5_4"]["size"] > nodes["0_3_2"]["size"] > nodes["1_2_2"]["size"]
+    assert nodes["3_5335_4"]["size"] > nodes["3_1757_4"]["size"]  # logits: by probability
+    # width by |weight|, colour by sign
+    by = {(lk["source"], lk["target"]): lk for lk in links}
+    assert max(links, key=lambda lk: lk["width"]) is by[("1_5_4", "3_5335_4")]  # weight 2.1
+    assert by[("1_5_4", "3_1757_4")]["width"] > by[("0_3_2", "3_5335_4")]["width"]  # 1.1 > 0.5
+    assert "neg" in by[("1_5_4", "3_1757_4")]["cls"] and "pos" in by[("0_3_2", "1_5_4")]["cls"]
+    assert page.locator("#g-map text.gtoken").all_text_contents() == \
+        graph["metadata"]["prompt_tokens"]
+    assert page.errors == []
+
+
+def test_hover_and_click_show_the_node(served, page, graph_file):
+    _open(page, served, graph_file)
+    page.hover("#g-map .gnode[data-node='1_5_4']")
+    hover = page.inner_text("#g-hover")
+    assert "1_5_4" in hover and "activation 2.400" in hover and '" John"' in hover
+    page.click("#g-map .gnode[data-node='1_5_4']")
+    page.wait_for_selector("#g-card-body table")
+    page.wait_for_function("!document.querySelector('#g-card-body').textContent"
+                           ".includes('loading the card')")
+    assert page.inner_text("#g-card-title") == "1_5_4"
+    body = page.inner_text("#g-card-body")
+    assert "cross layer transcoder" in body and "2.4" in body and "0.12" in body
+    # the tiny test model has no dictionaries: the node's own fields and a one-line reason
+    assert "feature card" in body or "not available" in body or "no transcoders" in body
+    assert "selected" in page.get_attribute("#g-map .gnode[data-node='1_5_4']", "class")
+    page.click("#g-map .gnode[data-node='3_5335_4']")  # a logit: its probability, no card
+    page.wait_for_function("document.querySelector('#g-card-title').textContent == '3_5335_4'")
+    page.wait_for_selector("#g-card-body td:has-text('token_prob')")
+    assert "0.62" in page.inner_text("#g-card-body") and page.errors == []
+
+
+def test_pin_hide_and_supernodes_survive_save_and_export(served, page, graph_file):
+    _open(page, served, graph_file)
+    page.click("#g-map .gnode[data-node='0_3_2']")
+    page.click("#g-map .gnode[data-node='1_5_4']", modifiers=["Shift"])
+    page.fill("#g-sn-name", "Mary mover")
+    page.click("#g-group")
+    page.wait_for_selector("#g-map rect.gsuper[data-name='Mary mover']")
+    assert page.inner_text("#g-supernodes").startswith("Mary mover")
+    page.click("#g-map .gnode[data-node='1_2_2']")
+    page.click("#g-pin")
+    assert "pinned" in page.get_attribute("#g-map .gnode[data-node='1_2_2']", "class")
+    assert "1_2_2" in page.inner_text("#g-pinned")
+    page.click("#g-map .gnode[data-node='0_7_4']")
+    page.click("#g-hide")
+    assert page.locator("#g-map .gnode").count() == 11
+    assert page.locator("#g-map .glink").count() == 10  # its two links go with it
+    assert page.locator("#g-map .gnode[data-node='0_7_4']").count() == 0
+    with page.expect_download() as dl:
+        page.click("#g-export")
+    exported = json.loads(Path(dl.value.path()).read_text())
+    original = json.loads(FIXTURE.read_text())
+    assert dl.value.suggested_filename == "mary-john.json"
+    assert exported["nodes"] == original["nodes"] and exported["links"] == original["links"]
+    assert exported["metadata"] == original["metadata"]
+    q = exported["qParams"]
+    assert q["pinnedIds"] == ["1_2_2"] and q["hiddenIds"] == ["0_7_4"]
+    assert q["supernodes"] == [["Mary mover", "0_3_2", "1_5_4"]]
+    assert q["linkType"] == "both"
+    page.click("#g-save")
+    page.wait_for_function("document.querySelector('#g-hover').textContent.startsWith('saved')")
+    saved = json.loads(graph_file.read_text())
+    assert saved["qParams"]["supernodes"] == q["supernodes"]
+    assert saved["nodes"] == original["nodes"]
+    _open(page, served, graph_file)  # a reload shows the saved state
+    assert page.locator("#g-map .gnode").count() == 11
+    assert page.locator("#g-map rect.gsuper[data-name='Mary mover']").count() == 1
+    assert "pinned" in page.get_attribute("#g-map .gnode[data-node='1_2_2']", "class")
+    page.click("#g-unhide")
+    assert page.locator("#g-map .gnode").count() == 12
+    page.click("#g-supernodes button")  # ungroup
+    assert page.locator("#g-map rect.gsuper").count() == 0 and page.errors == []
+
+
+def test_intervention_from_the_page(served, page, graph_file):
+    _open(page, served, graph_file)
+    page.click("#g-intervene")  # nothing selected: a one-line error, no request
+    assert "select one or more feature nodes" in page.inner_text("#error")
+    page.click("#g-map .gnode[data-node='1_5_4']")
+    page.select_option("#g-mode", "clamp")
+    page.fill("#g-value", "3")
+    page.click("#g-intervene")
+    page.wait_for_selector("#g-predictions[data-status]")
+    status = int(page.get_attribute("#g-predictions", "data-status"))
+    text = page.inner_text("#g-predictions")
+    # the tiny test model has no transcoders: 501 (interventions missing) or a 501/400 line
+    # naming what is missing; never a traceback
+    assert status in (400, 501), text
+    assert "\n" not in text.strip() and "Traceback" not in text
+    assert page.inner_text("#error") == text.strip()
+
+
+# ----- the server's side ---------------------------------------------------------------------
+def _req(server, method, path, body=None, **headers):
+    from tests.view.test_view_security import request
+
+    return request(server, method, path, body, **headers)
+
+
+def test_other_origins_and_files_outside_are_refused(served, graph_file, tmp_path):
+    ref = quote(str(graph_file))
+    status, headers, body = _req(served, "GET", f"/api/graph?file={ref}")
+    assert status == 200 and json.loads(body)["graph"]["metadata"]["slug"] == "mary-john"
+    assert "content-security-policy" in headers
+    evil = {"Origin": "http://evil.example"}
+    for path in (f"/api/graph?file={ref}", f"/graph?file={ref}",
+                 f"/api/graph/feature?file={ref}&node=1_5_4"):
+        status, _, body = _req(served, "GET", path, **evil)
+        assert status == 403 and "another origin" in json.loads(body)["message"]
+    save = json.dumps({"file": str(graph_file), "qParams": {"pinnedIds": ["1_5_4"]}})
+    assert _req(served, "POST", "/api/graph/save", save, Content_Type="text/plain")[0] == 415
+    assert _req(served, "POST", "/api/graph/save", save, Content_Type="application/json")[0] \
+        == 403
+    assert _req(served, "POST", "/api/graph/save", save, Content_Type="application/json",
+                X_ACDC_Token=served.secret, **evil)[0] == 403
+    assert json.loads(graph_file.read_text())["qParams"]["pinnedIds"] == []  # unchanged
+    outside = tmp_path / "elsewhere.json"
+    shutil.copy(FIXTURE, outside)
+    status, _, body = _req(served, "GET", f"/api/graph?file={quote(str(outside))}")
+    assert status == 400 and "outside the folders the viewer may read" in body
+    status, _, body = _req(served, "POST", "/api/graph/save", json.dumps(
+        {"file": str(graph_file), "qParams": {"pinnedIds": ["nope"]}}),
+        Content_Type="application/json", X_ACDC_Token=served.secret)
+    assert status == 400 and "node ids of the graph" in body
+    status, _, body = _req(served, "POST", "/api/graph/intervene", json.dumps(
+        {"file": str(graph_file), "nodes": ["1_5_4"]}), Content_Type="application/json",
+        X_ACDC_Token=served.secret)
+    assert status in (400, 501) and json.loads(body)["ok"] is False
+
+
+def test_the_page_runs_under_the_strict_policy(served, strict_page, graph_file):
+    strict_page.goto(graph_url(served, graph_file))
+    strict_page.wait_for_selector("#g-map[data-ready='1']")
+    assert strict_page.locator("#g-map .gnode").count() == 12 and strict_page.errors == []
+
+
+def test_bad_graph_files_are_one_line_errors(tmp_path):
+    good = json.loads(FIXTURE.read_text())
+    cases = {
+        "not-json.json": ("{nodes: [", "not JSON"),
+        "no-links.json": (json.dumps({**good, "links": None}), "no 'links' list"),
+        "bad-ctx.json": (json.dumps({**good, "nodes": [{**good["nodes"][0], "ctx_idx": 9}]}),
+                         "outside the prompt's 5 tokens"),
+        "dangling.json": (json.dumps({**good, "links": [{"source": "x", "target": "0_3_2",
+                                                         "weight": 1.0}]}),
+                          "link 0's source 'x' is not a node"),
+    }
+    for name, (text, msg) in cases.items():
+        p = tmp_path / name
+        p.write_text(text)
+        with pytest.raises(AcdcError, match=msg) as e:
+            read_graph(p)
+        assert str(p) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(AcdcError, match="no graph file"):
+        read_graph(tmp_path / "missing.json")
