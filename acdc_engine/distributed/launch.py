@@ -37,12 +37,25 @@ def launch(args: list[str], workers: int, module: bool = True,
     rank (default 1)."""
     if workers < 1:
         raise AcdcError(f"--workers must be at least 1, got {workers}")
+
+    env = {"OMP_NUM_THREADS": str(threads or 1), "MKL_NUM_THREADS": str(threads or 1),
+           LAUNCHED: "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the ranks inherit this process's environment
+    try:
+        return _run(args, workers, module)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(args: list[str], workers: int, module: bool) -> int:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
-    os.environ["MKL_NUM_THREADS"] = str(threads or 1)
-    os.environ[LAUNCHED] = "1"
     for name in ("torch.distributed.elastic", "torch.distributed.run",
                  "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's chatter
