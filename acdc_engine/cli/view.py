@@ -4,13 +4,16 @@
     acdc view --run RUN_ID --no-browser    # with a discovered circuit drawn on the map
     acdc view --host 0.0.0.0 --token SECRET --port 9000   # reachable from elsewhere
     acdc view --model base/ --compare finetuned/          # two models side by side
+    acdc view --graph results/graphs/ioi.json             # an attribution graph
 """
 
 from __future__ import annotations
 
-import sys
-
 import argparse
+import sys
+import threading
+import webbrowser
+from pathlib import Path
 
 from .args import add_threads_arg, count, positive
 
@@ -28,18 +31,20 @@ def port(text: str) -> int:
 def _cmd_view(args) -> int:
     from ..errors import AcdcError
     from ..resources import set_threads
-    from ..view.server import ViewServer, check_bind, open_socket, require_web
+    from ..view.server import (BROWSER_DELAY_S, ViewServer, check_bind, open_socket,
+                               require_web)
 
     require_web()
     # Address checks come first: a refused bind or a port in use fails before the model loads.
     check_bind(args.host, args.token)
     if args.port:
         open_socket(args.host, args.port).close()
+    graph_model = _graph_model(args.graph) if args.graph else None
     set_threads(args.threads)
     from ..view import Session
 
-    session = Session.open(args.model, args.task, n_examples=args.n_examples,
-                           device=args.device, metric=args.metric)
+    session = Session.open(args.model or graph_model or "tiny-ioi", args.task,
+                           n_examples=args.n_examples, device=args.device, metric=args.metric)
     if args.compare:
         try:
             other = Session.open(args.compare, session.task, n_examples=args.n_examples,
@@ -54,19 +59,40 @@ def _cmd_view(args) -> int:
         except AcdcError as e:
             print(f"warning: {e}; starting without a circuit", file=sys.stderr)
     server = ViewServer(session, host=args.host, port=args.port, token=args.token)
-    print(f"acdc view: {session.name} at {server.url}  (Ctrl-C stops)", flush=True)
-    server.run(open_browser=not args.no_browser)
+    url = server.url
+    if args.graph:
+        from ..view.graphs import graph_url
+
+        session.allow(args.graph)  # the page may read it and save pins/supernodes into it
+        url = graph_url(server, Path(args.graph).resolve())
+    print(f"acdc view: {session.name} at {url}  (Ctrl-C stops)", flush=True)
+    if not args.no_browser:
+        threading.Timer(BROWSER_DELAY_S, webbrowser.open, [url]).start()
+    server.run()
     return 0
+
+
+def _graph_model(path: str) -> str | None:
+    """The model a graph JSON was traced on (``metadata.model``, written by ``acdc trace``),
+    after checking the file: a bad graph fails before any model loads."""
+    from ..view.graphs import read_graph
+
+    meta = read_graph(path)["metadata"]
+    model = meta.get("model") or (meta.get("acdc") or {}).get("model")
+    return str(model) if model else None
 
 
 def register(sub) -> None:
     p = sub.add_parser("view", help="open a live browser workbench on a model and task",
                        epilog="example: acdc view --run RUN_ID --no-browser")
-    p.add_argument("--model", default="tiny-ioi", help="shipped name, local path or hub id "
-                                                       "(default tiny-ioi)")
+    p.add_argument("--model", help="shipped name, local path or hub id (default: the --graph's "
+                                   "model, else tiny-ioi)")
     p.add_argument("--task", help="task name or pairs file (default: the model's task)")
     p.add_argument("--run", help="draw this run's circuit (run id, run directory, scores file "
                                  "or circuit.json)")
+    p.add_argument("--graph", metavar="PATH",
+                   help="open the attribution-graph page on this graph JSON (circuit-tracer's "
+                        "format, e.g. from acdc trace)")
     p.add_argument("--compare", metavar="MODEL",
                    help="a second model (e.g. the fine-tuned one) shown side by side")
     p.add_argument("--metric", help="metric (default: the task's)")

@@ -225,3 +225,15 @@ def test_bad_graph_files_are_one_line_errors(tmp_path):
         assert str(p) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(AcdcError, match="no graph file"):
         read_graph(tmp_path / "missing.json")
+
+
+def test_cli_refuses_a_bad_graph_before_loading_a_model(tmp_path, capsys):
+    from acdc_engine.cli import main
+
+    bad = tmp_path / "graph.json"
+    bad.write_text(json.dumps({"nodes": [], "links": []}))
+    assert main(["view", "--graph", str(bad), "--port", "0", "--no-browser"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad}: not circuit-tracer's graph JSON: no 'metadata' object"
+    assert main(["view", "--graph", str(tmp_path / "none.json"), "--no-browser"]) == 2
+    assert "no graph file" in capsys.readouterr().err
