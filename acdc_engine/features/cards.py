@@ -34,7 +34,8 @@ from ..errors import AcdcError
 from .dictionary import Transcoders
 
 __all__ = ["FeatureCard", "Context", "feature_card", "feature_activations", "logit_effects",
-           "corpus_ids", "dictionary_hash", "norm_linear", "n_features"]
+           "corpus_ids", "dictionary_hash", "norm_linear", "n_features",
+           "default_corpus"]
 
 TOP_K = 16
 """Top activations kept per feature in the cache (a card shows up to this many)."""
@@ -309,22 +310,50 @@ def _summary(model, dictionary, layer, ids, lengths, cache_dir) -> tuple[dict, s
     return summ, dh, ch
 
 
+def _max_len(adapter, cap: int = 128) -> int:
+    """Corpus texts are cut at the model's context (at most ``cap`` tokens)."""
+    cfg = getattr(getattr(adapter, "model", None), "config", None)
+    n = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    return min(cap, int(n)) if n else cap
+
+
 def _token_str(tok, i: int) -> str:
     return tok.decode([i]) if tok is not None else f"<{i}>"
 
 
-def feature_card(model, dictionary, layer: int, feature: int, corpus, *, k: int = 8,
+DEFAULT_CORPUS_LINES = 512
+"""Texts of the shipped corpus a card reads when none is given."""
+
+
+def default_corpus() -> list[str]:
+    """The shipped text corpus (``acdc_tasks``' ``data/corpus.txt``, the one the shipped
+    transcoders were trained on), its first :data:`DEFAULT_CORPUS_LINES` lines."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("acdc_tasks")
+    path = None if spec is None or spec.origin is None else \
+        Path(spec.origin).parent / "data" / "corpus.txt"
+    if path is None or not path.is_file():
+        raise AcdcError("no corpus given and the shipped one (acdc_tasks/data/corpus.txt) is "
+                        "not installed: pass corpus=texts")
+    lines = [s for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    return lines[:DEFAULT_CORPUS_LINES]
+
+
+def feature_card(model, dictionary, layer: int, feature: int, corpus=None, *, k: int = 8,
                  context: int = 8, cache_dir=None) -> FeatureCard:
     """The card of feature ``feature`` of ``layer`` (see the module docstring): its ``k``
     top-activating contexts over ``corpus`` (``context`` tokens before the activating one and
     up to 2 after), its top ``k`` promoted and suppressed tokens, its density. ``model``: a
-    LoadedModel (or an adapter: tokens are then shown as ids). ``cache_dir``: where the
+    LoadedModel (or an adapter: tokens are then shown as ids); ``corpus`` None: the shipped
+    corpus (:func:`default_corpus`). ``cache_dir``: where the
     per-layer summaries go (default ``results/.cache/features``; False: no cache)."""
     adapter, tok = _adapter_tok(model)
     n = n_features(dictionary, layer)
     if not 0 <= feature < n:
         raise AcdcError(f"feature {feature} is not in layer {layer}'s {n} features")
-    ids, lengths = corpus_ids(corpus, tok)
+    ids, lengths = corpus_ids(default_corpus() if corpus is None else corpus, tok,
+                              max_len=_max_len(adapter))
     summ, dh, ch = _summary(model, dictionary, layer, ids, lengths, cache_dir)
     P = ids.shape[1]
     contexts = []

@@ -13,12 +13,11 @@ positions or everywhere, and see the metric and the predictions change.
 An intervention runs the transcoders spliced in (:func:`acdc_engine.features.splice.
 spliced_run`) twice: once unedited, whose per-layer error terms are kept, then with the edit
 applied to the layer's feature activations before they are decoded and the unedited run's
-errors added back. The errors are fixed, so the change is the feature's alone: the edited
-activations propagate through the rest of the model (later features re-encode what they
-read), and with ``freeze=True`` through frozen attention patterns and norm scales (the
-replacement model an attribution graph describes: there the change of a logit from removing
-one feature is the graph's prediction along every path, and on a one-layer model exactly its
-direct effect).
+errors added back. The errors are fixed, so the change is the feature's alone: the residual
+stream changes by ``(new - old activation) * decoder vector`` where the feature writes, and
+that change propagates through the rest of the model (attention, norms, later features
+re-encoding what they read). :func:`predicted_vs_actual` compares it with what an attribution
+graph's linear edges predict.
 
 Modes: ``zero``; ``clamp`` (to ``value``); ``mean`` (its mean activation over the clean
 prompts' tokens); ``corrupted`` (its activation on the corrupted prompt at the same token;
@@ -35,7 +34,7 @@ from ..errors import AcdcError
 from ..patching import ReadOut
 
 __all__ = ["FeatureEdit", "MODES", "edit_function", "Intervention", "intervene",
-           "intervene_task", "mean_activation"]
+           "intervene_task", "mean_activation", "intervene_on_prompt", "prompt_ids"]
 
 MODES = ("zero", "clamp", "mean", "corrupted", "source")
 """What an edited feature's activation becomes."""
@@ -175,19 +174,19 @@ def _top(logits: torch.Tensor, tok, k: int) -> list[list[tuple[str, float]]]:
 
 
 @torch.no_grad()
-def _pair(adapter, ids, transcoders, edits, readout: ReadOut, freeze: bool):
+def _pair(adapter, ids, transcoders, edits, readout: ReadOut):
     """(logits before, logits after) of one batch: the edited run adds the unedited one's
     errors."""
     from .splice import spliced_run
 
-    base = spliced_run(adapter, ids, transcoders, freeze=freeze, readout=readout)
+    base = spliced_run(adapter, ids, transcoders, readout=readout)
     after = spliced_run(adapter, ids, transcoders, errors=base.errors, edit=edit_function(edits),
-                        freeze=freeze, readout=readout)
+                        readout=readout)
     return base.logits, after.logits
 
 
 def intervene(model, transcoders, ids: torch.Tensor, edits, *, read: int = -1,
-              freeze: bool = False, k: int = 5) -> Intervention:
+              k: int = 5) -> Intervention:
     """Apply ``edits`` (:class:`FeatureEdit`) to the prompts ``ids`` [b, p] (or one prompt
     [p]; ``mean``/``corrupted`` edits need their value or source given): logits at position
     ``read`` before and after, and the top ``k`` predictions there."""
@@ -202,7 +201,7 @@ def intervene(model, transcoders, ids: torch.Tensor, edits, *, read: int = -1,
     if not -P <= read < P:
         raise AcdcError(f"read position {read} is outside the prompt's {P} tokens")
     readout = ReadOut.at(torch.full((ids.shape[0], 1), read % P, dtype=torch.long))
-    before, after = _pair(adapter, ids, transcoders, edits, readout, freeze)
+    before, after = _pair(adapter, ids, transcoders, edits, readout)
     return Intervention(edits, before.cpu(), after.cpu(), _top(before, tok, k),
                         _top(after, tok, k))
 
@@ -237,8 +236,7 @@ def mean_activation(problem, transcoders, layer: int, feature: int) -> float:
     return total / max(1, n)
 
 
-def intervene_task(problem, transcoders, edits, *, freeze: bool = False,
-                   k: int = 5) -> Intervention:
+def intervene_task(problem, transcoders, edits, *, k: int = 5) -> Intervention:
     """Apply ``edits`` to every clean prompt of ``problem`` (a
     :class:`~acdc_engine.problem.Problem`): its metric (mean over examples) before and after,
     the logits at its read positions, the top ``k`` predictions there. A ``mean`` edit with no
@@ -253,7 +251,7 @@ def intervene_task(problem, transcoders, edits, *, freeze: bool = False,
     for i, batch in enumerate(problem.batches):
         readout = ReadOut.of(batch)
         before, after = _pair(adapter, batch.clean, transcoders,
-                              _resolve(problem, transcoders, edits, i, batch), readout, freeze)
+                              _resolve(problem, transcoders, edits, i, batch), readout)
         mb.append(problem.metric.score(before, batch).float().cpu())
         ma.append(problem.metric.score(after, batch).float().cpu())
         logits_b.append(before[:, :1].cpu())
@@ -262,3 +260,36 @@ def intervene_task(problem, transcoders, edits, *, freeze: bool = False,
     vb, va = torch.cat(mb), torch.cat(ma)
     return Intervention(list(edits), before, after, _top(before, tok, k), _top(after, tok, k),
                         float(vb.mean()), float(va.mean()), (vb, va))
+
+
+def prompt_ids(model, prompt: str, bos: bool = True) -> torch.Tensor:
+    """A prompt's token ids [1, p] as an attribution graph reads it: the tokenizer's BOS
+    first (circuit-tracer's convention; ``bos=False``: none), no other special token."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise AcdcError("a text prompt needs the model's tokenizer: pass the LoadedModel")
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    if bos and tok.bos_token_id is not None:
+        ids = [tok.bos_token_id] + list(ids)
+    if not ids:
+        raise AcdcError("the prompt is empty")
+    return torch.tensor([ids])
+
+
+def intervene_on_prompt(model, transcoders, prompt: str, features, value: float = 0.0,
+                        bos: bool = True) -> dict:
+    """Set each feature ``(layer, feature, position)`` of ``features`` to ``value`` (0:
+    ablate) on ``prompt`` (tokenized by :func:`prompt_ids`): the top predictions at the last
+    position before and after, and the changed logits (the viewer's graph page calls it)."""
+    edits = [FeatureEdit(int(layer), int(f), mode="zero" if value == 0 else "clamp",
+                         value=None if value == 0 else float(value), positions=(int(pos),))
+             for layer, f, pos in features]
+    out = intervene(model, transcoders, prompt_ids(model, prompt, bos), edits, k=10)
+    delta = out.delta_logits[0, 0]
+    tok = getattr(model, "tokenizer", None)
+    moved = delta.abs().topk(min(10, delta.numel())).indices.tolist()
+    return {"before": [{"token": t, "prob": p} for t, p in out.top_before[0]],
+            "after": [{"token": t, "prob": p} for t, p in out.top_after[0]],
+            "logit_changes": [{"token": tok.decode([i]) if tok is not None else f"<{i}>",
+                               "delta": float(delta[i])} for i in moved],
+            "edits": [e.name for e in edits]}
