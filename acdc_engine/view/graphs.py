@@ -219,47 +219,82 @@ class GraphPages:
             raise AcdcError(f"node {node['node_id']!r} is not a feature (layer_feature_pos)")
         return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
+    def check_model(self, data: dict) -> None:
+        """Refuse a graph traced on another model than the session's (``metadata.model``)."""
+        from ..features.splice import _same_model
+
+        traced = data["metadata"].get("model")
+        if traced and not _same_model(str(traced), self.session.model.id):
+            raise AcdcError(f"the graph was traced on {traced!r}; this viewer runs "
+                            f"{self.session.model.id!r} (start it with acdc view --graph PATH, "
+                            "which opens the graph's model)")
+
     def transcoders(self, data: dict):
-        """The dictionaries the graph was traced with: ``metadata.transcoders`` (a path the
-        engine loads), else the shipped ones of the session's model."""
-        try:
-            from .. import features
-        except ImportError as e:  # pragma: no cover
-            raise NotAvailable(f"acdc_engine.features cannot be imported: {e}") from None
-        meta = data["metadata"]
-        ref = meta.get("transcoders") or meta.get("transcoder_path")
+        """The dictionaries the graph was traced with: ``metadata.transcoders`` (a path or a
+        cached hub id: a circuit-tracer folder or an engine/SAELens file; safetensors only, no
+        code runs), else the shipped ones of the session's model; cached per source."""
+        from .. import features
+
+        ref = data["metadata"].get("transcoders")
         key = str(ref or self.session.model.id)
         if key not in self._transcoders:
-            loader = getattr(features, "load_transcoders", None)
-            shipped = getattr(features, "shipped_transcoders", None)
-            if ref and loader is not None:
-                self._transcoders[key] = loader(self.session.paths.resolve(str(ref)))
-            elif shipped is not None:
-                self._transcoders[key] = shipped(self.session.model)
+            if ref:
+                self._transcoders[key] = _load_transcoders(str(ref))
             else:
-                raise NotAvailable("no transcoders for this graph: the engine cannot load "
-                                   "dictionaries yet (acdc_engine.features.shipped_transcoders)")
+                shipped = getattr(features, "shipped_transcoders", None)
+                if shipped is None:
+                    raise NotAvailable("the graph names no transcoders (metadata.transcoders) "
+                                       "and the engine ships none to fall back on")
+                self._transcoders[key] = _shipped(shipped, self.session.model)
         return self._transcoders[key]
+
+    def corpus(self) -> list[list[int]]:
+        """The texts a card's top contexts come from: the session's task prompts (clean)."""
+        return [list(r) for r in self.session.data.clean]
 
     def _card(self, data: dict, node: dict) -> dict:
         try:
             from ..features.cards import feature_card
         except ImportError:
-            raise NotAvailable("feature cards are not available yet "
+            raise NotAvailable("feature cards are not available "
                                "(acdc_engine.features.cards); the node's own fields are shown") \
                 from None
+        self.check_model(data)
         layer, index, _ = self._where(node)
-        card = feature_card(self.session.model, self.transcoders(data), layer, index)
-        return card.to_dict() if hasattr(card, "to_dict") else dict(card)
+        card = feature_card(self.session.model, self.transcoders(data), layer, index,
+                            self.corpus())
+        return card.to_dict()
+
+    def prompt_ids(self, data: dict):
+        """The graph's prompt as token ids [p]: ``metadata.prompt_ids`` when written, else the
+        prompt tokenized (BOS first when ``prompt_tokens`` starts with it), which must give
+        as many tokens as ``prompt_tokens``."""
+        import torch
+
+        meta = data["metadata"]
+        n = len(meta["prompt_tokens"])
+        if isinstance(meta.get("prompt_ids"), list):
+            ids = [int(i) for i in meta["prompt_ids"]]
+        else:
+            tok = self.session.model.tokenizer
+            ids = tok(str(meta.get("prompt", "")), add_special_tokens=False)["input_ids"]
+            bos = getattr(tok, "bos_token_id", None)
+            if bos is not None and len(ids) == n - 1 and ids[:1] != [bos]:
+                ids = [bos, *ids]
+        if len(ids) != n:
+            raise AcdcError(f"the graph's prompt gives {len(ids)} tokens with "
+                            f"{self.session.model.id}'s tokenizer, its prompt_tokens {n}: "
+                            "traced with another tokenizer?")
+        return torch.tensor(ids)
 
     def intervene(self, args: dict) -> dict:
-        """``POST /api/graph/intervene``: ablate (value 0) or clamp (to ``value``) the chosen
+        """``POST /api/graph/intervene``: ablate (to 0) or clamp (to ``value``) the chosen
         feature nodes at their positions on the graph's prompt; the top predictions of the
-        last position before and after."""
+        last position before and after (the model's own logits before: the errors are kept)."""
         try:
-            from ..features import interventions
+            from ..features.interventions import FeatureEdit, intervene
         except ImportError:
-            raise NotAvailable("feature interventions are not available yet "
+            raise NotAvailable("feature interventions are not available "
                                "(acdc_engine.features.interventions is missing)") from None
         data = read_graph(self.path(args.get("file")))
         ids = args.get("nodes") or []
@@ -269,28 +304,43 @@ class GraphPages:
         if mode not in ("ablate", "clamp"):
             raise AcdcError(f"unknown intervention {mode!r} (ablate or clamp)")
         value = 0.0 if mode == "ablate" else float(args.get("value", 0.0))
-        targets = []
+        edits = []
         for node_id in ids:
             node = self._node(data, str(node_id))
             if node.get("feature_type") not in FEATURE_TYPES:
                 raise AcdcError(f"{node_id!r} is a {node.get('feature_type')} node; only "
                                 "dictionary features can be ablated or clamped")
-            targets.append(self._where(node))
+            layer, index, pos = self._where(node)
+            edits.append(FeatureEdit(layer=layer, feature=index, positions=(pos,),
+                                     mode="zero" if mode == "ablate" else "clamp",
+                                     value=None if mode == "ablate" else value))
+        self.check_model(data)
+        out = intervene(self.session.model, self.transcoders(data), self.prompt_ids(data),
+                        edits, k=int(args.get("k", 5)))
+        rows = lambda top: [{"token": t, "prob": p} for t, p in top[0]]  # noqa: E731
         return {"ok": True, "mode": mode, "value": value, "nodes": ids,
-                **_run_intervention(interventions, self, data, targets, value)}
+                "edits": [e.name for e in edits], "before": rows(out.top_before),
+                "after": rows(out.top_after), "changed": bool(out.changed)}
 
 
-def _run_intervention(module, pages: GraphPages, data: dict, targets, value: float) -> dict:
-    """Call the engine's feature interventions on the graph's prompt (its API:
-    ``intervene_on_prompt(model, transcoders, prompt, features, value)`` ->
-    ``{before, after}``)."""
-    fn = getattr(module, "intervene_on_prompt", None)
-    if fn is None:
-        raise NotAvailable("feature interventions are not available yet "
-                           "(acdc_engine.features.interventions.intervene_on_prompt)")
-    meta = data["metadata"]
-    return fn(pages.session.model, pages.transcoders(data), meta.get("prompt", ""),
-              targets, value)
+def _load_transcoders(ref: str):
+    """Transcoders from a circuit-tracer folder or an engine/SAELens dictionary source."""
+    from ..features.circuit_tracer_format import is_circuit_tracer_folder, load_circuit_tracer
+    from ..features.formats import load_any, resolve_source
+
+    path = resolve_source(ref)
+    return load_circuit_tracer(path) if is_circuit_tracer_folder(path) else load_any(path)
+
+
+def _shipped(shipped, model):
+    """The shipped transcoders of ``model`` (``shipped_transcoders`` may take the model or its
+    id and return a loader, a path or the transcoders)."""
+    from ..features.dictionary import Transcoders
+
+    out = shipped(model.id)
+    if callable(out) and not isinstance(out, Transcoders):
+        out = out()
+    return out if isinstance(out, Transcoders) else _load_transcoders(str(out))
 
 
 # ----- the routes ------------------------------------------------------------------------------

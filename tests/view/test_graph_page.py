@@ -24,10 +24,38 @@ FIXTURE = DATA / "graph-small.json"
 
 @pytest.fixture
 def graph_file():
-    """The fixture graph copied into the results folder (where the page may read and write)."""
+    """The fixture graph copied into the results folder (where the page may read and write);
+    it names no transcoders, so there are no cards and no interventions."""
     root = Path(os.environ["ACDC_RESULTS"]) / "graphs"
     root.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(FIXTURE, root / "mary-john.json"))
+
+
+@pytest.fixture(scope="module")
+def transcoders_dir(gpt2, tmp_path_factory):
+    """Random per-layer transcoders (8 features, ReLU, positive encoder bias: most features
+    fire) for the tiny GPT-2, saved as a circuit-tracer folder."""
+    import torch
+
+    from acdc_engine.features import Transcoder, TranscoderSet
+    from acdc_engine.features.circuit_tracer_format import save_circuit_tracer
+
+    torch.manual_seed(7)
+    d = gpt2.adapter.d_model
+    tc = TranscoderSet([Transcoder(d, 8, layer=i) for i in range(gpt2.adapter.n_layers)])
+    with torch.no_grad():
+        for t in tc.layers:
+            t.b_enc.fill_(0.5)
+    return save_circuit_tracer(tc, tmp_path_factory.mktemp("tc") / "tiny-tc")
+
+
+@pytest.fixture
+def traced_file(graph_file, transcoders_dir):
+    """The fixture graph naming the tiny GPT-2's transcoders and its prompt's token ids."""
+    data = json.loads(graph_file.read_text())
+    data["metadata"].update(transcoders=str(transcoders_dir), prompt_ids=[0, 1, 2, 3, 4])
+    graph_file.write_text(json.dumps(data))
+    return graph_file
 
 
 def _open(page, server, path):
@@ -80,25 +108,51 @@ def test_page_draws_every_node_and_link_by_token_and_layer(served, page, graph_f
     assert page.errors == []
 
 
-def test_hover_and_click_show_the_node(served, page, graph_file):
-    _open(page, served, graph_file)
+def test_hover_and_click_show_the_node_and_its_card(served, page, traced_file,
+                                                     transcoders_dir, view_session):
+    from acdc_engine.features.cards import feature_card
+    from acdc_engine.features.circuit_tracer_format import load_circuit_tracer
+
+    _open(page, served, traced_file)
     page.hover("#g-map .gnode[data-node='1_5_4']")
     hover = page.inner_text("#g-hover")
     assert "1_5_4" in hover and "activation 2.400" in hover and '" John"' in hover
     page.click("#g-map .gnode[data-node='1_5_4']")
-    page.wait_for_selector("#g-card-body table")
-    page.wait_for_function("!document.querySelector('#g-card-body').textContent"
-                           ".includes('loading the card')")
+    page.wait_for_selector("#g-card-body .density")
     assert page.inner_text("#g-card-title") == "1_5_4"
     body = page.inner_text("#g-card-body")
     assert "cross layer transcoder" in body and "2.4" in body and "0.12" in body
-    # the tiny test model has no dictionaries: the node's own fields and a one-line reason
-    assert "feature card" in body or "not available" in body or "no transcoders" in body
+    # the card is the engine's: layer 1, feature 5 over the session's task prompts
+    card = feature_card(view_session.model, load_circuit_tracer(transcoders_dir), 1, 5,
+                        [list(r) for r in view_session.data.clean]).to_dict()
+    shown = float(page.get_attribute("#g-card-body .density", "data-value"))
+    assert shown == pytest.approx(card["density"], rel=1e-6) and 0 < shown <= 1
+    assert page.locator("#g-card-body .promotes .tok").evaluate_all(
+        "els => els.map(e => e.dataset.token)") == [t for t, _ in card["promoted"]]
+    acts = page.locator("#g-card-body .ctx").evaluate_all(
+        "els => els.map(e => +e.dataset.activation)")
+    assert acts == pytest.approx([c["activation"] for c in card["contexts"]], rel=1e-6)
+    assert acts == sorted(acts, reverse=True) and len(acts) > 0
     assert "selected" in page.get_attribute("#g-map .gnode[data-node='1_5_4']", "class")
     page.click("#g-map .gnode[data-node='3_5335_4']")  # a logit: its probability, no card
     page.wait_for_function("document.querySelector('#g-card-title').textContent == '3_5335_4'")
     page.wait_for_selector("#g-card-body td:has-text('token_prob')")
     assert "0.62" in page.inner_text("#g-card-body") and page.errors == []
+    assert page.locator("#g-card-body .density").count() == 0
+
+
+def test_a_graph_without_transcoders_shows_the_node_fields(served, page, graph_file):
+    _open(page, served, graph_file)
+    page.click("#g-map .gnode[data-node='0_3_2']")
+    page.wait_for_function("!document.querySelector('#g-card-body').textContent"
+                           ".includes('loading the card')")
+    body = page.inner_text("#g-card-body")
+    assert "activation" in body and "1.7" in body and "no transcoders" in body
+    page.click("#g-intervene")
+    page.wait_for_selector("#g-predictions[data-status]")
+    assert page.get_attribute("#g-predictions", "data-status") == "501"
+    assert "names no transcoders" in page.inner_text("#g-predictions")
+    assert page.errors == []
 
 
 def test_pin_hide_and_supernodes_survive_save_and_export(served, page, graph_file):
@@ -144,22 +198,38 @@ def test_pin_hide_and_supernodes_survive_save_and_export(served, page, graph_fil
     assert page.locator("#g-map rect.gsuper").count() == 0 and page.errors == []
 
 
-def test_intervention_from_the_page(served, page, graph_file):
-    _open(page, served, graph_file)
+def test_intervention_round_trip(served, page, traced_file, transcoders_dir, view_session):
+    import torch
+
+    from acdc_engine.features.circuit_tracer_format import load_circuit_tracer
+    from acdc_engine.features.interventions import FeatureEdit, intervene
+
+    _open(page, served, traced_file)
     page.click("#g-intervene")  # nothing selected: a one-line error, no request
     assert "select one or more feature nodes" in page.inner_text("#error")
     page.click("#g-map .gnode[data-node='1_5_4']")
+    page.click("#g-map .gnode[data-node='0_3_2']", modifiers=["Shift"])
     page.select_option("#g-mode", "clamp")
-    page.fill("#g-value", "3")
+    page.fill("#g-value", "40")
     page.click("#g-intervene")
-    page.wait_for_selector("#g-predictions[data-status]")
-    status = int(page.get_attribute("#g-predictions", "data-status"))
-    text = page.inner_text("#g-predictions")
-    # the tiny test model has no transcoders: 501 (interventions missing) or a 501/400 line
-    # naming what is missing; never a traceback
-    assert status in (400, 501), text
-    assert "\n" not in text.strip() and "Traceback" not in text
-    assert page.inner_text("#error") == text.strip()
+    page.wait_for_selector("#g-predictions[data-status='200'] table")
+    rows = page.locator("#g-predictions tr").all_inner_texts()[1:]
+    # the same intervention in Python: both features clamped at their positions
+    tc = load_circuit_tracer(transcoders_dir)
+    edits = [FeatureEdit(1, 5, mode="clamp", value=40.0, positions=(4,)),
+             FeatureEdit(0, 3, mode="clamp", value=40.0, positions=(2,))]
+    want = intervene(view_session.model, tc, torch.tensor([0, 1, 2, 3, 4]), edits)
+    assert len(rows) == len(want.top_before[0]) == 5
+    for row, (tb, pb), (ta, pa) in zip(rows, want.top_before[0], want.top_after[0]):
+        cells = row.split("\t")
+        assert json.loads(cells[0]) == tb and float(cells[1]) == pytest.approx(pb, rel=2e-3)
+        assert json.loads(cells[2]) == ta and float(cells[3]) == pytest.approx(pa, rel=2e-3)
+    assert want.top_before[0] != want.top_after[0]  # the clamp changes the output
+    assert "clamp 1_5_4, 0_3_2 to 40" in page.inner_text("#g-predictions")
+    page.click("#g-map .gnode[data-node='3_5335_4']")  # a logit cannot be intervened on
+    page.click("#g-intervene")
+    assert "select one or more feature nodes" in page.inner_text("#error")
+    assert page.errors == []
 
 
 # ----- the server's side ---------------------------------------------------------------------
@@ -197,7 +267,11 @@ def test_other_origins_and_files_outside_are_refused(served, graph_file, tmp_pat
     status, _, body = _req(served, "POST", "/api/graph/intervene", json.dumps(
         {"file": str(graph_file), "nodes": ["1_5_4"]}), Content_Type="application/json",
         X_ACDC_Token=served.secret)
-    assert status in (400, 501) and json.loads(body)["ok"] is False
+    assert status == 501 and json.loads(body)["ok"] is False  # the graph names no transcoders
+    status, _, body = _req(served, "POST", "/api/graph/intervene", json.dumps(
+        {"file": str(graph_file), "nodes": ["E_290_3"]}), Content_Type="application/json",
+        X_ACDC_Token=served.secret)
+    assert status == 400 and "only dictionary features" in body
 
 
 def test_the_page_runs_under_the_strict_policy(served, strict_page, graph_file):

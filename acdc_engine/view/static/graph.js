@@ -223,21 +223,23 @@ function fieldRows(n) {
       .map((k) => html`<tr><td>${k}</td><td>${fmt(n[k])}</td></tr>`)];
 }
 function tokenList(items) {
-  return html`${(items || []).map((t) => html`<span class="tok">${t.token !== undefined ? t.token : t[0]} <span class="dim">${fmt(t.value !== undefined ? t.value : t[1])}</span></span>`)}`;
+  return html`${(items || []).map((t) => html`<span class="tok" data-token="${t[0]}">${t[0]} <span class="dim">${fmt(t[1])}</span></span>`)}`;
 }
 function cardHTML(card) {
   if (!card) return html``;
-  const parts = [html`<div class="card-kind"><b>feature card</b></div>`];
-  if (card.density !== undefined) parts.push(html`<div>density <b class="density">${fmt(card.density)}</b></div>`);
-  const promotes = card.promotes || card.top_logits, suppresses = card.suppresses || card.bottom_logits;
+  const parts = [html`<div class="card-kind"><b>feature card</b> <span class="dim">${card.kind || ""}</span></div>`];
+  if (card.density !== undefined) {
+    const of = html`<span class="dim">of ${card.n_tokens || "?"} tokens; max ${fmt(card.max_activation || 0)}</span>`;
+    parts.push(html`<div>density <b class="density" data-value="${card.density}">${fmt(card.density)}</b> ${of}</div>`);
+  }
+  const promotes = card.promoted || card.promotes, suppresses = card.suppressed || card.suppresses;
   if (promotes) parts.push(html`<div class="promotes">promotes ${tokenList(promotes)}</div>`);
   if (suppresses) parts.push(html`<div class="suppresses">suppresses ${tokenList(suppresses)}</div>`);
-  const contexts = card.contexts || card.top_contexts || [];
+  const contexts = card.contexts || [];
   if (contexts.length) parts.push(html`<div><b>top contexts</b></div>`);
   for (const c of contexts.slice(0, 10)) {
     if (Array.isArray(c.tokens)) {
-      const at = c.position !== undefined ? c.position : c.pos;
-      parts.push(html`<div class="ctx">${c.tokens.map((t, i) => i === at ? html`<mark>${t}</mark>` : t)} <span class="dim">${fmt(c.activation !== undefined ? c.activation : "")}</span></div>`);
+      parts.push(html`<div class="ctx" data-activation="${c.activation}">${c.tokens.map((t, i) => i === c.marked ? html`<mark>${t}</mark>` : t)} <span class="dim">${fmt(c.activation)}</span></div>`);
     } else parts.push(html`<div class="ctx">${typeof c === "string" ? c : JSON.stringify(c)}</div>`);
   }
   return html`${parts}`;
