@@ -8,7 +8,6 @@ process computation with the weights in float64 (tests/distributed/job.py runs t
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -23,8 +22,6 @@ from acdc_engine.testing.numerics import EPS32, assert_close_to_f64
 sys.path.insert(0, str(Path(__file__).parent))
 import job  # noqa: E402  (the ranks' own code, shared with this test)
 
-JOB = Path(__file__).with_name("job.py")
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -34,11 +31,9 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ranks_out(model_dir, tmp_path_factory):
-    """What each of 2 ranks computed (rank order)."""
+    """What each of 2 ranks computed (rank order); torchrun's launcher runs in this process."""
     out = tmp_path_factory.mktemp("ranks") / "out.pt"
-    proc = subprocess.run([sys.executable, str(JOB), str(model_dir), str(out), "2"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job.main(str(model_dir), str(out), 2) == 0
     return torch.load(out, weights_only=False)
 
 
