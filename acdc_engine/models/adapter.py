@@ -48,6 +48,13 @@ on that module (they never change it) and express a change of neurons as a chang
 writer's output in the patched forward. Families without one (mixture-of-experts blocks) refuse
 with :class:`~acdc_engine.errors.UnsupportedModelError`.
 
+Optional hook points for the replacement model (transcoders, :mod:`acdc_engine.features`):
+:meth:`ModelAdapter.mlp_module` names the module whose first input is the MLP's input after its
+norm (a transcoder reads it with a forward pre-hook); :meth:`ModelAdapter.token_embed` is the
+token part of :meth:`embed` (without learned positions: an attribution graph's token nodes).
+The patched forward sets ``frozen`` during a run with frozen attention patterns and norm scales;
+a family that normalizes inline (not through a norm module) holds its scale constant then.
+
 The invariants (tests/invariants, :mod:`acdc_engine.testing` for plugin authors) prove an
 adapter reproduces the model's own forward pass as traced by nnsight.
 """
@@ -80,6 +87,9 @@ class ModelAdapter:
     """:meth:`attn_heads_subset` is overridden with a kernel faster than the generic one."""
     head_subset_last_query: bool = False
     """:meth:`attn_heads_subset` accepts ``q`` for the last position only."""
+    frozen: bool = False
+    """Set by the patched forward during a run with frozen norm scales (``Context(freeze=
+    True)``): a norm computed inline treats its scale as a constant for gradients."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -164,6 +174,22 @@ class ModelAdapter:
         Default: :meth:`mlp_out_proj` applied to ``h``; a family whose MLP node does more after
         the projection (Gemma 2/3's post-norm) overrides it."""
         return self.mlp_out_proj(layer)(h)
+
+    # ----- optional hook points: the replacement model ----------------------------------------
+    def mlp_module(self, layer: int) -> torch.nn.Module:
+        """The module of layer ``layer``'s MLP whose first input is the MLP's input after its
+        norm (what a transcoder reads), called once per :meth:`mlp` call.
+
+        Default: refused; a family overrides it."""
+        raise UnsupportedModelError(
+            f"{type(self).__name__} declares no MLP module (mlp_module), so transcoders cannot "
+            "read its MLP input; the replacement model needs a family that names it"
+        )
+
+    def token_embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token part of :meth:`embed` [batch, pos, d_model] (learned position embeddings
+        left out: they are a constant of the prompt). Default: :meth:`embed`."""
+        return self.embed(input_ids)
 
     # ----- derived ----------------------------------------------------------------------------
     @property

@@ -54,7 +54,9 @@ import torch
 
 from .. import buffers
 from ..models.adapter import ModelAdapter
+from .frozen import freeze_norms
 from .grad_sink import GradSink
+from .mlp_hooks import mlp_node
 from .plan import ALL, DEFAULT, NO_PATCH, Context, PatchPlan, ReadOut
 from .reads import Readers, _Backward, _Read, _read_rows, _rows_any
 from .token_groups import TokenGroups
@@ -199,7 +201,7 @@ class _Pass:
         prefix = context.prefix
         if (prefix is None or prefix.adapter is not adapter or plan.embed is not None or keep
                 or self.grad or sink is not None or delta is not None or plan.neurons
-                or not context.node_fastpath):
+                or not context.node_fastpath or plan.mlps is not None or context.freeze):
             prefix = None
         self.states = None if prefix is None else prefix.states(input_ids)
         self.start = 0 if self.states is None else \
@@ -239,6 +241,12 @@ class _Pass:
         # EAP-IG's interpolation steps need no head's own write, only their sum: one dense
         # output projection (other runs add up the heads' writes, so equal runs stay equal)
         self.summed = self.buf is None and self.substituted is None and delta is not None
+        # a frozen run: norm scales constant for gradients (hooks removed after the run) and
+        # attention patterns too (:meth:`attention` detaches q and k)
+        self.hooks = []
+        if context.freeze:
+            adapter.frozen = True
+            self.hooks = freeze_norms(adapter.model)
 
     def _to_delta(self, rows: slice) -> None:
         """Buffer rows ``rows`` from outputs to deltas (``out - ablated``), when it holds them."""
@@ -301,35 +309,14 @@ class _Pass:
         H = g.n_heads
         inputs = self.read(resid, g.attn_upstream(layer), cols, (H, H, H), layer > 0)
         q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
+        if self.context.freeze:  # the pattern depends on q and k alone: constant
+            q, k = q.detach(), k.detach()
         return self.attend(layer, rows, q, k, v)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """Layer ``layer``'s MLP on its input ``x`` [b, p, d]; with a :class:`NeuronPatch` for
-        the layer, its hidden activation is replaced on the way (a pre-hook on the family's
-        ``mlp_out_proj``: the neuron hook point)."""
-        patch = None if self.plan.neurons is None else self.plan.neurons.get(layer)
-        if patch is None:
-            return self.adapter.mlp(layer, x)
-        calls = []
-
-        def replace(module, args):
-            h = args[0]  # [b, p, d_mlp]
-            keep = patch.keep.to(h.dtype)
-            calls.append(1)
-            mixed = keep * h if patch.source is None else \
-                patch.source.to(h.dtype) + keep * (h - patch.source.to(h.dtype))
-            return (mixed, *args[1:])
-
-        handle = self.adapter.mlp_out_proj(layer).register_forward_pre_hook(replace)
-        try:
-            out = self.adapter.mlp(layer, x)
-        finally:
-            handle.remove()
-        if len(calls) != 1:
-            raise RuntimeError(f"layer {layer}'s MLP output projection ran {len(calls)} times "
-                               "in one MLP call (expected once): the family's mlp_out_proj is "
-                               "wrong")
-        return out
+        """Layer ``layer``'s MLP node on its input ``x`` [b, p, d], with the plan's neuron
+        patch and MLP replacement for it (:mod:`acdc_engine.patching.mlp_hooks`)."""
+        return mlp_node(self.adapter, layer, x, self.plan)
 
     def layers(self) -> torch.Tensor:
         """Run the layers from :attr:`start` on: the final residual stream [b, p, d] (the
@@ -374,3 +361,7 @@ class _Pass:
             return self.adapter.unembed(readout.final(self.layers()))
         finally:
             self.adapter.workspace = None  # the run's own; kernels called later get none
+            if self.context.freeze:
+                self.adapter.frozen = False
+                for handle in self.hooks:
+                    handle.remove()

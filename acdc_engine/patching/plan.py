@@ -2,16 +2,19 @@
 
     PatchPlan  what the run changes: the edge ``mask`` (1 keeps, 0 removes), what a removed edge's
                source becomes (``ablated`` outputs, or a fixed ``delta``), replaced ``embed``dings
-               (EAP-IG's interpolation), per-token position-group ``labels`` for a 3-D mask, and
-               replaced MLP ``neurons`` (:class:`NeuronPatch` per layer).
+               (EAP-IG's interpolation), per-token position-group ``labels`` for a 3-D mask,
+               replaced MLP ``neurons`` (:class:`NeuronPatch` per layer), and replaced MLP
+               outputs (``mlps``: the replacement model's transcoders).
     ReadOut    what it reads: the logits at every position (:data:`ALL`), at the last one
                (:data:`LAST`), or at given positions per example (:meth:`ReadOut.at`);
                :meth:`ReadOut.of` a batch reads its read positions ("last only" detected
                when the batch is built).
     Context    how it runs: the clean prefix to resume from, the workspace of the fused
-               kernels, whether they are used (``fuse``), the node fast path, and where a
-               gradient run's reader gradients go (``grad_sink``). Every field changes the
-               work, never the result beyond float rounding (the float64 audits check each).
+               kernels, whether they are used (``fuse``), the node fast path, where a
+               gradient run's reader gradients go (``grad_sink``), and whether attention
+               patterns and norm scales are frozen for gradients (``freeze``). Every field
+               changes the work, never the result beyond float rounding (the float64 audits
+               check each; ``freeze`` changes gradients only).
 
 :func:`acdc_engine.patching.run` takes them: ``run(adapter, ids, plan, readout, context)``.
 """
@@ -44,6 +47,10 @@ class PatchPlan:
     labels:  [batch, pos] long: each token's position group (a 3-D mask's last index).
     neurons: layer -> :class:`NeuronPatch`: MLP neurons of that layer replaced (the neuron
              level; the family's ``mlp_out_proj`` hook point).
+    mlps:    a callable ``(layer, mlp_in, mlp_out) -> out`` replacing every MLP node's output
+             [b, p, d]: ``mlp_in`` is what the family's ``mlp_module(layer)`` received (the
+             MLP's input after its norm: a transcoder's input), ``mlp_out`` the MLP's own
+             output (:func:`acdc_engine.features.splice.spliced_run` builds one).
     """
 
     mask: torch.Tensor | None = None
@@ -52,6 +59,7 @@ class PatchPlan:
     embed: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     neurons: dict | None = None
+    mlps: object | None = None
 
     @property
     def grad(self) -> bool:
@@ -129,6 +137,10 @@ class Context:
     grad_sink:     a :class:`~acdc_engine.patching.GradSink` (or a tensor [n_readers, batch,
                    pos, d_model]): backward adds every reader input's gradient there instead of
                    filling ``mask.grad`` (the mask must still require grad).
+    freeze:        attention patterns and norm scales are constants for gradients (the
+                   replacement model of circuit tracing; :mod:`acdc_engine.patching.frozen`):
+                   the same values, gradients through values and linear parts only (the fused
+                   kernels are off: the norm modules must be called).
     """
 
     prefix: Prefix | None = None
@@ -136,12 +148,13 @@ class Context:
     fuse: bool = True
     node_fastpath: bool = True
     grad_sink: object | None = None
+    freeze: bool = False
 
     def resolved_workspace(self) -> Workspace:
         """The workspace a run hands its adapter: this context's (or this thread's), marked
-        unfused when ``fuse`` is off."""
+        unfused when ``fuse`` is off or the run is frozen."""
         ws = self.workspace if self.workspace is not None else Workspace.for_thread()
-        return ws if self.fuse else ws.unfused()
+        return ws if self.fuse and not self.freeze else ws.unfused()
 
 
 DEFAULT = Context()

@@ -215,6 +215,11 @@ class DecoderAdapter(ModelAdapter):
         """``mlp.down_proj``: its input is the gated hidden activation ``act(gate) * up``."""
         return self.layers[layer].mlp.down_proj
 
+    def mlp_module(self, layer):
+        """``mlp`` (the whole block, a mixture of experts' too): its input is the MLP's norm
+        of the residual stream."""
+        return self.layers[layer].mlp
+
     def unembed(self, x):
         return self._softcap(self.model.lm_head(self._final_norm()(x)))
 

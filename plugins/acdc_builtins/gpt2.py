@@ -101,6 +101,14 @@ class GPT2Adapter(ModelAdapter):
         """``mlp.c_proj`` (a Conv1D ``[d_mlp, d_model]``): its input is the GELU output."""
         return self.tf.h[layer].mlp.c_proj
 
+    def mlp_module(self, layer):
+        """``mlp``: its input is ``ln_2`` of the residual stream."""
+        return self.tf.h[layer].mlp
+
+    def token_embed(self, input_ids):
+        """``wte`` alone (the position embeddings left out)."""
+        return self.tf.wte(input_ids)
+
     def unembed(self, x):
         return self.model.lm_head(self.tf.ln_f(x))
 

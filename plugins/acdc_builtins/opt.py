@@ -58,6 +58,16 @@ class OPTAdapter(DecoderAdapter):
         """``fc2``: its input is the ReLU output."""
         return self.layers[layer].fc2
 
+    def mlp_module(self, layer):
+        """``fc1``: its input is ``final_layer_norm`` of the residual stream."""
+        return self.layers[layer].fc1
+
+    def token_embed(self, input_ids):
+        """The token embeddings (projected in), without the learned positions."""
+        dec = self.base
+        x = dec.embed_tokens(input_ids)
+        return x if dec.project_in is None else dec.project_in(x)
+
     def embed(self, input_ids):
         dec = self.base
         x = dec.embed_tokens(input_ids)

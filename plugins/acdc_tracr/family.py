@@ -50,7 +50,15 @@ class TracrAdapter(ModelAdapter):
 
     def mlp(self, layer, x):
         mlp = self.model.blocks[layer].mlp
+        x = self.mlp_module(layer)(x)  # the identity: the transcoder hook point
         return self.mlp_out_proj(layer)(torch.relu(x @ mlp.W_in + mlp.b_in))
+
+    def mlp_module(self, layer):
+        """An identity module the MLP's input passes through (tracr has no norm): a
+        transcoder reads the residual stream itself."""
+        if not hasattr(self, "_in"):
+            self._in = torch.nn.Identity()
+        return self._in
 
     def mlp_out_proj(self, layer):
         """A view of the MLP's ``W_out``/``b_out`` as a module (tracr's MLP computes its output
