@@ -1,0 +1,128 @@
+"""Task-level sparse feature circuits: IG node scores with one step are plain attribution
+patching (computed here independently, every layer at once), edges are the Jacobian products
+they are defined as, the full circuit's faithfulness is 1 and the empty one's 0, the held-out
+split is a partition, and a circuit survives circuit.json."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acdc_engine.errors import AcdcError
+from acdc_engine.features.dictionary import Transcoder, TranscoderSet
+from acdc_engine.features.feature_circuit import FeatureCircuit
+from acdc_engine.features.splice import spliced_run
+from acdc_engine.features.task_circuit import (batch_runs, feature_circuit, score_nodes,
+                                               select_nodes)
+from acdc_engine.features.task_eval import feature_curves, node_faithfulness, split_problem
+from acdc_engine.patching import ReadOut
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.tasks import prepare
+from acdc_engine.testing import random_pairs
+
+
+def _transcoders(model, n=16, seed=0):
+    torch.manual_seed(seed)
+    a = model.adapter
+    tc = TranscoderSet([Transcoder(a.d_model, n, layer=i) for i in range(a.n_layers)])
+    with torch.no_grad():
+        for t in tc.layers:
+            t.b_enc.fill_(-0.2)
+    return tc
+
+
+@pytest.fixture(scope="module")
+def setup(gpt2):
+    data = prepare("t", gpt2.tokenizer, random_pairs(8, seed=3))
+    problem = Problem.build(gpt2, data, registry().metric("logit_diff"), "corrupted",
+                            batch_size=4)
+    return problem, _transcoders(gpt2)
+
+
+def test_one_step_is_attribution_patching(setup):
+    problem, tc = setup
+    s = score_nodes(problem, tc, steps=1)
+    L = tc.n_layers
+    feats = [torch.zeros(16, dtype=torch.float64) for _ in range(L)]
+    errs = [torch.zeros((), dtype=torch.float64) for _ in range(L)]
+    for b in problem.batches:
+        runs = batch_runs(problem, tc, b)
+        da = [torch.zeros_like(a).requires_grad_(True) for a in runs.clean_acts]
+        de = [torch.zeros_like(e).requires_grad_(True) for e in runs.clean_err]
+        out = spliced_run(problem.model.adapter, b.clean, tc,
+                          errors=[e + d for e, d in zip(runs.clean_err, de)],
+                          edit=lambda j, acts, da=da: acts + da[j], readout=ReadOut.of(b))
+        g = torch.autograd.grad(problem.metric.score(out.logits, b).sum(), da + de)
+        for j in range(L):
+            feats[j] += (g[j] * (runs.src_acts[j] - runs.clean_acts[j])).sum((0, 1)).double()
+            errs[j] += (g[L + j] * (runs.src_err[j] - runs.clean_err[j])).sum().double()
+    for j in range(L):
+        assert torch.allclose(s.features[j].double(), feats[j], atol=1e-5, rtol=1e-4)
+        assert float(s.errors[j]) == pytest.approx(float(errs[j]), abs=1e-5, rel=1e-4)
+    assert any(f.abs().sum() > 0 for f in s.features)
+
+
+def test_edges_are_the_defined_jacobian_products(setup):
+    problem, tc = setup
+    s = score_nodes(problem, tc, steps=2)
+    names, vals = s.names_scores()
+    kept = select_nodes(s, nodes=12)
+    c = feature_circuit(problem, tc, nodes=12, scores=s)
+    assert c.nodes == kept and len(c.nodes) == 12
+    ups = [n for n in kept if n.startswith("L0.f")]
+    downs = [n for n in kept if n.startswith("L1.f")]
+    assert ups and downs
+    u, d = int(ups[0].split(".f")[1]), int(downs[0].split(".f")[1])
+    want = 0.0
+    for bi, b in enumerate(problem.batches):  # layer 0 replaced by a leaf: dd/du directly
+        runs = batch_runs(problem, tc, b)
+        a0 = runs.clean_acts[0].clone().requires_grad_(True)
+        out = spliced_run(problem.model.adapter, b.clean, tc, errors=runs.clean_err,
+                          edit=lambda j, acts, a0=a0: a0 if j == 0 else acts,
+                          readout=ReadOut.of(b))
+        target = (s.grads[bi][1][..., d] * out.acts[1][..., d]).sum()
+        (g,) = torch.autograd.grad(target, [a0])
+        want += float((g[..., u] * (runs.src_acts[0] - runs.clean_acts[0])[..., u]).sum())
+    assert c.edges.get((ups[0], downs[0]), 0.0) == pytest.approx(want, rel=1e-4, abs=1e-6)
+    # a last-layer node's only way to the metric is direct: its edge is its one-step score
+    s1 = score_nodes(problem, tc, steps=1)
+    c1 = feature_circuit(problem, tc, nodes=30, scores=s1)
+    last = [n for n in c1.nodes if n.startswith("L1.")]
+    n1, v1 = s1.names_scores()
+    for n in last:
+        assert c1.edges[(n, "metric")] == pytest.approx(float(v1[n1.index(n)]), rel=1e-4,
+                                                        abs=1e-6)
+
+
+def test_full_circuit_is_faithful_and_empty_is_not(setup):
+    problem, tc = setup
+    s = score_nodes(problem, tc, steps=1)
+    names, _ = s.names_scores()
+    full = node_faithfulness(problem, tc, names)
+    assert full.full == pytest.approx(problem.evaluate([None])[0], abs=1e-5)
+    assert full.normalized == pytest.approx(1.0, abs=1e-5)
+    assert node_faithfulness(problem, tc, []).normalized == pytest.approx(0.0, abs=1e-5)
+    curve, complete = feature_curves(problem, tc, s, budgets=(10, 50, 100))
+    assert curve.normalized[-1] == pytest.approx(1.0, abs=1e-5)
+    assert complete.normalized[-1] == pytest.approx(0.0, abs=1e-5)
+    assert curve.unit == "nodes" and curve.n_edges_total == len(names)
+
+
+def test_held_out_split_and_circuit_file(setup, tmp_path):
+    problem, tc = setup
+    train, held = split_problem(problem, 0.25)
+    assert (train.n_examples, held.n_examples) == (6, 2)
+    rows = sorted(r for p in (train, held) for b in p.batches for r in b.rows)
+    assert rows == sorted(r for b in problem.batches for r in b.rows)
+    c = feature_circuit(train, tc, nodes=6, steps=1)
+    c.attrs["faithfulness_held_out"] = node_faithfulness(held, tc, c.nodes).normalized
+    back = FeatureCircuit.load(c.save(tmp_path / "circuit.json"))
+    assert back.nodes == pytest.approx(c.nodes) and set(back.edges) == set(c.edges)
+    assert back.attrs["faithfulness_held_out"] == c.attrs["faithfulness_held_out"]
+    G = back.nx
+    assert G.graph["granularity"] == "features" and G.nodes["metric"]["kind"] == "metric"
+    with pytest.raises(AcdcError, match="between 0 and 1"):
+        split_problem(problem, 1.5)
+    with pytest.raises(AcdcError, match="exactly one of nodes or threshold"):
+        select_nodes(score_nodes(problem, tc, steps=1), nodes=3, threshold=0.1)
