@@ -21,8 +21,9 @@ from ..circuit import Circuit
 from ..errors import AcdcError
 from ..evaluation.curves import BUDGETS, Curve, faithfulness_curve
 from ..evaluation.selection import supporting
-from ..evaluation.mib import MIB_PERCENTAGES, MibCurve, MibFile, mib_curve, read_mib, \
-    write_mib, write_submission
+from ..evaluation.mib import MIB_PERCENTAGES, MibCurve, MibFile, mib_circuits_curve, \
+    mib_curve, read_mib, write_mib
+from ..evaluation.mib_submission import MibSubmission, read_submission, write_submission
 from ..graph import Graph, parse_edge
 from ..metrics import Faithfulness
 
@@ -77,9 +78,12 @@ def _higher_is_better(params: dict) -> bool:
 
 def export_mib(run: str, out_dir: str | Path, *, task: str | None = None,
                model: str | None = None, d_model: int | None = None,
-               uri: str | None = None, results: str | Path | None = None) -> Path:
-    """Write run ``run``'s edge scores and circuit (``in_graph``) as
-    ``out_dir/{task}_{model}/importances.json`` (MIB's submission layout); ``task``/``model``
+               uri: str | None = None, results: str | Path | None = None,
+               circuits: bool = False) -> Path:
+    """Write run ``run``'s edge scores and circuit (``in_graph``) as MIB's submission folder
+    ``out_dir/{task}_{model}`` (returned) holding ``importances.json``, or with ``circuits``
+    the 9 circuits MIB's curve of the scores evaluates
+    (:func:`~acdc_engine.evaluation.mib_submission.write_submission`); ``task``/``model``
     default to the run's names (a model path becomes its last component). ``d_model`` (MIB's
     reader needs it) defaults to the run's model's, when it can be loaded. Scores get MIB's
     sign (:func:`~acdc_engine.evaluation.selection.supporting`: positive = the edge supports
@@ -109,34 +113,43 @@ def export_mib(run: str, out_dir: str | Path, *, task: str | None = None,
                         "model= (--task-name, --model-name)")
     if d_model is None and params.get("model"):
         d_model = _d_model(params["model"])
-    return write_submission(out_dir, task, model, graph, scores, keep, d_model)
+    return write_submission(out_dir, task, model, graph, scores, keep, d_model, circuits)
 
 
 @dataclass
 class MibEvaluation:
     """A MIB file evaluated: MIB's curve (``mib``), the engine's curve of the same scores
-    (``engine``) and, when the file marks edges ``in_graph``, that circuit's faithfulness."""
+    (``engine``) and, when the file marks edges ``in_graph``, that circuit's faithfulness.
+    A submission folder of circuits: ``file`` is the :class:`MibSubmission`, ``mib`` the
+    curve of its circuits (no engine curve, no single circuit)."""
 
-    file: MibFile
+    file: MibFile | MibSubmission
     mib: MibCurve | None
     engine: Curve | None
     circuit: Faithfulness | None
     params: dict
 
     def summary(self) -> str:
-        lines = [f"MIB file {self.file.source}: {int(self.file.keep.sum())} of "
-                 f"{self.file.graph.n_edges} edges in_graph"]
+        if isinstance(self.file, MibSubmission):
+            lines = [f"MIB submission {self.file.folder}: {len(self.file.circuits)} circuits "
+                     f"of a graph of {self.file.graph.n_edges} edges"]
+        else:
+            lines = [f"MIB file {self.file.source}: {int(self.file.keep.sum())} of "
+                     f"{self.file.graph.n_edges} edges in_graph"]
         if self.mib is not None:
-            lines += [self.mib.table(),
-                      f"engine curve (edges kept after pruning as x): CPR "
-                      f"{self.engine.cpr:.4f}  CMD {self.engine.cmd:.4f}"]
+            lines.append(self.mib.table())
+        if self.engine is not None:
+            lines.append(f"engine curve (edges kept after pruning as x): CPR "
+                         f"{self.engine.cpr:.4f}  CMD {self.engine.cmd:.4f}")
         if self.circuit is not None:
             lines.append(f"the file's circuit: normalized faithfulness "
                          f"{self.circuit.normalized:.4f}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"file": self.file.source, "params": self.params,
+        source = str(self.file.folder) if isinstance(self.file, MibSubmission) else \
+            self.file.source
+        return {"file": source, "params": self.params,
                 "mib": None if self.mib is None else self.mib.as_dict(),
                 "engine": None if self.engine is None else self.engine.as_dict(),
                 "circuit_faithfulness": None if self.circuit is None else
@@ -155,18 +168,26 @@ def mib_task(mib_data: str | Path, counterfactual: str | None = None,
 
 def evaluate_mib(file: str | Path, model: str, task: str | None = None, *,
                  mib_data: str | Path | None = None, counterfactual: str | None = None,
-                 absolute: bool = True, progress: bool = False, **problem) -> MibEvaluation:
+                 absolute: bool = True, progress: bool = False, log_scale: bool = False,
+                 **problem) -> MibEvaluation:
     """Evaluate the MIB circuit file ``file`` on ``model`` and ``task`` (or the MIB data file
     ``mib_data``): MIB's CPR/CMD and the engine's curve of its scores, and its ``in_graph``
     circuit's faithfulness (MIB's curve and the circuit in one pass over the data, the engine's
-    curve in another). ``problem`` goes to
+    curve in another). ``file`` may be a submission folder (``TASK_MODEL/``): its
+    ``importances.json`` as a file, or its circuit files' curve. ``log_scale``: MIB's areas
+    over ``log p`` (its leaderboard's setting). ``problem`` goes to
     :func:`~acdc_engine.api.setup.build_problem` (``metric``, ``ablation``, ``n_examples``,
     ``batch_size``, ``seed``) plus ``device``/``dtype``."""
     from .setup import build_problem, load_model, load_task
 
     if (task is None) == (mib_data is None):
         raise AcdcError("give exactly one of a task and a MIB data file")
-    mib = read_mib(file)  # a bad file fails before the model is loaded
+    # a bad file fails before the model is loaded
+    if Path(file).is_dir():
+        sub = read_submission(file)
+        mib = sub if sub.importances is None else sub.importances
+    else:
+        mib = read_mib(file)
     task_ref = mib_task(mib_data, counterfactual) if mib_data is not None else task
     task_obj = load_task(task_ref)
     device, dtype = problem.pop("device", None), problem.pop("dtype", None)
@@ -175,10 +196,18 @@ def evaluate_mib(file: str | Path, model: str, task: str | None = None, *,
     if prob.graph != mib.graph:
         raise AcdcError(f"{file} is a circuit of a graph with {mib.graph.n_edges} edges; "
                         f"model {model!r} has {prob.graph.n_edges}")
+    params = {"model": lm.id, "task": task_obj.name, "metric": prob.metric.name,
+              "ablation": prob.ablation.kind, "n_examples": prob.n_examples,
+              "absolute": absolute, "log_scale": log_scale,
+              "mib_data": None if mib_data is None else str(mib_data)}
+    if isinstance(mib, MibSubmission):
+        curve, _ = mib_circuits_curve(prob, mib.keeps(), progress=progress, log_scale=log_scale)
+        return MibEvaluation(mib, curve, None, None, params)
     masks = [prob.graph.mask_from_edges(mib.keep)] if mib.keep.any() else []
     curve = engine = None
     if mib.has_scores:
-        curve, extra = mib_curve(prob, mib.scores, MIB_PERCENTAGES, absolute, masks, progress)
+        curve, extra = mib_curve(prob, mib.scores, MIB_PERCENTAGES, absolute, masks, progress,
+                                 log_scale)
         engine, _, _ = faithfulness_curve(prob, mib.scores, BUDGETS, progress=progress)
     else:
         extra = prob.evaluate([*masks]) if masks else []
@@ -187,9 +216,6 @@ def evaluate_mib(file: str | Path, model: str, task: str | None = None, *,
         full = curve.full if curve else prob.evaluate([None])[0]
         empty = curve.empty if curve else prob.evaluate([prob.empty_mask()])[0]
         circuit = Faithfulness(extra[0], full, empty)
-    params = {"model": lm.id, "task": task_obj.name, "metric": prob.metric.name,
-              "ablation": prob.ablation.kind, "n_examples": prob.n_examples,
-              "absolute": absolute, "mib_data": None if mib_data is None else str(mib_data)}
     return MibEvaluation(mib, curve, engine, circuit, params)
 
 

@@ -1,8 +1,10 @@
 """``acdc mib``: MIB circuit-track files (export a run, evaluate a file, convert MIB data).
 
     acdc mib export RUN_ID submission/ --task-name ioi --model-name gpt2
+    acdc mib export RUN_ID submission/ --model-name gpt2 --circuits   # 9 circuit files
     acdc mib evaluate submission/ioi_gpt2/importances.json --model tiny-ioi --task ioi
     acdc mib evaluate FILE.json --model M --mib-data ioi_test.jsonl
+    acdc mib evaluate submission/ioi_gpt2 --model tiny-ioi --task ioi --log-scale
     acdc mib pairs ioi_test.jsonl pairs.jsonl      # MIB rows -> the engine's pairs format
 """
 
@@ -20,8 +22,9 @@ def _cmd_export(args) -> int:
     from ..api.mib import export_mib
 
     path = export_mib(args.run, args.out_dir, task=args.task_name, model=args.model_name,
-                      d_model=args.d_model, uri=args.tracking_uri)
-    print(f"wrote {path}")
+                      d_model=args.d_model, uri=args.tracking_uri, circuits=args.circuits)
+    files = sorted(path.iterdir())
+    print(f"wrote {files[0]}" if len(files) == 1 else f"wrote {path} ({len(files)} files)")
     return 0
 
 
@@ -37,7 +40,8 @@ def _cmd_evaluate(args) -> int:
     file = getattr(args, "mib_file", None) or args.file
     ev = evaluate_mib(file, args.model, args.task, mib_data=args.mib_data,
                       counterfactual=args.counterfactual, absolute=not args.signed,
-                      progress=not args.no_progress, **problem)
+                      progress=not args.no_progress,
+                      log_scale=getattr(args, "log_scale", False), **problem)
     print(ev.summary())
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,8 @@ def _cmd_pairs(args) -> int:
 
 def add_evaluate_args(p) -> None:
     """The options of ``acdc mib evaluate`` that are not ``acdc evaluate``'s too."""
-    p.add_argument("file", type=Path, help="a MIB circuit file (EAP-IG Graph.to_json)")
+    p.add_argument("file", type=Path, help="a MIB circuit file (EAP-IG Graph.to_json) or a "
+                   "submission folder TASK_MODEL/ (importances.json or circuit files)")
     p.add_argument("--mib-data", type=Path, metavar="FILE",
                    help="task data as a local MIB data file (JSON/JSONL rows with prompt and "
                         "*_counterfactual), instead of --task")
@@ -74,7 +79,8 @@ def register(sub) -> None:
     msub = m.add_subparsers(dest="mib_command", required=True)
 
     ex = msub.add_parser("export", help="a run's scores and circuit as a MIB submission "
-                                        "folder (OUT_DIR/TASK_MODEL/importances.json)",
+                                        "folder (OUT_DIR/TASK_MODEL/importances.json, or "
+                                        "9 circuit files with --circuits)",
                          epilog="example: acdc mib export RUN_ID submission/ --task-name ioi "
                                 "--model-name gpt2")
     ex.add_argument("run", help="a run id, run directory or edge_scores.tsv")
@@ -84,6 +90,9 @@ def register(sub) -> None:
     ex.add_argument("--d-model", type=positive,
                     help="the model's width for the file's cfg (default: read from the model)")
     ex.add_argument("--tracking-uri", help="MLflow store to look the run up in")
+    ex.add_argument("--circuits", action="store_true",
+                    help="write MIB's other kind: one circuit per edge fraction (0.1%% ... 50%%"
+                         "), circuit_{p}.json, instead of importances.json")
     ex.set_defaults(func=_cmd_export)
 
     ev = msub.add_parser("evaluate", help="MIB's CPR and CMD (and the engine's curve) of a "
@@ -100,6 +109,8 @@ def register(sub) -> None:
     ev.add_argument("--device")
     ev.add_argument("--dtype")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--log-scale", action="store_true",
+                    help="areas over log(fraction), as MIB's leaderboard computes them")
     add_threads_arg(ev)
     ev.set_defaults(func=_cmd_evaluate)
 

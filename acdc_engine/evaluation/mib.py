@@ -17,10 +17,8 @@ always has MLPs; an attention-only model (tracr) is written with the extra ``cfg
 ``"attn_only": true`` and no ``m{layer}`` nodes, which this module reads back but MIB's own
 reader cannot. Position-aware graphs have no MIB form.
 
-A submission (MIB circuit-track README, "Submitting to the MIB Leaderboard") is one folder per
-task and model named ``{task}_{model}`` (``ioi_gpt2``) holding either one file of importance
-scores (written here as ``importances.json``, as MIB's ``run_attribution.py`` names it) or
-circuits at edge budgets; :func:`write_submission` writes the first kind.
+A submission folder (one per task and model, both kinds of content) is
+:mod:`acdc_engine.evaluation.mib_submission`'s.
 
 MIB's evaluation (``evaluate_area_under_curve`` in ``MIB_circuit_track/evaluation.py``),
 replicated by :func:`mib_curve`: for each fraction ``p`` of :data:`MIB_PERCENTAGES` keep the
@@ -30,6 +28,8 @@ signed score), prune edges off input-to-logits paths, evaluate; faithfulness
 fraction, not the fraction left after pruning), trapezoids between consecutive points::
 
     CPR = sum (x2 - x1) * (f1 + f2) / 2         CMD = sum (x2 - x1) * (|1 - f1| + |1 - f2|) / 2
+
+(``log_scale``: ``x = log p``, as MIB's leaderboard evaluation calls it.)
 
 How that differs from the engine's own curve (:mod:`~acdc_engine.evaluation.curves`):
 docs/metrics.md.
@@ -51,7 +51,7 @@ from ..graph import Graph, Keep, Scores
 
 __all__ = ["MIB_PERCENTAGES", "mib_node", "engine_node", "mib_edge", "engine_edge", "to_mib",
            "write_mib", "MibFile", "read_mib", "mib_counts", "mib_areas", "MibCurve",
-           "mib_curve", "write_submission"]
+           "mib_curve", "mib_circuits_curve"]
 
 MIB_PERCENTAGES: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
 """The edge fractions MIB evaluates at (``percentages`` in its evaluation code)."""
@@ -225,6 +225,7 @@ class MibCurve:
     empty: float
     n_edges_total: int
     absolute: bool = True
+    log_scale: bool = False
 
     @property
     def faithfulness(self) -> list[float]:
@@ -233,11 +234,13 @@ class MibCurve:
 
     @property
     def cpr(self) -> float:
-        return mib_areas(self.percentages, self.faithfulness)[0]
+        """MIB's area under the faithfulness curve (``area_under``)."""
+        return mib_areas(self.percentages, self.faithfulness, self.log_scale)[0]
 
     @property
     def cmd(self) -> float:
-        return mib_areas(self.percentages, self.faithfulness)[1]
+        """MIB's area between the curve and 1 (``area_from_1``)."""
+        return mib_areas(self.percentages, self.faithfulness, self.log_scale)[1]
 
     def as_dict(self) -> dict:
         return {**asdict(self), "faithfulness": self.faithfulness, "cpr": self.cpr,
@@ -255,7 +258,8 @@ class MibCurve:
 
 
 def mib_curve(problem, scores: Scores, percentages=MIB_PERCENTAGES, absolute: bool = True,
-              extra: list | None = None, progress: bool = False) -> tuple[MibCurve, list]:
+              extra: list | None = None, progress: bool = False,
+              log_scale: bool = False) -> tuple[MibCurve, list]:
     """MIB's curve of ``scores`` on ``problem`` (one pass over the data; equal circuits are
     evaluated once). ``extra`` dense masks are evaluated in the same pass; their mean metrics
     are returned second."""
@@ -263,13 +267,43 @@ def mib_curve(problem, scores: Scores, percentages=MIB_PERCENTAGES, absolute: bo
     _check_graph(g)
     if scores.shape != (g.n_edges,):
         raise AcdcError(f"expected {g.n_edges} scores, got {tuple(scores.shape)}")
-    requested = mib_counts(g.n_edges, percentages)
-    keeps, slot, masks = {}, {}, []
-    for n in requested:
-        if n not in slot:
-            slot[n] = len(masks)
+    keeps = {}
+    for n in mib_counts(g.n_edges, percentages):
+        if n not in keeps:
             keeps[n] = prune_dead(g, select(g, scores, n_edges=n, absolute=absolute))
-            masks.append(g.mask_from_edges(keeps[n]))
+    return _curve(problem, percentages, keeps, (absolute, log_scale), extra, progress)
+
+
+def mib_circuits_curve(problem, circuits: dict, extra: list | None = None,
+                       progress: bool = False, log_scale: bool = False) -> tuple[MibCurve, list]:
+    """MIB's curve of given circuits: ``circuits`` maps a fraction ``p`` to the circuit (a
+    Keep) submitted for it (at most ``int(p * n_edges)`` edges); the 100 % point is the full
+    model (every edge, pruned as :func:`mib_curve` prunes it), so a submission of
+    :func:`mib_curve`'s own circuits gives its numbers exactly."""
+    g = problem.graph
+    _check_graph(g)
+    ps = sorted(float(p) for p in circuits)
+    if not ps or ps[0] <= 0 or ps[-1] >= 1:
+        raise AcdcError(f"circuit fractions must lie strictly between 0 and 1, got {ps}")
+    keeps = {}
+    for p in ps:
+        n, keep = int(p * g.n_edges), circuits[p].bool().cpu()
+        if int(keep.sum()) > n:
+            raise AcdcError(f"the circuit for {100 * p:g}% of edges keeps {int(keep.sum())} "
+                            f"edges; MIB allows at most {n} of {g.n_edges}")
+        keeps.setdefault(n, keep)
+    full = torch.ones(g.n_edges, dtype=torch.bool)
+    keeps.setdefault(g.n_edges, prune_dead(g, select(g, full.float(), n_edges=g.n_edges)))
+    return _curve(problem, (*ps, 1), keeps, (True, log_scale), extra, progress)
+
+
+def _curve(problem, percentages, keeps: dict, flags, extra, progress) -> tuple[MibCurve, list]:
+    """Evaluate ``keeps`` (requested edge count -> circuit, in order), ``extra`` masks, the
+    full model and the empty circuit in one pass: the curve over ``percentages``."""
+    g = problem.graph
+    requested = mib_counts(g.n_edges, percentages)
+    slot = {n: i for i, n in enumerate(keeps)}
+    masks = [g.mask_from_edges(k) for k in keeps.values()]
     extra = list(extra or [])
     k = len(masks)
     values = problem.evaluate([*masks, *extra, None, problem.empty_mask()], progress=progress,
@@ -277,18 +311,5 @@ def mib_curve(problem, scores: Scores, percentages=MIB_PERCENTAGES, absolute: bo
     curve = MibCurve(tuple(float(p) for p in percentages), tuple(requested),
                      tuple(int(keeps[n].sum()) for n in requested),
                      tuple(values[slot[n]] for n in requested), values[-2], values[-1],
-                     g.n_edges, absolute)
+                     g.n_edges, *flags)
     return curve, values[k:k + len(extra)]
-
-
-def write_submission(out_dir: str | Path, task: str, model: str, graph: Graph, scores: Scores,
-                     keep: Keep | None = None, d_model: int | None = None) -> Path:
-    """``out_dir/{task}_{model}/importances.json``: the scores (and the circuit ``keep`` as
-    ``in_graph``) in the layout MIB's leaderboard takes. ``_`` in the task becomes ``-``, as
-    MIB's folder names write it (``arc-easy_llama3``)."""
-    for what, v in (("task", task), ("model", model)):
-        if not v or "/" in v or "_" in v and what == "model":
-            raise AcdcError(f"the MIB {what} name must be a plain name without '/'"
-                            f"{' or _' if what == 'model' else ''}, got {v!r}")
-    folder = Path(out_dir) / f"{task.replace('_', '-')}_{model}"
-    return write_mib(folder / "importances.json", graph, scores, keep, d_model)

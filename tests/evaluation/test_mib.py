@@ -24,6 +24,10 @@ from acdc_engine.evaluation.mib import (
 )
 from acdc_engine.evaluation.mib_data import mib_rows_to_pairs, read_mib_rows, write_mib_pairs
 from acdc_engine.graph import Graph
+from acdc_engine.plugins import registry
+from acdc_engine.problem import Problem
+from acdc_engine.tasks import prepare
+from acdc_engine.testing import random_pairs
 
 
 def eap_ig_edge_names(n_layers: int, n_heads: int, parallel: bool) -> list[str]:
@@ -171,8 +175,10 @@ def test_round_trip_gives_identical_cpr_cmd(tiny_ioi_run, tmp_path):
     from acdc_engine.api.setup import build_problem, load_model, load_task
 
     result, out = tiny_ioi_run
-    path = export_mib(str(out), tmp_path / "submission", model="tiny")
-    assert path == tmp_path / "submission" / "ioi_tiny" / "importances.json"
+    folder = export_mib(str(out), tmp_path / "submission", model="tiny")
+    assert folder == tmp_path / "submission" / "ioi_tiny"
+    path = folder / "importances.json"
+    assert sorted(f.name for f in folder.iterdir()) == ["importances.json"]
     from acdc_engine.records import read_scores
 
     back = read_mib(path)
@@ -225,3 +231,68 @@ def test_mib_data_file_is_a_task(tmp_path):
     assert (a.mib.cpr, a.mib.cmd) == (b.mib.cpr, b.mib.cmd)
     assert a.params["n_examples"] == 6 and mib_task(data, None, tmp_path / "t").endswith(
         "ioi_mib.jsonl")
+
+
+def test_multi_circuit_submission_round_trip_gives_identical_cpr_cmd(tiny_ioi_run, tmp_path):
+    """MIB's other kind of submission: 9 circuit files (0.1 % ... 50 % of edges, no scores),
+    read back and evaluated, give exactly the curve of the scores they came from."""
+    from acdc_engine.api.mib import evaluate_mib, export_mib
+    from acdc_engine.api.setup import build_problem, load_model, load_task
+    from acdc_engine.evaluation.mib import mib_circuits_curve
+    from acdc_engine.evaluation.mib_submission import (
+        MIB_CIRCUIT_PERCENTAGES,
+        read_submission,
+    )
+    from acdc_engine.records import read_scores
+
+    result, out = tiny_ioi_run
+    folder = export_mib(str(out), tmp_path / "sub", task="arc_easy", model="tiny",
+                        circuits=True)
+    assert folder == tmp_path / "sub" / "arc-easy_tiny"
+    names = sorted(f.name for f in folder.iterdir())
+    assert names == sorted(f"circuit_{p}.json" for p in
+                           ("0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2",
+                            "0.5"))
+    assert MIB_CIRCUIT_PERCENTAGES == (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    sub = read_submission(folder)
+    g = sub.graph
+    assert sorted(sub.circuits) == list(MIB_CIRCUIT_PERCENTAGES) and sub.importances is None
+    for p, f in sub.circuits.items():
+        assert not f.has_scores  # circuits carry no scores (MIB's README)
+        assert int(f.keep.sum()) <= int(p * g.n_edges)
+        data = json.loads((folder / f"circuit_{p}.json").read_text())
+        assert all(set(e) == {"in_graph"} for e in data["edges"].values())
+    assert int(sub.circuits[0.5].keep.sum()) > int(sub.circuits[0.1].keep.sum()) > 0
+
+    scores = -read_scores(out / "edge_scores.tsv", result.graph)  # MIB's sign, as exported
+    problem, _ = build_problem(load_model("tiny-ioi"), load_task("ioi"), n_examples=16)
+    direct, _ = mib_curve(problem, scores)
+    back, _ = mib_circuits_curve(problem, sub.keeps())
+    assert back.percentages == direct.percentages and back.kept == direct.kept
+    assert back.faithfulness == direct.faithfulness
+    assert (back.cpr, back.cmd) == (direct.cpr, direct.cmd)
+    ev = evaluate_mib(folder, "tiny-ioi", "ioi", n_examples=16, log_scale=True)
+    logged, _ = mib_curve(problem, scores, log_scale=True)
+    assert (ev.mib.cpr, ev.mib.cmd) == (logged.cpr, logged.cmd)
+    assert logged.cmd != direct.cmd  # log p weighs the small circuits more
+    assert "9 circuits" in ev.summary()
+
+
+def test_submission_folders_refused_in_one_line(tmp_path, gpt2):
+    from acdc_engine.evaluation.mib import mib_circuits_curve
+    from acdc_engine.evaluation.mib_submission import read_submission, write_submission
+
+    g = gpt2.graph
+    scores = torch.linspace(-1, 1, g.n_edges)
+    folder = write_submission(tmp_path, "ioi", "m", g, scores, circuits=True)
+    write_submission(tmp_path, "ioi", "m", g, scores)  # now both kinds in one folder
+    for bad in (folder, tmp_path / "nothing_here", tmp_path):
+        with pytest.raises(AcdcError) as e:
+            read_submission(bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(AcdcError, match="model name"):
+        write_submission(tmp_path, "ioi", "my_model", g, scores)
+    problem = Problem.build(gpt2, prepare("t", gpt2.tokenizer, random_pairs(2, seed=1)),
+                            registry().metric("logit_diff"), "corrupted")
+    with pytest.raises(AcdcError, match="at most"):
+        mib_circuits_curve(problem, {0.1: torch.ones(g.n_edges, dtype=torch.bool)})
