@@ -248,9 +248,16 @@ class GraphPages:
                 self._transcoders[key] = _shipped(shipped, self.session.model)
         return self._transcoders[key]
 
-    def corpus(self) -> list[list[int]]:
-        """The texts a card's top contexts come from: the session's task prompts (clean)."""
-        return [list(r) for r in self.session.data.clean]
+    def corpus(self):
+        """The texts a card's top contexts come from: the shipped corpus (the one the shipped
+        dictionaries were trained on, as ``acdc trace`` and the feature cards use), else the
+        session's task prompts."""
+        from ..features.cards import default_corpus
+
+        try:
+            return default_corpus()
+        except AcdcError:
+            return [list(r) for r in self.session.data.clean]
 
     def _card(self, data: dict, node: dict) -> dict:
         try:
@@ -318,17 +325,26 @@ class GraphPages:
         out = intervene(self.session.model, self.transcoders(data), self.prompt_ids(data),
                         edits, k=int(args.get("k", 5)))
         rows = lambda top: [{"token": t, "prob": p} for t, p in top[0]]  # noqa: E731
+        delta = out.delta_logits[0, 0]
+        tok = self.session.model.tokenizer
+        moved = delta.abs().topk(min(5, delta.numel())).indices.tolist()
         return {"ok": True, "mode": mode, "value": value, "nodes": ids,
                 "edits": [e.name for e in edits], "before": rows(out.top_before),
-                "after": rows(out.top_after), "changed": bool(out.changed)}
+                "after": rows(out.top_after), "changed": bool(out.changed),
+                "logit_changes": [{"token": tok.decode([i]) if tok is not None else f"<{i}>",
+                                   "delta": float(delta[i])} for i in moved]}
 
 
 def _load_transcoders(ref: str):
     """Transcoders from a circuit-tracer folder or an engine/SAELens dictionary source."""
-    from ..features.circuit_tracer_format import is_circuit_tracer_folder, load_circuit_tracer
     from ..features.formats import load_any, resolve_source
 
     path = resolve_source(ref)
+    try:
+        from ..features.circuit_tracer_format import (is_circuit_tracer_folder,
+                                                      load_circuit_tracer)
+    except ImportError:  # pragma: no cover  (the engine without circuit-tracer's format)
+        return load_any(path)
     return load_circuit_tracer(path) if is_circuit_tracer_folder(path) else load_any(path)
 
 

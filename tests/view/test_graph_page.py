@@ -32,13 +32,12 @@ def graph_file():
 
 
 @pytest.fixture(scope="module")
-def transcoders_dir(gpt2, tmp_path_factory):
+def transcoders_file(gpt2, tmp_path_factory):
     """Random per-layer transcoders (8 features, ReLU, positive encoder bias: most features
-    fire) for the tiny GPT-2, saved as a circuit-tracer folder."""
+    fire) for the tiny GPT-2, saved in the engine's dictionary format."""
     import torch
 
-    from acdc_engine.features import Transcoder, TranscoderSet
-    from acdc_engine.features.circuit_tracer_format import save_circuit_tracer
+    from acdc_engine.features import Transcoder, TranscoderSet, save_dictionary
 
     torch.manual_seed(7)
     d = gpt2.adapter.d_model
@@ -46,14 +45,14 @@ def transcoders_dir(gpt2, tmp_path_factory):
     with torch.no_grad():
         for t in tc.layers:
             t.b_enc.fill_(0.5)
-    return save_circuit_tracer(tc, tmp_path_factory.mktemp("tc") / "tiny-tc")
+    return save_dictionary(tc, tmp_path_factory.mktemp("tc") / "tiny-tc.safetensors")
 
 
 @pytest.fixture
-def traced_file(graph_file, transcoders_dir):
+def traced_file(graph_file, transcoders_file):
     """The fixture graph naming the tiny GPT-2's transcoders and its prompt's token ids."""
     data = json.loads(graph_file.read_text())
-    data["metadata"].update(transcoders=str(transcoders_dir), prompt_ids=[0, 1, 2, 3, 4])
+    data["metadata"].update(transcoders=str(transcoders_file), prompt_ids=[0, 1, 2, 3, 4])
     graph_file.write_text(json.dumps(data))
     return graph_file
 
@@ -109,9 +108,10 @@ def test_page_draws_every_node_and_link_by_token_and_layer(served, page, graph_f
 
 
 def test_hover_and_click_show_the_node_and_its_card(served, page, traced_file,
-                                                     transcoders_dir, view_session):
+                                                     transcoders_file, view_session):
+    from acdc_engine.features import load_any
     from acdc_engine.features.cards import feature_card
-    from acdc_engine.features.circuit_tracer_format import load_circuit_tracer
+    from acdc_engine.view.graphs import GraphPages
 
     _open(page, served, traced_file)
     page.hover("#g-map .gnode[data-node='1_5_4']")
@@ -123,8 +123,8 @@ def test_hover_and_click_show_the_node_and_its_card(served, page, traced_file,
     body = page.inner_text("#g-card-body")
     assert "cross layer transcoder" in body and "2.4" in body and "0.12" in body
     # the card is the engine's: layer 1, feature 5 over the session's task prompts
-    card = feature_card(view_session.model, load_circuit_tracer(transcoders_dir), 1, 5,
-                        [list(r) for r in view_session.data.clean]).to_dict()
+    card = feature_card(view_session.model, load_any(transcoders_file), 1, 5,
+                        GraphPages(view_session).corpus()).to_dict()
     shown = float(page.get_attribute("#g-card-body .density", "data-value"))
     assert shown == pytest.approx(card["density"], rel=1e-6) and 0 < shown <= 1
     assert page.locator("#g-card-body .promotes .tok").evaluate_all(
@@ -198,10 +198,10 @@ def test_pin_hide_and_supernodes_survive_save_and_export(served, page, graph_fil
     assert page.locator("#g-map rect.gsuper").count() == 0 and page.errors == []
 
 
-def test_intervention_round_trip(served, page, traced_file, transcoders_dir, view_session):
+def test_intervention_round_trip(served, page, traced_file, transcoders_file, view_session):
     import torch
 
-    from acdc_engine.features.circuit_tracer_format import load_circuit_tracer
+    from acdc_engine.features import load_any
     from acdc_engine.features.interventions import FeatureEdit, intervene
 
     _open(page, served, traced_file)
@@ -214,8 +214,9 @@ def test_intervention_round_trip(served, page, traced_file, transcoders_dir, vie
     page.click("#g-intervene")
     page.wait_for_selector("#g-predictions[data-status='200'] table")
     rows = page.locator("#g-predictions tr").all_inner_texts()[1:]
+    assert page.locator("#g-predictions .moved .tok").count() == 5
     # the same intervention in Python: both features clamped at their positions
-    tc = load_circuit_tracer(transcoders_dir)
+    tc = load_any(transcoders_file)
     edits = [FeatureEdit(1, 5, mode="clamp", value=40.0, positions=(4,)),
              FeatureEdit(0, 3, mode="clamp", value=40.0, positions=(2,))]
     want = intervene(view_session.model, tc, torch.tensor([0, 1, 2, 3, 4]), edits)

@@ -300,7 +300,8 @@ async function intervene() {
   const box = $("g-predictions");
   if (out.failed) { box.textContent = out.message || "the intervention failed"; box.dataset.status = out.status; return; }
   box.dataset.status = 200;
-  setHTML(box, html`<div>${mode} ${ids.join(", ")}${mode === "clamp" ? ` to ${value}` : ""}</div>${predTable(out.before || [], out.after || [])}`);
+  const moved = (out.logit_changes || []).map((c) => html`<span class="tok" data-token="${c.token}">${JSON.stringify(c.token)} <span class="dim">${c.delta >= 0 ? "+" : ""}${fmt(c.delta)}</span></span>`);
+  setHTML(box, html`<div>${mode} ${ids.join(", ")}${mode === "clamp" ? ` to ${value}` : ""}${out.changed ? " · the top prediction changed" : ""}</div>${predTable(out.before || [], out.after || [])}<div class="moved">largest logit changes ${moved}</div>`);
 }
 
 // ----- start ---------------------------------------------------------------------------------
