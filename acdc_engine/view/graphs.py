@@ -232,20 +232,15 @@ class GraphPages:
     def transcoders(self, data: dict):
         """The dictionaries the graph was traced with: ``metadata.transcoders`` (a path or a
         cached hub id: a circuit-tracer folder or an engine/SAELens file; safetensors only, no
-        code runs), else the shipped ones of the session's model; cached per source."""
-        from .. import features
-
-        ref = data["metadata"].get("transcoders")
-        key = str(ref or self.session.model.id)
+        code runs), else the shipped ones of the session's model (its cross-layer transcoder when
+        ``metadata.scan`` names a clt); cached per source."""
+        meta = data["metadata"]
+        ref = meta.get("transcoders")
+        kind = "clt" if "clt" in str(meta.get("scan", "")).lower() else "transcoders"
+        key = str(ref or f"{self.session.model.id} {kind}")
         if key not in self._transcoders:
-            if ref:
-                self._transcoders[key] = _load_transcoders(str(ref))
-            else:
-                shipped = getattr(features, "shipped_transcoders", None)
-                if shipped is None:
-                    raise NotAvailable("the graph names no transcoders (metadata.transcoders) "
-                                       "and the engine ships none to fall back on")
-                self._transcoders[key] = _shipped(shipped, self.session.model)
+            self._transcoders[key] = _load_transcoders(str(ref)) if ref else \
+                _shipped(self.session.model, kind)
         return self._transcoders[key]
 
     def corpus(self):
@@ -348,15 +343,19 @@ def _load_transcoders(ref: str):
     return load_circuit_tracer(path) if is_circuit_tracer_folder(path) else load_any(path)
 
 
-def _shipped(shipped, model):
-    """The shipped transcoders of ``model`` (``shipped_transcoders`` may take the model or its
-    id and return a loader, a path or the transcoders)."""
-    from ..features.dictionary import Transcoders
-
-    out = shipped(model.id)
-    if callable(out) and not isinstance(out, Transcoders):
-        out = out()
-    return out if isinstance(out, Transcoders) else _load_transcoders(str(out))
+def _shipped(model, kind: str):
+    """The transcoders shipped for ``model`` (:mod:`acdc_engine.features.shipped`); a model
+    without any is :class:`NotAvailable` (no cards, no interventions)."""
+    try:
+        from ..features.shipped import shipped_transcoders
+    except ImportError:  # pragma: no cover  (an engine without shipped dictionaries)
+        raise NotAvailable("the graph names no transcoders (metadata.transcoders) and the "
+                           "engine ships none") from None
+    try:
+        return shipped_transcoders(model.id, kind)
+    except AcdcError as e:
+        raise NotAvailable(f"the graph names no transcoders (metadata.transcoders): {e}") \
+            from None
 
 
 # ----- the routes ------------------------------------------------------------------------------
