@@ -16,8 +16,10 @@ interventions use; a tensor that requires grad gets its gradient).
 
 ``freeze=True`` freezes attention patterns and norm scales (``Context(freeze=True)``,
 :mod:`acdc_engine.patching.frozen`): gradients flow only through attention values and the
-linear parts; the values are unchanged. The hook point is ``PatchPlan.mlps`` in
-:mod:`acdc_engine.patching.mlp_hooks` (each family names its ``mlp_module``).
+linear parts; the values are unchanged (a :class:`~acdc_engine.patching.frozen.Freezer`
+from another frozen run's ``freezer.replay()`` reuses that run's patterns and scales). The
+hook point is ``PatchPlan.mlps`` in :mod:`acdc_engine.patching.mlp_hooks` (each family names
+its ``mlp_module``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from ..errors import AcdcError
 from ..patching import run
+from ..patching.frozen import Freezer
 from ..patching.plan import ALL, Context, PatchPlan, ReadOut
 from .dictionary import Transcoders
 
@@ -45,6 +48,8 @@ class SplicedRun:
     mlp_in:  per layer, the transcoders' inputs [b, p, d] (live).
     errors:  per layer, the error terms [b, p, d] added (zeros with ``errors=False``).
     mlp_out: per layer, the MLP's own output [b, p, d] (detached).
+    freezer: the frozen run's :class:`~acdc_engine.patching.frozen.Freezer` (None unfrozen):
+             pass ``freeze=run.freezer.replay()`` to rerun with these very patterns and scales.
     """
 
     logits: torch.Tensor
@@ -52,6 +57,7 @@ class SplicedRun:
     mlp_in: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     mlp_out: list = field(default_factory=list)
+    freezer: Freezer | None = None
 
 
 def adapter_of(model_or_adapter):
@@ -130,7 +136,7 @@ class Splice:
 
 def spliced_run(adapter, input_ids: torch.Tensor, transcoders: Transcoders, *,
                 errors: bool | Sequence[torch.Tensor] = True, edit: Callable | None = None,
-                freeze: bool = False, readout: ReadOut = ALL) -> SplicedRun:
+                freeze: bool | Freezer = False, readout: ReadOut = ALL) -> SplicedRun:
     """Run ``adapter``'s model (an adapter or a loaded model) on ``input_ids`` [b, p] with its
     MLPs replaced by ``transcoders`` (see the module docstring for ``errors``, ``edit`` and
     ``freeze``); the logits at ``readout``'s positions and each layer's activations, inputs,
@@ -142,6 +148,7 @@ def spliced_run(adapter, input_ids: torch.Tensor, transcoders: Transcoders, *,
             raise AcdcError(f"errors: {len(errors)} per-layer tensors for "
                             f"{transcoders.n_layers} layers")
     splice = Splice(transcoders, errors, edit)
-    context = Context(fuse=False, freeze=True) if freeze else Context()
+    freezer = freeze if isinstance(freeze, Freezer) else Freezer() if freeze else None
+    context = Context() if freezer is None else Context(fuse=False, freeze=freezer)
     logits = run(adapter, input_ids, PatchPlan(mlps=splice), readout, context)
-    return SplicedRun(logits, splice.acts, splice.mlp_in, splice.err, splice.mlp_out)
+    return SplicedRun(logits, splice.acts, splice.mlp_in, splice.err, splice.mlp_out, freezer)

@@ -87,9 +87,11 @@ class ModelAdapter:
     """:meth:`attn_heads_subset` is overridden with a kernel faster than the generic one."""
     head_subset_last_query: bool = False
     """:meth:`attn_heads_subset` accepts ``q`` for the last position only."""
-    frozen: bool = False
+    frozen = None
     """Set by the patched forward during a run with frozen norm scales (``Context(freeze=
-    True)``): a norm computed inline treats its scale as a constant for gradients."""
+    ...)``): its :class:`~acdc_engine.patching.frozen.Freezer`; a norm computed inline passes
+    its scale through ``frozen.constant(scale)`` (a constant for gradients, or a recorded
+    value)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

@@ -54,7 +54,7 @@ import torch
 
 from .. import buffers
 from ..models.adapter import ModelAdapter
-from .frozen import freeze_norms
+from .frozen import Freezer, freeze_norms
 from .grad_sink import GradSink
 from .mlp_hooks import mlp_node
 from .plan import ALL, DEFAULT, NO_PATCH, Context, PatchPlan, ReadOut
@@ -243,10 +243,11 @@ class _Pass:
         self.summed = self.buf is None and self.substituted is None and delta is not None
         # a frozen run: norm scales constant for gradients (hooks removed after the run) and
         # attention patterns too (:meth:`attention` detaches q and k)
-        self.hooks = []
+        self.hooks, self.freezer = [], None
         if context.freeze:
-            adapter.frozen = True
-            self.hooks = freeze_norms(adapter.model)
+            self.freezer = context.freeze if isinstance(context.freeze, Freezer) else Freezer()
+            adapter.frozen = self.freezer
+            self.hooks = freeze_norms(adapter.model, self.freezer)
 
     def _to_delta(self, rows: slice) -> None:
         """Buffer rows ``rows`` from outputs to deltas (``out - ablated``), when it holds them."""
@@ -309,8 +310,8 @@ class _Pass:
         H = g.n_heads
         inputs = self.read(resid, g.attn_upstream(layer), cols, (H, H, H), layer > 0)
         q, k, v = (resid,) * 3 if inputs is None else inputs  # each [H, b, p, d]
-        if self.context.freeze:  # the pattern depends on q and k alone: constant
-            q, k = q.detach(), k.detach()
+        if self.freezer is not None:  # the pattern depends on q and k alone: constant
+            q, k = self.freezer.constant(q), self.freezer.constant(k)
         return self.attend(layer, rows, q, k, v)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -361,7 +362,7 @@ class _Pass:
             return self.adapter.unembed(readout.final(self.layers()))
         finally:
             self.adapter.workspace = None  # the run's own; kernels called later get none
-            if self.context.freeze:
-                self.adapter.frozen = False
+            if self.freezer is not None:
+                self.adapter.frozen = None
                 for handle in self.hooks:
                     handle.remove()

@@ -12,6 +12,12 @@ tracing uses: Ameisen et al. 2025). Two generic hook points, no family edits nee
   value is the module's own output bit for bit, the gradient the frozen-scale one. The fused
   kernels must be off (``Context(fuse=False)``) so the norm modules are called; a family
   that normalizes inline reads ``adapter.frozen`` (Gemma 2/3's post-attention norm).
+
+Every frozen quantity (the q/k inputs, each norm call's ``rstd``) goes through one
+:class:`Freezer`, which records them in call order. A run given a recording freezer's
+:meth:`Freezer.replay` uses the recorded values instead: attention patterns and norm scales
+frozen *in value* as well, so the run is exactly affine in what it adds to the residual stream
+(the replacement model's bias terms are such a run with the graph's nodes removed).
 """
 
 from __future__ import annotations
@@ -21,7 +27,33 @@ import torch
 from ..errors import UnsupportedModelError
 from .norms import _affine
 
-__all__ = ["freeze_norms", "is_norm"]
+__all__ = ["Freezer", "freeze_norms", "is_norm"]
+
+
+class Freezer:
+    """The constants of one frozen run, in call order: recorded (a fresh freezer) or replayed
+    (:meth:`replay`: another run's, for a run frozen in value)."""
+
+    def __init__(self, values: list | None = None):
+        self.replaying = values is not None
+        self.values = [] if values is None else values
+        self.i = 0
+
+    def replay(self) -> Freezer:
+        """A freezer that hands out this one's recorded values, in the same order."""
+        return Freezer(self.values)
+
+    def constant(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` detached (recorded), or the recorded value in its place (replayed)."""
+        if not self.replaying:
+            t = t.detach()
+            self.values.append(t)
+            return t
+        if self.i >= len(self.values):
+            raise RuntimeError("a replayed frozen run asked for more constants than were "
+                               "recorded: not the same model or prompt shape")
+        self.i += 1
+        return self.values[self.i - 1]
 
 
 def is_norm(module: torch.nn.Module) -> bool:
@@ -29,29 +61,36 @@ def is_norm(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.LayerNorm) or "RMSNorm" in type(module).__name__
 
 
-def _frozen(module, args, out):
-    """The forward hook: ``out`` with the gradient of a constant scale (see the module)."""
-    x = args[0] if args else None
-    if not (torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad):
-        return None
-    with torch.no_grad():
-        aff = _affine(module, x.detach(), out.detach())
-    if aff is None:
-        raise UnsupportedModelError(
-            f"{type(module).__name__} is not a layer norm or RMS norm of a known form, so its "
-            "scale cannot be frozen (the replacement model needs it)")
-    kind, rstd, _, weight, _ = aff
-    xf = x.float()
-    if kind == "layer":
-        xf = xf - xf.mean(-1, keepdim=True)
-    lin = xf * rstd
-    if weight is not None:
-        lin = lin * weight.float()
-    lin = lin.to(out.dtype)
-    return out.detach() + (lin - lin.detach())
+def _hook(freezer: Freezer):
+    """The forward hook: ``out`` with the gradient of a constant scale (see the module), or,
+    replaying, the norm with the recorded scale."""
+
+    def frozen(module, args, out):
+        x = args[0]
+        with torch.no_grad():
+            aff = _affine(module, x.detach(), out.detach())
+        if aff is None:
+            raise UnsupportedModelError(
+                f"{type(module).__name__} is not a layer norm or RMS norm of a known form, so "
+                "its scale cannot be frozen (the replacement model needs it)")
+        kind, rstd, _, weight, bias = aff
+        rstd = freezer.constant(rstd)
+        xf = x.float()
+        if kind == "layer":
+            xf = xf - xf.mean(-1, keepdim=True)
+        lin = xf * rstd
+        if weight is not None:
+            lin = lin * weight.float()
+        if freezer.replaying:
+            return (lin if bias is None else lin + bias.float()).to(out.dtype)
+        lin = lin.to(out.dtype)
+        return out.detach() + (lin - lin.detach())
+
+    return frozen
 
 
-def freeze_norms(model: torch.nn.Module) -> list:
-    """Forward hooks freezing the scale of every norm module of ``model`` (see the module
-    docstring); remove them with ``handle.remove()`` after the forward pass."""
-    return [m.register_forward_hook(_frozen) for m in model.modules() if is_norm(m)]
+def freeze_norms(model: torch.nn.Module, freezer: Freezer) -> list:
+    """Forward hooks freezing the scale of every norm module of ``model`` through ``freezer``
+    (see the module docstring); remove them with ``handle.remove()`` after the forward pass."""
+    hook = _hook(freezer)
+    return [m.register_forward_hook(hook) for m in model.modules() if is_norm(m)]

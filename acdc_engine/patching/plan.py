@@ -140,7 +140,10 @@ class Context:
     freeze:        attention patterns and norm scales are constants for gradients (the
                    replacement model of circuit tracing; :mod:`acdc_engine.patching.frozen`):
                    the same values, gradients through values and linear parts only (the fused
-                   kernels are off: the norm modules must be called).
+                   kernels are off: the norm modules must be called). A
+                   :class:`~acdc_engine.patching.frozen.Freezer` records the constants (or,
+                   from :meth:`~acdc_engine.patching.frozen.Freezer.replay`, reuses another
+                   run's: frozen in value too).
     """
 
     prefix: Prefix | None = None
@@ -148,7 +151,7 @@ class Context:
     fuse: bool = True
     node_fastpath: bool = True
     grad_sink: object | None = None
-    freeze: bool = False
+    freeze: object = False
 
     def resolved_workspace(self) -> Workspace:
         """The workspace a run hands its adapter: this context's (or this thread's), marked

@@ -69,8 +69,8 @@ class GemmaAdapter(LlamaAdapter):
         up = torch.promote_types(heads.dtype, torch.float32)  # as the norm: at least float32
         total = heads.sum(0).to(up)  # [b, p, d]: the layer's output before the norm
         s = torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + norm.eps)  # [b, p, 1]
-        if self.frozen:  # a frozen run (the replacement model): the scale is a constant
-            s = s.detach()
+        if self.frozen is not None:  # a frozen run (the replacement model): a constant scale
+            s = self.frozen.constant(s)
         return (heads.to(up) * s * (1.0 + norm.weight.to(up))).to(heads.dtype)
 
     def attn_bias(self, layer):

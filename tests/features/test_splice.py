@@ -105,6 +105,9 @@ def test_frozen_run_same_values_other_gradient(family):
     g_frozen = torch.autograd.grad(frozen.logits[0, -1].logsumexp(-1), frozen.mlp_in[0])[0]
     assert g_frozen.abs().max() > 0
     assert (g_live - g_frozen).abs().max() > 1e-6 * g_live.abs().max()
+    # replayed (patterns and scales frozen in value too), the same inputs give the same values
+    again = spliced_run(family, ids, tc, freeze=frozen.freezer.replay())
+    torch.testing.assert_close(again.logits, frozen.logits, rtol=0, atol=1e-5)
 
 
 def test_fixed_errors_and_edits(gpt2_family):
