@@ -24,6 +24,7 @@ backward pass per batch: the gradient of the spliced run's reader inputs (the pa
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from pathlib import Path
 import torch
 
 from ..errors import AcdcError
+from ..features.dictionary import SAE as DictionarySAE
+from ..features.formats import FORMAT, fill, save_dictionary
 from ..patching import writer_outputs
 from ..problem import Problem
 from .descriptive import residual_stream
@@ -43,25 +46,16 @@ FEATURE_SOURCES = ("zero", "corrupted")
 """What an ablated SAE feature's activation is replaced by."""
 
 
-class SAE(torch.nn.Module):
-    """A ReLU sparse autoencoder of ``d_in`` inputs and ``n_features`` features."""
+class SAE(DictionarySAE):
+    """A sparse autoencoder of ``d_in`` inputs and ``n_features`` features: the dictionary
+    :class:`acdc_engine.features.dictionary.SAE` (ReLU by default; topk and jumprelu too),
+    with ``layer`` third and the decoder initialised as the encoder's transpose."""
 
-    def __init__(self, d_in: int, n_features: int, layer: int = 0):
-        super().__init__()
-        self.layer = layer
-        self.W_enc = torch.nn.Parameter(torch.randn(d_in, n_features) / d_in**0.5)
-        self.b_enc = torch.nn.Parameter(torch.zeros(n_features))
-        self.W_dec = torch.nn.Parameter(self.W_enc.detach().T.clone())
-        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)  # [..., n_features]
-
-    def decode(self, f: torch.Tensor) -> torch.Tensor:
-        return f @ self.W_dec + self.b_dec  # [..., d_in]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def __init__(self, d_in: int, n_features: int, layer: int = 0, activation: str = "relu",
+                 k: int | None = None, model: str | None = None):
+        super().__init__(d_in, n_features, None, layer, activation, k, model)
+        with torch.no_grad():
+            self.W_dec.copy_(self.W_enc.detach().T)
 
     @classmethod
     def identity(cls, d: int, layer: int = 0) -> SAE:
@@ -75,15 +69,11 @@ class SAE(torch.nn.Module):
             sae.b_dec.zero_()
         return sae
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, figures: dict | None = None) -> Path:
         """safetensors with SAELens-style keys (W_enc [d_in, d_sae], W_dec [d_sae, d_in],
-        b_enc, b_dec) and the layer in the metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, path,
-                  metadata={"layer": str(self.layer)})
-        return path
+        b_enc, b_dec) and, in the metadata, the layer and the engine's dictionary config
+        (:func:`acdc_engine.features.formats.save_dictionary`)."""
+        return save_dictionary(self, path, figures)
 
     @classmethod
     def load(cls, path: str | Path, layer: int | None = None) -> SAE:
@@ -125,9 +115,23 @@ class SAE(torch.nn.Module):
             except ValueError:
                 raise AcdcError(f"{path}: its metadata names layer {meta['layer']!r}, not a "
                                 "number; pass the layer") from None
-        sae = cls(d, m, layer)
+        config = _engine_config(meta)
+        if config.get("activation", "relu") != "relu":  # a topk / jumprelu SAE of the engine
+            sae = cls(d, m, layer, config["activation"], config.get("k"), config.get("model"))
+            fill(sae, w, path)
+            return sae
+        sae = cls(d, m, layer, model=config.get("model"))
         sae.load_state_dict({k: w[k].float() for k in ("W_enc", "b_enc", "W_dec", "b_dec")})
         return sae
+
+
+def _engine_config(meta: dict) -> dict:
+    """The engine's dictionary config in a file's metadata (empty if none or broken)."""
+    try:
+        config = json.loads(meta.get("config") or "{}") if meta.get("format") == FORMAT else {}
+    except ValueError:
+        return {}
+    return config if isinstance(config, dict) and config.get("kind") == "sae" else {}
 
 
 def check_layer(problem: Problem, layer: int) -> None:

@@ -6,6 +6,8 @@ tasks, metrics, records and viewer). Modules:
 * :mod:`.dictionary`: SAEs, per-layer and cross-layer transcoders (one interface for the
   replacement model), :func:`check_dictionary` (does it fit a model).
 * :mod:`.formats`: the engine's dictionary files and SAELens folders, by path or cached hub id.
+* :mod:`.train` (training on a corpus), :mod:`.stats` (FVU, L0, dead features, spliced loss),
+  :mod:`.shipped` (the transcoders shipped with ``gpt2-ioi-bpe``).
 * :mod:`.splice`: the replacement model: :func:`spliced_run` (transcoders in place of the MLPs,
   error terms, edits, frozen attention patterns and norm scales).
 """
@@ -13,8 +15,10 @@ tasks, metrics, records and viewer). Modules:
 from .dictionary import (SAE, CrossLayerTranscoder, Dictionary, Transcoder, Transcoders,
                          TranscoderSet, check_dictionary)
 from .formats import load_any, load_dictionary, load_saelens, save_dictionary, save_saelens
+from .shipped import shipped_path, shipped_transcoders
 from .splice import SplicedRun, spliced_run
 
 __all__ = ["Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
            "CrossLayerTranscoder", "check_dictionary", "save_dictionary", "load_dictionary",
-           "save_saelens", "load_saelens", "load_any", "spliced_run", "SplicedRun"]
+           "save_saelens", "load_saelens", "load_any", "shipped_transcoders", "shipped_path",
+           "spliced_run", "SplicedRun"]

@@ -23,6 +23,7 @@ of per-layer transcoders is one): ``encode(layer, x)``, ``decoder(layer_in, laye
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,8 @@ import torch
 from ..errors import AcdcError
 
 __all__ = ["ACTIVATIONS", "Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
-           "CrossLayerTranscoder", "activate", "from_config", "check_dictionary"]
+           "CrossLayerTranscoder", "activate", "from_config", "check_dictionary",
+           "save_dictionary", "FORMAT"]
 
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 """The feature nonlinearities a dictionary may use."""
@@ -133,9 +135,7 @@ class Dictionary(torch.nn.Module):
 
     def save(self, path, figures: dict | None = None):
         """Write this dictionary to ``path`` in the engine's format
-        (:func:`acdc_engine.features.formats.save_dictionary`)."""
-        from .formats import save_dictionary
-
+        (:func:`save_dictionary`)."""
         return save_dictionary(self, path, figures)
 
 
@@ -166,9 +166,7 @@ class Transcoders(torch.nn.Module):
 
     def save(self, path, figures: dict | None = None):
         """Write this dictionary to ``path`` in the engine's format
-        (:func:`acdc_engine.features.formats.save_dictionary`)."""
-        from .formats import save_dictionary
-
+        (:func:`save_dictionary`)."""
         return save_dictionary(self, path, figures)
 
     def encode(self, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -314,6 +312,29 @@ def from_config(config: dict) -> AnyDictionary:
         keys = ("n_layers", "d_model", "n_features", "activation", "k", "model")
         return CrossLayerTranscoder(**{k: config[k] for k in keys if k in config})
     return Dictionary.from_config(config)
+
+
+FORMAT = "acdc-dictionary/1"
+"""The ``format`` metadata entry of the engine's dictionary files (read by
+:func:`acdc_engine.features.formats.load_dictionary`)."""
+
+
+def save_dictionary(dictionary: AnyDictionary, path: str | Path,
+                    figures: dict | None = None) -> Path:
+    """Write ``dictionary`` to ``path`` (a ``.safetensors`` file) in the engine's format;
+    ``figures`` (e.g. FVU, L0) travel in its metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": json.dumps(dictionary.config())}
+    if isinstance(dictionary, Dictionary):
+        meta["layer"] = str(dictionary.layer)  # what older readers (evidence.sae) look for
+    if figures:
+        meta["figures"] = json.dumps(figures)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in dictionary.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+    return path
 
 
 def _same_model(a: str, b: str) -> bool:

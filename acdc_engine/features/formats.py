@@ -26,13 +26,11 @@ from pathlib import Path
 import torch
 
 from ..errors import AcdcError
-from .dictionary import SAE, AnyDictionary, Dictionary, Transcoder, from_config
+from .dictionary import (FORMAT, SAE, AnyDictionary, Dictionary, Transcoder, from_config,
+                         save_dictionary)
 
 __all__ = ["FORMAT", "save_dictionary", "load_dictionary", "read_safetensors", "fill",
            "save_saelens", "load_saelens", "resolve_source", "load_any", "SAELENS_VERSION"]
-
-FORMAT = "acdc-dictionary/1"
-"""The ``format`` metadata entry of the engine's dictionary files."""
 
 SAELENS_VERSION = "6.54.12"
 """The SAELens version whose folder layout :func:`save_saelens` writes."""
@@ -42,22 +40,6 @@ _ARCH = {("sae", "relu"): "standard", ("sae", "topk"): "topk", ("sae", "jumprelu
          ("transcoder", "relu"): "transcoder",
          ("transcoder", "jumprelu"): "jumprelu_transcoder"}
 _FROM_ARCH = {v: k for k, v in _ARCH.items()}
-
-
-def save_dictionary(dictionary: AnyDictionary, path: str | Path,
-                    figures: dict | None = None) -> Path:
-    """Write ``dictionary`` to ``path`` (a ``.safetensors`` file) in the engine's format;
-    ``figures`` (e.g. FVU, L0) travel in its metadata."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "config": json.dumps(dictionary.config())}
-    if figures:
-        meta["figures"] = json.dumps(figures)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in dictionary.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
-    return path
 
 
 def read_safetensors(path: str | Path, what: str = "dictionary") -> tuple[dict, dict]:
