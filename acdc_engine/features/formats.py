@@ -206,7 +206,7 @@ def load_saelens(folder: str | Path) -> Dictionary:
     return _finish(d, folder)
 
 
-def resolve_source(source: str | Path) -> Path:
+def resolve_source(source: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local path, or the local Hugging Face cache folder of ``owner/name[/sub/folder]``
     (offline: ``snapshot_download(..., local_files_only=True)``); a source that is neither
     is refused with one line."""
@@ -222,7 +222,7 @@ def resolve_source(source: str | Path) -> Path:
 
     repo = "/".join(parts[:2])
     try:
-        root = Path(snapshot_download(repo, local_files_only=True))
+        root = Path(snapshot_download(repo, local_files_only=True, cache_dir=cache_dir))
     except (LocalEntryNotFoundError, OSError, ValueError) as e:
         raise AcdcError(f"dictionary '{source}': Hugging Face repo {repo!r} is not in the local "
                         f"cache ({type(e).__name__}; downloads are off here)") from None
@@ -233,10 +233,11 @@ def resolve_source(source: str | Path) -> Path:
     return path
 
 
-def load_any(source: str | Path) -> AnyDictionary:
+def load_any(source: str | Path, cache_dir: str | Path | None = None) -> AnyDictionary:
     """A dictionary from an engine file, a SAELens folder, or a folder holding one engine file
-    (``dictionary.safetensors``), by local path or cached Hugging Face id."""
-    path = resolve_source(source)
+    (``dictionary.safetensors``), by local path or cached Hugging Face id (``cache_dir``: the
+    hub cache, default Hugging Face's)."""
+    path = resolve_source(source, cache_dir)
     if path.is_dir():
         if (path / CFG).is_file():
             return load_saelens(path)
