@@ -1,0 +1,349 @@
+"""The engine's attribution graph against circuit-tracer 0.5.0's: same model, transcoders, prompt.
+
+    python benchmarks/trace_vs_circuit_tracer.py                 # shipped gpt2-ioi-bpe, IOI prompt
+    python benchmarks/trace_vs_circuit_tracer.py --repeats 3 --out /tmp/agree
+    python benchmarks/trace_vs_circuit_tracer.py --transcoders random --n-features 256 --k 8
+    python benchmarks/trace_vs_circuit_tracer.py --setup         # only create /work/ct-venv
+
+circuit-tracer runs in its own virtual environment (``--ct-venv``, default /work/ct-venv,
+created with the commands of benchmarks/README_circuit_tracer.md when it is missing), through
+``benchmarks/_ct_side.py``, in a subprocess; the engine runs ``acdc_engine.features.trace`` in
+another subprocess of this script, so each side's time and peak memory are its own, measured
+the same way (``_ct_side.measure``: wall time of the graph call alone, the model loaded
+before; the process's peak resident memory and its rise over the memory before the call).
+
+The transcoders are the shipped ones (``acdc_engine.features.shipped_transcoders``) when they
+exist, else random sparse topk per-layer transcoders; either way they are written in
+circuit-tracer's file format (``acdc_engine.features.circuit_tracer_format``) and both sides
+read that folder. The prompt's token ids are passed to both sides with the end-of-text token
+(id 0) first: both keep a prompt that starts with a special token as it is, so neither
+prepends (circuit-tracer's own choice of BOS skips id 0).
+
+Compared: the active features (layer, pos, feature) and their activations, the selected
+feature nodes, the logit targets and probabilities, the adjacency, the pruned node set
+(circuit-tracer's defaults 0.8 / 0.98) and the replacement / completeness scores. The
+adjacency tolerance is derived, not chosen: the engine also computes the graph in float64
+(the reference); the float32 rounding error of a graph is measured as the engine's float32
+graph's largest distance from it, ``e32``; circuit-tracer agrees when its graph's largest
+distance from the float64 graph is at most ``8 * e32 + eps32 * max|A64|`` (another summation
+order may double or triple the rounding error; a convention that differs shows as an error
+of the size of the entries). Prints a table; writes ``comparison.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHIPPED_MODEL = ROOT / "plugins" / "acdc_builtins" / "models" / "gpt2-ioi-bpe"
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+CT_VENV = Path("/work/ct-venv")
+TORCH = "torch==2.13.0"
+CT_PINS = ("circuit-tracer==0.5.0", "transformers<=4.57.3")
+
+
+def ensure_ct_venv(venv: Path = CT_VENV) -> Path:
+    """The python of ``venv``, creating it (README_circuit_tracer.md's commands) if missing."""
+    python = venv / "bin" / "python"
+    ok = python.exists() and subprocess.run(
+        [str(python), "-c", "import circuit_tracer"], capture_output=True).returncode == 0
+    if ok:
+        return python
+    print(f"creating {venv} (circuit-tracer 0.5.0 on {TORCH}) ...", flush=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q"]
+    subprocess.run([sys.executable if not Path("/usr/bin/python3").exists() else
+                    "/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run(pip + [TORCH], check=True)
+    constraints = venv / "constraints.txt"
+    constraints.write_text(TORCH + "\n")
+    subprocess.run(pip + ["-c", str(constraints), *CT_PINS], check=True)
+    subprocess.run(pip + ["-c", str(constraints), "nnsight==0.7.0"], check=True)
+    subprocess.run([str(python), "-c", "from circuit_tracer import ReplacementModel, attribute"],
+                   check=True)
+    return python
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1"),
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ----- preparing: transcoders in circuit-tracer's format, the prompt's ids --------------------
+def prepare(args, out: Path) -> tuple[Path, list[int], str]:
+    """Write the transcoders as a circuit-tracer folder; the prompt's ids (id 0 first)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from acdc_engine.errors import AcdcError
+    from acdc_engine.features.circuit_tracer_format import (is_circuit_tracer_folder,
+                                                            load_circuit_tracer,
+                                                            save_circuit_tracer)
+    from acdc_engine.features.dictionary import Transcoder, TranscoderSet
+
+    folder = out / "transcoders"
+    what = args.transcoders
+    if what not in ("shipped", "random") and is_circuit_tracer_folder(what):
+        tc, what = load_circuit_tracer(what), f"circuit-tracer folder {what}"
+    elif what not in ("shipped", "random"):
+        from acdc_engine.features import load_any
+
+        tc, what = load_any(what), f"dictionary {what}"
+    else:
+        tc = None
+        if what == "shipped":
+            try:
+                from acdc_engine.features.shipped import shipped_transcoders
+
+                tc, what = shipped_transcoders(), "shipped gpt2-ioi-bpe transcoders"
+            except (AcdcError, ImportError, OSError) as e:
+                print(f"no shipped transcoders ({e}); using random topk ones", flush=True)
+        if tc is None:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(args.model)
+            torch.manual_seed(args.seed)
+            tc = TranscoderSet([Transcoder(cfg.n_embd, args.n_features, layer=i,
+                                           activation="topk", k=args.k,
+                                           model=Path(args.model).name)
+                                for i in range(cfg.n_layer)])
+            what = f"random topk transcoders ({args.n_features} features, k={args.k})"
+    save_circuit_tracer(tc, folder)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    ids = tok(args.prompt, add_special_tokens=False).input_ids
+    return folder, [0] + list(ids), what
+
+
+# ----- the engine's side (a subprocess of this script) ----------------------------------------
+def engine_side(args) -> None:
+    """Trace with the engine (timed), then once in float64 (the reference); save both."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from _ct_side import measure
+
+    from acdc_engine import load_model
+    from acdc_engine.features.attribution_graph import trace
+    from acdc_engine.features.circuit_tracer_format import load_circuit_tracer
+
+    model = load_model(args.model, device="cpu")
+    tc = load_circuit_tracer(args.tc_folder)
+    ids = torch.tensor([int(i) for i in args.ids.split(",")])
+
+    def run():
+        return trace(model, ids, tc, batch_size=args.batch_size,
+                     max_feature_nodes=args.max_feature_nodes)
+
+    graph, figures = measure(run, args.repeats)
+    pruned = graph.prune()
+    replacement, completeness = graph.scores()
+    with torch.no_grad():
+        logits = model.adapter.model(ids[None]).logits if hasattr(model, "adapter") else None
+    ref = None
+    if not args.no_float64:
+        model.adapter.model.double()
+        tc64 = load_circuit_tracer(args.tc_folder).double()
+        g64 = trace(model, ids, tc64, batch_size=args.batch_size,
+                    max_feature_nodes=args.max_feature_nodes)
+        ref = {"adjacency": g64.adjacency_matrix, "selected_features": g64.selected_features,
+               "active_features": g64.active_features, "logit_ids": g64.logit_ids}
+    torch.save({
+        "adjacency": graph.adjacency_matrix, "active_features": graph.active_features,
+        "selected_features": graph.selected_features,
+        "activation_values": graph.activation_values, "input_tokens": graph.input_tokens,
+        "logit_token_ids": graph.logit_ids, "logit_probabilities": graph.logit_probabilities,
+        "node_mask": pruned.node_mask, "edge_mask": pruned.edge_mask,
+        "replacement_score": replacement, "completeness_score": completeness,
+        "float64": ref, "logits": logits,
+        "figures": {**figures, "torch_threads": torch.get_num_threads()}}, args.out_file)
+
+
+# ----- comparing -------------------------------------------------------------------------------
+def compare(eng: dict, ct: dict) -> dict:
+    """What agrees and by how much (see the module docstring for the tolerance)."""
+    import torch
+
+    eps = torch.finfo(torch.float32).eps
+    r = {}
+    r["same_tokens"] = torch.equal(eng["input_tokens"].cpu(), ct["input_tokens"].cpu())
+    fa, fb = eng["active_features"].long(), ct["active_features"].long()
+    r["active_features"] = (len(fa), len(fb))
+    r["same_active_features"] = fa.shape == fb.shape and torch.equal(fa, fb)
+    if r["same_active_features"]:
+        r["activation_max_abs_diff"] = float((eng["activation_values"].float()
+                                              - ct["activation_values"].float()).abs().max())
+    r["same_selected_features"] = torch.equal(eng["selected_features"].long(),
+                                              ct["selected_features"].long())
+    r["same_logit_targets"] = torch.equal(eng["logit_token_ids"].long(),
+                                          ct["logit_token_ids"].long())
+    r["logit_prob_max_abs_diff"] = float((eng["logit_probabilities"].float()
+                                          - ct["logit_probabilities"].float()).abs().max()) \
+        if r["same_logit_targets"] else None
+    A, B = eng["adjacency"].float(), ct["adjacency"].float()
+    r["nodes"] = (A.shape[0], B.shape[0])
+    comparable = A.shape == B.shape and r["same_selected_features"]
+    if comparable:
+        r["adjacency_max_abs_diff"] = float((A - B).abs().max())
+        r["adjacency_max_abs"] = float(A.abs().max())
+        ref = eng.get("float64")
+        if ref is not None and ref["adjacency"].shape == A.shape:
+            A64 = ref["adjacency"]
+            e32 = float((A.double() - A64).abs().max())
+            e_ct = float((B.double() - A64).abs().max())
+            tol = 8 * e32 + eps * float(A64.abs().max())
+            r.update(engine_vs_float64=e32, ct_vs_float64=e_ct, tolerance=tol,
+                     adjacency_equal=e_ct <= tol and r["adjacency_max_abs_diff"] <= tol + e32)
+        else:
+            tol = 64 * eps * float(A.abs().max())  # without a reference: a loose a priori bound
+            r.update(tolerance=tol, adjacency_equal=r["adjacency_max_abs_diff"] <= tol)
+        bad = ((A - B).abs() > r["tolerance"]).nonzero()
+        r["entries_over_tolerance"] = int(len(bad))
+        r["first_entries_over_tolerance"] = bad[:5].tolist()
+        r["same_pruned_nodes"] = torch.equal(eng["node_mask"].cpu(), ct["node_mask"].cpu())
+        r["pruned_nodes"] = (int(eng["node_mask"].sum()), int(ct["node_mask"].sum()))
+        r["pruned_node_differences"] = int((eng["node_mask"].cpu()
+                                            != ct["node_mask"].cpu()).sum())
+    else:
+        r["adjacency_equal"] = False
+    r["scores_engine"] = (eng["replacement_score"], eng["completeness_score"])
+    r["scores_ct"] = (ct["replacement_score"], ct["completeness_score"])
+    return r
+
+
+def _mb(b) -> str:
+    return f"{b / 2**20:.0f}"
+
+
+def table(fe: dict, fc: dict) -> str:
+    """Time and memory side by side."""
+    import statistics
+
+    rows = [("", "engine", "circuit-tracer"),
+            ("median time of the graph call (s)", f"{statistics.median(fe['times_s']):.2f}",
+             f"{statistics.median(fc['times_s']):.2f}"),
+            ("all times (s)", " ".join(f"{t:.2f}" for t in fe["times_s"]),
+             " ".join(f"{t:.2f}" for t in fc["times_s"])),
+            ("peak resident memory (MiB)", _mb(fe["peak_rss_bytes"]), _mb(fc["peak_rss_bytes"])),
+            ("rise over memory before the call (MiB)", _mb(fe["peak_rise_bytes"]),
+             _mb(fc["peak_rise_bytes"])),
+            ("torch threads", str(fe["torch_threads"]), str(fc["torch_threads"]))]
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}" for r in rows)
+
+
+def explain(r: dict) -> list[str]:
+    """What differs, in words (empty when everything agrees)."""
+    said = []
+    if not r["same_tokens"]:
+        said.append("the input tokens differ (BOS convention)")
+    if not r["same_active_features"]:
+        said.append(f"the active features differ ({r['active_features'][0]} engine vs "
+                    f"{r['active_features'][1]} circuit-tracer): activation function, position-0 "
+                    "zeroing or the transcoders' input hook")
+    if not r["same_logit_targets"]:
+        said.append("the logit targets differ (top logits up to p=0.95, at most 10)")
+    if r.get("same_selected_features") is False:
+        said.append("the selected feature nodes differ (max_feature_nodes ranking)")
+    if not r.get("adjacency_equal"):
+        said.append(f"the adjacency differs beyond float32 rounding: "
+                    f"{r.get('entries_over_tolerance')} entries (first [target, source]: "
+                    f"{r.get('first_entries_over_tolerance')}), largest difference "
+                    f"{r.get('adjacency_max_abs_diff')}")
+    if r.get("same_pruned_nodes") is False:
+        said.append(f"the pruned node sets differ in {r['pruned_node_differences']} nodes")
+    return said
+
+
+def main(argv=None) -> int:
+    """Prepare, run both sides, compare, print, write comparison.json."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(SHIPPED_MODEL))
+    ap.add_argument("--transcoders", default="shipped",
+                    help="shipped | random | a circuit-tracer folder | an engine dictionary")
+    ap.add_argument("--prompt", default=PROMPT)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--max-feature-nodes", type=int, default=None)
+    ap.add_argument("--n-features", type=int, default=256)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="folder for the graphs and comparison.json")
+    ap.add_argument("--ct-venv", default=str(CT_VENV))
+    ap.add_argument("--setup", action="store_true", help="only create the circuit-tracer venv")
+    ap.add_argument("--no-float64", action="store_true", help="skip the float64 reference")
+    ap.add_argument("--side", choices=["engine"], help=argparse.SUPPRESS)
+    ap.add_argument("--tc-folder", help=argparse.SUPPRESS)
+    ap.add_argument("--ids", help=argparse.SUPPRESS)
+    ap.add_argument("--out-file", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    ct_python = ensure_ct_venv(Path(args.ct_venv))
+    if args.setup:
+        print(f"circuit-tracer venv ready: {ct_python}")
+        return 0
+    if args.side == "engine":
+        engine_side(args)
+        return 0
+    import torch
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="trace_vs_ct_"))
+    out.mkdir(parents=True, exist_ok=True)
+    folder, ids, what = prepare(args, out)
+    ids_arg = ",".join(map(str, ids))
+    common = ["--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+    if args.max_feature_nodes:
+        common += ["--max-feature-nodes", str(args.max_feature_nodes)]
+    eng_cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "engine", "--model",
+               args.model, "--tc-folder", str(folder), "--ids", ids_arg, "--out-file",
+               str(out / "engine.pt"), "--ct-venv", args.ct_venv, *common]
+    if args.no_float64:
+        eng_cmd.append("--no-float64")
+    ct_cmd = [str(ct_python), str(HERE / "_ct_side.py"), "--model", args.model,
+              "--transcoders", str(folder), "--ids", ids_arg, "--out", str(out / "ct.pt"),
+              *common]
+    for name, cmd in (("engine", eng_cmd), ("circuit-tracer", ct_cmd)):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=str(ROOT))
+        if done.returncode != 0:
+            print(f"{name} side failed:\n{done.stderr[-4000:]}")
+            return 1
+    eng = torch.load(out / "engine.pt", weights_only=False)
+    ct = torch.load(out / "ct.pt", weights_only=False)
+    r = compare(eng, ct)
+    print(f"model {args.model}; {what}; prompt {args.prompt!r} ({len(ids)} tokens, id 0 first)")
+    print(f"nodes {r['nodes'][0]} engine / {r['nodes'][1]} circuit-tracer; active features "
+          f"{r['active_features'][0]} / {r['active_features'][1]}; same active features "
+          f"{r['same_active_features']}; same selected {r['same_selected_features']}; same "
+          f"logit targets {r['same_logit_targets']}")
+    if "adjacency_max_abs_diff" in r:
+        print(f"adjacency: max |engine - circuit-tracer| {r['adjacency_max_abs_diff']:.3g} "
+              f"(entries up to {r['adjacency_max_abs']:.3g}); tolerance {r['tolerance']:.3g}"
+              + (f" (engine float32 vs float64 {r['engine_vs_float64']:.3g}, circuit-tracer vs "
+                 f"float64 {r['ct_vs_float64']:.3g})" if "engine_vs_float64" in r else "")
+              + f"; equal: {r['adjacency_equal']}")
+        print(f"pruned nodes {r['pruned_nodes'][0]} / {r['pruned_nodes'][1]}; same pruned set "
+              f"{r['same_pruned_nodes']}")
+    print(f"replacement / completeness: engine {r['scores_engine'][0]:.4f} / "
+          f"{r['scores_engine'][1]:.4f}; circuit-tracer {r['scores_ct'][0]:.4f} / "
+          f"{r['scores_ct'][1]:.4f}")
+    print(f"circuit-tracer's replacement model vs the HF model's logits: max abs "
+          f"{ct['figures']['logits_vs_hf_max_abs']:.2g}")
+    print(table(eng["figures"], ct["figures"]))
+    differences = explain(r)
+    print("differences: " + ("none" if not differences else "; ".join(differences)))
+    (out / "comparison.json").write_text(json.dumps(
+        {**r, "differences": differences, "engine": eng["figures"], "circuit_tracer":
+         ct["figures"], "transcoders": what, "prompt": args.prompt, "ids": ids},
+        indent=2, default=str))
+    print(f"written: {out / 'comparison.json'}")
+    return 0 if r.get("adjacency_equal") and r["same_active_features"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
