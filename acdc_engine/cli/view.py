@@ -73,12 +73,13 @@ def _cmd_view(args) -> int:
 
 
 def _graph_model(path: str) -> str | None:
-    """The model a graph JSON was traced on (``metadata.model``, written by ``acdc trace``),
-    after checking the file: a bad graph fails before any model loads."""
+    """The model a graph JSON was traced on (``metadata.model``, or a shipped model its
+    ``scan`` names), after checking the file: a bad graph fails before any model loads."""
+    from ..features.shipped import SHIPPED
     from ..view.graphs import read_graph
 
     meta = read_graph(path)["metadata"]
-    model = meta.get("model") or (meta.get("acdc") or {}).get("model")
+    model = meta.get("model") or (meta.get("scan") if meta.get("scan") in SHIPPED else None)
     return str(model) if model else None
 
 

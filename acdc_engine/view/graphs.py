@@ -7,14 +7,8 @@
     POST /api/graph/intervene {file, nodes, mode, value}   ablate or clamp features: the top
                                              predictions before and after
 
-The format is circuit-tracer's (``circuit_tracer/frontend/graph_models.py``), which its own
-frontend and Neuronpedia open: ``nodes`` (``node_id``, ``feature``, ``layer`` -- ``"E"`` for a
-token embedding, the layer number for a feature or an error node, ``n_layers + 1`` for a logit
---, ``ctx_idx``, ``feature_type``, ``influence``, ``activation``, ``clerp``, ``token_prob``,
-``is_target_logit``), ``links`` (``source``, ``target``, ``weight``), ``metadata``
-(``prompt_tokens``, ``prompt``, ``slug``, ``scan``) and ``qParams`` (``pinnedIds``,
-``supernodes`` as ``[name, node_id, ...]`` lists; the page adds ``hiddenIds``, which the other
-frontends ignore).
+The format is circuit-tracer's graph JSON (:mod:`.graph_file` reads, checks and saves it), which
+its own frontend and Neuronpedia open.
 
 Files are confined like the console's (:mod:`.paths`): the results folder and what ``acdc view
 --graph PATH`` (or :meth:`Session.allow`) allowed. Every request passes the server's guard
@@ -28,127 +22,26 @@ fields, and an intervention answers 501 with one line.
 from __future__ import annotations
 
 import html
-import json
-import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import AcdcError
+from .graph_file import check_graph, feature_where, is_feature, read_graph, write_qparams
 
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["read_graph", "check_graph", "write_qparams", "node_layer", "GraphPages",
-           "NotAvailable", "graph_url"]
+__all__ = ["read_graph", "check_graph", "write_qparams", "GraphPages", "NotAvailable",
+           "graph_url", "graph_routes"]
 
-FEATURE_TYPES = ("cross layer transcoder", "transcoder", "sae", "feature")
-"""``feature_type`` values of dictionary-feature nodes (the rest: embedding, error, logit)."""
-QPARAM_KEYS = ("pinnedIds", "supernodes", "hiddenIds", "linkType", "clickedId", "sg_pos")
-MAX_GRAPH_BYTES = 200 * 2**20  # a graph file larger than this is refused, not parsed
-_FEATURE_ID = re.compile(r"^(-?\d+)_(\d+)_(\d+)$")
+ACTIVATION_RTOL = 1e-3
+"""How closely the transcoders' activations on the graph's prompt must match the graph's
+feature nodes for the page to use them (float32 traces agree to ~1e-6)."""
+MAX_CHECKED = 64  # feature nodes compared when matching transcoders to a graph
 
 
 class NotAvailable(AcdcError):
     """A part of the page whose engine code is not installed (answered with status 501)."""
-
-
-# ----- the file ------------------------------------------------------------------------------
-def node_layer(node: dict, n_layers: int) -> int:
-    """The row a node is drawn in: 0 for a token embedding (``"E"``), ``layer + 1`` for a
-    feature or an error node, ``n_layers + 1`` for a logit."""
-    layer = str(node.get("layer"))
-    if layer == "E" or node.get("feature_type") == "embedding":
-        return 0
-    if node.get("feature_type") == "logit":
-        return n_layers + 1
-    return int(layer) + 1
-
-
-def check_graph(data, where: str) -> dict:
-    """``data`` if it is a graph in circuit-tracer's format, else a one-line
-    :class:`AcdcError` naming ``where`` and the first thing wrong."""
-    if not isinstance(data, dict):
-        raise AcdcError(f"{where}: not a graph JSON (an object with nodes, links, metadata)")
-    for key, kind in (("nodes", list), ("links", list), ("metadata", dict)):
-        if not isinstance(data.get(key), kind):
-            raise AcdcError(f"{where}: not circuit-tracer's graph JSON: no {key!r} "
-                            f"{'list' if kind is list else 'object'}")
-    if not isinstance(data["metadata"].get("prompt_tokens"), list):
-        raise AcdcError(f"{where}: metadata has no prompt_tokens list")
-    n_tokens = len(data["metadata"]["prompt_tokens"])
-    ids = set()
-    for i, n in enumerate(data["nodes"]):
-        if not isinstance(n, dict) or not all(k in n for k in ("node_id", "layer", "ctx_idx",
-                                                               "feature_type")):
-            raise AcdcError(f"{where}: node {i} lacks node_id, layer, ctx_idx or feature_type")
-        if not isinstance(n["ctx_idx"], int) or not 0 <= n["ctx_idx"] < max(n_tokens, 1):
-            raise AcdcError(f"{where}: node {n['node_id']!r} has ctx_idx {n['ctx_idx']!r}, "
-                            f"outside the prompt's {n_tokens} tokens")
-        layer = str(n["layer"])
-        if layer != "E" and not layer.lstrip("-").isdigit():
-            raise AcdcError(f"{where}: node {n['node_id']!r} has layer {n['layer']!r} (a "
-                            "number or 'E')")
-        ids.add(n["node_id"])
-    for i, link in enumerate(data["links"]):
-        if not isinstance(link, dict) or not all(k in link for k in ("source", "target",
-                                                                     "weight")):
-            raise AcdcError(f"{where}: link {i} lacks source, target or weight")
-        for end in ("source", "target"):
-            if link[end] not in ids:
-                raise AcdcError(f"{where}: link {i}'s {end} {link[end]!r} is not a node")
-    return data
-
-
-def read_graph(path: str | Path) -> dict:
-    """The graph JSON at ``path``, checked (:func:`check_graph`); one-line errors name the
-    file."""
-    p = Path(path)
-    try:
-        if p.stat().st_size > MAX_GRAPH_BYTES:
-            raise AcdcError(f"{p}: larger than {MAX_GRAPH_BYTES >> 20} MB; prune the graph")
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AcdcError(f"no graph file {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AcdcError(f"cannot read the graph {p}: {getattr(e, 'strerror', None) or e}") \
-            from None
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise AcdcError(f"{p}: not JSON ({e})") from None
-    return check_graph(data, str(p))
-
-
-def _clean_qparams(q, ids: set[str]) -> dict:
-    """The page's ``qParams``, checked: pins, hidden ids and supernode members must be nodes."""
-    if not isinstance(q, dict):
-        raise AcdcError("qParams must be an object")
-    out = {k: q[k] for k in QPARAM_KEYS if k in q}
-    for key in ("pinnedIds", "hiddenIds"):
-        vals = out.setdefault(key, [])
-        if not isinstance(vals, list) or any(v not in ids for v in vals):
-            raise AcdcError(f"qParams.{key} must list node ids of the graph")
-    sns = out.setdefault("supernodes", [])
-    for sn in sns:
-        if not (isinstance(sn, list) and len(sn) >= 2 and isinstance(sn[0], str)
-                and sn[0].strip() and all(v in ids for v in sn[1:])):
-            raise AcdcError("each supernode is [name, node_id, ...] with node ids of the graph")
-    for key in ("linkType", "clickedId", "sg_pos"):
-        out[key] = str(out.get(key, "both" if key == "linkType" else ""))
-    return out
-
-
-def write_qparams(path: str | Path, qparams: dict) -> dict:
-    """Save ``qparams`` (pins, hidden nodes, supernodes) into the graph JSON at ``path``,
-    keeping everything else; returns the checked ``qParams``."""
-    data = read_graph(path)
-    q = _clean_qparams(qparams, {n["node_id"] for n in data["nodes"]})
-    data["qParams"] = q
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return q
 
 
 def graph_url(server, path: str | Path) -> str:
@@ -204,7 +97,7 @@ class GraphPages:
         data = read_graph(self.path(args.get("file")))
         node = self._node(data, str(args.get("node", "")))
         out = {"ok": True, "node": node, "card": None, "card_message": ""}
-        if node.get("feature_type") not in FEATURE_TYPES:
+        if not is_feature(node):
             return out
         try:
             out["card"] = self._card(data, node)
@@ -212,41 +105,77 @@ class GraphPages:
             out["card_message"] = str(e)
         return out
 
-    def _where(self, node: dict) -> tuple[int, int, int]:
-        """(layer, feature index, position) of a feature node, from its ``node_id``."""
-        m = _FEATURE_ID.match(str(node["node_id"]))
-        if not m:
-            raise AcdcError(f"node {node['node_id']!r} is not a feature (layer_feature_pos)")
-        return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    def prompt_ids(self, data: dict):
+        """The graph's prompt as token ids [p]: ``metadata.prompt_ids`` when written, else the
+        prompt tokenized as ``acdc trace`` does (a special token first); it must give as many
+        tokens as ``prompt_tokens``."""
+        import torch
 
-    def check_model(self, data: dict) -> None:
-        """Refuse a graph traced on another model than the session's (``metadata.model``)."""
-        from ..features.splice import _same_model
+        from ..features.graph_nodes import prompt_ids
 
-        traced = data["metadata"].get("model")
-        if traced and not _same_model(str(traced), self.session.model.id):
-            raise AcdcError(f"the graph was traced on {traced!r}; this viewer runs "
-                            f"{self.session.model.id!r} (start it with acdc view --graph PATH, "
-                            "which opens the graph's model)")
+        meta = data["metadata"]
+        n = len(meta["prompt_tokens"])
+        if isinstance(meta.get("prompt_ids"), list):
+            ids = torch.tensor([int(i) for i in meta["prompt_ids"]])
+        else:
+            m = self.session.model
+            ids = prompt_ids(m.adapter, m.tokenizer, str(meta.get("prompt", ""))).cpu()
+        if len(ids) != n:
+            raise AcdcError(f"the graph's prompt gives {len(ids)} tokens with "
+                            f"{self.session.model.id}'s tokenizer, its prompt_tokens {n}: "
+                            "traced on another model?")
+        return ids
 
     def transcoders(self, data: dict):
         """The dictionaries the graph was traced with: ``metadata.transcoders`` (a path or a
         cached hub id: a circuit-tracer folder or an engine/SAELens file; safetensors only, no
-        code runs), else the shipped ones of the session's model (its cross-layer transcoder when
-        ``metadata.scan`` names a clt); cached per source."""
+        code runs), else those shipped with the session's model (per-layer, then
+        cross-layer); the first whose activations on the graph's prompt equal the graph's
+        feature nodes' (so a graph of another model or dictionary is refused, not misread)."""
         meta = data["metadata"]
-        ref = meta.get("transcoders")
-        kind = "clt" if "clt" in str(meta.get("scan", "")).lower() else "transcoders"
-        key = str(ref or f"{self.session.model.id} {kind}")
+        key = f"{meta.get('transcoders') or self.session.model.id}|{meta.get('prompt')}"
         if key not in self._transcoders:
-            self._transcoders[key] = _load_transcoders(str(ref)) if ref else \
-                _shipped(self.session.model, kind)
+            ref = meta.get("transcoders")
+            tried = [_load_transcoders(str(ref))] if ref else \
+                [_shipped(self.session.model, kind) for kind in ("transcoders", "clt")]
+            ids = self.prompt_ids(data)
+            match = [tc for tc in tried if tc is not None and self._fits(data, tc, ids)]
+            if not match:
+                which = f"the transcoders {ref}" if ref else \
+                    f"the transcoders shipped with {self.session.model.id}"
+                raise NotAvailable(f"{which} do not give the graph's feature activations on its "
+                                   "prompt: the graph was traced with other transcoders or "
+                                   "another model")
+            self._transcoders[key] = match[0]
         return self._transcoders[key]
+
+    def _fits(self, data: dict, tc, ids) -> bool:
+        """Do ``tc``'s activations on ``ids`` equal the graph's feature nodes' (relative
+        :data:`ACTIVATION_RTOL`)?"""
+        import torch
+
+        from ..features.splice import spliced_run
+
+        feats = [n for n in data["nodes"] if is_feature(n)
+                 and isinstance(n.get("activation"), (int, float))][:MAX_CHECKED]
+        try:
+            with torch.no_grad():
+                acts = spliced_run(self.session.model.adapter, ids[None], tc).acts
+        except AcdcError:
+            return False  # another model's transcoders (layers, width)
+        for n in feats:
+            layer, f, pos = feature_where(n)
+            if layer >= len(acts) or f >= acts[layer].shape[-1]:
+                return False
+            got, want = float(acts[layer][0, pos, f]), float(n["activation"])
+            if not abs(got - want) <= ACTIVATION_RTOL * max(1.0, abs(want)):
+                return False
+        return True
 
     def corpus(self):
         """The texts a card's top contexts come from: the shipped corpus (the one the shipped
-        dictionaries were trained on, as ``acdc trace`` and the feature cards use), else the
-        session's task prompts."""
+        dictionaries were trained on, as the feature cards use), else the session's task
+        prompts."""
         from ..features.cards import default_corpus
 
         try:
@@ -261,33 +190,10 @@ class GraphPages:
             raise NotAvailable("feature cards are not available "
                                "(acdc_engine.features.cards); the node's own fields are shown") \
                 from None
-        self.check_model(data)
-        layer, index, _ = self._where(node)
+        layer, index, _ = feature_where(node)
         card = feature_card(self.session.model, self.transcoders(data), layer, index,
                             self.corpus())
         return card.to_dict()
-
-    def prompt_ids(self, data: dict):
-        """The graph's prompt as token ids [p]: ``metadata.prompt_ids`` when written, else the
-        prompt tokenized (BOS first when ``prompt_tokens`` starts with it), which must give
-        as many tokens as ``prompt_tokens``."""
-        import torch
-
-        meta = data["metadata"]
-        n = len(meta["prompt_tokens"])
-        if isinstance(meta.get("prompt_ids"), list):
-            ids = [int(i) for i in meta["prompt_ids"]]
-        else:
-            tok = self.session.model.tokenizer
-            ids = tok(str(meta.get("prompt", "")), add_special_tokens=False)["input_ids"]
-            bos = getattr(tok, "bos_token_id", None)
-            if bos is not None and len(ids) == n - 1 and ids[:1] != [bos]:
-                ids = [bos, *ids]
-        if len(ids) != n:
-            raise AcdcError(f"the graph's prompt gives {len(ids)} tokens with "
-                            f"{self.session.model.id}'s tokenizer, its prompt_tokens {n}: "
-                            "traced with another tokenizer?")
-        return torch.tensor(ids)
 
     def intervene(self, args: dict) -> dict:
         """``POST /api/graph/intervene``: ablate (to 0) or clamp (to ``value``) the chosen
@@ -308,15 +214,10 @@ class GraphPages:
         value = 0.0 if mode == "ablate" else float(args.get("value", 0.0))
         edits = []
         for node_id in ids:
-            node = self._node(data, str(node_id))
-            if node.get("feature_type") not in FEATURE_TYPES:
-                raise AcdcError(f"{node_id!r} is a {node.get('feature_type')} node; only "
-                                "dictionary features can be ablated or clamped")
-            layer, index, pos = self._where(node)
+            layer, index, pos = feature_where(self._node(data, str(node_id)))
             edits.append(FeatureEdit(layer=layer, feature=index, positions=(pos,),
                                      mode="zero" if mode == "ablate" else "clamp",
                                      value=None if mode == "ablate" else value))
-        self.check_model(data)
         out = intervene(self.session.model, self.transcoders(data), self.prompt_ids(data),
                         edits, k=int(args.get("k", 5)))
         rows = lambda top: [{"token": t, "prob": p} for t, p in top[0]]  # noqa: E731
@@ -344,16 +245,18 @@ def _load_transcoders(ref: str):
 
 
 def _shipped(model, kind: str):
-    """The transcoders shipped for ``model`` (:mod:`acdc_engine.features.shipped`); a model
-    without any is :class:`NotAvailable` (no cards, no interventions)."""
+    """The dictionary of ``kind`` shipped with ``model`` (:mod:`acdc_engine.features.shipped`),
+    or None; a model with none at all is :class:`NotAvailable` (no cards, no interventions)."""
     try:
-        from ..features.shipped import shipped_transcoders
+        from ..features.shipped import SHIPPED, shipped_transcoders
     except ImportError:  # pragma: no cover  (an engine without shipped dictionaries)
         raise NotAvailable("the graph names no transcoders (metadata.transcoders) and the "
                            "engine ships none") from None
     try:
         return shipped_transcoders(model.id, kind)
     except AcdcError as e:
+        if Path(str(model.id).rstrip("/")).name in SHIPPED:
+            return None  # this kind is missing; the other may do
         raise NotAvailable(f"the graph names no transcoders (metadata.transcoders): {e}") \
             from None
 

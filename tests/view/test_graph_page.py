@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "graph-small.json"
+PROMPT_IDS = [0, 1, 2, 3, 4]
 
 
 @pytest.fixture
@@ -49,10 +50,24 @@ def transcoders_file(gpt2, tmp_path_factory):
 
 
 @pytest.fixture
-def traced_file(graph_file, transcoders_file):
-    """The fixture graph naming the tiny GPT-2's transcoders and its prompt's token ids."""
+def traced_file(graph_file, transcoders_file, gpt2):
+    """The fixture graph naming the tiny GPT-2's transcoders and its prompt's token ids, with
+    the feature nodes' activations those transcoders give (as a trace writes them)."""
+    import torch
+
+    from acdc_engine.features import load_any
+    from acdc_engine.features.splice import spliced_run
+
     data = json.loads(graph_file.read_text())
-    data["metadata"].update(transcoders=str(transcoders_file), prompt_ids=[0, 1, 2, 3, 4])
+    data["metadata"].update(transcoders=str(transcoders_file), prompt_ids=PROMPT_IDS)
+    with torch.no_grad():
+        acts = spliced_run(gpt2.adapter, torch.tensor([PROMPT_IDS]), load_any(transcoders_file)
+                           ).acts
+    for n in data["nodes"]:
+        if n["feature_type"] == "cross layer transcoder":
+            layer, feat, pos = map(int, n["node_id"].split("_"))
+            n["activation"] = float(acts[layer][0, pos, feat])
+            assert n["activation"] > 0  # active, as a graph's features are
     graph_file.write_text(json.dumps(data))
     return graph_file
 
@@ -116,12 +131,12 @@ def test_hover_and_click_show_the_node_and_its_card(served, page, traced_file,
     _open(page, served, traced_file)
     page.hover("#g-map .gnode[data-node='1_5_4']")
     hover = page.inner_text("#g-hover")
-    assert "1_5_4" in hover and "activation 2.400" in hover and '" John"' in hover
+    assert "1_5_4" in hover and "influence 0.1200" in hover and '" John"' in hover
     page.click("#g-map .gnode[data-node='1_5_4']")
     page.wait_for_selector("#g-card-body .density")
     assert page.inner_text("#g-card-title") == "1_5_4"
     body = page.inner_text("#g-card-body")
-    assert "cross layer transcoder" in body and "2.4" in body and "0.12" in body
+    assert "cross layer transcoder" in body and "0.12" in body
     # the card is the engine's: layer 1, feature 5 over the session's task prompts
     card = feature_card(view_session.model, load_any(transcoders_file), 1, 5,
                         GraphPages(view_session).corpus()).to_dict()
@@ -219,7 +234,7 @@ def test_intervention_round_trip(served, page, traced_file, transcoders_file, vi
     tc = load_any(transcoders_file)
     edits = [FeatureEdit(1, 5, mode="clamp", value=40.0, positions=(4,)),
              FeatureEdit(0, 3, mode="clamp", value=40.0, positions=(2,))]
-    want = intervene(view_session.model, tc, torch.tensor([0, 1, 2, 3, 4]), edits)
+    want = intervene(view_session.model, tc, torch.tensor(PROMPT_IDS), edits)
     assert len(rows) == len(want.top_before[0]) == 5
     for row, (tb, pb), (ta, pa) in zip(rows, want.top_before[0], want.top_after[0]):
         cells = row.split("\t")
@@ -231,6 +246,21 @@ def test_intervention_round_trip(served, page, traced_file, transcoders_file, vi
     page.click("#g-intervene")
     assert "select one or more feature nodes" in page.inner_text("#error")
     assert page.errors == []
+
+
+def test_transcoders_that_do_not_fit_the_graph_are_refused(served, traced_file):
+    data = json.loads(traced_file.read_text())
+    node = next(n for n in data["nodes"] if n["node_id"] == "1_5_4")
+    node["activation"] += 0.05  # not what these transcoders give on the prompt
+    traced_file.write_text(json.dumps(data))
+    status, _, body = _req(served, "POST", "/api/graph/intervene", json.dumps(
+        {"file": str(traced_file), "nodes": ["1_5_4"]}), Content_Type="application/json",
+        X_ACDC_Token=served.secret)
+    assert status == 501 and "do not give the graph's feature activations" in body
+    status, _, body = _req(served, "GET", f"/api/graph/feature?file={quote(str(traced_file))}"
+                           "&node=1_5_4")
+    out = json.loads(body)
+    assert status == 200 and out["card"] is None and "do not give" in out["card_message"]
 
 
 # ----- the server's side ---------------------------------------------------------------------
@@ -272,7 +302,7 @@ def test_other_origins_and_files_outside_are_refused(served, graph_file, tmp_pat
     status, _, body = _req(served, "POST", "/api/graph/intervene", json.dumps(
         {"file": str(graph_file), "nodes": ["E_290_3"]}), Content_Type="application/json",
         X_ACDC_Token=served.secret)
-    assert status == 400 and "only dictionary features" in body
+    assert status == 400 and "embedding node; only dictionary features" in body
 
 
 def test_the_page_runs_under_the_strict_policy(served, strict_page, graph_file):

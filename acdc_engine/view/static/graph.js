@@ -166,6 +166,7 @@ function draw() {
     else if (k === "error") e = el("rect", { ...common, x: p.x - p.r, y: p.y - p.r, width: 2 * p.r, height: 2 * p.r }, svg);
     else if (k === "embedding") e = el("polygon", { ...common, points: `${p.x},${p.y - p.r} ${p.x + p.r},${p.y + p.r} ${p.x - p.r},${p.y + p.r}` }, svg);
     else e = el("polygon", { ...common, points: `${p.x},${p.y - p.r} ${p.x + p.r},${p.y} ${p.x},${p.y + p.r} ${p.x - p.r},${p.y}` }, svg);
+    if (k === "logit") text(svg, p.x, p.y - p.r - 4, logitToken(n), { "text-anchor": "middle", class: "glabel" });
     e.addEventListener("mouseenter", () => hover(n));
     e.addEventListener("mouseleave", () => unhover());
     e.addEventListener("click", (ev) => clickNode(n, ev.shiftKey || ev.ctrlKey || ev.metaKey));
@@ -176,6 +177,10 @@ function draw() {
   drawLists();
 }
 
+function logitToken(n) {  // circuit-tracer's clerp: Output "tok" (p=0.123)
+  const m = /^Output "(.*)" \(p=/.exec(n.clerp || "");
+  return m ? m[1] : String(n.feature);
+}
 function describe(n) {
   const tok = GRAPH.metadata.prompt_tokens[n.ctx_idx];
   const parts = [n.node_id, n.feature_type, `layer ${n.layer}`, `token ${JSON.stringify(tok)} (${n.ctx_idx})`];
