@@ -34,7 +34,8 @@ from ..errors import AcdcError
 from ..patching import ReadOut
 
 __all__ = ["FeatureEdit", "MODES", "edit_function", "Intervention", "intervene",
-           "intervene_task", "mean_activation", "intervene_on_prompt", "prompt_ids"]
+           "intervene_task", "mean_activation", "intervene_on_prompt", "prompt_ids",
+           "predicted_vs_actual"]
 
 MODES = ("zero", "clamp", "mean", "corrupted", "source")
 """What an edited feature's activation becomes."""
@@ -263,14 +264,17 @@ def intervene_task(problem, transcoders, edits, *, k: int = 5) -> Intervention:
 
 
 def prompt_ids(model, prompt: str, bos: bool = True) -> torch.Tensor:
-    """A prompt's token ids [1, p] as an attribution graph reads it: the tokenizer's BOS
-    first (circuit-tracer's convention; ``bos=False``: none), no other special token."""
+    """A prompt's token ids [1, p] as an attribution graph reads it
+    (:func:`acdc_engine.features.graph_nodes.prompt_ids`: a special token first;
+    ``bos=False``: the tokenizer's ids alone)."""
+    from .graph_nodes import prompt_ids as graph_ids
+
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         raise AcdcError("a text prompt needs the model's tokenizer: pass the LoadedModel")
+    if bos:
+        return graph_ids(getattr(model, "adapter", model), tok, prompt)[None].cpu()
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    if bos and tok.bos_token_id is not None:
-        ids = [tok.bos_token_id] + list(ids)
     if not ids:
         raise AcdcError("the prompt is empty")
     return torch.tensor([ids])
@@ -293,3 +297,15 @@ def intervene_on_prompt(model, transcoders, prompt: str, features, value: float 
             "logit_changes": [{"token": tok.decode([i]) if tok is not None else f"<{i}>",
                                "delta": float(delta[i])} for i in moved],
             "edits": [e.name for e in edits]}
+
+
+def predicted_vs_actual(graph, features=None, *, model, transcoders, target: int = 0,
+                        top: int = 8):
+    """What an attribution graph predicts ablating each feature does to its target logit,
+    against what the intervention does: :func:`acdc_engine.features.graph_check.
+    predicted_vs_actual` (a :class:`~acdc_engine.features.graph_check.PredictedActual`
+    table)."""
+    from .graph_check import predicted_vs_actual as check
+
+    return check(graph, features, model=model, transcoders=transcoders, target=target,
+                 top=top)

@@ -105,3 +105,41 @@ def test_graph_page_call_and_refusals(gpt2):
         FeatureEdit(0, 1, "erase")
     with pytest.raises(AcdcError, match="feature 99 is not in layer 0's 24 features"):
         intervene(gpt2, tc, ids, [FeatureEdit(0, 99)])
+
+
+def test_predicted_vs_actual(gpt2_1layer, gpt2):
+    from acdc_engine.features.attribution_graph import trace
+    from acdc_engine.features.interventions import predicted_vs_actual
+
+    # one layer: the only path from a feature to the logits is direct
+    tc = _transcoders(gpt2_1layer)
+    g = trace(gpt2_1layer, "w1 w2 w3 w4 w5", tc)
+    check = predicted_vs_actual(g, model=gpt2_1layer, transcoders=tc, top=4)
+    assert len(check.rows) == 4 and "ratio" in check.table()
+    t = g.n_nodes - len(g.logit_ids)
+    ids = g.input_tokens[None]
+    with torch.no_grad():
+        resid = _resid_after(gpt2_1layer.adapter, ids, 0)[:, -1:]
+    tid = int(g.logit_ids[0])
+    for r in check.rows:
+        i = next(i for i in range(g.n_features) if g.node(i)[1:] == ("feature", r.layer,
+                                                                    r.pos, r.feature)[1:])
+        assert r.direct == pytest.approx(-float(g.adjacency_matrix[t, i]), rel=1e-6)
+        assert r.predicted == pytest.approx(r.direct, rel=1e-5, abs=1e-7)
+        d = tc.layers[0].W_dec[r.feature]
+        with torch.no_grad():  # the actual change: the residual minus a x decoder, unembedded
+            before = gpt2_1layer.adapter.unembed(resid)[0, 0].double()
+            after = gpt2_1layer.adapter.unembed(resid - r.activation * d)[0, 0].double()
+        want = (after[tid] - after.mean()) - (before[tid] - before.mean())
+        assert r.actual == pytest.approx(float(want), abs=1e-5)
+    # two layers: the prediction adds the paths through the layer-1 features
+    tc2 = _transcoders(gpt2)
+    g2 = trace(gpt2, "w1 w2 w3 w4 w5", tc2)
+    A, s = g2.adjacency_matrix.double(), g2.n_features
+    acts = g2.activation_values[g2.selected_features].double()
+    t2 = g2.n_nodes - len(g2.logit_ids)
+    rows = predicted_vs_actual(g2, model=gpt2, transcoders=tc2, top=6).rows
+    for r in rows:
+        i = next(i for i in range(s) if g2.node(i)[1:] == (r.layer, r.pos, r.feature))
+        via = sum(A[t2, j] / acts[j] * A[j, i] for j in range(s) if acts[j] != 0)
+        assert r.predicted == pytest.approx(float(-A[t2, i] - via), rel=1e-4, abs=1e-6)
