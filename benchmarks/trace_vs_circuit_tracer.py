@@ -77,18 +77,29 @@ def _env() -> dict:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
+def random_transcoders(n_layers: int, d: int, n: int, k: int, model: str, seed: int = 0,
+                       kind: str = "transcoders"):
+    """Random sparse (topk) per-layer transcoders, or a cross-layer transcoder (``clt``)."""
+    import torch
+
+    from acdc_engine.features.dictionary import CrossLayerTranscoder, Transcoder, TranscoderSet
+
+    torch.manual_seed(seed)
+    if kind == "clt":
+        return CrossLayerTranscoder(n_layers, d, n, activation="topk", k=k, model=model)
+    return TranscoderSet([Transcoder(d, n, layer=i, activation="topk", k=k, model=model)
+                          for i in range(n_layers)])
+
+
 # ----- preparing: transcoders in circuit-tracer's format, the prompt's ids --------------------
 def prepare(args, out: Path) -> tuple[Path, list[int], str]:
-    """Write the transcoders as a circuit-tracer folder; the prompt's ids (id 0 first)."""
-    import torch
+    """Write the transcoders as a circuit-tracer folder; the prompt's ids (a special first)."""
     from transformers import AutoTokenizer
 
     from acdc_engine.errors import AcdcError
     from acdc_engine.features.circuit_tracer_format import (is_circuit_tracer_folder,
                                                             load_circuit_tracer,
                                                             save_circuit_tracer)
-    from acdc_engine.features.dictionary import Transcoder, TranscoderSet
-
     folder = out / "transcoders"
     what = args.transcoders
     if what not in ("shipped", "random") and is_circuit_tracer_folder(what):
@@ -110,16 +121,21 @@ def prepare(args, out: Path) -> tuple[Path, list[int], str]:
             from transformers import AutoConfig
 
             cfg = AutoConfig.from_pretrained(args.model)
-            torch.manual_seed(args.seed)
-            tc = TranscoderSet([Transcoder(cfg.n_embd, args.n_features, layer=i,
-                                           activation="topk", k=args.k,
-                                           model=Path(args.model).name)
-                                for i in range(cfg.n_layer)])
-            what = f"random topk transcoders ({args.n_features} features, k={args.k})"
+            tc = random_transcoders(cfg.n_layer, cfg.n_embd, args.n_features, args.k,
+                                    Path(args.model).name, args.seed, args.kind)
+            what = f"random topk {args.kind} ({args.n_features} features, k={args.k})"
     save_circuit_tracer(tc, folder)
     tok = AutoTokenizer.from_pretrained(args.model)
     ids = tok(args.prompt, add_special_tokens=False).input_ids
-    return folder, [0] + list(ids), what
+    return folder, [first_special_id(tok)] + list(ids), what
+
+
+def first_special_id(tok) -> int:
+    """The special token both sides keep first: bos, else pad, eos, the first special id."""
+    for i in (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, *tok.all_special_ids):
+        if i is not None:
+            return int(i)
+    raise SystemExit("the tokenizer has no special token to put first")
 
 
 # ----- the engine's side (a subprocess of this script) ----------------------------------------
@@ -218,6 +234,34 @@ def compare(eng: dict, ct: dict) -> dict:
     return r
 
 
+def run_comparison(model: str, folder: Path, ids: list, out: Path, ct_python: Path,
+                   repeats: int = 1, batch_size: int = 256, max_feature_nodes: int | None = None,
+                   float64: bool = True) -> tuple[dict, dict, dict]:
+    """Run both sides (each its own process) on ``model``, the circuit-tracer folder
+    ``folder`` and token ``ids``; (comparison, engine's results, circuit-tracer's)."""
+    import torch
+
+    ids_arg = ",".join(map(str, ids))
+    common = ["--repeats", str(repeats), "--batch-size", str(batch_size)]
+    if max_feature_nodes:
+        common += ["--max-feature-nodes", str(max_feature_nodes)]
+    eng_cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "engine", "--model",
+               str(model), "--tc-folder", str(folder), "--ids", ids_arg, "--out-file",
+               str(out / "engine.pt"), "--ct-venv", str(ct_python.parent.parent), *common]
+    if not float64:
+        eng_cmd.append("--no-float64")
+    ct_cmd = [str(ct_python), str(HERE / "_ct_side.py"), "--model", str(model),
+              "--transcoders", str(folder), "--ids", ids_arg, "--out", str(out / "ct.pt"),
+              *common]
+    for name, cmd in (("engine", eng_cmd), ("circuit-tracer", ct_cmd)):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=str(ROOT))
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} side failed:\n{done.stderr[-4000:]}")
+    eng = torch.load(out / "engine.pt", weights_only=False)
+    ct = torch.load(out / "ct.pt", weights_only=False)
+    return compare(eng, ct), eng, ct
+
+
 def _mb(b) -> str:
     return f"{b / 2**20:.0f}"
 
@@ -274,6 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-feature-nodes", type=int, default=None)
     ap.add_argument("--n-features", type=int, default=256)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--kind", choices=["transcoders", "clt"], default="transcoders",
+                    help="random per-layer transcoders or a random cross-layer transcoder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for the graphs and comparison.json")
     ap.add_argument("--ct-venv", default=str(CT_VENV))
@@ -291,32 +337,19 @@ def main(argv=None) -> int:
     if args.side == "engine":
         engine_side(args)
         return 0
-    import torch
-
     out = Path(args.out or tempfile.mkdtemp(prefix="trace_vs_ct_"))
     out.mkdir(parents=True, exist_ok=True)
     folder, ids, what = prepare(args, out)
-    ids_arg = ",".join(map(str, ids))
-    common = ["--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
-    if args.max_feature_nodes:
-        common += ["--max-feature-nodes", str(args.max_feature_nodes)]
-    eng_cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "engine", "--model",
-               args.model, "--tc-folder", str(folder), "--ids", ids_arg, "--out-file",
-               str(out / "engine.pt"), "--ct-venv", args.ct_venv, *common]
-    if args.no_float64:
-        eng_cmd.append("--no-float64")
-    ct_cmd = [str(ct_python), str(HERE / "_ct_side.py"), "--model", args.model,
-              "--transcoders", str(folder), "--ids", ids_arg, "--out", str(out / "ct.pt"),
-              *common]
-    for name, cmd in (("engine", eng_cmd), ("circuit-tracer", ct_cmd)):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=str(ROOT))
-        if done.returncode != 0:
-            print(f"{name} side failed:\n{done.stderr[-4000:]}")
-            return 1
-    eng = torch.load(out / "engine.pt", weights_only=False)
-    ct = torch.load(out / "ct.pt", weights_only=False)
-    r = compare(eng, ct)
-    print(f"model {args.model}; {what}; prompt {args.prompt!r} ({len(ids)} tokens, id 0 first)")
+    try:
+        r, eng, ct = run_comparison(args.model, folder, ids, out, ct_python, repeats=args.repeats,
+                                    batch_size=args.batch_size,
+                                    max_feature_nodes=args.max_feature_nodes,
+                                    float64=not args.no_float64)
+    except RuntimeError as e:
+        print(e)
+        return 1
+    print(f"model {args.model}; {what}; prompt {args.prompt!r} ({len(ids)} tokens, special "
+          f"id {ids[0]} first)")
     print(f"nodes {r['nodes'][0]} engine / {r['nodes'][1]} circuit-tracer; active features "
           f"{r['active_features'][0]} / {r['active_features'][1]}; same active features "
           f"{r['same_active_features']}; same selected {r['same_selected_features']}; same "
