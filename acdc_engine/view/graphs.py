@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["read_graph", "check_graph", "write_qparams", "GraphPages", "NotAvailable",
            "graph_url", "graph_routes"]
 
+STATIC = Path(__file__).parent / "static"
+TOKEN_META = '<meta name="acdc-token" content="">'  # as server.TOKEN_META: the page's secret
 ACTIVATION_RTOL = 1e-3
 """How closely the transcoders' activations on the graph's prompt must match the graph's
 feature nodes for the page to use them (float32 traces agree to ~1e-6)."""
@@ -262,13 +264,13 @@ def _shipped(model, kind: str):
 
 
 # ----- the routes ------------------------------------------------------------------------------
-def graph_routes(session: Session, secret: str) -> list:
-    """The Starlette routes of the graph page (the server's guard middleware covers them)."""
+def graph_routes(session: Session, secret: str, json_safe=lambda x: x) -> list:
+    """The Starlette routes of the graph page (the server's guard middleware covers them);
+    ``secret`` goes into the page, ``json_safe`` cleans answers (the server's NaN filter)."""
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    from .server import STATIC, TOKEN_META, _finite
 
     pages = GraphPages(session)
     page = (STATIC / "graph.html").read_text(encoding="utf-8")
@@ -285,7 +287,7 @@ def graph_routes(session: Session, secret: str) -> list:
             args = {**request.query_params, **(body if isinstance(body, dict) else {})}
             args.pop("token", None)
             try:
-                return JSONResponse(_finite(await run_in_threadpool(fn, args)))
+                return JSONResponse(json_safe(await run_in_threadpool(fn, args)))
             except NotAvailable as e:
                 return JSONResponse({"ok": False, "message": str(e)}, 501)
             except AcdcError as e:

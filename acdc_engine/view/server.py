@@ -313,7 +313,7 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
         Route("/api/circuit", guarded(circuit)),
         Route("/api/circuit/size", guarded(size), methods=["POST"]),
         Route("/api/events", events),
-        *graph_routes(session, secret),  # /graph: the attribution-graph page (.graphs)
+        *graph_routes(session, secret, _finite),  # /graph: the attribution-graph page
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(Guard)])
