@@ -126,3 +126,56 @@ def test_held_out_split_and_circuit_file(setup, tmp_path):
         split_problem(problem, 1.5)
     with pytest.raises(AcdcError, match="exactly one of nodes or threshold"):
         select_nodes(score_nodes(problem, tc, steps=1), nodes=3, threshold=0.1)
+
+
+@pytest.mark.slow
+def test_recorded_run_reports_held_out_faithfulness(gpt2, tmp_path):
+    import json
+
+    import mlflow
+
+    from acdc_engine.api.feature_circuits import feature_circuit_run
+    from acdc_engine.features import save_dictionary
+    from acdc_engine.records.store import resolve_uri
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in random_pairs(12, seed=5)))
+    tc_file = save_dictionary(_transcoders(gpt2), tmp_path / "tc.safetensors")
+    r = feature_circuit_run(gpt2, str(path), str(tc_file), nodes=8, steps=2, held_out=0.25,
+                            batch_size=4, out=tmp_path / "run", render=False,
+                            experiment="features-test")
+    assert r.held_out.normalized == r.circuit.attrs["faithfulness_held_out"]
+    assert r.circuit.attrs["n_held_out"] == 3 and r.circuit.attrs["n_train"] == 9
+    assert r.curve.normalized[-1] == pytest.approx(1.0, abs=1e-5)  # on the held-out pairs
+    for f in ("circuit.json", "node_scores.tsv", "curve.tsv", "completeness.tsv", "run.json"):
+        assert (tmp_path / "run" / f).is_file()
+    assert FeatureCircuit.load(tmp_path / "run" / "circuit.json").nodes == \
+        pytest.approx(r.circuit.nodes)
+    mlflow.set_tracking_uri(resolve_uri())
+    run = mlflow.get_run(r.run_id)
+    assert run.data.metrics["faithfulness_held_out"] == pytest.approx(r.held_out.normalized)
+    assert run.data.params["ig_steps"] == "2" and run.info.status == "FINISHED"
+    with pytest.raises(AcdcError, match="exactly one of nodes or threshold"):
+        feature_circuit_run(gpt2, str(path), str(tc_file), nodes=3, threshold=0.1,
+                            track=False)
+
+
+def test_cli_feature_circuit(gpt2_path, tmp_path, capsys):
+    import json
+
+    from acdc_engine import load_model
+    from acdc_engine.cli import main
+    from acdc_engine.features import save_dictionary
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in random_pairs(8, seed=5)))
+    tc = save_dictionary(_transcoders(load_model(str(gpt2_path), device="cpu")),
+                         tmp_path / "tc.safetensors")
+    rc = main(["features", "circuit", "--task", str(path), "--model", str(gpt2_path),
+               "--transcoders", str(tc), "--nodes", "5", "--ig-steps", "1", "--held-out",
+               "0.25", "--batch-size", "4", "--no-track", "--no-render",
+               "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "held out" in out and (tmp_path / "run" / "circuit.json").is_file()
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "faithfulness_held_out" in saved and saved["params"]["held_out"] == 0.25
