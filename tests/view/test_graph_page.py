@@ -342,3 +342,39 @@ def test_cli_refuses_a_bad_graph_before_loading_a_model(tmp_path, capsys):
     assert err == f"error: {bad}: not circuit-tracer's graph JSON: no 'metadata' object"
     assert main(["view", "--graph", str(tmp_path / "none.json"), "--no-browser"]) == 2
     assert "no graph file" in capsys.readouterr().err
+
+
+# ----- graphs the engine traces ------------------------------------------------------------
+def test_a_graph_acdc_traces_opens_with_cards_and_interventions(served, page, gpt2,
+                                                                transcoders_file):
+    """The engine's own trace (features.attribution_graph) of a prompt on the tiny GPT-2, its
+    circuit-tracer JSON naming the transcoders: drawn whole, cards, an ablation."""
+    from acdc_engine.features import load_any
+    from acdc_engine.features.attribution_graph import trace
+    from acdc_engine.features.interventions import FeatureEdit, intervene
+    from acdc_engine.testing.builders import WORDS
+
+    tc = load_any(transcoders_file)
+    graph = trace(gpt2, " ".join(WORDS[:6]), tc)
+    path = graph.to_circuit_tracer_json(Path(os.environ["ACDC_RESULTS"]) / "graphs", slug="tiny",
+                                        node_threshold=0.9, tokenizer=gpt2.tokenizer)
+    data = json.loads(path.read_text())
+    data["metadata"]["transcoders"] = str(transcoders_file)
+    path.write_text(json.dumps(data))
+    _open(page, served, path)
+    assert page.locator("#g-map .gnode").count() == len(data["nodes"])
+    assert page.locator("#g-map .glink").count() == len(data["links"])
+    feats = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert feats, "the pruned graph keeps some features"
+    top = min(feats, key=lambda n: n["influence"])
+    page.click(f"#g-map .gnode[data-node='{top['node_id']}']")
+    page.wait_for_selector("#g-card-body .density")
+    page.click("#g-intervene")  # ablate (the default)
+    page.wait_for_selector("#g-predictions[data-status='200'] table")
+    layer, feat, pos = map(int, top["node_id"].split("_"))
+    want = intervene(gpt2, tc, graph.input_tokens, [FeatureEdit(layer, feat, positions=(pos,))])
+    rows = page.locator("#g-predictions tr").all_inner_texts()[1:]
+    for row, (ta, pa) in zip(rows, want.top_after[0]):
+        cells = row.split("\t")
+        assert json.loads(cells[2]) == ta and float(cells[3]) == pytest.approx(pa, rel=2e-3)
+    assert want.top_after[0] != want.top_before[0] and page.errors == []
