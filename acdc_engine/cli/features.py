@@ -14,16 +14,12 @@ or cached hub id (default: the model's shipped transcoders).
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from .args import (add_overwrite_arg, add_threads_arg, add_tracking_args, finite, positive,
                    record, task_ref)
 
 ORDER = 52
-
-_EDIT = re.compile(r"^(\d+):(\d+)(?:@(\d+(?:,\d+)*))?(?:=(-?[\d.eE+-]+))?$")
-
 
 def fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1."""
@@ -34,17 +30,14 @@ def fraction(text: str) -> float:
 
 
 def parse_edit(text: str):
-    """``LAYER:FEATURE[@POS[,POS..]][=VALUE]`` -> a FeatureEdit (no value or 0: ablate)."""
-    from ..features.interventions import FeatureEdit
+    """argparse type: ``LAYER:FEATURE[@POS[,POS..]][=VALUE]`` -> a FeatureEdit."""
+    from ..errors import AcdcError
+    from ..features.interventions import parse_edit as parse
 
-    m = _EDIT.match(text.strip())
-    if m is None:
-        raise argparse.ArgumentTypeError(f"expected LAYER:FEATURE[@POS,..][=VALUE], got "
-                                         f"{text!r}")
-    pos = None if m.group(3) is None else tuple(int(p) for p in m.group(3).split(","))
-    value = None if m.group(4) is None else float(m.group(4))
-    mode = "zero" if not value else "clamp"
-    return FeatureEdit(int(m.group(1)), int(m.group(2)), mode, value if value else None, pos)
+    try:
+        return parse(text)
+    except AcdcError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _circuit(args) -> int:

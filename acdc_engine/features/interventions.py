@@ -26,6 +26,7 @@ tasks only) or a given ``source`` tensor ``[b, p]`` (``mode="source"``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +34,7 @@ import torch
 from ..errors import AcdcError
 from ..patching import ReadOut
 
-__all__ = ["FeatureEdit", "MODES", "edit_function", "Intervention", "intervene",
+__all__ = ["FeatureEdit", "MODES", "parse_edit", "edit_function", "Intervention", "intervene",
            "intervene_task", "mean_activation", "intervene_on_prompt", "prompt_ids",
            "predicted_vs_actual"]
 
@@ -96,6 +97,26 @@ class FeatureEdit:
             new = src[:, pos]
         out[:, pos, self.feature] = new
         return out
+
+
+_EDIT = re.compile(r"^(\d+):(\d+)(?:@(\d+(?:,\d+)*))?(?:=(-?[\d.eE+-]+))?$")
+
+
+def parse_edit(text: str) -> FeatureEdit:
+    """``LAYER:FEATURE[@POS[,POS..]][=VALUE]`` -> a :class:`FeatureEdit` (no value, or 0:
+    zero it; another value: clamp to it; no position: everywhere)."""
+    m = _EDIT.match(text.strip())
+    if m is None:
+        raise AcdcError(f"expected LAYER:FEATURE[@POS,..][=VALUE] (e.g. 2:17@9=0), got "
+                        f"{text!r}")
+    pos = None if m.group(3) is None else tuple(int(p) for p in m.group(3).split(","))
+    try:
+        value = None if m.group(4) is None else float(m.group(4))
+    except ValueError:
+        raise AcdcError(f"{text!r}: {m.group(4)!r} is not a number") from None
+    if not value:
+        return FeatureEdit(int(m.group(1)), int(m.group(2)), "zero", None, pos)
+    return FeatureEdit(int(m.group(1)), int(m.group(2)), "clamp", value, pos)
 
 
 def edit_function(edits):

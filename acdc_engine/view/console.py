@@ -6,6 +6,7 @@
     show circuit RUN|circuit.json         edges N            discover [eap|eap-ig]
     prompt EXAMPLE                        save circuit PATH  save experiment [NAME]
     compare a1.2 [EXAMPLE] | compare circuits                help
+    intervene 2:17[@9][=VALUE] ...  (features of the model's shipped transcoders)
 
 Every line returns ``{"ok": bool, "message": str, "verb": str, ...}``; a line that fails
 returns ``ok: False`` with the reason and leaves the session as it was. The lines come from
@@ -151,6 +152,21 @@ def _compare(s: Session, args: list[str]) -> dict:
                        f"{max(h['max_change'] for h in view['heads']):.3f}", "view": view}
 
 
+def _features(s: Session, args: list[str]) -> dict:
+    """Ablate (or clamp) transcoder features on the task's prompts: the metric before/after."""
+    from ..features import shipped_transcoders
+    from ..features.interventions import intervene_task, parse_edit
+
+    if not args:
+        raise AcdcError("use 'intervene LAYER:FEATURE[@POS,..][=VALUE] ...' (e.g. 2:17@9)")
+    out = intervene_task(s.problem, shipped_transcoders(s.model).to(s.model.device),
+                         [parse_edit(a) for a in args])
+    return {"message": f"{' '.join(args)}: {s.problem.metric.name} {out.metric_before:.4g} -> "
+                       f"{out.metric_after:.4g}; top prediction changed in "
+                       f"{len(out.changed)} of {len(out.top_before)}",
+            "intervention": out.to_dict()}
+
+
 def _help(s: Session, args: list[str]) -> dict:
     return {"message": HELP}
 
@@ -162,6 +178,7 @@ VERBS = {
     "undo": _undo, "reset": _reset, "restore": _restore, "heads": _heads, "lens": _lens,
     "tokens": _tokens, "show": _show, "edges": _edges, "discover": _discover,
     "prompt": _prompt, "save": _save, "compare": _compare, "help": _help,
+    "intervene": _features,
 }
 
 
