@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["graph_nodes_json", "write_graph_json", "to_networkx"]
+__all__ = ["graph_nodes_json", "write_graph_json", "to_networkx", "node_name"]
 
 
 def _cantor(x: int, y: int) -> int:
@@ -52,19 +52,29 @@ def _node(graph, i: int, influence: float) -> dict:
             "clerp": f'Output "{graph.logit_tokens[j]}" (p={prob:.3f})', "influence": None}
 
 
-def graph_nodes_json(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
-    """(nodes, links) of the pruned graph, as circuit-tracer writes them."""
+def _pruned(graph, node_threshold: float, edge_threshold: float):
+    """({node index: frontend node}, [(source index, target index, weight)]) of the pruned
+    graph: the kept edges between kept nodes, and the nodes they touch (tokens and logits
+    always)."""
     pruned = graph.prune(node_threshold, edge_threshold)
     cumulative = pruned.cumulative_scores.tolist()
     nodes = {i: _node(graph, i, cumulative[i]) for i in pruned.node_mask.nonzero()[:, 0].tolist()}
     dst, src = pruned.edge_mask.nonzero(as_tuple=True)
     weights = graph.adjacency_matrix[dst, src].tolist()
+    edges = [(s, d, w) for s, d, w in zip(src.tolist(), dst.tolist(), weights)
+             if s in nodes and d in nodes]
+    used = {x for s, d, _ in edges for x in (s, d)}
+    kept = {i: n for i, n in nodes.items()
+            if i in used or n["feature_type"] in ("embedding", "logit")}
+    return kept, edges
+
+
+def graph_nodes_json(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
+    """(nodes, links) of the pruned graph, as circuit-tracer writes them."""
+    nodes, edges = _pruned(graph, node_threshold, edge_threshold)
     links = [{"source": nodes[s]["node_id"], "target": nodes[d]["node_id"], "weight": w}
-             for s, d, w in zip(src.tolist(), dst.tolist(), weights) if s in nodes and d in nodes]
-    used = {x for link in links for x in (link["source"], link["target"])}
-    kept = [n for n in nodes.values()
-            if n["node_id"] in used or n["feature_type"] in ("embedding", "logit")]
-    return kept, links
+             for s, d, w in edges]
+    return list(nodes.values()), links
 
 
 def write_graph_json(graph, path, slug: str = "graph", node_threshold: float = 0.8,
@@ -91,15 +101,27 @@ def write_graph_json(graph, path, slug: str = "graph", node_threshold: float = 0
     return file
 
 
+def node_name(graph, i: int) -> str:
+    """A unique readable name of node ``i``: ``f{layer}.{feature}@{pos}``, ``err{layer}@{pos}``,
+    ``tok{pos}``, ``logit{vocab_id}`` (circuit-tracer's ids can collide: a layer-0 feature's
+    and an error node's)."""
+    kind, *rest = graph.node(i)
+    if kind == "feature":
+        return f"f{rest[0]}.{rest[2]}@{rest[1]}"
+    if kind == "error":
+        return f"err{rest[0]}@{rest[1]}"
+    return f"tok{rest[0]}" if kind == "token" else f"logit{rest[0]}"
+
+
 def to_networkx(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
-    """The pruned graph as a ``networkx.DiGraph``: nodes by circuit-tracer id with their
-    fields, edges source -> target with ``weight``."""
+    """The pruned graph as a ``networkx.DiGraph``: nodes by :func:`node_name` with
+    circuit-tracer's node fields, edges source -> target with ``weight``."""
     import networkx as nx
 
-    nodes, links = graph_nodes_json(graph, node_threshold, edge_threshold)
+    nodes, edges = _pruned(graph, node_threshold, edge_threshold)
     g = nx.DiGraph()
-    for n in nodes:
-        g.add_node(n["node_id"], **n)
-    for link in links:
-        g.add_edge(link["source"], link["target"], weight=link["weight"])
+    for i, n in nodes.items():
+        g.add_node(node_name(graph, i), **n)
+    for s, d, w in edges:
+        g.add_edge(node_name(graph, s), node_name(graph, d), weight=w)
     return g

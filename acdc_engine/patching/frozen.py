@@ -73,16 +73,19 @@ def _hook(freezer: Freezer):
             raise UnsupportedModelError(
                 f"{type(module).__name__} is not a layer norm or RMS norm of a known form, so "
                 "its scale cannot be frozen (the replacement model needs it)")
-        kind, rstd, _, weight, bias = aff
-        rstd = freezer.constant(rstd)
-        xf = x.float()
+        kind, _, _, weight, bias = aff
+        up = torch.promote_types(x.dtype, torch.float32)  # as the norms: float32 at least
+        xf = x.to(up)
         if kind == "layer":
             xf = xf - xf.mean(-1, keepdim=True)
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
+        rstd = freezer.constant(torch.rsqrt(xf.detach().pow(2).mean(-1, keepdim=True) + eps))
         lin = xf * rstd
         if weight is not None:
-            lin = lin * weight.float()
+            lin = lin * weight.to(up)
         if freezer.replaying:
-            return (lin if bias is None else lin + bias.float()).to(out.dtype)
+            return (lin if bias is None else lin + bias.to(up)).to(out.dtype)
         lin = lin.to(out.dtype)
         return out.detach() + (lin - lin.detach())
 
