@@ -72,14 +72,15 @@ def _run(args: list[str], workers: int, module: bool) -> int:
 
 
 def first_failure(failures: dict) -> tuple[int, object]:
-    """The failure to report: a rank killed by a signal (the others then fail for its sake),
-    else a rank with its own error message, else the earliest, lowest rank."""
-    def key(item):
-        rank, f = item
-        own = _message(f) is not None and "Connection closed by peer" not in (_message(f) or "")
-        return (f.exitcode >= 0, not own, f.timestamp or time.time(), rank)
-
-    return min(failures.items(), key=key)
+    """The failure to report: the agent lists first the ranks that failed by themselves and
+    then those it stopped (SIGTERM) or that lost a peer; the first of the former (its own
+    error or signal), else the first listed."""
+    def caused(f) -> bool:  # stopped by the agent, or failed because another rank did
+        msg = _message(f) or ""
+        return f.exitcode == -15 or msg.startswith("stopped by") or "closed by peer" in msg \
+            or "Connection reset" in msg
+    items = list(failures.items())
+    return next(((r, f) for r, f in items if not caused(f)), items[0])
 
 
 def _message(failure) -> str | None:
