@@ -143,3 +143,25 @@ def test_predicted_vs_actual(gpt2_1layer, gpt2):
         i = next(i for i in range(s) if g2.node(i)[1:] == (r.layer, r.pos, r.feature))
         via = sum(A[t2, j] / acts[j] * A[j, i] for j in range(s) if acts[j] != 0)
         assert r.predicted == pytest.approx(float(-A[t2, i] - via), rel=1e-4, abs=1e-6)
+
+
+def test_console_intervene_on_the_shipped_model():
+    from acdc_engine.api.setup import build_problem, load_model, load_task
+    from acdc_engine.features import shipped_path
+    from acdc_engine.view import Session
+    from acdc_engine.view.console import run_command
+
+    try:
+        shipped_path("gpt2-ioi-bpe")
+    except AcdcError as e:
+        pytest.skip(f"no shipped transcoders yet: {e}")
+    lm = load_model("gpt2-ioi-bpe", device="cpu")
+    problem, data = build_problem(lm, load_task("ioi-names"), n_examples=8, batch_size=8)
+    s = Session(lm, problem, data, task="ioi-names", name="console test")
+    out = run_command(s, "intervene 0:1 1:2@3=2.5")
+    assert out["ok"], out["message"]
+    assert out["intervention"]["edits"] == ["L0.f1 zero", "L1.f2@3 clamp=2.5"]
+    assert out["intervention"]["metric_before"] == pytest.approx(problem.evaluate([None])[0],
+                                                                 abs=1e-4)
+    bad = run_command(s, "intervene 0-1")
+    assert not bad["ok"] and "LAYER:FEATURE" in bad["message"]
