@@ -10,8 +10,11 @@ tasks, metrics, records and viewer). Modules:
   :mod:`.shipped` (the transcoders shipped with ``gpt2-ioi-bpe``).
 * :mod:`.splice`: the replacement model: :func:`spliced_run` (transcoders in place of the MLPs,
   error terms, edits, frozen attention patterns and norm scales).
+* :mod:`.attribution_graph`: :func:`trace`, one prompt's attribution graph (circuit-tracer's
+  method; pruning and scores in :mod:`.prune`, its graph JSON in :mod:`.graph_json`).
 """
 
+from .attribution_graph import AttributionGraph, trace
 from .dictionary import (SAE, CrossLayerTranscoder, Dictionary, Transcoder, Transcoders,
                          TranscoderSet, check_dictionary)
 from .formats import load_any, load_dictionary, load_saelens, save_dictionary, save_saelens
@@ -21,4 +24,4 @@ from .splice import SplicedRun, spliced_run
 __all__ = ["Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
            "CrossLayerTranscoder", "check_dictionary", "save_dictionary", "load_dictionary",
            "save_saelens", "load_saelens", "load_any", "shipped_transcoders", "shipped_path",
-           "spliced_run", "SplicedRun"]
+           "spliced_run", "SplicedRun", "trace", "AttributionGraph"]

@@ -1,0 +1,87 @@
+"""``acdc trace``: the attribution graph of one prompt under a model's transcoders.
+
+    acdc trace --prompt "When Mary and John went to the store, John gave a drink to"
+    acdc trace --prompt "..." --model gpt2-ioi-bpe --transcoders PATH --out graphs/ --json
+
+Prints the graph's size (full and pruned), its replacement and completeness scores, the logit
+targets and the most influential features per layer. ``--out DIR`` writes the full graph
+(``graph.pt``), circuit-tracer's graph JSON of the pruned graph (``<slug>.json`` and
+``graph-metadata.json``, for its frontend, Neuronpedia's or ``acdc view``) and the report
+(``summary.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .args import add_threads_arg, model_ref, positive
+
+ORDER = 53
+
+
+def _threshold(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {x:g}")
+    return x
+
+
+def _run(args) -> int:
+    from ..api.feature_circuits import resolve_transcoders
+    from ..api.setup import load_model
+    from ..features.attribution_graph import trace
+    from ..features.graph_summary import format_summary, summarize
+    from ..features.splice import check_transcoders
+    from ..resources import set_threads
+
+    set_threads(args.threads)
+    lm = load_model(args.model, device=args.device)
+    tc = resolve_transcoders(args.transcoders, lm)
+    check_transcoders(lm.adapter, tc, lm.id, f"transcoders '{args.transcoders or 'shipped'}'")
+    graph = trace(lm, args.prompt, tc.to(lm.device), max_feature_nodes=args.max_feature_nodes,
+                  batch_size=args.batch_size)
+    report = summarize(graph, args.node_threshold, args.edge_threshold, lm.tokenizer)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        graph.save(args.out / "graph.pt")
+        path = graph.to_circuit_tracer_json(args.out, args.slug, args.node_threshold,
+                                            args.edge_threshold, lm.tokenizer)
+        (args.out / "summary.json").write_text(json.dumps(report, indent=2))
+        report["files"] = {"graph": str(args.out / "graph.pt"), "json": str(path)}
+    print(json.dumps(report, indent=2) if args.json else format_summary(report))
+    if args.out is not None and not args.json:
+        print(f"written to {args.out}/")
+    return 0
+
+
+def register(sub) -> None:
+    """``acdc trace``."""
+    p = sub.add_parser("trace", help="the attribution graph of a prompt (transcoders, "
+                                     "circuit-tracer's method and JSON)",
+                       epilog='example: acdc trace --prompt "When Mary and John went to the '
+                              'store, John gave a drink to" --out graphs/ioi')
+    p.add_argument("--prompt", required=True, help="the text to trace (a BOS is prepended)")
+    p.add_argument("--model", type=model_ref, default="gpt2-ioi-bpe",
+                   help="model name, local path or hub id (default: the shipped gpt2-ioi-bpe)")
+    p.add_argument("--transcoders", help="a path or cached hub id (default: the model's "
+                                         "shipped transcoders)")
+    p.add_argument("--node-threshold", type=_threshold, default=0.8,
+                   help="pruning: keep nodes up to this cumulative influence (default 0.8)")
+    p.add_argument("--edge-threshold", type=_threshold, default=0.98,
+                   help="pruning: keep edges up to this cumulative influence (default 0.98)")
+    p.add_argument("--max-feature-nodes", type=positive,
+                   help="at most this many feature nodes, the most influential (default all)")
+    p.add_argument("--batch-size", type=positive, default=256,
+                   help="targets per backward pass (default 256)")
+    p.add_argument("--out", type=Path, help="write graph.pt, the graph JSON and summary.json")
+    p.add_argument("--slug", default="graph", help="the graph JSON's name (default graph)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--device", default=None)
+    add_threads_arg(p)
+    p.set_defaults(func=_run)
