@@ -225,6 +225,7 @@ def compare(eng: dict, ct: dict) -> dict:
         r["first_entries_over_tolerance"] = bad[:5].tolist()
         r["same_pruned_nodes"] = torch.equal(eng["node_mask"].cpu(), ct["node_mask"].cpu())
         r["pruned_nodes"] = (int(eng["node_mask"].sum()), int(ct["node_mask"].sum()))
+        r["same_pruned_edges"] = torch.equal(eng["edge_mask"].cpu(), ct["edge_mask"].cpu())
         r["pruned_node_differences"] = int((eng["node_mask"].cpu()
                                             != ct["node_mask"].cpu()).sum())
     else:
@@ -303,6 +304,8 @@ def explain(r: dict) -> list[str]:
                     f"{r.get('adjacency_max_abs_diff')}")
     if r.get("same_pruned_nodes") is False:
         said.append(f"the pruned node sets differ in {r['pruned_node_differences']} nodes")
+    if r.get("same_pruned_edges") is False:
+        said.append("the pruned edge sets differ")
     return said
 
 
@@ -361,7 +364,7 @@ def main(argv=None) -> int:
                  f"float64 {r['ct_vs_float64']:.3g})" if "engine_vs_float64" in r else "")
               + f"; equal: {r['adjacency_equal']}")
         print(f"pruned nodes {r['pruned_nodes'][0]} / {r['pruned_nodes'][1]}; same pruned set "
-              f"{r['same_pruned_nodes']}")
+              f"{r['same_pruned_nodes']}; same pruned edges {r['same_pruned_edges']}")
     print(f"replacement / completeness: engine {r['scores_engine'][0]:.4f} / "
           f"{r['scores_engine'][1]:.4f}; circuit-tracer {r['scores_ct'][0]:.4f} / "
           f"{r['scores_ct'][1]:.4f}")
