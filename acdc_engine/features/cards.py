@@ -123,7 +123,8 @@ def corpus_ids(corpus, tokenizer=None, max_len: int | None = None) -> tuple[torc
                 if tokenizer is None:
                     raise AcdcError("a corpus of texts needs the model's tokenizer: pass the "
                                     "LoadedModel, or token ids")
-                rows.append(tokenizer(item, add_special_tokens=False)["input_ids"])
+                kw = {"truncation": True, "max_length": max_len} if max_len else {}
+                rows.append(tokenizer(item, add_special_tokens=False, **kw)["input_ids"])
             else:
                 rows.append([int(t) for t in item])
     rows = [r[:max_len] if max_len else r for r in rows if len(r) > 0]
