@@ -63,6 +63,7 @@ def measure(fn, repeats: int) -> tuple[object, dict]:
 # ----- circuit-tracer --------------------------------------------------------------------------
 def hooked_config(hf_config, name: str):
     """A TransformerLens config for a Hugging Face GPT-2 config (no official name needed)."""
+    import torch
     from transformer_lens import HookedTransformerConfig
 
     d = hf_config.n_embd
@@ -73,7 +74,7 @@ def hooked_config(hf_config, name: str):
         act_fn=hf_config.activation_function, normalization_type="LN",
         eps=hf_config.layer_norm_epsilon, positional_embedding_type="standard",
         original_architecture="GPT2LMHeadModel", model_name=name, default_prepend_bos=True,
-        device="cpu", dtype=__import__("torch").float32)
+        device="cpu", dtype=torch.float32)
 
 
 class TopKReLU:

@@ -58,8 +58,7 @@ def ensure_ct_venv(venv: Path = CT_VENV) -> Path:
         return python
     print(f"creating {venv} (circuit-tracer 0.5.0 on {TORCH}) ...", flush=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q"]
-    subprocess.run([sys.executable if not Path("/usr/bin/python3").exists() else
-                    "/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(pip + [TORCH], check=True)
     constraints = venv / "constraints.txt"
     constraints.write_text(TORCH + "\n")

@@ -165,48 +165,53 @@ CT_SCRIPT = r"""
 import json, sys, torch
 from safetensors.torch import load_file, save_file
 from circuit_tracer.utils.caching import load_transcoders_from_cache
-folder, x_path, out_path = sys.argv[1:]
-tc, config = load_transcoders_from_cache(folder, cache_dir="/", device=torch.device("cpu"),
-                                         dtype=torch.float32, lazy_decoder=False)
-x = load_file(x_path)["x"]
-out = {}
-for layer in range(len(x)):
-    acts = tc.encode_layer(x[layer], layer)
-    out[f"acts_{layer}"] = acts
-if type(tc).__name__ == "TranscoderSet":
-    recon = torch.stack([tc[l].decode(out[f"acts_{l}"]) for l in range(len(x))])
-else:
-    recon = tc.decode(torch.stack([out[f"acts_{l}"] for l in range(len(x))]))
-out["recon"] = recon
-save_file({k: v.contiguous() for k, v in out.items()}, out_path)
-print(json.dumps({"kind": type(tc).__name__, "input_hook": tc.feature_input_hook}))
+x = load_file(sys.argv[1])["x"]
+said = []
+for folder in sys.argv[2:]:
+    tc, config = load_transcoders_from_cache(folder, cache_dir="/", device=torch.device("cpu"),
+                                             dtype=torch.float32, lazy_decoder=False)
+    out = {f"acts_{l}": tc.encode_layer(x[l], l) for l in range(len(x))}
+    if type(tc).__name__ == "TranscoderSet":
+        recon = torch.stack([tc[l].decode(out[f"acts_{l}"]) for l in range(len(x))])
+    else:
+        recon = tc.decode(torch.stack([out[f"acts_{l}"] for l in range(len(x))]))
+    out["recon"] = recon
+    save_file({k: v.contiguous() for k, v in out.items()}, folder + "/out.safetensors")
+    said.append({"kind": type(tc).__name__, "input_hook": tc.feature_input_hook})
+print(json.dumps(said))
 """
+CASES = [(make_set, "relu"), (make_set, "jumprelu"), (make_clt, "relu"), (make_clt, "jumprelu")]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CT_PYTHON.exists(),
                     reason="circuit-tracer 0.5.0 is not installed in /work/ct-venv (run "
                            "benchmarks/trace_vs_circuit_tracer.py --setup to create it)")
-@pytest.mark.parametrize("make,activation", [(make_set, "relu"), (make_set, "jumprelu"),
-                                             (make_clt, "relu"), (make_clt, "jumprelu")])
-def test_circuit_tracer_loads_our_files_and_computes_the_same(tmp_path, make, activation):
-    ours = make(activation)
-    if activation == "jumprelu":  # thresholds that leave some features on
-        with torch.no_grad():
-            for name, p in ours.named_parameters():
-                if "threshold" in name:
-                    p.copy_(p.abs() * 0.5)
-    save_circuit_tracer(ours, tmp_path / "tc")
+def test_circuit_tracer_loads_our_files_and_computes_the_same(tmp_path):
+    ours, folders = [], []
+    for i, (make, activation) in enumerate(CASES):
+        tc = make(activation)
+        if activation == "jumprelu":  # thresholds that leave some features on
+            with torch.no_grad():
+                for name, p in tc.named_parameters():
+                    if "threshold" in name:
+                        p.copy_(p.abs() * 0.5)
+        ours.append(tc)
+        folders.append(str(save_circuit_tracer(tc, tmp_path / f"tc{i}")))
     x = torch.randn(L, 6, D, generator=torch.Generator().manual_seed(1))
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([str(CT_PYTHON), "-c", CT_SCRIPT, str(tmp_path / "tc"),
-                           str(tmp_path / "x.safetensors"), str(tmp_path / "out.safetensors")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([str(CT_PYTHON), "-c", CT_SCRIPT, str(tmp_path / "x.safetensors"),
+                           *folders], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     said = json.loads(done.stdout.strip().splitlines()[-1])
-    assert said["kind"] == type(ours).__name__ and said["input_hook"] == "mlp.hook_in"
-    theirs = load_file(str(tmp_path / "out.safetensors"))
+    for tc, folder, (make, _), s in zip(ours, folders, CASES, said):
+        assert s["kind"] == type(tc).__name__ and s["input_hook"] == "mlp.hook_in"
+        _agrees(tc, make, x, load_file(f"{folder}/out.safetensors"))
+
+
+def _agrees(ours, make, x, theirs) -> None:
+    """circuit-tracer's activations and reconstructions equal ours to float32 rounding."""
     acts = [ours.encode(layer, x[layer]).detach() for layer in range(L)]
     eps = torch.finfo(torch.float32).eps
     with torch.no_grad():
