@@ -43,8 +43,16 @@ def _cmd_view(args) -> int:
     set_threads(args.threads)
     from ..view import Session
 
-    session = Session.open(args.model or graph_model or "tiny-ioi", args.task,
-                           n_examples=args.n_examples, device=args.device, metric=args.metric)
+    try:
+        session = Session.open(args.model or graph_model or "tiny-ioi", args.task,
+                               n_examples=args.n_examples, device=args.device,
+                               metric=args.metric)
+    except AcdcError as e:
+        if not args.graph or args.task:
+            raise
+        first = str(e).splitlines()[0].rstrip(":")
+        raise AcdcError(f"--graph: the viewer opens the graph's model on a task too, and "
+                        f"{first}; name one with --task (ioi-names for gpt2-ioi-bpe)") from None
     if args.compare:
         try:
             other = Session.open(args.compare, session.task, n_examples=args.n_examples,

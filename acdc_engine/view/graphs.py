@@ -228,7 +228,8 @@ class GraphPages:
         moved = delta.abs().topk(min(5, delta.numel())).indices.tolist()
         return {"ok": True, "mode": mode, "value": value, "nodes": ids,
                 "edits": [e.name for e in edits], "before": rows(out.top_before),
-                "after": rows(out.top_after), "changed": bool(out.changed),
+                "after": rows(out.top_after),
+                "changed": out.top_before[0][0][0] != out.top_after[0][0][0],  # the top token
                 "logit_changes": [{"token": tok.decode([i]) if tok is not None else f"<{i}>",
                                    "delta": float(delta[i])} for i in moved]}
 
