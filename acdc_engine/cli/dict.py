@@ -177,8 +177,8 @@ def _cmd_dict(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("dict", help="train, inspect or convert SAEs and transcoders",
-                       epilog="example: acdc dict train --model gpt2-ioi-bpe --kind transcoder "
-                              "--features 512 --corpus corpus.txt --steps 1000 --out results/tc")
+                       epilog="example: acdc dict train --model gpt2-ioi-bpe --corpus c.txt "
+                              "--out results/tc")
     p.add_argument("action", choices=["train", "info", "convert"])
     p.add_argument("paths", nargs="*", help="info: dictionaries; convert: SOURCE DEST")
     p.add_argument("--model")
