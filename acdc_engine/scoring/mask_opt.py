@@ -60,6 +60,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import average_gradients
 from ..errors import AcdcError
 from ..problem import Problem
 from ..progress import progress_bar
@@ -329,6 +330,8 @@ def train_step(problem: Problem, config: MaskOptConfig, state: MaskState) -> tup
         reg.backward()
     if state.lambdas.grad is not None:
         state.lambdas.grad.neg_()  # the lambdas ascend
+    # several ranks (distributed data parallel): every rank steps on the example-weighted mean
+    average_gradients([state.params], problem.ranks, weight=len(batch))
     state.params.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     if config.kind == "ugs":
         torch.nn.utils.clip_grad_norm_([state.params], UGS_CLIP)
@@ -352,6 +355,7 @@ def optimize_mask(problem: Problem, config: MaskOptConfig) -> MaskOptResult:
     if path is not None:
         _resume(path, state, fp)
     resumed_at = state.step
+    writes = path is not None and problem.ranks.main  # rank 0 alone writes the checkpoint
     bar = progress_bar(range(state.step, config.steps), desc=config.kind,
                        enabled=config.progress, total=config.steps - state.step)
     value = sparsity = float("nan")
@@ -362,8 +366,8 @@ def optimize_mask(problem: Problem, config: MaskOptConfig) -> MaskOptResult:
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(sparsity=f"{sparsity:.3f}", metric=f"{value:.4g}",
                                     refresh=False)
-                if path is not None and (state.step % config.checkpoint_every == 0
-                                         or state.step == config.steps):
+                if writes and (state.step % config.checkpoint_every == 0
+                               or state.step == config.steps):
                     _save(path, state, fp)
     finally:
         problem.context.resolved_workspace().release()
