@@ -179,3 +179,23 @@ def test_cli_feature_circuit(gpt2_path, tmp_path, capsys):
     assert rc == 0 and "held out" in out and (tmp_path / "run" / "circuit.json").is_file()
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "faithfulness_held_out" in saved and saved["params"]["held_out"] == 0.25
+
+
+@pytest.mark.slow
+def test_shipped_model_reaches_its_reported_held_out_faithfulness(tmp_path):
+    """ioi-names on gpt2-ioi-bpe with its shipped transcoders: the circuit read back from
+    circuit.json gives, on the held-out pairs, the faithfulness the run reported."""
+    from acdc_engine.api.feature_circuits import feature_circuit_run
+    from acdc_engine.api.setup import build_problem, load_model, load_task
+    from acdc_engine.features import shipped_transcoders
+
+    r = feature_circuit_run("gpt2-ioi-bpe", "ioi-names", nodes=100, steps=3, n_examples=32,
+                            held_out=0.25, track=False, render=False, out=tmp_path / "run")
+    assert r.held_out.normalized > 0.6
+    lm = load_model("gpt2-ioi-bpe", device="cpu")
+    problem, _ = build_problem(lm, load_task("ioi-names"), n_examples=32, batch_size=16)
+    _, held = split_problem(problem, 0.25, seed=0)
+    back = FeatureCircuit.load(tmp_path / "run" / "circuit.json")
+    again = node_faithfulness(held, shipped_transcoders(lm), back.nodes)
+    assert again.normalized == pytest.approx(r.held_out.normalized, abs=1e-4)
+    assert back.attrs["faithfulness_held_out"] == pytest.approx(r.held_out.normalized)
