@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--transcoders", required=True)
-    p.add_argument("--ids", required=True, help="comma-separated token ids, a special one first")
+    p.add_argument("--ids", help="comma-separated token ids, a special one first")
+    p.add_argument("--prompt", help="text instead of ids (circuit-tracer tokenizes it)")
     p.add_argument("--out", required=True)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=512)
@@ -154,7 +155,13 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     model, hf = load_replacement_model(args.model, load_transcoders(args.transcoders))
     load_s = time.perf_counter() - t0
-    ids = torch.tensor([int(i) for i in args.ids.split(",")])
+    try:
+        ids = model.ensure_tokenized(args.prompt) if args.prompt is not None else \
+            torch.tensor([int(i) for i in args.ids.split(",")])
+    except StopIteration:  # next(filter(None, ...)) over special ids that are all 0
+        raise SystemExit("circuit-tracer cannot tokenize a text prompt for this tokenizer: its "
+                         "BOS choice skips id 0 and no other special id exists (StopIteration "
+                         "in ensure_tokenized); pass ids instead") from None
     with torch.no_grad():
         logit_diff = float((model(ids[None]) - hf(ids[None]).logits).abs().max())
 

@@ -151,22 +151,23 @@ def engine_side(args) -> None:
 
     model = load_model(args.model, device="cpu")
     tc = load_circuit_tracer(args.tc_folder)
-    ids = torch.tensor([int(i) for i in args.ids.split(",")])
+    prompt = args.text if args.text is not None else \
+        torch.tensor([int(i) for i in args.ids.split(",")])
 
     def run():
-        return trace(model, ids, tc, batch_size=args.batch_size,
+        return trace(model, prompt, tc, batch_size=args.batch_size,
                      max_feature_nodes=args.max_feature_nodes)
 
     graph, figures = measure(run, args.repeats)
     pruned = graph.prune()
     replacement, completeness = graph.scores()
     with torch.no_grad():
-        logits = model.adapter.model(ids[None]).logits if hasattr(model, "adapter") else None
+        logits = model.adapter.model(graph.input_tokens[None]).logits
     ref = None
     if not args.no_float64:
         model.adapter.model.double()
         tc64 = load_circuit_tracer(args.tc_folder).double()
-        g64 = trace(model, ids, tc64, batch_size=args.batch_size,
+        g64 = trace(model, prompt, tc64, batch_size=args.batch_size,
                     max_feature_nodes=args.max_feature_nodes)
         ref = {"adjacency": g64.adjacency_matrix, "selected_features": g64.selected_features,
                "active_features": g64.active_features, "logit_ids": g64.logit_ids}
@@ -234,24 +235,27 @@ def compare(eng: dict, ct: dict) -> dict:
     return r
 
 
-def run_comparison(model: str, folder: Path, ids: list, out: Path, ct_python: Path,
+def run_comparison(model: str, folder: Path, ids: list | str, out: Path, ct_python: Path,
                    repeats: int = 1, batch_size: int = 256, max_feature_nodes: int | None = None,
                    float64: bool = True) -> tuple[dict, dict, dict]:
     """Run both sides (each its own process) on ``model``, the circuit-tracer folder
-    ``folder`` and token ``ids``; (comparison, engine's results, circuit-tracer's)."""
+    ``folder`` and token ``ids`` (or a text each side tokenizes); (comparison, engine's
+    results, circuit-tracer's)."""
     import torch
 
-    ids_arg = ",".join(map(str, ids))
+    text = isinstance(ids, str)
+    ids_arg = ["--text" if text else "--ids", ids if text else ",".join(map(str, ids))]
     common = ["--repeats", str(repeats), "--batch-size", str(batch_size)]
     if max_feature_nodes:
         common += ["--max-feature-nodes", str(max_feature_nodes)]
     eng_cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "engine", "--model",
-               str(model), "--tc-folder", str(folder), "--ids", ids_arg, "--out-file",
+               str(model), "--tc-folder", str(folder), *ids_arg, "--out-file",
                str(out / "engine.pt"), "--ct-venv", str(ct_python.parent.parent), *common]
     if not float64:
         eng_cmd.append("--no-float64")
     ct_cmd = [str(ct_python), str(HERE / "_ct_side.py"), "--model", str(model),
-              "--transcoders", str(folder), "--ids", ids_arg, "--out", str(out / "ct.pt"),
+              "--transcoders", str(folder), "--prompt" if text else "--ids", ids_arg[1], "--out",
+              str(out / "ct.pt"),
               *common]
     for name, cmd in (("engine", eng_cmd), ("circuit-tracer", ct_cmd)):
         done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=str(ROOT))
@@ -330,6 +334,10 @@ def main(argv=None) -> int:
     ap.add_argument("--side", choices=["engine"], help=argparse.SUPPRESS)
     ap.add_argument("--tc-folder", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
+    ap.add_argument("--text", help=argparse.SUPPRESS)
+    ap.add_argument("--as-text", action="store_true",
+                    help="pass the prompt as text and let each side tokenize it (and choose "
+                         "its BOS) instead of passing the same ids")
     ap.add_argument("--out-file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     ct_python = ensure_ct_venv(Path(args.ct_venv))
@@ -343,15 +351,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     folder, ids, what = prepare(args, out)
     try:
-        r, eng, ct = run_comparison(args.model, folder, ids, out, ct_python, repeats=args.repeats,
+        r, eng, ct = run_comparison(args.model, folder, args.prompt if args.as_text else ids,
+                                    out, ct_python, repeats=args.repeats,
                                     batch_size=args.batch_size,
                                     max_feature_nodes=args.max_feature_nodes,
                                     float64=not args.no_float64)
     except RuntimeError as e:
         print(e)
         return 1
-    print(f"model {args.model}; {what}; prompt {args.prompt!r} ({len(ids)} tokens, special "
-          f"id {ids[0]} first)")
+    said = "tokenized by each side" if args.as_text else f"special id {ids[0]} first"
+    print(f"model {args.model}; {what}; prompt {args.prompt!r} "
+          f"({len(eng['input_tokens'])} tokens, {said})")
     print(f"nodes {r['nodes'][0]} engine / {r['nodes'][1]} circuit-tracer; active features "
           f"{r['active_features'][0]} / {r['active_features'][1]}; same active features "
           f"{r['same_active_features']}; same selected {r['same_selected_features']}; same "

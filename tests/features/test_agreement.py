@@ -34,13 +34,17 @@ def _bench():
     return module
 
 
-@pytest.mark.parametrize("kind,max_nodes", [("transcoders", None), ("clt", 12)])
-def test_engine_graph_equals_circuit_tracers(tmp_path, kind, max_nodes):
+@pytest.mark.parametrize("kind,max_nodes,text", [("transcoders", None, False), ("clt", 12, False),
+                                                  ("transcoders", None, True)],
+                         ids=["transcoders-ids", "clt-capped-ids", "transcoders-text"])
+def test_engine_graph_equals_circuit_tracers(tmp_path, kind, max_nodes, text):
     bench = _bench()
     model = save_gpt2(tmp_path / "model", n_layer=2, n_head=2, n_embd=16, seed=3)
     tc = bench.random_transcoders(2, 16, 32, 3, "model", seed=1, kind=kind)
     folder = save_circuit_tracer(tc, tmp_path / "tc")
     ids = [1, 3, 9, 4, 12, 5, 3, 20]  # <pad> (a special token) first, then words
+    if text:  # each side tokenizes it and prepends its BOS choice (<pad>, id 1)
+        ids = "w1 w7 w2 w10 w3 w1 w18"
     r, eng, ct = bench.run_comparison(model, folder, ids, tmp_path, CT_PYTHON,
                                       max_feature_nodes=max_nodes)
     assert bench.explain(r) == [], r
@@ -50,3 +54,4 @@ def test_engine_graph_equals_circuit_tracers(tmp_path, kind, max_nodes):
     assert r["adjacency_max_abs"] > 100 * r["tolerance"]  # the graph is not all zeros
     assert r["ct_vs_float64"] <= r["tolerance"]
     assert eng["adjacency"].shape == ct["adjacency"].shape
+    assert eng["input_tokens"].tolist()[0] == 1  # the BOS was prepended (text) or kept (ids)
