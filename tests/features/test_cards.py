@@ -107,3 +107,17 @@ def test_sae_card_reads_the_residual_stream(gpt2):
     assert torch.allclose(feature_activations(gpt2, sae, 0, ids), want, atol=1e-6)
     with pytest.raises(AcdcError, match="feature 10 is not in layer 0's 10 features"):
         feature_card(gpt2, sae, 0, 10, _corpus(), cache_dir=False)
+
+
+def test_cross_layer_logit_effects_add_every_decoder(gpt2):
+    from acdc_engine.features.dictionary import CrossLayerTranscoder
+
+    torch.manual_seed(5)
+    a = gpt2.adapter
+    clt = CrossLayerTranscoder(a.n_layers, a.d_model, 8)
+    ln_f, W_U = gpt2.hf.transformer.ln_f, gpt2.hf.lm_head.weight
+    d = sum(clt.W_dec[0][3, j] for j in range(a.n_layers)).detach().double()  # layer 0 -> all
+    want = W_U.double() @ (ln_f.weight.double() * (d - d.mean()))
+    assert torch.allclose(logit_effects(gpt2, clt, 0, 3).double(), want, atol=1e-5)
+    card = feature_card(gpt2, clt, 1, 2, _corpus(), cache_dir=False)
+    assert card.kind == "clt" and 0 <= card.density <= 1

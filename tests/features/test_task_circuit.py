@@ -199,3 +199,21 @@ def test_shipped_model_reaches_its_reported_held_out_faithfulness(tmp_path):
     again = node_faithfulness(held, shipped_transcoders(lm), back.nodes)
     assert again.normalized == pytest.approx(r.held_out.normalized, abs=1e-4)
     assert back.attrs["faithfulness_held_out"] == pytest.approx(r.held_out.normalized)
+
+
+def test_cross_layer_transcoder_circuit(setup):
+    from acdc_engine.features.dictionary import CrossLayerTranscoder
+
+    problem, _ = setup
+    torch.manual_seed(4)
+    a = problem.model.adapter
+    clt = CrossLayerTranscoder(a.n_layers, a.d_model, 12)
+    with torch.no_grad():
+        clt.b_enc.fill_(-0.2)
+    s = score_nodes(problem, clt, steps=2)
+    names, _ = s.names_scores()
+    assert len(names) == a.n_layers * 13
+    assert node_faithfulness(problem, clt, names).normalized == pytest.approx(1.0, abs=1e-5)
+    assert node_faithfulness(problem, clt, []).normalized == pytest.approx(0.0, abs=1e-5)
+    c = feature_circuit(problem, clt, nodes=6, scores=s)
+    assert c.number_of_nodes() == 6 and c.number_of_edges() > 0
