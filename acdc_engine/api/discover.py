@@ -163,8 +163,9 @@ def discover(
     return result
 
 
-RANKED_METHODS = ("eap", "eap-ig", "acdc", "acdc-guided")
-"""The methods whose sums over examples are all-reduced over the ranks of a job."""
+RANKED_METHODS = ("eap", "eap-ig", "acdc", "acdc-guided", "edge-pruning", "ugs")
+"""The methods whose sums over examples are all-reduced over the ranks of a job (mask
+optimization: its gradients, each step on every rank's next batch)."""
 
 
 def check_ranks(ranks: Ranks, names: list[str], cfg: DiscoverConfig, rc: RecordConfig,

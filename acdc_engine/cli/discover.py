@@ -188,7 +188,8 @@ def register(sub) -> None:
     d.add_argument("--workers", type=positive, default=1, metavar="N",
                    help="run as N data-parallel ranks on this machine (torchrun's launcher, "
                         "gloo on CPUs, one thread each): the examples are sharded and the "
-                        "sums all-reduced; methods eap, eap-ig, acdc, acdc-guided (default 1; "
+                        "sums all-reduced; methods eap, eap-ig, acdc, acdc-guided, "
+                        "edge-pruning, ugs (default 1; "
                         "torchrun --nproc-per-node N -m acdc_engine.cli discover ... is the "
                         "same across machines)")
     add_tracking_args(d)

@@ -15,14 +15,16 @@ import warnings
 import torch
 
 
-def problem_for(model, n: int = 15, batch_size: int = 4, metric: str = "logit_diff"):
-    """Uneven batches (length-6 rows, then length-7 rows) so that shards cut batches."""
+def problem_for(model, n: int = 15, batch_size: int = 4, metric: str = "logit_diff",
+                mixed: bool = True):
+    """Uneven batches (length-6 rows, then length-7 rows unless not ``mixed``) so that shards
+    cut batches."""
     from acdc_engine.plugins import registry
     from acdc_engine.problem import Problem
     from acdc_engine.tasks import prepare
     from acdc_engine.testing import random_pairs
 
-    rows = random_pairs(n - 5, seed=0) + random_pairs(5, length=7, seed=3)
+    rows = random_pairs(n - 5 * mixed, seed=0) + random_pairs(5 * mixed, length=7, seed=3)
     data = prepare("rand", model.tokenizer, rows)
     return Problem.build(model, data, registry().metric(metric), "corrupted", batch_size)
 
@@ -47,6 +49,15 @@ def compute(problem, problem64) -> dict:
     return out
 
 
+def mask_opt(problem):
+    """UGS's learned scores after a few steps on ``problem`` (one batch of every example:
+    each rank's step covers its shard, and the averaged gradient is the whole batch's)."""
+    from acdc_engine.scoring.mask_opt import MaskOptConfig, optimize_mask
+
+    cfg = MaskOptConfig(kind="ugs", target_sparsity=None, steps=4, lr=0.05, progress=False)
+    return optimize_mask(problem, cfg).scores
+
+
 def _metric(name):
     from acdc_engine.plugins import registry
 
@@ -67,6 +78,7 @@ def main(model_dir: str, out_file: str, workers: int) -> int:
         model64 = load_model(model_dir, device="cpu", dtype=torch.float64)
         out = compute(problem_for(model).shard(ranks), problem_for(model64).shard(ranks))
         out["n_local"] = problem_for(model).shard(ranks).n_examples
+        out["mask_opt"] = mask_opt(problem_for(model, 8, 8, mixed=False).shard(ranks))
         every = ranks.gather(out)
         if ranks.main:
             torch.save(every, out_file)

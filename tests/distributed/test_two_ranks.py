@@ -45,7 +45,10 @@ def one(model_dir):
     p32, p64 = job.problem_for(m32), job.problem_for(m64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return job.compute(p32, p64), job.compute(p64, p64)
+        one32, ref64 = job.compute(p32, p64), job.compute(p64, p64)
+    one32["mask_opt"] = job.mask_opt(job.problem_for(m32, 8, 8, mixed=False))
+    ref64["mask_opt"] = job.mask_opt(job.problem_for(m64, 8, 8, mixed=False))
+    return one32, ref64
 
 
 def test_examples_are_sharded_unevenly_across_batches(ranks_out):
@@ -83,3 +86,12 @@ def test_faithfulness_curve_equals_one_process_within_the_bound(ranks_out, one):
     one32, ref64 = one
     assert_close_to_f64(ranks_out[0]["curve"], one32["curve"], ref64["curve"],
                         what="curve on 2 ranks")
+
+
+def test_mask_optimization_steps_on_the_whole_batch_gradient(ranks_out, one):
+    # one batch of 8 examples, 4 per rank: the example-weighted mean of the ranks' gradients
+    # is the batch's, so every Adam step is the one-process step up to summation order
+    one32, ref64 = one
+    assert_close_to_f64(ranks_out[0]["mask_opt"], one32["mask_opt"], ref64["mask_opt"],
+                        what="UGS scores on 2 ranks")
+    assert torch.equal(ranks_out[0]["mask_opt"], ranks_out[1]["mask_opt"])
