@@ -217,3 +217,23 @@ def test_cross_layer_transcoder_circuit(setup):
     assert node_faithfulness(problem, clt, []).normalized == pytest.approx(0.0, abs=1e-5)
     c = feature_circuit(problem, clt, nodes=6, scores=s)
     assert c.number_of_nodes() == 6 and c.number_of_edges() > 0
+
+
+def test_transcoders_for_another_model_are_refused(gpt2, tmp_path):
+    import json
+
+    from acdc_engine.api.feature_circuits import feature_circuit_run
+    from acdc_engine.features import save_dictionary
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in random_pairs(8, seed=5)))
+    wide = TranscoderSet([Transcoder(24, 8, layer=i) for i in range(gpt2.adapter.n_layers)])
+    f = save_dictionary(wide, tmp_path / "wide.safetensors")
+    with pytest.raises(AcdcError) as e:
+        feature_circuit_run(gpt2, str(path), str(f), nodes=3, track=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "wide.safetensors" in msg and "24" in msg and "16" in msg
+    deep = TranscoderSet([Transcoder(16, 8, layer=i) for i in range(3)])
+    f = save_dictionary(deep, tmp_path / "deep.safetensors")
+    with pytest.raises(AcdcError, match="deep.safetensors.* 3 layers; the model has 2"):
+        feature_circuit_run(gpt2, str(path), str(f), nodes=3, track=False)
