@@ -88,7 +88,7 @@ def train_run(args) -> DictTrainResult:
         dictionary = train(acts, cfg)
         eval_acts = collect(lm, eval_lines, site, layers, args.max_len)
         problem = build_problem(lm, load_task(args.task), n_examples=args.examples)[0] \
-            if args.task and cfg.kind != "sae" else None
+            if args.task else None
         figs = figures(dictionary, eval_acts, lm, eval_lines, problem).as_dict()
         figs["train_tokens"] = acts.n_tokens
         path = rec.write("dictionary.safetensors",

@@ -162,8 +162,15 @@ def task_metric(problem, transcoders: Transcoders) -> tuple[float, float]:
 def figures(dictionary, acts: Activations, model=None, texts: list[str] | None = None,
             problem=None) -> Figures:
     """All the figures that apply: reconstruction always; with ``model`` and ``texts`` and a
-    set of transcoders, the next-token losses; with ``problem``, the task metric."""
+    set of transcoders, the next-token losses; with ``problem``, the task metric (an SAE
+    spliced into the residual stream by :func:`acdc_engine.evidence.sae.spliced_metric`)."""
     out = Figures(reconstruction_figures(dictionary, acts), acts.n_tokens)
+    if isinstance(dictionary, Dictionary) and dictionary.kind == "sae" and problem is not None:
+        from ..evidence.sae import spliced_metric  # the SAE's residual-stream splice
+
+        clean = torch.cat([problem.score(b).float().cpu() for b in problem.batches])
+        out.metric_clean = float(clean.mean())
+        out.metric_spliced = float(spliced_metric(problem, dictionary).mean())
     if isinstance(dictionary, Transcoders):
         if model is not None and texts:
             out.loss_clean = next_token_loss(model, texts)

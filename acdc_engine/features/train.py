@@ -115,6 +115,9 @@ def read_corpus(path: str | Path) -> list[str]:
 def tokenize(tokenizer, texts: list[str], max_len: int = 64, bos: bool = False) -> list[list[int]]:
     """Token ids per text (no special tokens; ``bos``: the tokenizer's BOS first), cut at
     ``max_len``."""
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(warned, dict):  # texts longer than the context are cut below
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     first = [tokenizer.bos_token_id] if bos else []
     if bos and tokenizer.bos_token_id is None:

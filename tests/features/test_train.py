@@ -150,6 +150,16 @@ def test_cli_dict_train_and_info(gpt2_path, tmp_path, capsys):
     assert main(["dict", "info", str(out / "dictionary.safetensors")]) == 0
     info = capsys.readouterr().out
     assert "transcoder_set" in info and "2 layers, d_model 16" in info and "layer 1: FVU" in info
+    sae = SAE(16, 8, layer=1, activation="jumprelu", model="m")
+    sae.save(tmp_path / "sae.safetensors")
+    assert main(["dict", "convert", str(tmp_path / "sae.safetensors"), str(tmp_path / "sl"),
+                 "--to", "saelens"]) == 0
+    assert main(["dict", "convert", str(tmp_path / "sl"), str(tmp_path / "back.safetensors")]) == 0
+    from acdc_engine.features import load_dictionary
+
+    back = load_dictionary(tmp_path / "back.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(),
+                                                 sae.state_dict().values()))
 
 
 def test_shipped_transcoders_fit_the_shipped_model():
