@@ -42,6 +42,15 @@ def test_collected_activations_are_the_mlp_modules_input_and_output(gpt2, mlp_ac
             assert x.shape == y.shape == (n_tokens, gpt2.adapter.d_model)
 
 
+def test_collect_reads_a_llama_mlp_through_its_adapter(llama):
+    acts = collect(llama, _texts(8, 5), site="mlp", layers=[1])
+    mlp = llama.adapter.mlp_module(1)
+    with torch.no_grad():
+        assert torch.allclose(mlp(acts.x[0]), acts.y[0], atol=1e-5, rtol=1e-5)
+    tc = train(collect(llama, _texts(8, 5), site="mlp"), TrainConfig(n_features=8, steps=3))
+    assert tc.n_layers == llama.adapter.n_layers
+
+
 def _fvu(d, acts):
     return sum(f.fvu for f in reconstruction_figures(d, acts)) / len(acts.layers)
 
