@@ -171,7 +171,11 @@ def feature_circuit_run(model, task, transcoders=None, config: FeatureCircuitCon
         out = FeatureCircuitResult(circuit, faith, held_f, curve, complete, params, timings)
         from .recording import record_curve
 
-        rec.write("circuit.json", circuit.save)
+        if rec.write("circuit.json", circuit.save) is not None and rc.render:
+            from ..features.feature_plot import draw_feature_circuit
+            from .recording import _picture
+
+            _picture("circuit picture", draw_feature_circuit, circuit, rec.path("circuit.png"))
         names, vals = scores.names_scores()
         rec.write("node_scores.tsv", lambda p: _write_scores(p, names, vals))
         record_curve(rec, curve, f"feature circuit on {tk.name} (held out)"
