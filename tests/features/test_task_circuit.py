@@ -122,6 +122,11 @@ def test_held_out_split_and_circuit_file(setup, tmp_path):
     assert back.attrs["faithfulness_held_out"] == c.attrs["faithfulness_held_out"]
     G = back.nx
     assert G.graph["granularity"] == "features" and G.nodes["metric"]["kind"] == "metric"
+    pytest.importorskip("matplotlib")
+    from acdc_engine.features.feature_plot import draw_feature_circuit
+
+    png = draw_feature_circuit(back, tmp_path / "circuit.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(AcdcError, match="between 0 and 1"):
         split_problem(problem, 1.5)
     with pytest.raises(AcdcError, match="exactly one of nodes or threshold"):
