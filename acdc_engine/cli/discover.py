@@ -46,7 +46,7 @@ def _cmd_discover(args) -> int:
 
     ranks = None
     try:  # a rank: its error goes to the launcher, which prints one line for the job
-        ranks = init_from_env()
+        ranks = init_from_env("gloo" if str(args.device or "").startswith("cpu") else None)
         return _discover(args, ranks)
     except BaseException as e:
         msg = str(e) if isinstance(e, AcdcError) else describe(e)

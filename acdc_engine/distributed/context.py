@@ -20,7 +20,8 @@ import torch
 
 from ..errors import AcdcError
 
-__all__ = ["Ranks", "SINGLE", "init_from_env", "in_job"]
+__all__ = ["Ranks", "SINGLE", "init_from_env", "in_job", "check_versions", "version_mismatch",
+           "shutdown"]
 
 ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """The environment torchrun gives every rank (``LOCAL_RANK`` too)."""
@@ -140,7 +141,12 @@ def init_from_env(backend: str | None = None, timeout_s: float = 120.0) -> Ranks
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
+        local, n_gpus = int(env.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= n_gpus:
+            raise AcdcError(f"rank {rank} of {world} has no GPU of its own (local rank {local}, "
+                            f"{n_gpus} GPU(s) visible): start as many ranks per machine as "
+                            "GPUs, or run on CPUs (--device cpu: gloo)")
+        torch.cuda.set_device(local)
     where = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
     if not dist.is_initialized():
         try:
@@ -164,13 +170,20 @@ def check_versions(ranks: Ranks) -> None:
         ours = version("acdc-engine")
     except PackageNotFoundError:
         ours = "unknown"
-    mine = (torch.__version__, ours)
-    every = ranks.gather(mine)
+    why = version_mismatch(ranks.gather((torch.__version__, ours)))
+    if why is not None:
+        raise AcdcError(why)
+
+
+def version_mismatch(every: list[tuple[str, str]]) -> str | None:
+    """Why the ranks' ``(torch, acdc-engine)`` versions (rank order) cannot run one job, naming
+    the first rank that differs from rank 0; None when they agree."""
     for r, theirs in enumerate(every):
-        if theirs != every[0]:
-            raise AcdcError(f"rank {r} runs torch {theirs[0]} / acdc-engine {theirs[1]}, rank 0 "
-                            f"torch {every[0][0]} / acdc-engine {every[0][1]}; every rank must "
-                            "run the same versions")
+        if tuple(theirs) != tuple(every[0]):
+            return (f"rank {r} runs torch {theirs[0]} / acdc-engine {theirs[1]}, rank 0 torch "
+                    f"{every[0][0]} / acdc-engine {every[0][1]}; every rank must run the same "
+                    "versions")
+    return None
 
 
 def shutdown(ranks: Ranks) -> None:

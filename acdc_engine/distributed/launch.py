@@ -39,7 +39,8 @@ def launch(args: list[str], workers: int, module: bool = True,
         raise AcdcError(f"--workers must be at least 1, got {workers}")
 
     env = {"OMP_NUM_THREADS": str(threads or 1), "MKL_NUM_THREADS": str(threads or 1),
-           LAUNCHED: "1"}
+           LAUNCHED: "1",  # c10d's C++ log prints stack traces of errors the line names
+           "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "FATAL")}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the ranks inherit this process's environment
     try:

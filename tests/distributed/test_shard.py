@@ -71,3 +71,28 @@ def test_a_killed_rank_is_named_with_its_signal(tmp_path):
 
     f = ProcessFailure(local_rank=1, pid=123, exitcode=-9, error_file=str(tmp_path / "none"))
     assert why(f) == "killed by SIGKILL (pid 123)"
+
+
+def test_a_rank_on_another_torch_version_is_named():
+    from acdc_engine.distributed.context import version_mismatch
+
+    assert version_mismatch([("2.13.0", "0.1.0")] * 3) is None
+    why = version_mismatch([("2.13.0", "0.1.0"), ("2.13.0", "0.1.0"), ("2.12.1", "0.1.0")])
+    assert why.startswith("rank 2 runs torch 2.12.1 / acdc-engine 0.1.0, rank 0 torch 2.13.0")
+
+
+def test_a_store_this_rank_cannot_reach_is_one_line_naming_it(monkeypatch):
+    import socket
+
+    from acdc_engine.distributed import init_from_env
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(AcdcError, match=rf"rank 1 of 2 cannot join the job through the store "
+                                        rf"at 127.0.0.1:{port}") as e:
+        init_from_env("gloo", timeout_s=2)
+    assert "\n" not in str(e.value)
