@@ -113,7 +113,8 @@ def prepare(args, out: Path) -> tuple[Path, list[int], str]:
             try:
                 from acdc_engine.features.shipped import shipped_transcoders
 
-                tc, what = shipped_transcoders(), "shipped gpt2-ioi-bpe transcoders"
+                kind = "clt" if args.kind == "clt" else "transcoders"
+                tc, what = shipped_transcoders(kind=kind), f"shipped gpt2-ioi-bpe {kind}"
             except (AcdcError, ImportError, OSError) as e:
                 print(f"no shipped transcoders ({e}); using random topk ones", flush=True)
         if tc is None:
@@ -325,7 +326,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-features", type=int, default=256)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--kind", choices=["transcoders", "clt"], default="transcoders",
-                    help="random per-layer transcoders or a random cross-layer transcoder")
+                    help="per-layer transcoders or a cross-layer transcoder (shipped or random)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for the graphs and comparison.json")
     ap.add_argument("--ct-venv", default=str(CT_VENV))
