@@ -242,3 +242,20 @@ def test_transcoders_for_another_model_are_refused(gpt2, tmp_path):
     f = save_dictionary(deep, tmp_path / "deep.safetensors")
     with pytest.raises(AcdcError, match="deep.safetensors.* 3 layers; the model has 2"):
         feature_circuit_run(gpt2, str(path), str(f), nodes=3, track=False)
+
+
+def test_per_position_nodes(setup):
+    problem, tc = setup
+    s = score_nodes(problem, tc, steps=2)
+    p = score_nodes(problem, tc, steps=2, per_position=True)
+    for j in range(tc.n_layers):  # the positions' scores add up to the node's
+        assert torch.allclose(p.features[j].sum(0), s.features[j], atol=1e-5, rtol=1e-4)
+        assert float(p.errors[j].sum()) == pytest.approx(float(s.errors[j]), abs=1e-5)
+    names, _ = p.names_scores()
+    assert len(names) == tc.n_layers * 6 * 17 and names[0] == "L0.f0@0"
+    assert node_faithfulness(problem, tc, names, per_position=True).normalized == \
+        pytest.approx(1.0, abs=1e-5)
+    c = feature_circuit(problem, tc, nodes=8, scores=p, per_position=True)
+    assert all("@" in n for n in c.nodes) and all("@" in u for u, _ in c.edges)
+    f = node_faithfulness(problem, tc, c.nodes, per_position=True)
+    assert f.empty == pytest.approx(node_faithfulness(problem, tc, []).empty, abs=1e-5)
