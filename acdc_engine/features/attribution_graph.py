@@ -145,9 +145,11 @@ def _feature_order(att: Attribution, rows_so_far, row_nodes, probs, visited, n: 
 
 def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | None = None,
           batch_size: int = 256, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
-          tokenizer=None) -> AttributionGraph:
+          tokenizer=None, vmap: bool = False) -> AttributionGraph:
     """The attribution graph of ``prompt`` (text or token ids) under ``transcoders`` (see
-    the module docstring); ``tokenizer`` defaults to the loaded model's."""
+    the module docstring); ``tokenizer`` defaults to the loaded model's. ``vmap``: one forward
+    row and backward passes batched over their output gradients (``is_grads_batched``) instead
+    of the prompt repeated over the batch."""
     adapter = adapter_of(model_or_adapter)
     tokenizer = tokenizer or getattr(model_or_adapter, "tokenizer", None)
     model_id = getattr(model_or_adapter, "id", None)
@@ -155,16 +157,17 @@ def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | Non
     if batch_size < 1:
         raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
     ids = prompt_ids(adapter, tokenizer, prompt)
-    att = Attribution(adapter, ids, transcoders, batch_size)
+    att = Attribution(adapter, ids, transcoders)
     targets = logit_targets(att.logits, tokenizer, max_n_logits, desired_logit_prob)
     k, m = len(att.features), len(targets.ids)
+    n_max = k if max_feature_nodes is None else min(max_feature_nodes, k)
+    att.start(min(batch_size, max(m, n_max)), vmap)
     offset = att.n_columns
     rows, row_nodes = [], []
     for i in range(0, m, batch_size):
         chunk = targets.ids[i:i + batch_size]
         rows.append(att.logit_rows(chunk))
         row_nodes += list(range(offset + i, offset + i + len(chunk)))
-    n_max = k if max_feature_nodes is None else min(max_feature_nodes, k)
     visited = torch.zeros(k, dtype=torch.bool)
     order = []
     while len(order) < n_max:

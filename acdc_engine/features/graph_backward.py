@@ -40,14 +40,19 @@ def encoder_matrix(transcoders, layer: int) -> torch.Tensor:
 
 
 class _Leaves:
-    """``PatchPlan.mlps``: each MLP's output becomes a constant leaf that requires grad."""
+    """``PatchPlan.mlps``: each MLP's output becomes a constant (``outs``, the MLP's own
+    outputs [1, p, d], over the batch) that requires grad; the MLP itself is not run."""
 
-    def __init__(self):
+    needs_output = False
+
+    def __init__(self, outs, batch: int):
+        self.outs, self.batch = outs, batch
         self.mlp_in, self.out = {}, {}
 
     def __call__(self, layer, mlp_in, out):
         self.mlp_in[layer] = mlp_in
-        self.out[layer] = out.detach().requires_grad_(True)
+        o = self.outs[layer]
+        self.out[layer] = o.expand(self.batch, *o.shape[1:]).requires_grad_(True)
         return self.out[layer]
 
 
@@ -70,8 +75,8 @@ class Attribution:
     ``feature_inputs`` [k] (each active feature's pre-activation).
     """
 
-    def __init__(self, adapter, ids: torch.Tensor, transcoders, batch_size: int):
-        self.adapter, self.ids, self.tc, self.B = adapter, ids, transcoders, batch_size
+    def __init__(self, adapter, ids: torch.Tensor, transcoders):
+        self.adapter, self.ids, self.tc = adapter, ids, transcoders
         L, p = transcoders.n_layers, len(ids)
         self.n_layers, self.n_pos = L, p
         with torch.no_grad():
@@ -90,6 +95,11 @@ class Attribution:
             self.logits = base.logits[0, -1]
             self.feature_inputs = self._pre_acts([m[0] for m in base.mlp_in])
             self._vectors()
+
+    def start(self, batch: int, vmap: bool = False) -> None:
+        """The gradient forward pass, for backward passes of up to ``batch`` targets each;
+        ``vmap``: one row, the backward passes batched over their output gradients."""
+        self.B, self.vmap = batch, vmap
         self._forward()
 
     def _pre_acts(self, mlp_in: list) -> torch.Tensor:
@@ -122,13 +132,15 @@ class Attribution:
                     self.dec[layer, j] = (w[feat].detach() * act)
 
     def _forward(self) -> None:
-        """The frozen forward on ``B`` copies of the prompt, MLP outputs and embeddings leaves."""
-        adapter, B = self.adapter, self.B
+        """The frozen forward on ``B`` copies of the prompt (one with ``vmap``: the backward
+        passes are then batched over their output gradients), MLP outputs and embeddings
+        leaves."""
+        adapter, B = self.adapter, 1 if self.vmap else self.B
         ids = self.ids[None].expand(B, -1)
         with torch.no_grad():
             e = adapter.embed(self.ids[None])
         self.embed = e.repeat(B, 1, 1).requires_grad_(True)
-        self.leaves = _Leaves()
+        self.leaves = _Leaves(self.base.mlp_out, B)
         with torch.enable_grad():
             self.batch_logits = run(adapter, ids, PatchPlan(embed=self.embed, mlps=self.leaves),
                                     LAST, Context(fuse=False, freeze=Freezer()))
@@ -141,10 +153,15 @@ class Attribution:
     def logit_rows(self, vocab_ids: torch.Tensor) -> torch.Tensor:
         """Rows [n, n_columns] of the logit nodes ``vocab_ids`` (n <= batch)."""
         n, V = len(vocab_ids), self.batch_logits.shape[-1]
-        g = torch.zeros_like(self.batch_logits)  # [B, 1, V]
-        g[:n, 0] = -1.0 / V
-        g[torch.arange(n), 0, vocab_ids.to(g.device)] += 1.0
+        g = self._zeros(self.batch_logits, n)  # [B, 1, V] (vmap: [n, 1, 1, V])
+        g[:n] = -1.0 / V
+        ones = (torch.arange(n), 0, 0) if self.vmap else (torch.arange(n), 0)
+        g[(*ones, vocab_ids.to(g.device))] += 1.0
         return self._backward([self.batch_logits], [g], n)
+
+    def _zeros(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Zero output gradients for ``x``: like it, or ``n`` of them (vmap)."""
+        return x.new_zeros(n, *x.shape) if self.vmap else torch.zeros_like(x)
 
     def feature_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows [n, n_columns] of the active features ``idx`` (n <= batch): their
@@ -155,9 +172,13 @@ class Attribution:
         for i in layer.unique().tolist():
             rows = (layer == i).nonzero()[:, 0]
             x = self.leaves.mlp_in[i]
-            g = torch.zeros_like(x)
-            g[rows.to(g.device), pos[rows].to(g.device)] = \
-                self.enc[idx[rows]].to(g.device, g.dtype)
+            g = self._zeros(x, n)
+            r, q = rows.to(g.device), pos[rows].to(g.device)
+            enc = self.enc[idx[rows]].to(g.device, g.dtype)
+            if self.vmap:
+                g[r, 0, q] = enc
+            else:
+                g[r, q] = enc
             outs.append(x)
             grads.append(g)
         return self._backward(outs, grads, n)
@@ -166,7 +187,10 @@ class Attribution:
         """One backward pass: the first ``n`` rows' edges from every source column."""
         L = self.n_layers
         leaves = [self.leaves.out[j] for j in range(L)] + [self.embed]
-        g = torch.autograd.grad(outs, leaves, grads, retain_graph=True, allow_unused=True)
+        g = torch.autograd.grad(outs, leaves, grads, retain_graph=True, allow_unused=True,
+                                is_grads_batched=self.vmap)
+        if self.vmap:  # [n, 1, p, d] -> [n, p, d]
+            g = [None if x is None else x[:, 0] for x in g]
         gm, ge = g[:L], g[L]
         dt = self.tokens.dtype
         feats = torch.zeros(n, len(self.features), dtype=dt, device=self.tokens.device)

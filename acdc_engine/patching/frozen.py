@@ -22,6 +22,8 @@ frozen *in value* as well, so the run is exactly affine in what it adds to the r
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ..errors import UnsupportedModelError
@@ -61,33 +63,80 @@ def is_norm(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.LayerNorm) or "RMSNorm" in type(module).__name__
 
 
-def _hook(freezer: Freezer):
-    """The forward hook: ``out`` with the gradient of a constant scale (see the module), or,
-    replaying, the norm with the recorded scale."""
+_KNOWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""norm module -> (kind, Gemma's ``1 + w``), found once by :func:`_affine`."""
 
-    def frozen(module, args, out):
-        x = args[0]
+
+def _form(module, x: torch.Tensor, out: torch.Tensor):
+    """(kind ``layer``/``rms``, weight or None, bias or None) of a recognised norm module, in
+    its own arithmetic (the weight ``w`` or Gemma's ``1 + w``)."""
+    known = _KNOWN.get(module)
+    if known is None:
         with torch.no_grad():
             aff = _affine(module, x.detach(), out.detach())
         if aff is None:
             raise UnsupportedModelError(
                 f"{type(module).__name__} is not a layer norm or RMS norm of a known form, so "
                 "its scale cannot be frozen (the replacement model needs it)")
-        kind, _, _, weight, bias = aff
+        w = getattr(module, "weight", None)
+        known = _KNOWN[module] = (aff[0], w is not None and aff[3] is not w)
+    kind, one_plus = known
+    w = getattr(module, "weight", None)
+    if w is not None:
+        w = (1 + w.float()) if one_plus else w
+    return kind, w, getattr(module, "bias", None) if kind == "layer" else None
+
+
+class _FrozenNorm(torch.autograd.Function):
+    """The norm's own output ``out``; backward through a constant scale ``rstd``:
+    ``w * rstd * g`` (centred over the features for a layer norm)."""
+
+    @staticmethod
+    def forward(ctx, x, out, rstd, weight, layer: bool):
+        ctx.save_for_backward(rstd, weight)
+        ctx.layer = layer
+        return out.detach().clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        rstd, weight = ctx.saved_tensors
+        up = torch.promote_types(g.dtype, torch.float32)
+        h = g.to(up) * rstd
+        if weight is not None:
+            h = h * weight.to(up)
+        if ctx.layer:
+            h = h - h.mean(-1, keepdim=True)
+        return h.to(g.dtype), None, None, None, None
+
+
+def _hook(freezer: Freezer):
+    """The forward hook: ``out`` with the gradient of a constant scale (see the module), or,
+    replaying, the norm with the recorded scale."""
+
+    def frozen(module, args, out):
+        x = args[0]
+        kind, weight, bias = _form(module, x, out)
         up = torch.promote_types(x.dtype, torch.float32)  # as the norms: float32 at least
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
+        if not freezer.replaying:
+            with torch.no_grad():
+                xf = x.detach().to(up)
+                if kind == "layer":
+                    xf = xf - xf.mean(-1, keepdim=True)
+                rstd = freezer.constant(torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
+            if not (torch.is_grad_enabled() and x.requires_grad):
+                return None
+            w = None if weight is None else weight.detach()
+            return _FrozenNorm.apply(x, out, rstd, w, kind == "layer")
+        rstd = freezer.constant(None)
         xf = x.to(up)
         if kind == "layer":
             xf = xf - xf.mean(-1, keepdim=True)
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-        eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
-        rstd = freezer.constant(torch.rsqrt(xf.detach().pow(2).mean(-1, keepdim=True) + eps))
         lin = xf * rstd
         if weight is not None:
             lin = lin * weight.to(up)
-        if freezer.replaying:
-            return (lin if bias is None else lin + bias.to(up)).to(out.dtype)
-        lin = lin.to(out.dtype)
-        return out.detach() + (lin - lin.detach())
+        return (lin if bias is None else lin + bias.to(up)).to(out.dtype)
 
     return frozen
 

@@ -5,7 +5,8 @@
 * **replacement** (``PatchPlan.mlps``, the transcoders of the replacement model): the MLP node's
   output is replaced by ``mlps(layer, mlp_in, out)``, where ``mlp_in`` is what the family's
   ``mlp_module(layer)`` received (read by a forward pre-hook: the MLP's input after its norm)
-  and ``out`` the node's own output.
+  and ``out`` the node's own output. A replacement with ``needs_output = False`` gets ``None``
+  for ``out``: the MLP stops at its module's input (nothing after it is computed).
 
 Without either, :func:`mlp_node` is the family's ``mlp(layer, x)``.
 """
@@ -25,17 +26,29 @@ def mlp_node(adapter: ModelAdapter, layer: int, x: torch.Tensor, plan) -> torch.
     patch = None if plan.neurons is None else plan.neurons.get(layer)
     if plan.mlps is None:
         return _neurons(adapter, layer, x, patch)
-    seen = []
-    handle = adapter.mlp_module(layer).register_forward_pre_hook(
-        lambda module, args: seen.append(args[0]))
+    seen, out = [], None
+    stop = not getattr(plan.mlps, "needs_output", True)
+
+    def read(module, args):
+        seen.append(args[0])
+        if stop:
+            raise _Stop
+
+    handle = adapter.mlp_module(layer).register_forward_pre_hook(read)
     try:
         out = _neurons(adapter, layer, x, patch)
+    except _Stop:
+        pass
     finally:
         handle.remove()
     if len(seen) != 1:
         raise RuntimeError(f"layer {layer}'s MLP module ran {len(seen)} times in one MLP call "
                            "(expected once): the family's mlp_module is wrong")
     return plan.mlps(layer, seen[0], out)
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook of a replacement that needs no MLP output: the MLP stops."""
 
 
 def _neurons(adapter: ModelAdapter, layer: int, x: torch.Tensor, patch) -> torch.Tensor:

@@ -87,7 +87,9 @@ def test_feature_cap_keeps_the_same_rows(gpt2_graph_model):
     cols = torch.cat([keep, torch.arange(full.n_features, full.n_nodes)])
     torch.testing.assert_close(cap.adjacency_matrix[:5], full.adjacency_matrix[keep][:, cols],
                                rtol=1e-5, atol=1e-6)
-    # the features kept are the most influential ones on the logits' rows
+    # one forward row with batched output gradients gives the same graph
+    vm = trace(model, ids, tc, batch_size=8, vmap=True)
+    torch.testing.assert_close(vm.adjacency_matrix, full.adjacency_matrix, rtol=1e-5, atol=1e-6)
     repl, compl = full.scores()
     assert 0.0 <= repl <= 1.0 and 0.0 <= compl <= 1.0
 
