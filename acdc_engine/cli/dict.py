@@ -2,7 +2,8 @@
 
     acdc dict train --model gpt2-ioi-bpe --kind transcoder --activation relu --features 512 \\
         --corpus corpus.txt --steps 1000 --out results/tc
-    acdc dict info results/tc/dictionary.safetensors      # or a SAELens folder, a hub id
+    acdc dict info results/tc/dictionary.safetensors      # or a SAELens / circuit-tracer
+                                                          # folder, a cached hub id
     acdc dict convert results/sae/dictionary.safetensors results/sae-saelens --to saelens
 
 ``train`` collects the model's activations over the corpus (one text per line; the MLP input
@@ -11,7 +12,8 @@ SAE), trains the dictionary, measures it on the corpus' last ``--eval-lines`` li
 variance unexplained, L0, dead features; for transcoders the next-token loss with them spliced
 in, no error term, and with ``--task`` the task's metric) and logs the figures to an MLflow run;
 the dictionary goes to ``DIR/dictionary.safetensors`` (the engine's format, the figures in its
-metadata).
+metadata). ``convert`` writes the engine's format, a SAELens folder (an SAE or one transcoder)
+or a circuit-tracer folder (transcoders for every layer).
 """
 
 from __future__ import annotations
@@ -138,7 +140,9 @@ def describe(dictionary) -> list[str]:
 
 def _cmd_dict(args) -> int:
     from ..errors import AcdcError
-    from ..features.formats import load_any, save_dictionary, save_saelens
+    from ..features.circuit_tracer_format import save_circuit_tracer
+    from ..features.formats import save_dictionary, save_saelens
+    from ..features.shipped import load_any_format as load_any
     from ..resources import set_threads
 
     set_threads(args.threads)
@@ -168,6 +172,8 @@ def _cmd_dict(args) -> int:
     dst = Path(args.paths[1])
     if args.to == "saelens":
         save_saelens(d, dst)
+    elif args.to == "circuit-tracer":
+        save_circuit_tracer(d, dst)
     else:
         save_dictionary(d, dst / "dictionary.safetensors" if dst.suffix != ".safetensors"
                         else dst, getattr(d, "figures", None))
@@ -199,7 +205,7 @@ def register(sub) -> None:
     p.add_argument("--task", help="also report this task's metric with the dictionary spliced")
     p.add_argument("--examples", type=positive, help="task examples for the metric")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--to", choices=["saelens", "engine"], default="engine",
+    p.add_argument("--to", choices=["saelens", "circuit-tracer", "engine"], default="engine",
                    help="convert: the destination's format")
     p.add_argument("--out", help="train: the run directory")
     p.add_argument("--device", default=None)

@@ -18,10 +18,11 @@ from .attribution_graph import AttributionGraph, trace
 from .dictionary import (SAE, CrossLayerTranscoder, Dictionary, Transcoder, Transcoders,
                          TranscoderSet, check_dictionary)
 from .formats import load_any, load_dictionary, load_saelens, save_dictionary, save_saelens
-from .shipped import shipped_path, shipped_transcoders
+from .shipped import load_any_format, load_transcoders, shipped_path, shipped_transcoders
 from .splice import SplicedRun, spliced_run
 
 __all__ = ["Dictionary", "SAE", "Transcoder", "Transcoders", "TranscoderSet",
            "CrossLayerTranscoder", "check_dictionary", "save_dictionary", "load_dictionary",
            "save_saelens", "load_saelens", "load_any", "shipped_transcoders", "shipped_path",
+           "load_transcoders", "load_any_format",
            "spliced_run", "SplicedRun", "trace", "AttributionGraph"]

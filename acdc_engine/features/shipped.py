@@ -1,6 +1,7 @@
 """The transcoders shipped with the engine's built-in models (small files, trained on CPU).
 
     tc = shipped_transcoders()                       # gpt2-ioi-bpe's per-layer transcoders
+    tc = load_transcoders("path/or/owner/name")      # any format: engine, circuit-tracer
     clt = shipped_transcoders(kind="clt")            # its cross-layer transcoder
     shipped_path("gpt2-ioi-bpe")                     # the file
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from ..errors import AcdcError
 from .dictionary import Transcoders
 
-__all__ = ["SHIPPED", "shipped_dir", "shipped_path", "shipped_transcoders"]
+__all__ = ["SHIPPED", "shipped_dir", "shipped_path", "shipped_transcoders", "load_transcoders",
+           "load_any_format"]
 
 SHIPPED: dict[str, dict[str, str]] = {
     "gpt2-ioi-bpe": {"transcoders": "transcoders.safetensors", "clt": "clt.safetensors"},
@@ -64,3 +66,28 @@ def shipped_transcoders(model="gpt2-ioi-bpe", kind: str = "transcoders") -> Tran
     from .formats import load_dictionary
 
     return load_dictionary(shipped_path(model, kind))
+
+
+def load_any_format(source, cache_dir=None):
+    """A dictionary from any format the engine reads: an engine file, a SAELens folder, a
+    circuit-tracer folder (:mod:`.circuit_tracer_format`), by local path or cached hub id."""
+    from .circuit_tracer_format import is_circuit_tracer_folder, load_circuit_tracer
+    from .formats import load_any, resolve_source
+
+    path = resolve_source(source, cache_dir)
+    if path.is_dir() and is_circuit_tracer_folder(path):
+        return load_circuit_tracer(path)
+    return load_any(path)
+
+
+def load_transcoders(source=None, model=None) -> Transcoders:
+    """Transcoders from ``source`` (any format :func:`load_any_format` reads), or, when
+    ``source`` is None, ``model``'s shipped ones; a file holding a single-layer dictionary is
+    refused with one line."""
+    if source is None:
+        return shipped_transcoders(model if model is not None else "gpt2-ioi-bpe")
+    out = load_any_format(source)
+    if not isinstance(out, Transcoders):
+        raise AcdcError(f"'{source}' holds a {type(out).__name__} (one layer), not transcoders "
+                        "for every layer (a TranscoderSet or cross-layer transcoder)")
+    return out

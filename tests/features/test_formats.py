@@ -150,3 +150,17 @@ def test_loads_by_hub_cache_id_offline(tmp_path):
     assert "\n" not in str(e.value) and "not in the local cache" in str(e.value)
     with pytest.raises(AcdcError, match="has no 'layer_9'"):
         load_any("someone/saes/layer_9", cache_dir=cache)
+
+
+def test_load_transcoders_reads_every_format_and_refuses_one_layer(tmp_path):
+    from acdc_engine.features import TranscoderSet, load_transcoders
+    from acdc_engine.features.circuit_tracer_format import save_circuit_tracer
+
+    ts = _random(TranscoderSet([Transcoder(8, 16, layer=i, model="m") for i in range(2)]))
+    save_circuit_tracer(ts, tmp_path / "ct")
+    assert _same(load_transcoders(tmp_path / "ct"), ts)
+    assert _same(load_transcoders(save_dictionary(ts, tmp_path / "ts.safetensors")), ts)
+    assert load_transcoders().n_layers == 4  # the shipped gpt2-ioi-bpe transcoders
+    with pytest.raises(AcdcError) as e:
+        load_transcoders(save_saelens(SAE(8, 16), tmp_path / "sae"))
+    assert "\n" not in str(e.value) and "holds a SAE" in str(e.value)
