@@ -114,6 +114,9 @@ def _read_config(folder: Path) -> dict:
     import yaml
 
     path = folder / CONFIG
+    if folder.is_file():
+        raise AcdcError(f"'{folder}' is a file; a circuit-tracer transcoder folder holds "
+                        f"{CONFIG} and the safetensors files")
     if not path.is_file():
         raise AcdcError(f"circuit-tracer folder '{folder}' has no {CONFIG}" if folder.is_dir()
                         else f"circuit-tracer folder '{folder}' does not exist")

@@ -1,7 +1,8 @@
 """circuit-tracer's transcoder files: per-layer and cross-layer transcoders round-trip bit for
 bit, load by local path and by a Hugging Face id in an offline cache, bad files are refused
 with one line naming the file; and (slow, needs /work/ct-venv) circuit-tracer 0.5.0 itself
-loads a folder we wrote and computes the same features and reconstructions."""
+loads a folder we wrote and computes the same features and reconstructions, and the files its
+own writer (``to_safetensors``) makes load here bit for bit."""
 
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ def test_bad_folders_and_files_are_refused_naming_the_file(tmp_path):
     _refused(tc, "W_dec holds torch.int32")
     layer1.write_bytes(b"\x00" * 40)  # a corrupted file
     _refused(tc, "layer_1.safetensors' is not a readable safetensors file")
+    _refused(tc / "layer_0.safetensors", "is a file; a circuit-tracer transcoder folder")
     layer1.unlink()
     _refused(tc, r"needs layer_0..layer_1.safetensors in order")
 
@@ -162,7 +164,7 @@ def test_a_set_with_mixed_activations_is_refused(tmp_path):
 
 # ----- circuit-tracer itself loads what we wrote (slow; needs /work/ct-venv) -------------------
 CT_SCRIPT = r"""
-import json, sys, torch
+import json, shutil, sys, torch
 from safetensors.torch import load_file, save_file
 from circuit_tracer.utils.caching import load_transcoders_from_cache
 x = load_file(sys.argv[1])["x"]
@@ -177,6 +179,8 @@ for folder in sys.argv[2:]:
         recon = tc.decode(torch.stack([out[f"acts_{l}"] for l in range(len(x))]))
     out["recon"] = recon
     save_file({k: v.contiguous() for k, v in out.items()}, folder + "/out.safetensors")
+    tc.to_safetensors(folder + "_written_by_ct")  # circuit-tracer's own writer
+    shutil.copy(folder + "/config.yaml", folder + "_written_by_ct/config.yaml")
     said.append({"kind": type(tc).__name__, "input_hook": tc.feature_input_hook})
 print(json.dumps(said))
 """
@@ -187,7 +191,7 @@ CASES = [(make_set, "relu"), (make_set, "jumprelu"), (make_clt, "relu"), (make_c
 @pytest.mark.skipif(not CT_PYTHON.exists(),
                     reason="circuit-tracer 0.5.0 is not installed in /work/ct-venv (run "
                            "benchmarks/trace_vs_circuit_tracer.py --setup to create it)")
-def test_circuit_tracer_loads_our_files_and_computes_the_same(tmp_path):
+def test_circuit_tracer_reads_and_writes_our_files_and_computes_the_same(tmp_path):
     ours, folders = [], []
     for i, (make, activation) in enumerate(CASES):
         tc = make(activation)
@@ -208,6 +212,7 @@ def test_circuit_tracer_loads_our_files_and_computes_the_same(tmp_path):
     for tc, folder, (make, _), s in zip(ours, folders, CASES, said):
         assert s["kind"] == type(tc).__name__ and s["input_hook"] == "mlp.hook_in"
         _agrees(tc, make, x, load_file(f"{folder}/out.safetensors"))
+        _same(tc, load_circuit_tracer(f"{folder}_written_by_ct"))  # and we read its files
 
 
 def _agrees(ours, make, x, theirs) -> None:
