@@ -378,3 +378,76 @@ def test_a_graph_acdc_traces_opens_with_cards_and_interventions(served, page, gp
         cells = row.split("\t")
         assert json.loads(cells[2]) == ta and float(cells[3]) == pytest.approx(pa, rel=2e-3)
     assert want.top_after[0] != want.top_before[0] and page.errors == []
+
+
+def _quantize(png: Path) -> None:
+    """Rewrite a screenshot with 128 colours (a third of the bytes, the same to the eye)."""
+    from PIL import Image
+
+    im = Image.open(png).convert("RGB")
+    im.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+
+
+IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+@pytest.mark.slow
+def test_shipped_model_graph_in_the_page(browser, tmp_path):
+    """gpt2-ioi-bpe's graph of an IOI prompt under its shipped transcoders, as acdc trace
+    writes it (no metadata.transcoders: the page finds the shipped ones by their
+    activations): drawn whole, the top feature's card readable, its ablation lowers the
+    answer. With ACDC_DOCS_IMG=docs/img the pictures of docs/features.md are saved there."""
+    import torch
+
+    from acdc_engine.features.attribution_graph import trace
+    from acdc_engine.features.shipped import shipped_transcoders
+    from acdc_engine.view import Session
+
+    torch.set_num_threads(1)
+    s = Session.open("gpt2-ioi-bpe", "ioi-names", n_examples=8)
+    graph = trace(s.model, IOI_PROMPT, shipped_transcoders())
+    path = graph.to_circuit_tracer_json(Path(os.environ["ACDC_RESULTS"]) / "graphs",
+                                        slug="ioi", tokenizer=s.model.tokenizer)
+    data = json.loads(path.read_text())
+    feats = sorted((n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"),
+                   key=lambda n: n["influence"])
+    answer = next(n for n in data["nodes"] if n.get("is_target_logit"))
+    assert answer["clerp"].startswith('Output " Mary"') and len(feats) >= 3
+    server = s.serve()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _open(page, server, path)
+        assert page.locator("#g-map .gnode").count() == len(data["nodes"])
+        assert page.locator("#g-map .glink").count() == len(data["links"])
+        top = feats[0]["node_id"]
+        page.click(f"#g-map .gnode[data-node='{top}']")
+        page.wait_for_selector("#g-card-body .density", timeout=120_000)
+        density = float(page.get_attribute("#g-card-body .density", "data-value"))
+        assert 0 < density < 1 and page.locator("#g-card-body .ctx").count() >= 3
+        assert page.locator("#g-card-body .promotes .tok").count() == 8
+        page.click("#g-intervene")  # ablate it
+        page.wait_for_selector("#g-predictions[data-status='200'] table", timeout=120_000)
+        before, after = (float(page.locator("#g-predictions tr").nth(1).locator("td")
+                               .nth(i).inner_text()) for i in (1, 3))
+        assert '" Mary"' in page.locator("#g-predictions tr").nth(1).inner_text()
+        assert after != before
+        for n in feats[1:3]:
+            page.click(f"#g-map .gnode[data-node='{n['node_id']}']", modifiers=["Shift"])
+        page.fill("#g-sn-name", "top features")
+        page.click("#g-group")
+        page.click(f"#g-map .gnode[data-node='{top}']")
+        page.click("#g-pin")
+        page.wait_for_selector("#g-card-body .density", timeout=120_000)
+        page.wait_for_selector("#busy", state="hidden")
+        page.hover(f"#g-map .gnode[data-node='{feats[1]['node_id']}']")
+        out = Path(os.environ.get("ACDC_DOCS_IMG") or tmp_path)
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "graph-page.png"), full_page=True)
+        page.locator("#g-side").screenshot(path=str(out / "graph-card.png"))
+        for png in ("graph-page.png", "graph-card.png"):
+            _quantize(out / png)
+        assert errors == []
+    finally:
+        server.stop()

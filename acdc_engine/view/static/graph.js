@@ -98,14 +98,19 @@ function layout(nodes, tokens) {
     cells.get(key).push(n);
   }
   POS = new Map();
-  for (const [key, list] of cells) {
+  for (const [key, list] of cells) {  // a crowded cell wraps into lines, none overlapping
     const [row, ctx] = key.split(":").map(Number);
     list.sort((a, b) => importance(b) - importance(a) || String(a.node_id).localeCompare(String(b.node_id)));
-    const step = Math.min(22, (colW * 0.9) / list.length);
+    const perLine = Math.max(1, Math.min(list.length, Math.floor((colW * 0.9) / 9)));
+    const lines = Math.ceil(list.length / perLine);
+    const step = Math.min(22, (colW * 0.9) / perLine), lineH = Math.min(22, (rowH * 0.8) / lines);
     list.forEach((n, i) => {
-      const x = left + (ctx + 0.5) * colW + (i - (list.length - 1) / 2) * step;
-      const y = top + (rows - 1 - row + 0.5) * rowH;
-      POS.set(n.node_id, { x, y, r: Math.max(2.5, Math.min(step / 2, 3 + 8 * Math.sqrt(importance(n)))) });
+      const line = Math.floor(i / perLine), j = i % perLine;
+      const inLine = Math.min(perLine, list.length - line * perLine);
+      const x = left + (ctx + 0.5) * colW + (j - (inLine - 1) / 2) * step;
+      const y = top + (rows - 1 - row + 0.5) * rowH + (line - (lines - 1) / 2) * lineH;
+      const rmax = Math.min(step, lineH) / 2 - 0.5;
+      POS.set(n.node_id, { x, y, r: Math.max(1.5, Math.min(rmax, 3 + 8 * Math.sqrt(importance(n)))) });
     });
   }
   return { L, rows, T, left, top, colW, rowH, width: left + T * colW + 10, height: top + rows * rowH + bottom };
