@@ -66,8 +66,10 @@ def _run(args: list[str], workers: int, module: bool) -> int:
         torchrun.run(torchrun.get_args_parser().parse_args(argv))
     except ChildFailedError as e:
         rank, failure = first_failure(e.failures)
-        print(f"error: rank {rank} of {workers} failed: {why(failure)}; the job was stopped",
-              file=sys.stderr)
+        msgs = {_message(f) for f in e.failures.values()}
+        who = (f"every rank ({workers})" if len(e.failures) == workers and len(msgs) == 1
+               and None not in msgs else f"rank {rank} of {workers}")
+        print(f"error: {who} failed: {why(failure)}; the job was stopped", file=sys.stderr)
         return 128 - failure.exitcode if failure.exitcode < 0 else (failure.exitcode or 1)
     return 0
 

@@ -119,3 +119,16 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_the_checkpoint_resumes(tmp_p
     clean = _discover(model, task, tmp_path / "clean", *acdc[:-4])  # one process, no checkpoint
     assert clean.returncode == 0, clean.stderr[-2000:]
     _assert_same(tmp_path / "resumed", tmp_path / "clean")
+
+
+def test_what_ranks_cannot_do_is_refused_in_one_line(small, tmp_path):
+    model, task = small
+    few = _discover(model, task, tmp_path / "few", "--method", "eap", "--examples", "2",
+                    workers=3)
+    assert few.returncode == 2
+    assert few.stderr.strip().splitlines() == [
+        "error: every rank (3) failed: 3 ranks need at least 3 examples, the task has 2; use "
+        "fewer workers or more examples; the job was stopped"]
+    other = _discover(model, task, tmp_path / "other", "--method", "eap-ig-act", workers=2)
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "method 'eap-ig-act' does not run on several ranks" in other.stderr
