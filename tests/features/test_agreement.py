@@ -21,7 +21,7 @@ from acdc_engine.testing.builders import save_gpt2
 ROOT = Path(__file__).resolve().parents[2]
 CT_PYTHON = Path("/work/ct-venv/bin/python")
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+needs_ct = [pytest.mark.slow, pytest.mark.skipif(
     not CT_PYTHON.exists(), reason="circuit-tracer 0.5.0 is not installed in /work/ct-venv "
     "(python benchmarks/trace_vs_circuit_tracer.py --setup creates it)")]
 
@@ -34,6 +34,8 @@ def _bench():
     return module
 
 
+@needs_ct[0]
+@needs_ct[1]
 @pytest.mark.parametrize("kind,max_nodes,text", [("transcoders", None, False), ("clt", 12, False),
                                                   ("transcoders", None, True)],
                          ids=["transcoders-ids", "clt-capped-ids", "transcoders-text"])
@@ -55,3 +57,44 @@ def test_engine_graph_equals_circuit_tracers(tmp_path, kind, max_nodes, text):
     assert r["ct_vs_float64"] <= r["tolerance"]
     assert eng["adjacency"].shape == ct["adjacency"].shape
     assert eng["input_tokens"].tolist()[0] == 1  # the BOS was prepended (text) or kept (ids)
+
+
+def _graph(adjacency, features, node_mask):
+    import torch
+
+    n = adjacency.shape[0]
+    return {"input_tokens": torch.tensor([0, 5, 6]), "active_features": features,
+            "activation_values": torch.ones(len(features)),
+            "selected_features": torch.arange(len(features)),
+            "logit_token_ids": torch.tensor([7]), "logit_probabilities": torch.tensor([1.0]),
+            "adjacency": adjacency, "node_mask": node_mask,
+            "edge_mask": torch.ones(n, n, dtype=torch.bool), "replacement_score": 0.5,
+            "completeness_score": 0.5,
+            "float64": {"adjacency": adjacency.double()}}
+
+
+def test_the_comparison_catches_a_wrong_graph():
+    """The benchmark's comparison is not vacuous: a rounding-sized change passes, a changed
+    entry, another feature set or another pruned node set is named in its output."""
+    import torch
+
+    bench = _bench()
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(9, 9, generator=g)
+    feats = torch.tensor([[0, 1, 3], [1, 2, 4]])
+    mask = torch.ones(9, dtype=torch.bool)
+    eng = _graph(A, feats, mask)
+    eng["float64"]["adjacency"] = A.double() + 1e-7  # the engine's float32 rounding error
+    r = bench.compare(eng, _graph(A * (1 + 2e-7), feats, mask))
+    assert r["adjacency_equal"] and bench.explain(r) == []
+    wrong = A.clone()
+    wrong[3, 1] += 1e-3  # one entry off by far more than rounding
+    r = bench.compare(eng, _graph(wrong, feats, mask))
+    assert not r["adjacency_equal"] and r["first_entries_over_tolerance"] == [[3, 1]]
+    assert any("adjacency differs" in line for line in bench.explain(r))
+    r = bench.compare(eng, _graph(A, torch.tensor([[0, 1, 3], [1, 2, 5]]), mask))
+    assert any("active features differ" in line for line in bench.explain(r))
+    other = mask.clone()
+    other[0] = False
+    r = bench.compare(eng, _graph(A, feats, other))
+    assert any("pruned node sets differ in 1" in line for line in bench.explain(r))
