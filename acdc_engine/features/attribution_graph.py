@@ -161,22 +161,32 @@ def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | Non
     targets = logit_targets(att.logits, tokenizer, max_n_logits, desired_logit_prob)
     k, m = len(att.features), len(targets.ids)
     n_max = k if max_feature_nodes is None else min(max_feature_nodes, k)
-    att.start(min(batch_size, max(m, n_max)), vmap)
+    att.start(min(batch_size, m + k if n_max == k else max(m, n_max)), vmap)
     offset = att.n_columns
     rows, row_nodes = [], []
-    for i in range(0, m, batch_size):
-        chunk = targets.ids[i:i + batch_size]
-        rows.append(att.logit_rows(chunk))
-        row_nodes += list(range(offset + i, offset + i + len(chunk)))
     visited = torch.zeros(k, dtype=torch.bool)
     order = []
+    if n_max == k:  # every feature: the logit rows and the features' share backward passes
+        kinds = [(0, i) for i in range(m)] + [(1, f) for f in range(k)]
+        for i in range(0, len(kinds), att.B):
+            chunk = kinds[i:i + att.B]
+            logit = torch.tensor([j for t, j in chunk if t == 0], dtype=torch.long)
+            feats = torch.tensor([j for t, j in chunk if t == 1], dtype=torch.long)
+            rows.append(att.rows(targets.ids[logit], feats))
+            row_nodes += [offset + j for j in logit.tolist()] + feats.tolist()
+            order += feats.tolist()
+        return _assemble(att, ids, targets, rows, order, tokenizer, transcoders, model_id)
+    for i in range(0, m, att.B):
+        chunk = targets.ids[i:i + att.B]
+        rows.append(att.logit_rows(chunk))
+        row_nodes += list(range(offset + i, offset + i + len(chunk)))
     while len(order) < n_max:
         pad = [torch.cat([r, torch.zeros(len(r), m)], 1) for r in rows]
         pending = torch.arange(k) if n_max == k else _feature_order(
             att, pad, row_nodes, targets.probabilities, visited,
             min(4 * batch_size, n_max - len(order)))
-        for i in range(0, len(pending), batch_size):
-            idx = pending[i:i + batch_size]
+        for i in range(0, len(pending), att.B):
+            idx = pending[i:i + att.B]
             rows.append(att.feature_rows(idx))
             row_nodes += idx.tolist()
             visited[idx] = True

@@ -152,29 +152,37 @@ class Attribution:
 
     def logit_rows(self, vocab_ids: torch.Tensor) -> torch.Tensor:
         """Rows [n, n_columns] of the logit nodes ``vocab_ids`` (n <= batch)."""
-        n, V = len(vocab_ids), self.batch_logits.shape[-1]
-        g = self._zeros(self.batch_logits, n)  # [B, 1, V] (vmap: [n, 1, 1, V])
-        g[:n] = -1.0 / V
-        ones = (torch.arange(n), 0, 0) if self.vmap else (torch.arange(n), 0)
-        g[(*ones, vocab_ids.to(g.device))] += 1.0
-        return self._backward([self.batch_logits], [g], n)
+        return self.rows(vocab_ids, torch.zeros(0, dtype=torch.long))
+
+    def feature_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows [n, n_columns] of the active features ``idx`` (n <= batch): their
+        pre-activations' edges."""
+        return self.rows(torch.zeros(0, dtype=torch.long), idx)
 
     def _zeros(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Zero output gradients for ``x``: like it, or ``n`` of them (vmap)."""
         return x.new_zeros(n, *x.shape) if self.vmap else torch.zeros_like(x)
 
-    def feature_rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """Rows [n, n_columns] of the active features ``idx`` (n <= batch): their
-        pre-activations' edges."""
-        n = len(idx)
-        layer, pos = self.features[idx, 0], self.features[idx, 1]
+    def rows(self, vocab_ids: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows [m + k, n_columns] of the logit nodes ``vocab_ids`` (m), then of the active
+        features ``idx`` (k), in one backward pass (m + k <= batch)."""
+        m, n = len(vocab_ids), len(vocab_ids) + len(idx)
         outs, grads = [], []
+        if m:
+            V = self.batch_logits.shape[-1]
+            g = self._zeros(self.batch_logits, n)  # [B, 1, V] (vmap: [n, 1, 1, V])
+            g[:m] = -1.0 / V
+            at = (torch.arange(m), 0, 0) if self.vmap else (torch.arange(m), 0)
+            g[(*at, vocab_ids.to(g.device))] += 1.0
+            outs.append(self.batch_logits)
+            grads.append(g)
+        layer, pos = self.features[idx, 0], self.features[idx, 1]
         for i in layer.unique().tolist():
-            rows = (layer == i).nonzero()[:, 0]
+            sel = (layer == i).nonzero()[:, 0]
             x = self.leaves.mlp_in[i]
             g = self._zeros(x, n)
-            r, q = rows.to(g.device), pos[rows].to(g.device)
-            enc = self.enc[idx[rows]].to(g.device, g.dtype)
+            r, q = (sel + m).to(g.device), pos[sel].to(g.device)
+            enc = self.enc[idx[sel]].to(g.device, g.dtype)
             if self.vmap:
                 g[r, 0, q] = enc
             else:
