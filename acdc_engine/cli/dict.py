@@ -68,7 +68,7 @@ def train_run(args) -> DictTrainResult:
     cfg = TrainConfig(kind=args.kind, activation=args.activation, n_features=args.features,
                       k=args.k, layer=args.layer if args.layer is not None else 0,
                       steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                      sparsity=args.sparsity, seed=args.seed)
+                      sparsity=args.sparsity, seed=args.seed, progress=not args.no_progress)
     cfg.check()
     lines = read_corpus(args.corpus)
     if len(lines) <= args.eval_lines:

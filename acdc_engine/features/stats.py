@@ -11,8 +11,9 @@ the model does with it spliced in.
 * L0: the mean number of active features per token; dead: the share of features never active
   on any token of the sample;
 * spliced: transcoders replace every MLP with no error term
-  (:func:`acdc_engine.features.splice.spliced_run` with ``errors=False``): the pure
-  replacement model's next-token cross-entropy next to the model's own, and the task metric.
+  (:func:`acdc_engine.features.splice.spliced_run` with ``errors=False``), an SAE's
+  reconstruction replaces the residual stream after its layer (:func:`sae_logits`): the
+  next-token cross-entropy next to the model's own, and the task metric.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .dictionary import Dictionary, Transcoders
 from .train import Activations, context_length, tokenize
 
 __all__ = ["LayerFigures", "Figures", "reconstruction_figures", "next_token_loss",
-           "task_metric", "figures"]
+           "task_metric", "figures", "sae_logits"]
 
 
 @dataclass
@@ -120,22 +121,42 @@ def _batches(model, texts: list[str], max_len: int, batch_size: int):
         yield ids.to(model.device), real.to(model.device)
 
 
+def sae_logits(model, ids: torch.Tensor, sae: Dictionary) -> torch.Tensor:
+    """Logits [b, p, vocab] with ``sae``'s reconstruction in place of the residual stream after
+    its layer, for every reader above it: as :mod:`acdc_engine.evidence.sae` splices, the
+    ``input`` node's edges into those readers are removed and its replacement carries
+    ``embed + (x_hat - x)``."""
+    from ..evidence.descriptive import residual_stream
+    from ..patching import ALL, PatchPlan, run, writer_outputs
+
+    g = model.graph
+    acts = writer_outputs(model.adapter, ids)  # [W, b, p, d]
+    x = residual_stream(model, ids)[sae.layer + 1]  # [b, p, d]
+    mask = torch.ones(g.n_writers, g.n_readers, device=ids.device, dtype=acts.dtype)
+    mask[0, (sae.layer + 1) * g.readers_per_layer:] = 0
+    ablated = acts.clone()
+    ablated[0] = acts[0] + (sae(x) - x)
+    return run(model.adapter, ids, PatchPlan(mask=mask, ablated=ablated), ALL)
+
+
 @torch.no_grad()
-def next_token_loss(model, texts: list[str], transcoders: Transcoders | None = None,
-                    max_len: int = 64, batch_size: int = 64) -> float:
+def next_token_loss(model, texts: list[str], dictionary=None, max_len: int = 64,
+                    batch_size: int = 64) -> float:
     """Mean next-token cross-entropy over ``texts`` (every position with a real next token):
-    the model's own (``transcoders`` None) or the replacement model's, every MLP replaced by
-    ``transcoders`` with no error term."""
+    the model's own (``dictionary`` None), the replacement model's (transcoders: every MLP
+    replaced, no error term), or with an SAE's reconstruction spliced in (:func:`sae_logits`)."""
     from ..patching import ALL, NO_PATCH, run
 
     total, n = 0.0, 0
     for ids, real in _batches(model, texts, max_len, batch_size):
-        if transcoders is None:
+        if dictionary is None:
             logits = run(model.adapter, ids, NO_PATCH, ALL)
+        elif isinstance(dictionary, Dictionary):
+            logits = sae_logits(model, ids, dictionary)
         else:
             from .splice import spliced_run
 
-            logits = spliced_run(model.adapter, ids, transcoders, errors=False).logits
+            logits = spliced_run(model.adapter, ids, dictionary, errors=False).logits
         logits = logits.float()[:, :-1]  # [b, p-1, vocab]
         keep = real[:, 1:]
         ce = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="sum")
@@ -162,7 +183,7 @@ def task_metric(problem, transcoders: Transcoders) -> tuple[float, float]:
 def figures(dictionary, acts: Activations, model=None, texts: list[str] | None = None,
             problem=None) -> Figures:
     """All the figures that apply: reconstruction always; with ``model`` and ``texts`` and a
-    set of transcoders, the next-token losses; with ``problem``, the task metric (an SAE
+    set of transcoders or an SAE, the next-token losses; with ``problem``, the task metric (an SAE
     spliced into the residual stream by :func:`acdc_engine.evidence.sae.spliced_metric`)."""
     out = Figures(reconstruction_figures(dictionary, acts), acts.n_tokens)
     if isinstance(dictionary, Dictionary) and dictionary.kind == "sae" and problem is not None:
@@ -171,10 +192,11 @@ def figures(dictionary, acts: Activations, model=None, texts: list[str] | None =
         clean = torch.cat([problem.score(b).float().cpu() for b in problem.batches])
         out.metric_clean = float(clean.mean())
         out.metric_spliced = float(spliced_metric(problem, dictionary).mean())
+    splices = isinstance(dictionary, Transcoders) or dictionary.kind == "sae"
+    if model is not None and texts and splices:
+        out.loss_clean = next_token_loss(model, texts)
+        out.loss_spliced = next_token_loss(model, texts, dictionary)
     if isinstance(dictionary, Transcoders):
-        if model is not None and texts:
-            out.loss_clean = next_token_loss(model, texts)
-            out.loss_spliced = next_token_loss(model, texts, dictionary)
         if problem is not None:
             out.metric_clean, out.metric_spliced = task_metric(problem, dictionary)
     return out

@@ -68,7 +68,8 @@ class Activations:
 class TrainConfig:
     """What to train. ``sparsity``: the L1 coefficient (relu) or L0 coefficient (jumprelu);
     ignored by topk. ``layer``: an SAE's layer (the residual stream after it). ``bandwidth``:
-    the JumpReLU estimator's kernel width, relative to the pre-activations' spread."""
+    the JumpReLU estimator's kernel width, relative to the pre-activations' spread.
+    ``progress``: a progress bar per dictionary. ``history``: filled with the losses."""
 
     kind: str = "transcoder"
     activation: str = "relu"
@@ -81,6 +82,7 @@ class TrainConfig:
     sparsity: float = 1e-3
     bandwidth: float = 0.05
     seed: int = 0
+    progress: bool = True
     history: list = field(default_factory=list)
 
     def check(self) -> None:
@@ -284,7 +286,7 @@ def _fit(module, params, loss_fn, cfg: TrainConfig, n: int, thresholds, desc: st
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     losses = []
-    for step in progress_bar(range(cfg.steps), desc=desc):
+    for step in progress_bar(range(cfg.steps), desc=desc, enabled=cfg.progress):
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
         loss = loss_fn(idx)
         opt.zero_grad(set_to_none=True)

@@ -133,6 +133,10 @@ def test_next_token_loss_is_the_models_cross_entropy(gpt2):
             n += ids.shape[1] - 1
     gpt2.hf.float()
     assert got == pytest.approx(total / n, rel=1e-5)
+    exact = EvidenceSAE.identity(gpt2.adapter.d_model, layer=0)  # splices in x itself
+    assert next_token_loss(gpt2, texts, exact) == pytest.approx(got, rel=1e-5)
+    lossy = SAE(gpt2.adapter.d_model, 4, layer=0)
+    assert abs(next_token_loss(gpt2, texts, lossy) - got) > 1e-3
 
 
 def test_bad_training_settings_are_refused(mlp_acts):
