@@ -305,6 +305,22 @@ def test_other_origins_and_files_outside_are_refused(served, graph_file, tmp_pat
     assert status == 400 and "embedding node; only dictionary features" in body
 
 
+def test_the_page_works_behind_a_token(view_session, page, graph_file):
+    server = view_session.serve(token="t0k")
+    try:
+        _open(page, server, graph_file)  # the URL carries ?token=...; the page's requests too
+        page.click("#g-map .gnode[data-node='0_3_2']")
+        page.click("#g-pin")
+        page.click("#g-save")
+        page.wait_for_function("document.querySelector('#g-hover').textContent"
+                               ".startsWith('saved')")
+        assert json.loads(graph_file.read_text())["qParams"]["pinnedIds"] == ["0_3_2"]
+        page.goto(graph_url(server, graph_file).replace("token=t0k", "token=wrong"))
+        assert "a token is needed" in page.inner_text("body") and page.errors == []
+    finally:
+        server.stop()
+
+
 def test_the_page_runs_under_the_strict_policy(served, strict_page, graph_file):
     strict_page.goto(graph_url(served, graph_file))
     strict_page.wait_for_selector("#g-map[data-ready='1']")
