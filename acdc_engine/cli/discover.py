@@ -47,6 +47,10 @@ def _cmd_discover(args) -> int:
     ranks = None
     try:  # a rank: its error goes to the launcher, which prints one line for the job
         ranks = init_from_env("gloo" if str(args.device or "").startswith("cpu") else None)
+        if not ranks.main:  # rank 0 speaks for the job (its warnings are every rank's)
+            import warnings
+
+            warnings.simplefilter("ignore")
         return _discover(args, ranks)
     except BaseException as e:
         msg = str(e) if isinstance(e, AcdcError) else describe(e)
