@@ -132,7 +132,9 @@ class _Read(torch.autograd.Function):
     (or None) are constants, used as views (the difference is never materialized in the forward
     pass) -> one [size, b, p, dm] tensor per entry of ``parts`` (sizes summing to s), so callers
     get q, k and v separately and backward never concatenates their gradients.
-    ``patched`` False skips the product in the forward pass (every entry of m is 1). The
+    ``patched`` False skips the product in the forward pass (every entry of m is 1). With the
+    workspace's ``fuse`` on, the product accumulates onto ``resid`` in the GEMM itself
+    (:func:`_corrected`); off, it is a product, a difference and a sum (the reference). The
     backward returns a full-size gradient for ``mask`` (:meth:`_Backward.mask_grad`), so that
     one node may carry the products of two reader groups (``merge``).
     """
@@ -147,6 +149,9 @@ class _Read(torch.autograd.Function):
         out = resid.unsqueeze(0).expand(s, *resid.shape)
         if patched and state.groups is not None:  # m [n, s, G]: per token, its group's column
             out = out + state.groups.correction(m, src, abl)
+        elif patched and state.workspace.fuse and resid.shape == src.shape[1:] \
+                and resid.dtype == src.dtype:
+            out = _corrected(resid, (m - 1).T.to(src.dtype), src, abl)
         elif patched:
             mt = (m - 1).T.to(src.dtype)  # [s, n]
             corr = (mt @ src.reshape(n, -1)).view(s, *src.shape[1:])
@@ -171,6 +176,23 @@ class _Read(torch.autograd.Function):
         for g in grads[1:]:
             g_resid += _sum0(g)
         return g_resid, g_m, None, None, None, None, None
+
+
+def _corrected(resid, mt, src, abl) -> torch.Tensor:
+    """``resid[None] + mt @ (src - abl)`` [s, b, p, d] for ``mt`` [s, n]: the product
+    accumulated onto the residual stream by the GEMM itself (no separate correction tensor
+    and sum). A plain tensor: on huge pages (:mod:`acdc_engine.buffers`) the step measured
+    slower, these inputs being new every layer and freed after backward."""
+    s, n = mt.shape
+    out = torch.empty((s, *resid.shape), dtype=resid.dtype, device=resid.device)
+    flat = out.view(s, -1)
+    torch.addmm(resid.reshape(1, -1), mt, src.reshape(n, -1), out=flat)
+    if abl is not None:
+        if abl.shape == src.shape:
+            flat.addmm_(mt, abl.reshape(n, -1), alpha=-1)
+        else:  # [n, 1, p, d]: one row per writer, broadcast over the batch
+            out -= (mt @ abl.reshape(n, -1)).view(s, *abl.shape[1:])
+    return out
 
 
 def _sum0(t: torch.Tensor) -> torch.Tensor:

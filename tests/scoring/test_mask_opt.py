@@ -272,11 +272,17 @@ def test_cost_benchmark_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "mask_opt_cost.py"
-    r = subprocess.run([sys.executable, str(script), "--layers", "1", "--heads", "2",
-                        "--d-model", "16", "--vocab", "50", "--pos", "8", "--repeats", "1",
-                        "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    tiny = ["--layers", "1", "--heads", "2", "--d-model", "16", "--vocab", "50", "--pos", "8",
+            "--repeats", "1", "--device", "cpu"]
+    r = subprocess.run([sys.executable, str(script), *tiny, "--ab"], capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "edge-pruning step / baseline:" in r.stdout
+    assert "step, unfused" in r.stdout and "fused against unfused" in r.stdout
+    r = subprocess.run([sys.executable, str(script), *tiny, "--floor"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "correction GEMMs" in r.stdout and "floor:" in r.stdout
 
 
 def test_position_aware_edges():
@@ -290,3 +296,42 @@ def test_position_aware_edges():
     r = optimize_mask(p, MaskOptConfig(target_sparsity=0.5, steps=3, progress=False))
     assert r.scores.shape == r.keep.shape == (p.graph.n_edges,)
     assert torch.isfinite(r.scores).all()
+
+
+@pytest.mark.parametrize("ablation", ["corrupted", "mean", "zero"])
+def test_fused_correction_matches_the_plain_one(gpt2, ablation):
+    """A fractional mask's reader inputs formed by one accumulating GEMM (patching.reads,
+    fused path) give the metric and the mask's gradient of the plain path (a product, a
+    difference and a sum), both within float32 rounding of the plain path in float64; mean
+    ablation's ablated outputs broadcast over the batch."""
+    from acdc_engine.patching import Ablation, Context, PatchPlan, ReadOut, run_with_writers
+    from acdc_engine.patching import run as patched
+    from acdc_engine.plugins import registry
+    from acdc_engine.problem import Problem
+    from acdc_engine.tasks import prepare
+    from acdc_engine.testing import random_pairs
+    from acdc_engine.testing.numerics import assert_close_to_f64, float64
+
+    def run(fuse: bool):
+        data = prepare("t", gpt2.tokenizer, random_pairs(4, seed=5))
+        p = Problem.build(gpt2, data, registry().metric("logit_diff"), Ablation(ablation),
+                          batch_size=4).with_context(Context(fuse=fuse))
+        z = torch.rand(p.graph.n_edges, generator=torch.Generator().manual_seed(2))
+        b, out = p.batches[0], []
+        for keep in (False, True):  # True: the outputs kept, the ablated ones read apart
+            with gpt2.frozen():
+                mask = p.graph.to_dense(z.to(gpt2.dtype), fill=1.0).requires_grad_(True)
+                plan = PatchPlan(mask=mask, ablated=p.ablated(0))
+                logits = (run_with_writers(gpt2.adapter, b.clean, plan, ReadOut.of(b),
+                                           p.context)[0] if keep else
+                          patched(gpt2.adapter, b.clean, plan, ReadOut.of(b), p.context))
+                value = p.metric.score(logits, b).sum()
+                value.backward()
+            out += [value.detach().float().reshape(1), mask.grad.float().flatten()]
+        return out
+
+    fast, plain = run(True), run(False)
+    with float64(gpt2):
+        ref = run(False)
+    for f, pl, r, what in zip(fast, plain, ref, ("metric", "mask gradient") * 2):
+        assert_close_to_f64(f, pl, r, what=f"fused correction, {what} ({ablation})")
