@@ -347,9 +347,11 @@ def check_dictionary(dictionary: AnyDictionary, target) -> None:
     not fit ``target``'s model (a ``Problem``, ``LoadedModel`` or ``ModelAdapter``): trained on
     another model (its ``model`` against the model's id), a layer the model lacks, another
     number of layers, or another width."""
-    model = getattr(target, "model", target) if not hasattr(target, "adapter") else target
-    adapter = getattr(model, "adapter", model)
-    model_id = getattr(model, "id", None)
+    if hasattr(target, "d_model") and hasattr(target, "n_layers"):  # a ModelAdapter
+        adapter, model_id = target, None
+    else:
+        model = target if hasattr(target, "adapter") else target.model  # a Problem's model
+        adapter, model_id = model.adapter, model.id
     name = f"dictionary '{getattr(dictionary, 'source', None) or type(dictionary).__name__}'"
     trained_on = getattr(dictionary, "model", None)
     if trained_on and model_id and not _same_model(str(trained_on), str(model_id)):

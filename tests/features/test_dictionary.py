@@ -134,7 +134,10 @@ def test_check_dictionary_refuses_other_model_layer_and_width(gpt2, tmp_path):
     n, d = gpt2.adapter.n_layers, gpt2.adapter.d_model
     ok = TranscoderSet([Transcoder(d, 8, layer=i, model=gpt2.id) for i in range(n)])
     check_dictionary(ok, gpt2)
-    check_dictionary(SAE(d, 8, layer=-1), gpt2)
+    check_dictionary(SAE(d, 8, layer=-1), gpt2.adapter)
+    with pytest.raises(AcdcError, match="covers 3 layers"):
+        check_dictionary(TranscoderSet([Transcoder(d, 8, layer=i) for i in range(3)]),
+                         gpt2.adapter)
     cases = [
         (TranscoderSet([Transcoder(d, 8, layer=i, model="other-model") for i in range(n)]),
          "trained on model 'other-model'"),
