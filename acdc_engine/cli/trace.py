@@ -77,8 +77,8 @@ def register(sub) -> None:
                    help="pruning: keep edges up to this cumulative influence (default 0.98)")
     p.add_argument("--max-feature-nodes", type=positive,
                    help="at most this many feature nodes, the most influential (default all)")
-    p.add_argument("--batch-size", type=positive, default=256,
-                   help="targets per backward pass (default 256)")
+    p.add_argument("--batch-size", type=positive,
+                   help="targets per backward pass (default 64 on CPU, 512 on a GPU)")
     p.add_argument("--out", type=Path, help="write graph.pt, the graph JSON and summary.json")
     p.add_argument("--slug", default="graph", help="the graph JSON's name (default graph)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -144,16 +144,20 @@ def _feature_order(att: Attribution, rows_so_far, row_nodes, probs, visited, n: 
 
 
 def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | None = None,
-          batch_size: int = 256, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
+          batch_size: int | None = None, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
           tokenizer=None, vmap: bool = False) -> AttributionGraph:
     """The attribution graph of ``prompt`` (text or token ids) under ``transcoders`` (see
-    the module docstring); ``tokenizer`` defaults to the loaded model's. ``vmap``: one forward
+    the module docstring); ``tokenizer`` defaults to the loaded model's. ``batch_size``:
+    targets per backward pass (default 64 on CPU, where small batches stay in cache, 512
+    elsewhere). ``vmap``: one forward
     row and backward passes batched over their output gradients (``is_grads_batched``) instead
     of the prompt repeated over the batch."""
     adapter = adapter_of(model_or_adapter)
     tokenizer = tokenizer or getattr(model_or_adapter, "tokenizer", None)
     model_id = getattr(model_or_adapter, "id", None)
     check_transcoders(adapter, transcoders, model_id)
+    if batch_size is None:
+        batch_size = 64 if adapter.device.type == "cpu" else 512
     if batch_size < 1:
         raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
     ids = prompt_ids(adapter, tokenizer, prompt)

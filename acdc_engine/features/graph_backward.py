@@ -130,6 +130,14 @@ class Attribution:
                 w = self.tc.decoder(layer, j)
                 if w is not None:
                     self.dec[layer, j] = (w[feat].detach() * act)
+        # the features are sorted by (layer, pos, feature): per layer, one column span per
+        # position (a product of [n, d] gradients and [span, d] vectors each, no gather)
+        self.spans = {}
+        for layer, sel in self.by_layer().items():
+            start, pos = int(sel[0]), self.features[sel, 1].tolist()
+            cuts = [0] + [i for i in range(1, len(pos)) if pos[i] != pos[i - 1]] + [len(pos)]
+            self.spans[layer] = [(pos[a], start + a, start + b, a, b)
+                                 for a, b in zip(cuts, cuts[1:])]
 
     def _forward(self) -> None:
         """The frozen forward on ``B`` copies of the prompt (one with ``vmap``: the backward
@@ -202,13 +210,13 @@ class Attribution:
         gm, ge = g[:L], g[L]
         dt = self.tokens.dtype
         feats = torch.zeros(n, len(self.features), dtype=dt, device=self.tokens.device)
-        for layer, sel in self.by_layer().items():
-            pos = self.features[sel, 1].to(feats.device)
+        for layer, spans in self.spans.items():
             for j in range(layer, L):
                 if gm[j] is None or (layer, j) not in self.dec:
                     continue
-                feats[:, sel.to(feats.device)] += torch.einsum(
-                    "bkd,kd->bk", gm[j][:n, pos], self.dec[layer, j])
+                vec = self.dec[layer, j]
+                for q, c0, c1, v0, v1 in spans:
+                    feats[:, c0:c1] += gm[j][:n, q] @ vec[v0:v1].T
         zero = torch.zeros(n, self.n_pos, dtype=dt, device=feats.device)
         errs = [zero if gm[j] is None else (gm[j][:n] * self.errors[j]).sum(-1)
                 for j in range(L)]
