@@ -147,16 +147,23 @@ def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     return folder
 
 
-def _layer_from(cfg: dict, meta: dict, folder: Path) -> int:
-    """The layer a SAELens config names: ``hook_layer``, else parsed from ``hook_name``
-    (``blocks.L.…``; ``hook_resid_pre`` of block L is the stream after layer L - 1)."""
-    layer = cfg.get("hook_layer", meta.get("hook_layer"))
-    if layer is not None:
-        return int(layer)
+def _layer_from(cfg: dict, meta: dict, folder: Path, kind: str) -> int:
+    """The layer a SAELens config names, from its hook name (``blocks.L.hook_resid_post``: L;
+    ``blocks.L.hook_resid_pre``: the stream after layer L - 1), else ``hook_layer``. An SAE
+    must read the residual stream between layers (``hook_resid_pre``/``post``); another hook
+    (``hook_resid_mid``, ``attn.hook_z``, ...) is refused."""
     hook = str(cfg.get("hook_name") or meta.get("hook_name") or cfg.get("hook_point") or "")
     parts = hook.split(".")
     if len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1]) - (1 if parts[2] == "hook_resid_pre" else 0)
+        site = ".".join(parts[2:])
+        if kind == "sae" and site not in ("hook_resid_pre", "hook_resid_post"):
+            raise AcdcError(f"SAELens config '{folder / CFG}' reads {hook!r}; the engine's SAEs "
+                            "read the residual stream between layers (hook_resid_pre or "
+                            "hook_resid_post)")
+        return int(parts[1]) - (1 if site == "hook_resid_pre" else 0)
+    layer = cfg.get("hook_layer", meta.get("hook_layer"))
+    if layer is not None:
+        return int(layer)
     raise AcdcError(f"SAELens config '{folder / CFG}' names no layer (no hook_layer, and hook "
                     f"name {hook!r} is not blocks.<layer>.<hook>)")
 
@@ -191,7 +198,7 @@ def load_saelens(folder: str | Path) -> Dictionary:
     cls = SAE if kind == "sae" else Transcoder
     try:
         d = cls(d_in, d_sae, d_out=int(cfg.get("d_out", d_in)),
-                layer=_layer_from(cfg, meta, folder), activation=activation,
+                layer=_layer_from(cfg, meta, folder, kind), activation=activation,
                 k=None if k is None else int(k),
                 model=cfg.get("model_name") or meta.get("model_name"))
     except (ValueError, TypeError) as e:

@@ -82,12 +82,12 @@ def test_reads_saelens_v6_and_pre6_layouts(tmp_path):
     pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     want = torch.relu(pre) * (pre > th)  # SAELens' JumpReLU
     assert torch.allclose(d.encode(x), want, atol=1e-6, rtol=0)
-    old = {"d_in": 8, "d_sae": 16, "hook_point": "blocks.1.hook_resid_post", "hook_layer": 1,
+    old = {"d_in": 8, "d_sae": 16, "hook_point": "blocks.2.hook_resid_pre", "hook_layer": 2,
            "model_name": "gpt2-small", "activation_fn_str": "topk",
            "activation_fn": "topk", "activation_fn_kwargs": {"k": 4},
            "apply_b_dec_to_input": False, "normalize_activations": "none"}
     d = load_saelens(_saelens_folder(tmp_path / "old", old, w))
-    assert d.activation == "topk" and d.k == 4 and d.layer == 1
+    assert d.activation == "topk" and d.k == 4 and d.layer == 1  # resid_pre of block 2
     pre = x @ w["W_enc"] + w["b_enc"]  # no b_dec on the input: folded into b_enc
     assert torch.allclose(d.pre_acts(x), pre, atol=1e-5, rtol=0)
     assert ((d.encode(x) != 0).sum(-1) <= 4).all()
@@ -102,6 +102,8 @@ def test_reads_saelens_v6_and_pre6_layouts(tmp_path):
     ({"architecture": "standard", "d_in": 8, "d_sae": 16, "hook_name": "embed"}, None,
      "names no layer"),
     ({"architecture": "standard", "d_sae": 16}, None, "broken"),
+    ({"architecture": "standard", "d_in": 8, "d_sae": 16, "hook_name": "blocks.1.attn.hook_z",
+      "hook_layer": 1}, None, "reads 'blocks.1.attn.hook_z'"),
 ])
 def test_bad_saelens_folders_are_refused_in_one_line(tmp_path, cfg, tensors, words):
     folder = _saelens_folder(tmp_path / "bad", cfg, tensors or _weights())
