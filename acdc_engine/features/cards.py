@@ -262,13 +262,16 @@ def _summarize(model, dictionary, layer: int, ids: torch.Tensor, lengths: torch.
     vals = idx = None
     count = total = None
     P = ids.shape[1]
+    by_len = lengths.argsort(stable=True)  # texts of like length together: little padding
     for s in range(0, len(ids), batch_size):
-        b_ids = ids[s:s + batch_size]
+        rows = by_len[s:s + batch_size]
+        n_pos = int(lengths[rows].max())
+        b_ids = ids[rows, :n_pos]
         acts = feature_activations(model, dictionary, layer, b_ids).cpu()  # [b, p, n]
-        valid = torch.arange(P)[None, :] < lengths[s:s + batch_size, None]  # [b, p]
+        valid = torch.arange(n_pos)[None, :] < lengths[rows, None]  # [b, p]
         acts = acts.masked_fill(~valid[..., None], float("-inf"))
         flat = acts.reshape(-1, acts.shape[-1])  # [b*p, n]
-        pos = torch.arange(s * P, s * P + flat.shape[0])
+        pos = (rows[:, None] * P + torch.arange(n_pos)[None, :]).reshape(-1)  # corpus index
         active = (flat > 0)
         c, t = active.sum(0), torch.where(active, flat, 0.0).sum(0)
         count = c if count is None else count + c

@@ -121,3 +121,19 @@ def test_cross_layer_logit_effects_add_every_decoder(gpt2):
     assert torch.allclose(logit_effects(gpt2, clt, 0, 3).double(), want, atol=1e-5)
     card = feature_card(gpt2, clt, 1, 2, _corpus(), cache_dir=False)
     assert card.kind == "clt" and 0 <= card.density <= 1
+
+
+def test_summary_does_not_depend_on_batching(gpt2):
+    from acdc_engine.features.cards import _summarize, corpus_ids
+
+    tc = _transcoders(gpt2)
+    ids, lengths = corpus_ids(_corpus(n=9, seed=3))
+    one = _summarize(gpt2, tc, 1, ids, lengths, batch_size=16)
+    many = _summarize(gpt2, tc, 1, ids, lengths, batch_size=2)
+    assert torch.equal(one["count"], many["count"])
+    assert torch.allclose(one["values"], many["values"], atol=1e-6)
+    assert torch.allclose(one["total"], many["total"], atol=1e-5)
+    top = one["values"][0] > 0  # the best place of each feature (ties aside) is the same
+    same = (one["indices"][0] == many["indices"][0]) | (
+        (one["values"][0] - many["values"][0]).abs() < 1e-6)
+    assert bool(same[top].all())
