@@ -213,3 +213,23 @@ def test_bad_inputs_refused(gpt2_graph_model):
         trace(model, ids, TranscoderSet([Transcoder(a.d_model, 8, layer=0)]))
     with pytest.raises(AcdcError, match="context is 32"):
         trace(model, torch.ones(40, dtype=torch.long), random_transcoders(model))
+
+
+def test_cli_trace(gpt2_graph_model, tmp_path, capsys):
+    """``acdc trace`` on a model folder and a dictionary file: the report and the files."""
+    from acdc_engine.cli import main
+    from acdc_engine.features import save_dictionary
+
+    tc = random_transcoders(gpt2_graph_model)
+    path = save_dictionary(tc, tmp_path / "tc.safetensors")
+    out = tmp_path / "out"
+    code = main(["trace", "--model", gpt2_graph_model.id, "--transcoders", str(path),
+                 "--prompt", "w1 w2 w3 w4", "--out", str(out), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.0 <= report["replacement_score"] <= 1.0
+    assert report["pruned_nodes"] <= report["nodes"]
+    assert {"graph.pt", "graph.json", "graph-metadata.json", "summary.json"} <= \
+        {p.name for p in out.iterdir()}
+    g = AttributionGraph.load(out / "graph.pt")
+    assert g.n_nodes == report["nodes"]
