@@ -1,7 +1,8 @@
 """Does an attribution graph predict what ablating a feature does? Per graph, a small table.
 
-    check = predicted_vs_actual(graph, model=lm, transcoders=tc)       # its top features
+    check = predicted_vs_actual(graph, model=lm, transcoders=tc)   # (features.interventions)
     print(check.table())       # feature, activation, predicted (direct, all paths), actual
+    direct, total = graph_effects(graph)                            # the graph's side alone
 
 For feature node ``s`` (activation ``a_s``) and the graph's target logit ``t`` (its first logit
 node: the most likely token, as a logit minus the mean logit), the graph predicts:
@@ -27,7 +28,7 @@ import torch
 
 from ..errors import AcdcError
 
-__all__ = ["PredictedActual", "Row", "predicted_vs_actual", "graph_effects"]
+__all__ = ["PredictedActual", "Row", "graph_effects"]
 
 
 @dataclass
@@ -99,33 +100,3 @@ def graph_effects(graph, target: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
             break
         total += cur
     return direct.float(), total[t].float()
-
-
-def predicted_vs_actual(graph, features=None, *, model, transcoders, target: int = 0,
-                        top: int = 8) -> PredictedActual:
-    """The table for ``features`` (feature node indices of ``graph``; default the ``top``
-    with the largest predicted effect on the target logit): predicted direct and total
-    effects of ablating each, and the actual change (see the module docstring)."""
-    from .interventions import FeatureEdit, intervene
-
-    direct, total = graph_effects(graph, target)
-    if features is None:
-        features = total.abs().argsort(descending=True)[:top].tolist()
-    ids = graph.input_tokens[None].long()
-    tid = int(graph.logit_ids[target])
-    rows = []
-    for i in features:
-        kind, layer, pos, feat = graph.node(int(i))
-        if kind != "feature":
-            raise AcdcError(f"node {i} of the graph is a {kind} node, not a feature")
-        out = intervene(model, transcoders, ids,
-                        [FeatureEdit(int(layer), int(feat), positions=(int(pos),))], k=1)
-        before, after = out.logits_before[0, 0].double(), out.logits_after[0, 0].double()
-        actual = float((after[tid] - after.mean()) - (before[tid] - before.mean()))
-        rows.append(Row(int(layer), int(pos), int(feat),
-                        float(graph.activation_values[graph.selected_features[int(i)]]),
-                        float(direct[int(i)]), float(total[int(i)]), actual))
-    tok = getattr(model, "tokenizer", None)
-    target_text = graph.logit_tokens[target] if graph.logit_tokens else \
-        (tok.decode([tid]) if tok is not None else str(tid))
-    return PredictedActual(graph.input_string, str(target_text), rows)

@@ -322,11 +322,30 @@ def intervene_on_prompt(model, transcoders, prompt: str, features, value: float 
 
 def predicted_vs_actual(graph, features=None, *, model, transcoders, target: int = 0,
                         top: int = 8):
-    """What an attribution graph predicts ablating each feature does to its target logit,
-    against what the intervention does: :func:`acdc_engine.features.graph_check.
-    predicted_vs_actual` (a :class:`~acdc_engine.features.graph_check.PredictedActual`
-    table)."""
-    from .graph_check import predicted_vs_actual as check
+    """What an attribution graph predicts ablating each of ``features`` (feature node indices;
+    default the ``top`` with the largest predicted effect) does to its target logit, against
+    what the intervention does (:mod:`acdc_engine.features.graph_check` says how): a
+    :class:`~acdc_engine.features.graph_check.PredictedActual` table."""
+    from .graph_check import PredictedActual, Row, graph_effects
 
-    return check(graph, features, model=model, transcoders=transcoders, target=target,
-                 top=top)
+    direct, total = graph_effects(graph, target)
+    if features is None:
+        features = total.abs().argsort(descending=True)[:top].tolist()
+    ids = graph.input_tokens[None].long()
+    tid = int(graph.logit_ids[target])
+    rows = []
+    for i in features:
+        kind, layer, pos, feat = graph.node(int(i))
+        if kind != "feature":
+            raise AcdcError(f"node {i} of the graph is a {kind} node, not a feature")
+        out = intervene(model, transcoders, ids,
+                        [FeatureEdit(int(layer), int(feat), positions=(int(pos),))], k=1)
+        before, after = out.logits_before[0, 0].double(), out.logits_after[0, 0].double()
+        actual = float((after[tid] - after.mean()) - (before[tid] - before.mean()))
+        rows.append(Row(int(layer), int(pos), int(feat),
+                        float(graph.activation_values[graph.selected_features[int(i)]]),
+                        float(direct[int(i)]), float(total[int(i)]), actual))
+    tok = getattr(model, "tokenizer", None)
+    target_text = graph.logit_tokens[target] if graph.logit_tokens else \
+        (tok.decode([tid]) if tok is not None else str(tid))
+    return PredictedActual(graph.input_string, str(target_text), rows)
