@@ -1,8 +1,10 @@
 """The nodes of an attribution graph for one prompt, with circuit-tracer's conventions.
 
-* :func:`prompt_ids`: the prompt's token ids with a special token prepended (the BOS, else the
-  first special id that is not 0, as circuit-tracer picks it), unless it starts with one; a
-  prompt longer than the model's context is refused.
+* :func:`prompt_ids`: the prompt's token ids with a special token prepended (the first of the
+  BOS, pad, end-of-text and other special ids the tokenizer has), unless it starts with one; a
+  prompt longer than the model's context is refused. circuit-tracer 0.5.0 skips a special
+  token whose id is 0 here (and then prepends none when that is the only one, as for
+  gpt2-ioi-bpe): the engine takes it.
 * :func:`logit_targets`: the top logits at the last position up to cumulative probability
   ``desired_prob`` (0.95), at most ``max_n`` (10); their probabilities weight the pruning.
 * :func:`active_features`: every non-zero feature activation (layer, pos, feature) in that
@@ -32,10 +34,10 @@ def context_length(adapter) -> int | None:
 
 
 def _bos_id(tokenizer) -> int | None:
-    """circuit-tracer's choice: the first of bos, pad, eos, the special ids that is truthy."""
+    """The first of bos, pad, eos and the special ids that the tokenizer has (id 0 too)."""
     candidates = [tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id,
                   *tokenizer.all_special_ids]
-    return next(filter(None, candidates), None)
+    return next((c for c in candidates if c is not None), None)
 
 
 def prompt_ids(adapter, tokenizer, prompt) -> torch.Tensor:
