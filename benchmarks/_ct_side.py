@@ -172,6 +172,18 @@ def main(argv=None) -> None:
     graph, figures = measure(run, args.repeats)
     pruned = prune_graph(graph)
     replacement, completeness = compute_graph_scores(graph)
+    json_file = None
+    try:  # circuit-tracer's own graph JSON (its frontend's and Neuronpedia's format)
+        from pathlib import Path
+
+        from circuit_tracer.utils.create_graph_files import create_graph_files
+
+        graph.cfg.tokenizer_name = args.model  # a local folder: its tokenizer loads offline
+        folder = Path(args.out).parent / "ct_json"
+        create_graph_files(graph, "graph", str(folder), scan="benchmark")
+        json_file = str(folder / "graph.json")
+    except Exception as e:  # noqa: BLE001 - reported, the comparison of the rest goes on
+        print(f"circuit-tracer's graph JSON failed: {type(e).__name__}: {e}")
     torch.save({
         "adjacency": graph.adjacency_matrix, "active_features": graph.active_features,
         "selected_features": graph.selected_features,
@@ -181,6 +193,7 @@ def main(argv=None) -> None:
         "node_mask": pruned.node_mask, "edge_mask": pruned.edge_mask,
         "cumulative_scores": pruned.cumulative_scores,
         "replacement_score": replacement, "completeness_score": completeness,
+        "json": json_file,
         "figures": {**figures, "load_s": load_s, "logits_vs_hf_max_abs": logit_diff,
                     "torch_threads": torch.get_num_threads()},
     }, args.out)

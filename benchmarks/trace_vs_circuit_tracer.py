@@ -20,8 +20,10 @@ read that folder. The prompt's token ids are passed to both sides with the end-o
 prepends (circuit-tracer's own choice of BOS skips id 0).
 
 Compared: the active features (layer, pos, feature) and their activations, the selected
-feature nodes, the logit targets and probabilities, the adjacency, the pruned node set
-(circuit-tracer's defaults 0.8 / 0.98) and the replacement / completeness scores. The
+feature nodes, the logit targets and probabilities, the adjacency, the pruned node and edge
+sets (circuit-tracer's defaults 0.8 / 0.98), the replacement / completeness scores, and the
+pruned graph's JSON for circuit-tracer's frontend (the engine's ``to_circuit_tracer_json``
+against circuit-tracer's ``create_graph_files``: node ids and fields, links and weights). The
 adjacency tolerance is derived, not chosen: the engine also computes the graph in float64
 (the reference); the float32 rounding error of a graph is measured as the engine's float32
 graph's largest distance from it, ``e32``; circuit-tracer agrees when its graph's largest
@@ -162,6 +164,8 @@ def engine_side(args) -> None:
     graph, figures = measure(run, args.repeats)
     pruned = graph.prune()
     replacement, completeness = graph.scores()
+    json_file = str(graph.to_circuit_tracer_json(Path(args.out_file).parent / "engine_json",
+                                                 "graph", tokenizer=model.tokenizer))
     with torch.no_grad():
         logits = model.adapter.model(graph.input_tokens[None]).logits
     ref = None
@@ -179,7 +183,7 @@ def engine_side(args) -> None:
         "logit_token_ids": graph.logit_ids, "logit_probabilities": graph.logit_probabilities,
         "node_mask": pruned.node_mask, "edge_mask": pruned.edge_mask,
         "replacement_score": replacement, "completeness_score": completeness,
-        "float64": ref, "logits": logits,
+        "float64": ref, "logits": logits, "json": json_file,
         "figures": {**figures, "torch_threads": torch.get_num_threads()}}, args.out_file)
 
 
@@ -231,8 +235,36 @@ def compare(eng: dict, ct: dict) -> dict:
                                             != ct["node_mask"].cpu()).sum())
     else:
         r["adjacency_equal"] = False
+    if eng.get("json") and ct.get("json"):
+        r.update(compare_json(eng["json"], ct["json"], r.get("tolerance", 1e-5)))
     r["scores_engine"] = (eng["replacement_score"], eng["completeness_score"])
     r["scores_ct"] = (ct["replacement_score"], ct["completeness_score"])
+    return r
+
+
+def compare_json(engine_file: str, ct_file: str, tolerance: float) -> dict:
+    """The two graph JSON files (the pruned graphs as circuit-tracer's frontend reads them):
+    the same node ids and fields, the same links, weights within ``tolerance``, influences and
+    activations within 1e-4."""
+    a, b = (json.loads(Path(f).read_text()) for f in (engine_file, ct_file))
+    na, nb = ({n["node_id"]: n for n in g["nodes"]} for g in (a, b))
+    la, lb = ({(x["source"], x["target"]): x["weight"] for x in g["links"]} for g in (a, b))
+    r = {"json_nodes": (len(na), len(nb)), "json_links": (len(la), len(lb)),
+         "json_same_node_ids": set(na) == set(nb), "json_same_links": set(la) == set(lb)}
+    fields = []
+    for key in set(na) & set(nb):
+        for f in ("feature", "layer", "ctx_idx", "feature_type", "is_target_logit", "clerp"):
+            if na[key].get(f) != nb[key].get(f):
+                fields.append(f"{key}.{f}: {na[key].get(f)!r} vs {nb[key].get(f)!r}")
+        for f in ("influence", "activation", "token_prob"):
+            x, y = na[key].get(f), nb[key].get(f)
+            if (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-4):
+                fields.append(f"{key}.{f}: {x!r} vs {y!r}")
+    r["json_field_differences"] = fields[:10]
+    r["json_link_max_abs_diff"] = max((abs(la[k] - lb[k]) for k in set(la) & set(lb)),
+                                      default=0.0)
+    r["json_equal"] = (r["json_same_node_ids"] and r["json_same_links"] and not fields
+                       and r["json_link_max_abs_diff"] <= tolerance)
     return r
 
 
@@ -310,6 +342,10 @@ def explain(r: dict) -> list[str]:
         said.append(f"the pruned node sets differ in {r['pruned_node_differences']} nodes")
     if r.get("same_pruned_edges") is False:
         said.append("the pruned edge sets differ")
+    if r.get("json_equal") is False:
+        said.append(f"the graph JSON files differ: nodes {r['json_nodes']}, links "
+                    f"{r['json_links']}, fields {r['json_field_differences'][:3]}, largest "
+                    f"link weight difference {r['json_link_max_abs_diff']:.3g}")
     return said
 
 
@@ -375,6 +411,10 @@ def main(argv=None) -> int:
               + f"; equal: {r['adjacency_equal']}")
         print(f"pruned nodes {r['pruned_nodes'][0]} / {r['pruned_nodes'][1]}; same pruned set "
               f"{r['same_pruned_nodes']}; same pruned edges {r['same_pruned_edges']}")
+    if "json_equal" in r:
+        print(f"graph JSON (circuit-tracer's frontend format): {r['json_nodes'][0]} / "
+              f"{r['json_nodes'][1]} nodes, {r['json_links'][0]} / {r['json_links'][1]} links; "
+              f"equal: {r['json_equal']}")
     print(f"replacement / completeness: engine {r['scores_engine'][0]:.4f} / "
           f"{r['scores_engine'][1]:.4f}; circuit-tracer {r['scores_ct'][0]:.4f} / "
           f"{r['scores_ct'][1]:.4f}")

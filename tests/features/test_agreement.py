@@ -3,9 +3,10 @@
 A tiny random GPT-2 (saved with ``save_pretrained``) and random sparse transcoders written in
 circuit-tracer's file format; benchmarks/trace_vs_circuit_tracer.py runs circuit-tracer in its
 own virtual environment and the engine in another process on the same token ids, and the
-graphs must agree: the same active features, feature nodes, logit targets and pruned nodes,
-and the adjacency equal within the float32 rounding measured against the engine's float64
-graph (the benchmark's docstring derives the tolerance).
+graphs must agree: the same active features, feature nodes, logit targets, pruned nodes and
+edges, the adjacency equal within the float32 rounding measured against the engine's float64
+graph (the benchmark's docstring derives the tolerance), and the pruned graph's JSON (the
+engine's ``to_circuit_tracer_json`` against circuit-tracer's ``create_graph_files``) the same.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def test_engine_graph_equals_circuit_tracers(tmp_path, kind, max_nodes, text):
     assert bench.explain(r) == [], r
     assert r["same_active_features"] and r["active_features"][0] > 0
     assert r["same_selected_features"] and r["same_logit_targets"]
-    assert r["adjacency_equal"] and r["same_pruned_nodes"]
+    assert r["adjacency_equal"] and r["same_pruned_nodes"] and r["same_pruned_edges"]
+    assert r["json_equal"] and r["json_links"][0] > 0  # the frontend's JSON files agree too
     assert r["adjacency_max_abs"] > 100 * r["tolerance"]  # the graph is not all zeros
     assert r["ct_vs_float64"] <= r["tolerance"]
     assert eng["adjacency"].shape == ct["adjacency"].shape
