@@ -43,7 +43,10 @@ MAX_CHECKED = 64  # feature nodes compared when matching transcoders to a graph
 
 
 class NotAvailable(AcdcError):
-    """A part of the page whose engine code is not installed (answered with status 501)."""
+    """What the page cannot do for this graph (no engine code, no matching transcoders):
+    answered with status 501 and the reason."""
+
+    status = 501
 
 
 def graph_url(server, path: str | Path) -> str:
@@ -193,8 +196,11 @@ class GraphPages:
                                "(acdc_engine.features.cards); the node's own fields are shown") \
                 from None
         layer, index, _ = feature_where(node)
-        card = feature_card(self.session.model, self.transcoders(data), layer, index,
-                            self.corpus())
+        # the session's lock: a spliced run hooks the model's MLPs, so no other run (another
+        # request, the main page, a notebook) may use the model meanwhile
+        with self.session.lock, self.session.busy(f"the card of {node['node_id']}"):
+            card = feature_card(self.session.model, self.transcoders(data), layer, index,
+                                self.corpus())
         return card.to_dict()
 
     def intervene(self, args: dict) -> dict:
@@ -220,8 +226,9 @@ class GraphPages:
             edits.append(FeatureEdit(layer=layer, feature=index, positions=(pos,),
                                      mode="zero" if mode == "ablate" else "clamp",
                                      value=None if mode == "ablate" else value))
-        out = intervene(self.session.model, self.transcoders(data), self.prompt_ids(data),
-                        edits, k=int(args.get("k", 5)))
+        with self.session.lock, self.session.busy(f"{mode} {', '.join(map(str, ids))}"):
+            out = intervene(self.session.model, self.transcoders(data),
+                            self.prompt_ids(data), edits, k=int(args.get("k", 5)))
         rows = lambda top: [{"token": t, "prob": p} for t, p in top[0]]  # noqa: E731
         delta = out.delta_logits[0, 0]
         tok = self.session.model.tokenizer
@@ -265,13 +272,12 @@ def _shipped(model, kind: str):
 
 
 # ----- the routes ------------------------------------------------------------------------------
-def graph_routes(session: Session, secret: str, json_safe=lambda x: x) -> list:
-    """The Starlette routes of the graph page (the server's guard middleware covers them);
-    ``secret`` goes into the page, ``json_safe`` cleans answers (the server's NaN filter)."""
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import HTMLResponse, JSONResponse
+def graph_routes(session: Session, secret: str, guarded) -> list:
+    """The Starlette routes of the graph page; ``secret`` goes into the page, ``guarded`` is
+    the server's wrapper of an endpoint (arguments from the query and JSON body, one-line
+    errors, :class:`NotAvailable` as 501). The server's guard middleware covers them all."""
+    from starlette.responses import HTMLResponse
     from starlette.routing import Route
-
 
     pages = GraphPages(session)
     page = (STATIC / "graph.html").read_text(encoding="utf-8")
@@ -279,34 +285,13 @@ def graph_routes(session: Session, secret: str, json_safe=lambda x: x) -> list:
         raise RuntimeError("view/static/graph.html lacks the acdc-token meta tag")
     page = page.replace(TOKEN_META, f'<meta name="acdc-token" content="{html.escape(secret)}">')
 
-    def endpoint(fn):
-        async def call(request):
-            try:
-                body = await request.json() if request.method == "POST" else {}
-            except ValueError:
-                return JSONResponse({"ok": False, "message": "the request body is not JSON"}, 400)
-            args = {**request.query_params, **(body if isinstance(body, dict) else {})}
-            args.pop("token", None)
-            try:
-                return JSONResponse(json_safe(await run_in_threadpool(fn, args)))
-            except NotAvailable as e:
-                return JSONResponse({"ok": False, "message": str(e)}, 501)
-            except AcdcError as e:
-                return JSONResponse({"ok": False, "message": str(e)}, 400)
-            except (KeyError, ValueError, TypeError) as e:
-                msg = e.args[0] if e.args else str(e)
-                return JSONResponse({"ok": False, "message": f"bad request: {msg}"}, 400)
-            except Exception as e:  # noqa: BLE001  (one line for the page)
-                return JSONResponse({"ok": False, "message": f"{type(e).__name__}: {e}"}, 500)
-        return call
-
     async def graph_page(request):
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return [
         Route("/graph", graph_page),
-        Route("/api/graph", endpoint(pages.graph)),
-        Route("/api/graph/feature", endpoint(pages.feature)),
-        Route("/api/graph/save", endpoint(pages.save), methods=["POST"]),
-        Route("/api/graph/intervene", endpoint(pages.intervene), methods=["POST"]),
+        Route("/api/graph", guarded(pages.graph)),
+        Route("/api/graph/feature", guarded(pages.feature)),
+        Route("/api/graph/save", guarded(pages.save), methods=["POST"]),
+        Route("/api/graph/intervene", guarded(pages.intervene), methods=["POST"]),
     ]

@@ -218,8 +218,8 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
             args.pop("token", None)
             try:
                 out = await run_in_threadpool(fn, args)
-            except AcdcError as e:
-                return JSONResponse({"ok": False, "message": str(e)}, 400)
+            except AcdcError as e:  # 400, or the error's own status (graphs.NotAvailable: 501)
+                return JSONResponse({"ok": False, "message": str(e)}, getattr(e, "status", 400))
             except (KeyError, ValueError, TypeError) as e:
                 msg = e.args[0] if e.args else str(e)
                 return JSONResponse({"ok": False, "message": f"bad request: {msg}"}, 400)
@@ -313,7 +313,7 @@ def build_app(session: Session, token: str | None = None, *, host: str = "127.0.
         Route("/api/circuit", guarded(circuit)),
         Route("/api/circuit/size", guarded(size), methods=["POST"]),
         Route("/api/events", events),
-        *graph_routes(session, secret, _finite),  # /graph: the attribution-graph page
+        *graph_routes(session, secret, guarded),  # /graph: the attribution-graph page
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(Guard)])

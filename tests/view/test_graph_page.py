@@ -263,6 +263,31 @@ def test_transcoders_that_do_not_fit_the_graph_are_refused(served, traced_file):
     assert status == 200 and out["card"] is None and "do not give" in out["card_message"]
 
 
+def test_cards_and_interventions_at_once(served, traced_file):
+    """Requests run in worker threads and a spliced run hooks the model's MLPs: they take
+    turns on the model (the session's lock), none sees another's forward."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = quote(str(traced_file))
+    body = json.dumps({"file": str(traced_file), "nodes": ["1_5_4"], "mode": "clamp",
+                       "value": 9})
+
+    def call(i):
+        if i % 2:
+            return _req(served, "POST", "/api/graph/intervene", body,
+                        Content_Type="application/json", X_ACDC_Token=served.secret)
+        node = ["1_5_4", "0_3_2", "0_7_4", "1_2_2"][i // 2 % 4]
+        return _req(served, "GET", f"/api/graph/feature?file={ref}&node={node}")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(16)))
+    assert [status for status, _, _ in answers] == [200] * 16, answers[0][2]
+    afters = {json.dumps(json.loads(b)["after"]) for i, (_, _, b) in enumerate(answers) if i % 2}
+    assert len(afters) == 1  # the same answer every time
+    assert all(json.loads(b)["card"]["density"] > 0 for i, (_, _, b) in enumerate(answers)
+               if not i % 2)
+
+
 # ----- the server's side ---------------------------------------------------------------------
 def _req(server, method, path, body=None, **headers):
     from tests.view.test_view_security import request
