@@ -21,6 +21,24 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "graph-small.json"
 PROMPT_IDS = [0, 1, 2, 3, 4]
+CT_PYTHON = Path(os.environ.get("ACDC_CT_VENV", "/work/ct-venv")) / "bin" / "python"
+"""circuit-tracer 0.5.0 in its own virtual environment (benchmarks/README_circuit_tracer.md)."""
+
+
+def _circuit_tracer_reads(path: Path, qparams: dict) -> None:
+    """circuit-tracer's pydantic ``Model`` (its frontend's file format) validates ``path`` and
+    reads back its pins and supernodes."""
+    import subprocess
+
+    code = ("import json, sys; from circuit_tracer.frontend.graph_models import Model; "
+            "m = Model.model_validate_json(open(sys.argv[1]).read()); "
+            "print(json.dumps([m.qParams.pinnedIds, m.qParams.supernodes, len(m.nodes)]))")
+    out = subprocess.run([str(CT_PYTHON), "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pinned, supernodes, n_nodes = json.loads(out.stdout)
+    assert pinned == qparams["pinnedIds"] and supernodes == qparams["supernodes"]
+    assert n_nodes == len(json.loads(path.read_text())["nodes"])
 
 
 @pytest.fixture
@@ -198,6 +216,8 @@ def test_pin_hide_and_supernodes_survive_save_and_export(served, page, graph_fil
     assert q["pinnedIds"] == ["1_2_2"] and q["hiddenIds"] == ["0_7_4"]
     assert q["supernodes"] == [["Mary mover", "0_3_2", "1_5_4"]]
     assert q["linkType"] == "both"
+    if CT_PYTHON.exists():  # circuit-tracer 0.5.0's own model of the file accepts it
+        _circuit_tracer_reads(Path(dl.value.path()), q)
     page.click("#g-save")
     page.wait_for_function("document.querySelector('#g-hover').textContent.startsWith('saved')")
     saved = json.loads(graph_file.read_text())

@@ -228,7 +228,8 @@ async function clickNode(n, add) {
 function fieldRows(n) {
   const keys = ["feature_type", "layer", "ctx_idx", "feature", "activation", "influence", "token_prob", "is_target_logit", "clerp"];
   const tok = GRAPH.metadata.prompt_tokens[n.ctx_idx];
-  return [html`<tr><td>token</td><td>${JSON.stringify(tok)}</td></tr>`,
+  const idx = isFeature(n) ? [html`<tr><td>feature index</td><td>${String(n.node_id).split("_")[1]}</td></tr>`] : [];
+  return [html`<tr><td>token</td><td>${JSON.stringify(tok)}</td></tr>`, ...idx,
     ...keys.filter((k) => n[k] !== undefined && n[k] !== null && n[k] !== "")
       .map((k) => html`<tr><td>${k}</td><td>${fmt(n[k])}</td></tr>`)];
 }
