@@ -1,7 +1,10 @@
-"""The attribution-graph page (``/graph?file=...``) in headless Chromium, on a hand-written graph
+"""The attribution-graph page (``/graph?file=...``) in headless Chromium: on a hand-written graph
 in circuit-tracer's JSON format (tests/view/data/graph-small.json: 5 tokens, 2 layers, 12 nodes,
-12 links): what it draws and where, hover and the node card, pins, hidden nodes and supernodes
-kept through save and export, the intervention endpoint, and the server's refusals."""
+12 links) what it draws and where, hover and the node card, pins, hidden nodes and supernodes
+kept through save and export (and read by circuit-tracer's own model of the file), the
+intervention endpoint against the engine's own, and the server's refusals; then a graph the
+engine traces on the tiny GPT-2, and (slow) gpt2-ioi-bpe's IOI graph under its shipped
+transcoders, which also makes the pictures of docs/features.md."""
 
 from __future__ import annotations
 
