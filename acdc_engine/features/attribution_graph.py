@@ -115,8 +115,8 @@ class AttributionGraph:
         return write_graph_json(self, path, slug, node_threshold, edge_threshold, tokenizer)
 
     def to_networkx(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
-        """The pruned graph as a networkx ``DiGraph`` (nodes named like circuit-tracer's node
-        ids, edges with ``weight``)."""
+        """The pruned graph as a networkx ``MultiDiGraph`` shaped like a component circuit's
+        (:func:`acdc_engine.features.graph_json.to_networkx`)."""
         from .graph_json import to_networkx
 
         return to_networkx(self, node_threshold, edge_threshold)

@@ -114,14 +114,22 @@ def node_name(graph, i: int) -> str:
 
 
 def to_networkx(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
-    """The pruned graph as a ``networkx.DiGraph``: nodes by :func:`node_name` with
-    circuit-tracer's node fields, edges source -> target with ``weight``."""
+    """The pruned graph as a networkx ``MultiDiGraph`` shaped like a component circuit's
+    (:meth:`acdc_engine.circuit.Circuit.to_networkx`): nodes by :func:`node_name` with
+    circuit-tracer's node fields, edges ``(source, target, key="direct")`` with ``score`` and
+    ``weight`` (the direct effect), ``kind`` and ``name``; graph attributes: model, prompt,
+    scan, thresholds, the replacement and completeness scores."""
     import networkx as nx
 
     nodes, edges = _pruned(graph, node_threshold, edge_threshold)
-    g = nx.DiGraph()
+    replacement, completeness = graph.scores()
+    g = nx.MultiDiGraph(model=graph.model, prompt=graph.input_string, scan=graph.scan,
+                        granularity="features", node_threshold=node_threshold,
+                        edge_threshold=edge_threshold, replacement_score=replacement,
+                        completeness_score=completeness)
     for i, n in nodes.items():
         g.add_node(node_name(graph, i), **n)
     for s, d, w in edges:
-        g.add_edge(node_name(graph, s), node_name(graph, d), weight=w)
+        a, b = node_name(graph, s), node_name(graph, d)
+        g.add_edge(a, b, key="direct", score=w, weight=w, kind="direct", name=f"{a}->{b}")
     return g
