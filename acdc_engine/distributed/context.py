@@ -71,8 +71,21 @@ class Ranks:
         import torch.distributed as dist
 
         buf = x.detach().to(self.device(), torch.float64).contiguous()
-        dist.all_reduce(buf)
+        self._collective(dist.all_reduce, buf)
         return buf.to(x.device, x.dtype)
+
+    def _collective(self, fn, *args, **kw):
+        """``fn(*args, **kw)``; a peer that left the job (killed, failed) is an AcdcError in
+        one line naming this rank (the launcher names the rank that left)."""
+        try:
+            return fn(*args, **kw)
+        except RuntimeError as e:
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
+            if "]" in first:  # "[.../pair.cc:537] Read error ...": the part after the source
+                first = first.split("]", 1)[1].strip()
+            raise AcdcError(f"rank {self.rank} of {self.world}: another rank left the job "
+                            f"during a collective ({first[:160]})") from None
 
     def sum_floats(self, values: list[float]) -> list[float]:
         """The sums over ranks of Python floats (one collective for the whole list)."""
@@ -87,7 +100,7 @@ class Ranks:
         import torch.distributed as dist
 
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        self._collective(dist.all_gather_object, out, obj)
         return out
 
     def broadcast(self, obj):
@@ -98,7 +111,7 @@ class Ranks:
         import torch.distributed as dist
 
         box = [obj if self.main else None]
-        dist.broadcast_object_list(box, src=0)
+        self._collective(dist.broadcast_object_list, box, src=0)
         return box[0]
 
     def barrier(self) -> None:
@@ -106,7 +119,7 @@ class Ranks:
         if self.active:
             import torch.distributed as dist
 
-            dist.barrier()
+            self._collective(dist.barrier)
 
 
 SINGLE = Ranks()

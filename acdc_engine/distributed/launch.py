@@ -4,7 +4,8 @@
 
 :func:`launch` runs ``torch.distributed.run`` (the code behind ``torchrun``) in this process
 with ``--standalone --nproc-per-node N --max-restarts 0``: its elastic agent starts the ranks
-as ``python -m MODULE ARGS`` with one thread each (``OMP_NUM_THREADS=1`` unless set) and,
+as ``python -m MODULE ARGS`` with one thread each (``OMP_NUM_THREADS=1``; a command's own
+``--threads`` still sets its rank's) and,
 when one fails, stops the others. The agent's own multi-line report is replaced by one line
 naming the rank that failed first and why (its error, or the signal that killed it).
 
@@ -80,8 +81,7 @@ def first_failure(failures: dict) -> tuple[int, object]:
     error or signal), else the first listed."""
     def caused(f) -> bool:  # stopped by the agent, or failed because another rank did
         msg = _message(f) or ""
-        return f.exitcode == -15 or msg.startswith("stopped by") or "closed by peer" in msg \
-            or "Connection reset" in msg
+        return f.exitcode == -15 or msg.startswith("stopped by") or "left the job" in msg
     items = list(failures.items())
     return next(((r, f) for r, f in items if not caused(f)), items[0])
 
