@@ -131,26 +131,40 @@ def _score(problem, batch, logits) -> torch.Tensor:
     return problem.metric.score(logits, batch).sum()
 
 
+STACKED_ROWS = 128
+"""IG steps run stacked along the batch, up to this many prompts a run."""
+
+
 def _layer_ig(problem, tc, batch, runs: BatchRuns, layer: int, steps: int):
     """IG-averaged gradients of the summed metric w.r.t. ``layer``'s activations and error
-    (the layer moved from clean to source, the rest computed from it)."""
+    (the layer moved from clean to source, the rest computed from it). The steps run stacked
+    along the batch (``STACKED_ROWS`` prompts a run): one forward and backward per chunk."""
     from .splice import spliced_run
 
     adapter = problem.model.adapter
     ca, ce = runs.clean_acts[layer], runs.clean_err[layer]
     da, de = runs.src_acts[layer] - ca, runs.src_err[layer] - ce
     ga, ge = torch.zeros_like(ca), torch.zeros_like(ce)
-    ts = [0.0] if steps == 1 else torch.linspace(0, 1, steps).tolist()
-    for t in ts:
-        a = (ca + t * da).requires_grad_(True)
-        e = (ce + t * de).requires_grad_(True)
-        errs = [e if j == layer else runs.clean_err[j] for j in range(tc.n_layers)]
-        out = spliced_run(adapter, batch.clean, tc, errors=errs,
-                          edit=lambda j, acts, a=a: a if j == layer else acts,
-                          readout=ReadOut.of(batch))
-        g1, g2 = torch.autograd.grad(_score(problem, batch, out.logits), [a, e])
-        ga += g1
-        ge += g2
+    ts = torch.zeros(1) if steps == 1 else torch.linspace(0, 1, steps)
+    B = batch.clean.shape[0]
+    per_run = max(1, STACKED_ROWS // B)
+    base = ReadOut.of(batch)
+    for c in range(0, len(ts), per_run):
+        t = ts[c:c + per_run].to(ca.device, ca.dtype)  # [m]
+        m = len(t)
+        a = (ca[None] + t[:, None, None, None] * da[None]).reshape(m * B, *ca.shape[1:])
+        e = (ce[None] + t[:, None, None, None] * de[None]).reshape(m * B, *ce.shape[1:])
+        a.requires_grad_(True)
+        e.requires_grad_(True)
+        errs = [e if j == layer else runs.clean_err[j].repeat(m, 1, 1)
+                for j in range(tc.n_layers)]
+        ro = base if base.positions is None else ReadOut.at(base.positions.repeat(m, 1))
+        out = spliced_run(adapter, batch.clean.repeat(m, 1), tc, errors=errs,
+                          edit=lambda j, acts, a=a: a if j == layer else acts, readout=ro)
+        total = sum(_score(problem, batch, chunk) for chunk in out.logits.split(B))
+        g1, g2 = torch.autograd.grad(total, [a, e])
+        ga += g1.reshape(m, *ca.shape).sum(0)
+        ge += g2.reshape(m, *ce.shape).sum(0)
     return ga / len(ts), ge / len(ts)
 
 
