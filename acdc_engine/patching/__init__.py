@@ -22,6 +22,8 @@ The forward's parts live in this package, each in one module::
     prefix.py          the clean run's residual stream kept for reuse (Prefix)
     token_groups.py    per-token position groups of a position-aware mask
     ablation.py        Ablation: corrupted, mean or zero
+    mlp_hooks.py       the MLP node's hook points: neurons, and its replacement (transcoders)
+    frozen.py          frozen attention patterns and norm scales (Context(freeze=...), Freezer)
 
 Where to add a new kind of reader or hook point: ``forward.py`` (:class:`forward._Pass`; and,
 if ACDC must see it, ``scoring/acdc/engine.py``, the second forward; docs/design.md).
