@@ -40,6 +40,8 @@ def _cmd_view(args) -> int:
     if args.port:
         open_socket(args.host, args.port).close()
     graph_model = _graph_model(args.graph) if args.graph else None
+    if args.transcoders and not Path(args.transcoders).exists():
+        raise AcdcError(f"--transcoders {args.transcoders}: no such file or folder")
     set_threads(args.threads)
     from ..view import Session
 
@@ -72,7 +74,10 @@ def _cmd_view(args) -> int:
         from ..view.graphs import graph_url
 
         session.allow(args.graph)  # the page may read it and save pins/supernodes into it
-        url = graph_url(server, Path(args.graph).resolve())
+        tc = Path(args.transcoders).resolve() if args.transcoders else None
+        if tc is not None:
+            session.allow(tc)
+        url = graph_url(server, Path(args.graph).resolve(), tc)
     print(f"acdc view: {session.name} at {url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
         threading.Timer(BROWSER_DELAY_S, webbrowser.open, [url]).start()
@@ -102,6 +107,9 @@ def register(sub) -> None:
     p.add_argument("--graph", metavar="PATH",
                    help="open the attribution-graph page on this graph JSON (circuit-tracer's "
                         "format, e.g. from acdc trace)")
+    p.add_argument("--transcoders", metavar="PATH",
+                   help="with --graph: the transcoders it was traced with (default: the "
+                        "graph's metadata.transcoders, else the model's shipped ones)")
     p.add_argument("--compare", metavar="MODEL",
                    help="a second model (e.g. the fine-tuned one) shown side by side")
     p.add_argument("--metric", help="metric (default: the task's)")

@@ -49,12 +49,14 @@ class NotAvailable(AcdcError):
     status = 501
 
 
-def graph_url(server, path: str | Path) -> str:
-    """The URL of the graph page for ``path`` on a running ``ViewServer`` (allow the file on
-    its session first: :meth:`Session.allow`)."""
+def graph_url(server, path: str | Path, transcoders: str | Path | None = None) -> str:
+    """The URL of the graph page for ``path`` on a running ``ViewServer`` (allow the file, and
+    ``transcoders`` when given, on its session first: :meth:`Session.allow`)."""
     from urllib.parse import urlencode
 
     q = {"file": str(path)}
+    if transcoders:
+        q["transcoders"] = str(transcoders)
     if server.token:
         q["token"] = server.token
     return server.url.split("?")[0] + "graph?" + urlencode(q)
@@ -67,7 +69,8 @@ class GraphPages:
 
     def __init__(self, session: Session):
         self.session = session
-        self._transcoders: dict[str, object] = {}
+        self._transcoders: dict[tuple, object] = {}  # (kind, source) -> transcoders or None
+        self._fits_seen: dict[tuple, bool] = {}  # (source, the graph's features) -> match
 
     def path(self, ref: str | None, what: str = "read") -> Path:
         """The allowed real path of a graph reference typed in the page."""
@@ -105,7 +108,7 @@ class GraphPages:
         if not is_feature(node):
             return out
         try:
-            out["card"] = self._card(data, node)
+            out["card"] = self._card(data, node, args.get("transcoders"))
         except NotAvailable as e:
             out["card_message"] = str(e)
         return out
@@ -131,28 +134,37 @@ class GraphPages:
                             "traced on another model?")
         return ids
 
-    def transcoders(self, data: dict):
-        """The dictionaries the graph was traced with: ``metadata.transcoders`` (a path or a
-        cached hub id: a circuit-tracer folder or an engine/SAELens file; safetensors only, no
-        code runs), else those shipped with the session's model (per-layer, then
-        cross-layer); the first whose activations on the graph's prompt equal the graph's
-        feature nodes' (so a graph of another model or dictionary is refused, not misread)."""
+    def transcoders(self, data: dict, ref: str | None = None):
+        """The dictionaries the graph was traced with: ``ref`` (given to the page, e.g. by
+        ``acdc view --transcoders``; a path where the page may read), else the graph's
+        ``metadata.transcoders`` (a path or a cached hub id), else those shipped with the
+        session's model (per-layer, then cross-layer) -- circuit-tracer folders or engine/
+        SAELens files, safetensors only, no code runs -- and only if their activations on the
+        graph's prompt equal the graph's feature nodes' (a graph of another model or dictionary
+        is refused, not misread)."""
         meta = data["metadata"]
-        key = f"{meta.get('transcoders') or self.session.model.id}|{meta.get('prompt')}"
-        if key not in self._transcoders:
-            ref = meta.get("transcoders")
-            tried = [_load_transcoders(str(ref))] if ref else \
-                [_shipped(self.session.model, kind) for kind in ("transcoders", "clt")]
-            ids = self.prompt_ids(data)
-            match = [tc for tc in tried if tc is not None and self._fits(data, tc, ids)]
-            if not match:
-                which = f"the transcoders {ref}" if ref else \
-                    f"the transcoders shipped with {self.session.model.id}"
-                raise NotAvailable(f"{which} do not give the graph's feature activations on its "
-                                   "prompt: the graph was traced with other transcoders or "
-                                   "another model")
-            self._transcoders[key] = match[0]
-        return self._transcoders[key]
+        if ref:
+            sources = [("path", str(self.session.paths.resolve(str(ref))))]
+        elif meta.get("transcoders"):
+            sources = [("path", str(meta["transcoders"]))]
+        else:
+            sources = [("shipped", "transcoders"), ("shipped", "clt")]
+        seen = (meta.get("prompt"), tuple((n["node_id"], n.get("activation"))
+                                          for n in data["nodes"] if is_feature(n)))
+        for source in sources:
+            if source not in self._transcoders:
+                self._transcoders[source] = _load_transcoders(source[1]) \
+                    if source[0] == "path" else _shipped(self.session.model, source[1])
+            tc = self._transcoders[source]
+            if tc is not None and (source, seen) not in self._fits_seen:
+                self._fits_seen[(source, seen)] = self._fits(data, tc, self.prompt_ids(data))
+            if tc is not None and self._fits_seen[(source, seen)]:
+                return tc
+        which = f"the transcoders {sources[0][1]}" if sources[0][0] == "path" else \
+            f"the transcoders shipped with {self.session.model.id}"
+        raise NotAvailable(f"{which} do not give the graph's feature activations on its "
+                           "prompt: the graph was traced with other transcoders or another "
+                           "model (acdc view --transcoders names them)")
 
     def _fits(self, data: dict, tc, ids) -> bool:
         """Do ``tc``'s activations on ``ids`` equal the graph's feature nodes' (relative
@@ -188,7 +200,7 @@ class GraphPages:
         except AcdcError:
             return [list(r) for r in self.session.data.clean]
 
-    def _card(self, data: dict, node: dict) -> dict:
+    def _card(self, data: dict, node: dict, ref: str | None = None) -> dict:
         try:
             from ..features.cards import feature_card
         except ImportError:
@@ -199,7 +211,7 @@ class GraphPages:
         # the session's lock: a spliced run hooks the model's MLPs, so no other run (another
         # request, the main page, a notebook) may use the model meanwhile
         with self.session.lock, self.session.busy(f"the card of {node['node_id']}"):
-            card = feature_card(self.session.model, self.transcoders(data), layer, index,
+            card = feature_card(self.session.model, self.transcoders(data, ref), layer, index,
                                 self.corpus())
         return card.to_dict()
 
@@ -227,7 +239,7 @@ class GraphPages:
                                      mode="zero" if mode == "ablate" else "clamp",
                                      value=None if mode == "ablate" else value))
         with self.session.lock, self.session.busy(f"{mode} {', '.join(map(str, ids))}"):
-            out = intervene(self.session.model, self.transcoders(data),
+            out = intervene(self.session.model, self.transcoders(data, args.get("transcoders")),
                             self.prompt_ids(data), edits, k=int(args.get("k", 5)))
         rows = lambda top: [{"token": t, "prob": p} for t, p in top[0]]  # noqa: E731
         delta = out.delta_logits[0, 0]

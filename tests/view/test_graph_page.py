@@ -271,6 +271,25 @@ def test_intervention_round_trip(served, page, traced_file, transcoders_file, vi
     assert page.errors == []
 
 
+def test_transcoders_given_to_the_page(served, page, view_session, traced_file,
+                                      transcoders_file):
+    """A graph that names no transcoders, with ``acdc view --transcoders`` (the page's URL
+    carries them; the file must be where the page may read)."""
+    data = json.loads(traced_file.read_text())
+    del data["metadata"]["transcoders"]
+    traced_file.write_text(json.dumps(data))
+    page.goto(graph_url(served, traced_file, transcoders_file))
+    page.wait_for_selector("#g-map[data-ready='1']")
+    page.click("#g-map .gnode[data-node='1_5_4']")
+    page.wait_for_function("!document.querySelector('#g-card-body').textContent"
+                           ".includes('loading the card')")
+    assert "is outside the folders the viewer may read" in page.inner_text("#g-card-body")
+    view_session.allow(transcoders_file)  # what acdc view --transcoders does
+    page.click("#g-map .gnode[data-node='0_3_2']")
+    page.wait_for_selector("#g-card-body .density")
+    assert page.errors == []
+
+
 def test_transcoders_that_do_not_fit_the_graph_are_refused(served, traced_file):
     data = json.loads(traced_file.read_text())
     node = next(n for n in data["nodes"] if n["node_id"] == "1_5_4")
@@ -406,6 +425,10 @@ def test_cli_refuses_a_bad_graph_before_loading_a_model(tmp_path, capsys):
     assert err == f"error: {bad}: not circuit-tracer's graph JSON: no 'metadata' object"
     assert main(["view", "--graph", str(tmp_path / "none.json"), "--no-browser"]) == 2
     assert "no graph file" in capsys.readouterr().err
+    assert main(["view", "--graph", str(FIXTURE), "--transcoders", str(tmp_path / "no-tc"),
+                 "--no-browser"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: --transcoders {tmp_path / 'no-tc'}: no such file or folder"
 
 
 # ----- graphs the engine traces ------------------------------------------------------------

@@ -8,6 +8,8 @@
 
 const TOKEN = new URLSearchParams(location.search).get("token");
 const FILE = new URLSearchParams(location.search).get("file") || "";
+const TRANSCODERS = new URLSearchParams(location.search).get("transcoders");  // else the graph's own
+const withTc = (o) => (TRANSCODERS ? { ...o, transcoders: TRANSCODERS } : o);
 const SECRET = (document.querySelector('meta[name="acdc-token"]') || {}).content || TOKEN || "";
 const $ = (id) => document.getElementById(id);
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -221,8 +223,9 @@ async function clickNode(n, add) {
   draw();
   $("g-card-title").textContent = n.node_id;
   setHTML($("g-card-body"), html`<table>${fieldRows(n)}</table><div class="dim">loading the card…</div>`);
-  const out = await call("api/graph/feature", { file: FILE, node: n.node_id });
-  if (out.failed || Q.clickedId !== n.node_id) return;
+  const out = await call("api/graph/feature", withTc({ file: FILE, node: n.node_id }));
+  if (Q.clickedId !== n.node_id) return;
+  if (out.failed) { setHTML($("g-card-body"), html`<table>${fieldRows(n)}</table><div class="dim">${out.message || ""}</div>`); return; }
   setHTML($("g-card-body"), html`<table>${fieldRows(out.node)}</table>${cardHTML(out.card)}<div class="dim">${out.card_message || ""}</div>`);
 }
 function fieldRows(n) {
@@ -307,7 +310,7 @@ async function intervene() {
   const ids = SELECTED.filter((id) => isFeature(NODES.get(id)));
   if (!ids.length) { showError("select one or more feature nodes (circles) first"); return; }
   const mode = $("g-mode").value, value = Number($("g-value").value || 0);
-  const out = await call("api/graph/intervene", null, { file: FILE, nodes: ids, mode, value });
+  const out = await call("api/graph/intervene", null, withTc({ file: FILE, nodes: ids, mode, value }));
   const box = $("g-predictions");
   if (out.failed) { box.textContent = out.message || "the intervention failed"; box.dataset.status = out.status; return; }
   box.dataset.status = 200;
