@@ -432,6 +432,7 @@ def test_cli_refuses_a_bad_graph_before_loading_a_model(tmp_path, capsys):
 
 
 # ----- graphs the engine traces ------------------------------------------------------------
+@pytest.mark.slow
 def test_a_graph_acdc_traces_opens_with_cards_and_interventions(served, page, gpt2,
                                                                 transcoders_file):
     """The engine's own trace (features.attribution_graph) of a prompt on the tiny GPT-2, its
