@@ -161,6 +161,21 @@ def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | Non
     if batch_size < 1:
         raise AcdcError(f"batch_size must be at least 1, got {batch_size}")
     ids = prompt_ids(adapter, tokenizer, prompt)
+    weights = [p for p in (*adapter.model.parameters(), *transcoders.parameters())
+               if p.requires_grad]
+    for p in weights:  # gradients reach the graph's leaves only: no weight's autograd graph
+        p.requires_grad_(False)
+    try:
+        return _trace(adapter, ids, transcoders, tokenizer, model_id,
+                      (max_feature_nodes, batch_size, max_n_logits, desired_logit_prob, vmap))
+    finally:
+        for p in weights:
+            p.requires_grad_(True)
+
+
+def _trace(adapter, ids, transcoders, tokenizer, model_id, opts) -> AttributionGraph:
+    """:func:`trace` with the weights frozen."""
+    max_feature_nodes, batch_size, max_n_logits, desired_logit_prob, vmap = opts
     att = Attribution(adapter, ids, transcoders)
     targets = logit_targets(att.logits, tokenizer, max_n_logits, desired_logit_prob)
     k, m = len(att.features), len(targets.ids)

@@ -54,7 +54,7 @@ import torch
 
 from .. import buffers
 from ..models.adapter import ModelAdapter
-from .frozen import Freezer, freeze_norms
+from .frozen import Freezer, FrozenAttentionMode, freeze_norms
 from .grad_sink import GradSink
 from .mlp_hooks import mlp_node
 from .plan import ALL, DEFAULT, NO_PATCH, Context, PatchPlan, ReadOut
@@ -248,6 +248,8 @@ class _Pass:
             self.freezer = context.freeze if isinstance(context.freeze, Freezer) else Freezer()
             adapter.frozen = self.freezer
             self.hooks = freeze_norms(adapter.model, self.freezer)
+            self.mode = FrozenAttentionMode()
+            self.mode.__enter__()  # left in logits()
 
     def _to_delta(self, rows: slice) -> None:
         """Buffer rows ``rows`` from outputs to deltas (``out - ablated``), when it holds them."""
@@ -363,6 +365,7 @@ class _Pass:
         finally:
             self.adapter.workspace = None  # the run's own; kernels called later get none
             if self.freezer is not None:
+                self.mode.__exit__(None, None, None)
                 self.adapter.frozen = None
                 for handle in self.hooks:
                     handle.remove()

@@ -146,3 +146,54 @@ def freeze_norms(model: torch.nn.Module, freezer: Freezer) -> list:
     (see the module docstring); remove them with ``handle.remove()`` after the forward pass."""
     hook = _hook(freezer)
     return [m.register_forward_hook(hook) for m in model.modules() if is_norm(m)]
+
+
+class _FrozenAttention(torch.autograd.Function):
+    """``scaled_dot_product_attention(q, k, v)`` with ``q`` and ``k`` constants: the same value
+    (the same kernel), and a backward that is one product with the pattern, ``P^T g``
+    (the pattern computed once, on the first backward pass, and kept for the others)."""
+
+    @staticmethod
+    def forward(ctx, v, q, k, mask, causal: bool, scale):
+        ctx.q, ctx.k, ctx.mask, ctx.causal, ctx.scale, ctx.P = q, k, mask, causal, scale, None
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.P is None:
+            q, k = ctx.q, ctx.k
+            up = torch.promote_types(q.dtype, torch.float32)
+            scale = ctx.scale if ctx.scale is not None else q.shape[-1] ** -0.5
+            s = (q.to(up) @ k.to(up).transpose(-1, -2)) * scale
+            if ctx.causal:
+                pq, pk = s.shape[-2], s.shape[-1]
+                s = s.masked_fill(torch.ones(pq, pk, dtype=torch.bool,
+                                             device=s.device).tril().logical_not(), float("-inf"))
+            if ctx.mask is not None:
+                s = s.masked_fill(~ctx.mask, float("-inf")) if ctx.mask.dtype == torch.bool \
+                    else s + ctx.mask.to(up)
+            ctx.P = s.softmax(-1).to(q.dtype)
+        P = ctx.P
+        return P.transpose(-1, -2) @ g.to(P.dtype), None, None, None, None, None
+
+
+class FrozenAttentionMode(torch.overrides.TorchFunctionMode):
+    """Within it (a frozen run), ``scaled_dot_product_attention`` takes its queries and keys as
+    constants (they are: the run detaches the attention's q and k inputs; only weights could
+    reach them) and gets :class:`_FrozenAttention`'s backward; a call it cannot express
+    (dropout, grouped-query keys) is left as it is."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+            bound = dict(zip(names, args)) | kwargs
+            q, k, v = bound.get("query"), bound.get("key"), bound.get("value")
+            if (v.requires_grad and torch.is_grad_enabled() and not bound.get("dropout_p", 0.0)
+                    and not bound.get("enable_gqa", False)
+                    and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+                return _FrozenAttention.apply(v, q.detach(), k.detach(), bound.get("attn_mask"),
+                                              bool(bound.get("is_causal", False)),
+                                              bound.get("scale"))
+        return func(*args, **kwargs)
