@@ -5,7 +5,9 @@ see attention patterns and normalisation scales as constants (the linearisation 
 tracing uses: Ameisen et al. 2025). Two generic hook points, no family edits needed:
 
 * **attention patterns**: the patched forward calls the family's attention with its ``q`` and
-  ``k`` inputs detached and ``v`` live (a pattern depends on queries and keys only).
+  ``k`` inputs detached and ``v`` live (a pattern depends on queries and keys only); within
+  the run, :class:`FrozenAttentionMode` gives ``scaled_dot_product_attention`` a backward that
+  is one product with the pattern (the value is the kernel's own).
 * **norm scales**: a forward hook on every layer norm and RMS norm of the model
   (:func:`freeze_norms`) returns ``y + (lin(x) - lin(x).detach())``, where ``lin(x) =
   (x - mean x) * rstd.detach() * w`` (no mean for an RMS norm; ``1 + w`` for Gemma's): the
