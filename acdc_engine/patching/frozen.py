@@ -31,7 +31,7 @@ import torch
 from ..errors import UnsupportedModelError
 from .norms import _affine
 
-__all__ = ["Freezer", "freeze_norms", "is_norm"]
+__all__ = ["Freezer", "FrozenAttentionMode", "freeze_norms", "is_norm"]
 
 
 class Freezer:
