@@ -50,8 +50,11 @@ def _run(args) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         graph.save(args.out / "graph.pt")
+        source = args.transcoders
+        if source and Path(source).exists():
+            source = str(Path(source).resolve())
         path = graph.to_circuit_tracer_json(args.out, args.slug, args.node_threshold,
-                                            args.edge_threshold, lm.tokenizer)
+                                            args.edge_threshold, lm.tokenizer, source)
         (args.out / "summary.json").write_text(json.dumps(report, indent=2))
         report["files"] = {"graph": str(args.out / "graph.pt"), "json": str(path)}
     print(json.dumps(report, indent=2) if args.json else format_summary(report))

@@ -107,12 +107,15 @@ class AttributionGraph:
                             self.n_errors, self.n_pos)
 
     def to_circuit_tracer_json(self, path, slug: str = "graph", node_threshold: float = 0.8,
-                               edge_threshold: float = 0.98, tokenizer=None):
+                               edge_threshold: float = 0.98, tokenizer=None,
+                               transcoders: str | None = None):
         """Write the pruned graph as circuit-tracer's graph JSON ``<path>/<slug>.json`` (and
-        its ``graph-metadata.json``); the file's path."""
+        its ``graph-metadata.json``); the file's path. ``transcoders``: where the graph's
+        transcoders come from (a path or cached hub id), recorded in its metadata."""
         from .graph_json import write_graph_json
 
-        return write_graph_json(self, path, slug, node_threshold, edge_threshold, tokenizer)
+        return write_graph_json(self, path, slug, node_threshold, edge_threshold, tokenizer,
+                                transcoders)
 
     def to_networkx(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
         """The pruned graph as a networkx ``MultiDiGraph`` shaped like a component circuit's

@@ -78,8 +78,12 @@ def graph_nodes_json(graph, node_threshold: float = 0.8, edge_threshold: float =
 
 
 def write_graph_json(graph, path, slug: str = "graph", node_threshold: float = 0.8,
-                     edge_threshold: float = 0.98, tokenizer=None) -> Path:
-    """Write ``<path>/<slug>.json`` and update ``<path>/graph-metadata.json``; the JSON's path."""
+                     edge_threshold: float = 0.98, tokenizer=None,
+                     transcoders: str | None = None) -> Path:
+    """Write ``<path>/<slug>.json`` and update ``<path>/graph-metadata.json``; the JSON's path.
+    Besides circuit-tracer's fields the metadata names the ``model`` and, when given, the
+    ``transcoders`` (a path or cached hub id) the graph was traced with, so ``acdc view
+    --graph`` reopens both (circuit-tracer's readers ignore the extra keys)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     nodes, links = graph_nodes_json(graph, node_threshold, edge_threshold)
@@ -89,6 +93,10 @@ def write_graph_json(graph, path, slug: str = "graph", node_threshold: float = 0
     meta = {"slug": slug, "scan": graph.scan or graph.model or "acdc-engine",
             "transcoder_list": [], "prompt_tokens": words, "prompt": graph.input_string,
             "node_threshold": node_threshold, "schema_version": 1}
+    if graph.model:
+        meta["model"] = graph.model
+    if transcoders:
+        meta["transcoders"] = str(transcoders)
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "",
                "sg_pos": ""}
     file = out / f"{slug}.json"

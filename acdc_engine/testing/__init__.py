@@ -3,6 +3,7 @@
     conformance   check_task, check_metric, check_model: run them against your plugin
     builders      tiny random-weight models saved like a user's (save_gpt2, save_llama, ...)
     numerics      float32 tolerances from a float64 reference (float64, assert_close_to_f64)
+    dictionaries  random transcoders that fit a model, weight comparisons (random_transcoders)
 """
 
 from .builders import (

@@ -233,3 +233,7 @@ def test_cli_trace(gpt2_graph_model, tmp_path, capsys):
         {p.name for p in out.iterdir()}
     g = AttributionGraph.load(out / "graph.pt")
     assert g.n_nodes == report["nodes"]
+    meta = json.loads((out / "graph.json").read_text())["metadata"]
+    # acdc view --graph reopens the graph's model and transcoders from its metadata
+    assert meta["model"] == str(gpt2_graph_model.id)
+    assert meta["transcoders"] == str(path.resolve())

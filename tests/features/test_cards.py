@@ -8,20 +8,20 @@ import pytest
 import torch
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.features.cards import (dictionary_hash, feature_activations, feature_card,
-                                        logit_effects)
-from acdc_engine.features.dictionary import SAE, Transcoder, TranscoderSet
+from acdc_engine.features.cards import (
+    dictionary_hash,
+    feature_activations,
+    feature_card,
+    logit_effects,
+)
+from acdc_engine.features.dictionary import SAE
 from acdc_engine.features.splice import spliced_run
+from acdc_engine.testing.dictionaries import random_transcoders
 
 
 def _transcoders(model, n=24, seed=0, bias=-0.3):
-    torch.manual_seed(seed)
-    a = model.adapter
-    tc = TranscoderSet([Transcoder(a.d_model, n, layer=i) for i in range(a.n_layers)])
-    with torch.no_grad():
-        for t in tc.layers:
-            t.b_enc.fill_(bias)  # sparse: most features off at most tokens
-    return tc
+    # sparse: most features off at most tokens
+    return random_transcoders(model, n, seed=seed, activation="relu", b_enc=bias)
 
 
 def _corpus(n=7, seed=1):

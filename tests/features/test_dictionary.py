@@ -11,23 +11,25 @@ import pytest
 import torch
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.features import (SAE, CrossLayerTranscoder, Transcoder, TranscoderSet,
-                                  check_dictionary, load_dictionary, save_dictionary)
+from acdc_engine.features import (
+    SAE,
+    CrossLayerTranscoder,
+    Transcoder,
+    TranscoderSet,
+    check_dictionary,
+    load_dictionary,
+    save_dictionary,
+)
 from acdc_engine.features.dictionary import activate
+from acdc_engine.testing.dictionaries import randomize, same_weights
 
 
 def _random(d):
     """Give every parameter (thresholds included) random values."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in d.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) - 0.3)
-    return d
+    return randomize(d, seed=1)
 
 
-def _same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+_same = same_weights
 
 
 def test_topk_keeps_exactly_k_largest_relud():

@@ -10,24 +10,22 @@ import torch
 
 from acdc_engine.errors import AcdcError
 from acdc_engine.features.cards import _resid_after
-from acdc_engine.features.dictionary import Transcoder, TranscoderSet
-from acdc_engine.features.interventions import (FeatureEdit, intervene, intervene_on_prompt,
-                                                intervene_task)
+from acdc_engine.features.interventions import (
+    FeatureEdit,
+    intervene,
+    intervene_on_prompt,
+    intervene_task,
+)
 from acdc_engine.features.splice import spliced_run
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.tasks import prepare
 from acdc_engine.testing import random_pairs, save_gpt2
+from acdc_engine.testing.dictionaries import random_transcoders
 
 
 def _transcoders(model, n=24, seed=0):
-    torch.manual_seed(seed)
-    a = model.adapter
-    tc = TranscoderSet([Transcoder(a.d_model, n, layer=i) for i in range(a.n_layers)])
-    with torch.no_grad():
-        for t in tc.layers:
-            t.b_enc.fill_(-0.2)
-    return tc
+    return random_transcoders(model, n, seed=seed, activation="relu", b_enc=-0.2)
 
 
 @pytest.fixture(scope="module")

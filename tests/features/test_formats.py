@@ -12,21 +12,22 @@ import torch
 from safetensors.torch import save_file
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.features import (SAE, Transcoder, load_any, load_saelens, save_dictionary,
-                                  save_saelens)
+from acdc_engine.features import (
+    SAE,
+    Transcoder,
+    load_any,
+    load_saelens,
+    save_dictionary,
+    save_saelens,
+)
+from acdc_engine.testing.dictionaries import randomize, same_weights
 
 
 def _random(d, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in d.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) - 0.3)
-    return d
+    return randomize(d, seed)
 
 
-def _same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+_same = same_weights
 
 
 @pytest.mark.parametrize("make", [

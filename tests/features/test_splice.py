@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from acdc_engine.errors import AcdcError
-from acdc_engine.features import CrossLayerTranscoder, Transcoder, TranscoderSet
+from acdc_engine.features import Transcoder, TranscoderSet
 from acdc_engine.features.splice import spliced_run
 from acdc_engine.patching import run
 from acdc_engine.testing.builders import TinyShape, save_gpt2, save_hf, save_tracr
+from acdc_engine.testing.dictionaries import random_transcoders
 from acdc_engine.testing.numerics import assert_close_to_f64, float64
 
 SLIDING = ["sliding_attention", "full_attention"]
@@ -52,22 +53,6 @@ def build_family(name, root):
 def family(request, tmp_path_factory):
     """One tiny model per built-in family (the splice and graph identities run on each)."""
     return build_family(request.param, tmp_path_factory.mktemp(request.param))
-
-
-def random_transcoders(model, n=24, k=3, seed=0, cross=False):
-    """Random sparse (top-k) transcoders for ``model``: per layer, or cross-layer."""
-    torch.manual_seed(seed)
-    a = model.adapter
-    if cross:
-        tc = CrossLayerTranscoder(a.n_layers, a.d_model, n, activation="topk", k=k)
-    else:
-        tc = TranscoderSet([Transcoder(a.d_model, n, layer=i, activation="topk", k=k)
-                            for i in range(a.n_layers)])
-    with torch.no_grad():
-        for name, p in tc.named_parameters():
-            if "b_" in name:
-                p.normal_(0.0, 0.1)
-    return tc
 
 
 def ids_for(model, batch=2, length=6, seed=0):

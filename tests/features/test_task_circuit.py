@@ -12,24 +12,18 @@ from acdc_engine.errors import AcdcError
 from acdc_engine.features.dictionary import Transcoder, TranscoderSet
 from acdc_engine.features.feature_circuit import FeatureCircuit
 from acdc_engine.features.splice import spliced_run
-from acdc_engine.features.task_circuit import (batch_runs, feature_circuit, score_nodes,
-                                               select_nodes)
+from acdc_engine.features.task_circuit import batch_runs, feature_circuit, score_nodes, select_nodes
 from acdc_engine.features.task_eval import feature_curves, node_faithfulness, split_problem
 from acdc_engine.patching import ReadOut
 from acdc_engine.plugins import registry
 from acdc_engine.problem import Problem
 from acdc_engine.tasks import prepare
 from acdc_engine.testing import random_pairs
+from acdc_engine.testing.dictionaries import random_transcoders
 
 
 def _transcoders(model, n=16, seed=0):
-    torch.manual_seed(seed)
-    a = model.adapter
-    tc = TranscoderSet([Transcoder(a.d_model, n, layer=i) for i in range(a.n_layers)])
-    with torch.no_grad():
-        for t in tc.layers:
-            t.b_enc.fill_(-0.2)
-    return tc
+    return random_transcoders(model, n, seed=seed, activation="relu", b_enc=-0.2)
 
 
 @pytest.fixture(scope="module")
