@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["empty", "MIN_BYTES"]
+__all__ = ["empty", "MIN_BYTES", "cpu_kernels"]
 
 MIN_BYTES = 8 << 20
 """Smaller tensors are left to the allocator (its heap reuses their pages anyway)."""
@@ -48,11 +48,20 @@ def _madvise():
     return fn
 
 
+def cpu_kernels(t: torch.Tensor) -> bool:
+    """Whether the engine's CPU-only variants apply to ``t``: huge pages (:func:`empty`), the
+    readers' gradient sum as one matrix-vector product (``patching.reads``), the KL in blocks
+    of rows (``acdc_builtins.kl``). Each has a plain torch path, the one CUDA tensors take; the
+    one decision is here so that a test can force the CUDA path on CPU
+    (``tests/gpu_path``) and check it gives the CPU path's result."""
+    return t.device.type == "cpu"
+
+
 def empty(shape, *, dtype: torch.dtype, device) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)``, on huge pages where that helps."""
     out = torch.empty(shape, dtype=dtype, device=device)
     nbytes = out.numel() * out.element_size()
-    advise = _madvise() if out.device.type == "cpu" and nbytes >= MIN_BYTES else None
+    advise = _madvise() if cpu_kernels(out) and nbytes >= MIN_BYTES else None
     if advise is not None:
         ptr = out.data_ptr()
         start, end = -(-ptr // _HUGE) * _HUGE, (ptr + nbytes) // _HUGE * _HUGE

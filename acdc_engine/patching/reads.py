@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import buffers
 from .token_groups import TokenGroups
 from .workspace import Workspace
 
@@ -198,7 +199,8 @@ def _corrected(resid, mt, src, abl) -> torch.Tensor:
 def _sum0(t: torch.Tensor) -> torch.Tensor:
     """``t.sum(0)`` for the readers' gradients ``t`` [s, b, p, d]: on CPU in float32 as one
     matrix-vector product, which BLAS runs faster than the reduction (docs/benchmarks.md)."""
-    if t.device.type != "cpu" or t.dtype != torch.float32 or len(t) < 2 or not t.is_contiguous():
+    if (not buffers.cpu_kernels(t) or t.dtype != torch.float32 or len(t) < 2
+            or not t.is_contiguous()):
         return t.sum(0)
     return (t.new_ones(len(t)) @ t.view(len(t), -1)).view(t.shape[1:])
 

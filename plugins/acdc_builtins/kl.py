@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import torch
 
+from acdc_engine import buffers
+
 __all__ = ["kl_div", "kl_div_prepared", "KlClean", "kl_to_clean"]
 
 _BLOCK = 1 << 18
@@ -82,7 +84,7 @@ def kl_to_clean(logits: torch.Tensor, clean: KlClean, overwrite: bool = False) -
                          f"logits' shape {(B, V)}")
     own = overwrite and logits.dtype == torch.float32 and logits.is_contiguous()
     x = logits.detach().reshape(-1, B, V)
-    step = B if logits.device.type != "cpu" else max(1, min(B, _BLOCK // V))
+    step = max(1, min(B, _BLOCK // V)) if buffers.cpu_kernels(logits) else B
     scratch = torch.empty(step, V, device=logits.device)
     work = None if own else torch.empty(step, V, device=logits.device)
     out = torch.empty(x.shape[0], B, dtype=torch.float64, device=logits.device)
