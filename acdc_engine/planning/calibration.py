@@ -7,7 +7,7 @@ coefficients out, with the error of the model on every measured point.
 config of the model it ran, so a point's shape is rebuilt without its weights) and how they
 were measured. EAP's two coefficients (per writer and reader, per layer) are fitted by
 non-negative least squares on relative error; every other method is EAP's shape times one
-fitted factor (its points are fewer).
+fitted factor (its points are fewer); the methods of ``UNMODELLED`` are not fitted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from .costs import MEMORY, Costs, memory_bytes
+from .costs import MEMORY, UNMODELLED, Costs, memory_bytes
 from .shape import ModelShape, model_shape
 
 __all__ = ["MEASURED", "load_points", "shapes_of", "predicted_mb", "fit"]
@@ -76,7 +76,7 @@ def fit(points: list[dict], shapes: dict[str, ModelShape]) -> dict:
     out = {}
     for method in MEMORY:
         mine = [p for p in points if p["method"] == method]
-        if not mine:
+        if not mine or method in UNMODELLED:
             continue
         base = np.array([a * f[0] + c * f[1] for f in map(feats, mine)])
         r = np.array([rest(p) for p in mine])

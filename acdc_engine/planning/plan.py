@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import AcdcError
-from .costs import METHODS, Costs, memory_bytes, seconds
+from .costs import METHODS, UNMODELLED, Costs, memory_bytes, seconds
 from .shape import ModelShape, model_shape
 
 __all__ = ["Plan", "plan", "device_bytes", "DTYPE_BYTES", "GPU_DEFAULT_GIB", "RESERVE"]
@@ -91,7 +91,8 @@ class Plan:
                  f"{s.n_writers} writers, {s.n_readers} readers, {s.n_edges} edges",
                  f"run: {c.method}, {c.examples} examples x {c.seq_len} tokens in batches of "
                  f"{c.batch}, {self.dtype} on {self.device}",
-                 f"peak memory per device: {gib(self.peak_bytes)} "
+                 f"peak memory per device: "
+                 f"{'at least ' if c.method in UNMODELLED else ''}{gib(self.peak_bytes)} "
                  f"({', '.join(f'{k} {gib(v)}' for k, v in self.memory.items())})",
                  f"device memory: {gib(self.capacity)} ({self.capacity_from}); "
                  + ("fits" if self.fits else "does NOT fit"),
@@ -133,6 +134,9 @@ def _advice(p_mem: dict, capacity: float, max_batch: int, c: Costs, secs: float)
         out.append(f"batch {c.batch} does not fit: use --batch-size {max_batch} or less")
     if secs > 3600 and c.method not in ("edge-pruning", "ugs"):
         out.append("over an hour: ranks split the examples (time / ranks, docs/scale.md)")
+    if c.method in UNMODELLED:
+        out.append(f"{c.method}'s working memory is not modelled (measured 19-504 MiB on small "
+                   "models, docs/scale.md): the peak above is a lower bound")
     return out or ["fits one device as it is"]
 
 
