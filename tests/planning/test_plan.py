@@ -129,3 +129,33 @@ def test_bad_input_is_one_line(argv, message, capsys):
 def test_python_refusals():
     with pytest.raises(AcdcError, match="memory must be"):
         plan("tiny-ioi", examples=8, seq_len=8, memory_gib=0)
+
+
+#: benchmarks/scaling.py's EAP points (docs/benchmarks.md, Scaling, 2026-12-01, CPU):
+#: shape, batch, positions, weights MiB, EAP's extra MiB (one batch, so one batch cached)
+SCALING = [("gpt2-small", 8, 32, 475, 481), ("gpt2-small", 2, 128, 475, 480),
+           ("gpt2-medium", 4, 32, 1354, 737), ("gpt2-large", 2, 32, 2953, 796),
+           ("llama-1b", 2, 32, 4714, 748)]
+CONFIGS = {"gpt2-small": ("gpt2", dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257)),
+           "gpt2-medium": ("gpt2", dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50257)),
+           "gpt2-large": ("gpt2", dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50257)),
+           "llama-1b": ("llama", dict(num_hidden_layers=16, num_attention_heads=32,
+                                      num_key_value_heads=8, hidden_size=2048,
+                                      intermediate_size=8192, vocab_size=128256,
+                                      tie_word_embeddings=True))}
+
+
+def test_the_scaling_benchmarks_peaks_out_of_sample(tmp_path):
+    """Shapes up to 1.24B parameters, measured by another script, none in the fit: the peak
+    within 25% (it is within 2%), the working memory alone within 25% (within 15%)."""
+    from transformers import AutoConfig
+
+    for name, (kind, kw) in CONFIGS.items():
+        AutoConfig.for_model(kind, **kw).save_pretrained(tmp_path / name)
+    for name, b, p, weights, extra in SCALING:
+        got = plan(str(tmp_path / name), examples=b, seq_len=p, batch_size=b)
+        w = got.memory["weights"] / 2**20
+        assert w == pytest.approx(weights, rel=0.01)
+        peak = got.peak_bytes / 2**20
+        assert abs(peak - (weights + extra)) <= TOLERANCE * (weights + extra), (name, peak)
+        assert abs(peak - w - extra) <= TOLERANCE * extra, (name, peak - w, extra)
