@@ -32,8 +32,8 @@ def register(sub) -> None:
     """Add ``acdc plan``."""
     p = sub.add_parser("plan", help="predicted peak memory, time and largest batch of a run, "
                                     "from the model's config (no weights loaded)",
-                       epilog="example: acdc plan --model gpt2-ioi-bpe --examples 256 "
-                              "--seq-len 16 --method eap-ig --device cuda --dtype bfloat16")
+                       epilog="example: acdc plan --model tiny-ioi --examples 1000 "
+                              "--seq-len 32 --method eap")
     p.add_argument("--model", required=True, help="shipped name, local directory or hub id "
                                                    "(its config.json: local or cached)")
     p.add_argument("--examples", type=int, required=True, help="number of examples")
