@@ -159,3 +159,25 @@ def test_the_scaling_benchmarks_peaks_out_of_sample(tmp_path):
         peak = got.peak_bytes / 2**20
         assert abs(peak - (weights + extra)) <= TOLERANCE * (weights + extra), (name, peak)
         assert abs(peak - w - extra) <= TOLERANCE * extra, (name, peak - w, extra)
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neox", "gemma2", "qwen2", "mixtral"])
+def test_the_two_layer_shortcut_equals_the_whole_model(tmp_path, model_type):
+    """A 6-layer config: the graph and parameter count from the 1- and 2-layer builds equal
+    those of the whole model built on the meta device (parallel blocks, sliding-window layer
+    lists, experts)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from acdc_engine.plugins import registry
+    from acdc_engine.testing.builders import hf_shape
+
+    AutoConfig.for_model(model_type, **hf_shape(model_type, 6, 4, 2, 32)).save_pretrained(
+        tmp_path / "m")
+    s = model_shape(str(tmp_path / "m"))
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tmp_path / "m"))
+    hf.tie_weights()
+    family = next(f for f in registry().families.values() if f.matches(hf))
+    assert s.graph == family.adapter(hf).graph
+    assert s.params == sum(p.numel() for p in hf.parameters())
