@@ -332,7 +332,7 @@ def test_cards_and_interventions_at_once(served, traced_file):
 
 # ----- the server's side ---------------------------------------------------------------------
 def _req(server, method, path, body=None, **headers):
-    from tests.view.test_view_security import request
+    from test_view_security import request
 
     return request(server, method, path, body, **headers)
 
