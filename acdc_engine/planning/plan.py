@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import AcdcError
-from .costs import METHODS, UNMODELLED, Costs, memory_bytes, seconds
+from .costs import METHODS, TIME, UNMODELLED, Costs, memory_bytes, seconds
 from .shape import ModelShape, model_shape
 
 __all__ = ["Plan", "plan", "device_bytes", "DTYPE_BYTES", "GPU_DEFAULT_GIB", "RESERVE"]
@@ -97,8 +97,9 @@ class Plan:
                  f"device memory: {gib(self.capacity)} ({self.capacity_from}); "
                  + ("fits" if self.fits else "does NOT fit"),
                  f"largest batch that fits: {self.max_batch}",
-                 f"time: {_duration(self.seconds)} on the measured hardware (scoring only; "
-                 f"{self.time_basis})"]
+                 f"time: {_duration(self.seconds)} for the scoring on the measured hardware, "
+                 f"{TIME['hardware']} ({self.time_basis})"
+                 + ("; no GPU time has been measured" if self.device != "cpu" else "")]
         lines += [f"advice: {a}" for a in self.advice]
         return "\n".join(lines)
 
