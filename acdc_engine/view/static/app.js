@@ -271,25 +271,6 @@ function showView(out) {
   else if (v.method) { selectTab("tokens"); $("tok-method").value = v.method; setHTML($("tokens-view"), tokenChips(v)); }
 }
 
-// ----- HTML, escaped by construction ---------------------------------------------------------
-class SafeHTML { constructor(s) { this.s = s; } toString() { return this.s; } }
-const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
-function esc(v) {
-  if (v instanceof SafeHTML) return v.s;
-  if (Array.isArray(v)) return v.map(esc).join("");
-  return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, (c) => ESC[c]);
-}
-// html`<b>${x}</b>`: every ${...} is escaped (arrays are joined, html`` fragments kept as they are)
-function html(strings, ...values) {
-  let out = strings[0];
-  values.forEach((v, i) => { out += esc(v) + strings[i + 1]; });
-  return new SafeHTML(out);
-}
-function setHTML(elem, fragment) {
-  if (!(fragment instanceof SafeHTML)) throw new Error("setHTML takes html`...` only");
-  elem.innerHTML = fragment.s;
-}
-
 function heatmap(h, tokens) {
   const n = tokens.length, c = Math.max(8, Math.min(22, 300 / n)), pad = 70;
   const size = pad + n * c;

@@ -21,22 +21,7 @@ let SELECTED = [];      // node ids, in the order they were clicked
 let POS = new Map();    // node_id -> {x, y, r}
 
 // ----- safe HTML and talking to the server ---------------------------------------------------
-class SafeHTML { constructor(s) { this.s = s; } toString() { return this.s; } }
-const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
-function esc(v) {
-  if (v instanceof SafeHTML) return v.s;
-  if (Array.isArray(v)) return v.map(esc).join("");
-  return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, (c) => ESC[c]);
-}
-function html(strings, ...values) {
-  let out = strings[0];
-  values.forEach((v, i) => { out += esc(v) + strings[i + 1]; });
-  return new SafeHTML(out);
-}
-function setHTML(elem, fragment) {
-  if (!(fragment instanceof SafeHTML)) throw new Error("setHTML takes html`...` only");
-  elem.innerHTML = fragment.s;
-}
+// SafeHTML, esc, html and setHTML come from safe.js (loaded first)
 function url(path, params) {
   const q = new URLSearchParams(params || {});
   if (TOKEN) q.set("token", TOKEN);
