@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from .shape import ModelShape
 
-__all__ = ["MEMORY", "UNMODELLED", "TIME", "UNITS", "METHODS", "Costs", "memory_bytes", "seconds",
-           "method_units"]
+__all__ = ["MEMORY", "UNMODELLED", "ACDC_BUDGET_MB", "TIME", "UNITS", "METHODS", "Costs",
+           "memory_bytes", "seconds", "method_units"]
 
 MEMORY = {
     # method -> (per writer and reader, per layer, masks): `python -m
@@ -51,7 +51,12 @@ and reader and per layer, and the float32 ``W x R`` masks it keeps (module docst
 UNMODELLED = frozenset({"acdc", "acdc-guided"})
 """Methods whose working memory the model does not predict: ACDC's peak was 19 MiB on a 4-layer
 GPT-2 shape and 504 MiB on a 4-layer Llama shape of a similar size (measured.json), which no
-per-token coefficient fits; for them the plan gives the terms that are sizes, a lower bound."""
+per-token coefficient fits. ACDC stacks candidates into one forward within a memory budget
+(``AcdcConfig.mem_budget_mb``, :data:`ACDC_BUDGET_MB`), so for them the plan gives the terms
+that are sizes plus that budget: an upper bound (the sizes alone are the lower bound)."""
+
+ACDC_BUDGET_MB = 512
+"""ACDC's default memory budget for stacked candidates (``AcdcConfig.mem_budget_mb``)."""
 
 LOGITS = 1.0
 """The metric's logits: one float32 ``[b, vocab]`` per batch."""
@@ -98,11 +103,14 @@ def memory_bytes(c: Costs, batch: int | None = None, coefficients: dict | None =
     s, b = c.shape, c.batch if batch is None else batch
     per_wr, per_layer, masks = (coefficients or MEMORY)[c.method]
     vectors = per_wr * (s.n_writers + s.n_readers) + per_layer * s.graph.n_layers
-    return {"weights": s.params * c.nbytes,
+    out = {"weights": s.params * c.nbytes,
             "cache": s.n_writers * c.examples * c.seq_len * s.d_model * c.nbytes,
             "work": vectors * b * c.seq_len * s.d_model * c.nbytes,
             "logits": LOGITS * b * s.vocab * 4,
             "masks": masks * s.n_writers * s.n_readers * 4}
+    if c.method in UNMODELLED:
+        out["candidates (at most)"] = ACDC_BUDGET_MB * 2**20
+    return out
 
 
 def _flops(s: ModelShape, b: int, p: int) -> tuple[float, float]:

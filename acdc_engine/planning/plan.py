@@ -92,7 +92,7 @@ class Plan:
                  f"run: {c.method}, {c.examples} examples x {c.seq_len} tokens in batches of "
                  f"{c.batch}, {self.dtype} on {self.device}",
                  f"peak memory per device: "
-                 f"{'at least ' if c.method in UNMODELLED else ''}{gib(self.peak_bytes)} "
+                 f"{'at most ' if c.method in UNMODELLED else ''}{gib(self.peak_bytes)} "
                  f"({', '.join(f'{k} {gib(v)}' for k, v in self.memory.items())})",
                  f"device memory: {gib(self.capacity)} ({self.capacity_from}); "
                  + ("fits" if self.fits else "does NOT fit"),
@@ -137,7 +137,8 @@ def _advice(p_mem: dict, capacity: float, max_batch: int, c: Costs, secs: float)
         out.append("over an hour: ranks split the examples (time / ranks, docs/scale.md)")
     if c.method in UNMODELLED:
         out.append(f"{c.method}'s working memory is not modelled (measured 19-504 MiB on small "
-                   "models, docs/scale.md): the peak above is a lower bound")
+                   "models, docs/scale.md): the peak above is an upper bound, with its stacked "
+                   "candidates at their memory budget")
     return out or ["fits one device as it is"]
 
 
