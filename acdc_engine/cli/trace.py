@@ -57,10 +57,30 @@ def _run(args) -> int:
                                             args.edge_threshold, lm.tokenizer, source)
         (args.out / "summary.json").write_text(json.dumps(report, indent=2))
         report["files"] = {"graph": str(args.out / "graph.pt"), "json": str(path)}
+    cards = _cards(lm, tc, report, args.cards)
+    if cards:
+        report["cards"] = [c.to_dict() for c in cards]
     print(json.dumps(report, indent=2) if args.json else format_summary(report))
+    if cards and not args.json:
+        print(f"cards of the {len(cards)} most influential features (the shipped corpus):")
+        for card in cards:
+            print(card.summary())
     if args.out is not None and not args.json:
         print(f"written to {args.out}/")
     return 0
+
+
+def _cards(lm, tc, report: dict, n: int) -> list:
+    """Feature cards of the ``n`` most influential features of the report's top features."""
+    if not n:
+        return []
+    from ..features.cards import feature_card
+
+    tops = [(f["influence"], int(layer), f["feature"])
+            for layer, fs in report["top_features"].items() for f in fs]
+    chosen = list(dict.fromkeys((layer, feature) for _, layer, feature in
+                                sorted(tops, key=lambda t: -t[0])))[:n]
+    return [feature_card(lm, tc, layer, feature, None, k=3) for layer, feature in chosen]
 
 
 def register(sub) -> None:
@@ -68,7 +88,7 @@ def register(sub) -> None:
     p = sub.add_parser("trace", help="the attribution graph of a prompt (transcoders, "
                                      "circuit-tracer's method and JSON)",
                        epilog='example: acdc trace --prompt "When Mary and John went to the '
-                              'store, John gave a drink to" --out graphs/ioi')
+                              'store, John gave a drink to" --cards 3 --out graphs/ioi')
     p.add_argument("--prompt", required=True, help="the text to trace (a BOS is prepended)")
     p.add_argument("--model", type=model_ref, default="gpt2-ioi-bpe",
                    help="model name, local path or hub id (default: the shipped gpt2-ioi-bpe)")
@@ -84,6 +104,9 @@ def register(sub) -> None:
                    help="targets per backward pass (default 64 on CPU, 512 on a GPU)")
     p.add_argument("--out", type=Path, help="write graph.pt, the graph JSON and summary.json")
     p.add_argument("--slug", default="graph", help="the graph JSON's name (default graph)")
+    p.add_argument("--cards", type=int, default=0, metavar="N",
+                   help="also show the cards (top contexts, logit effects, density) of the N "
+                        "most influential features (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--device", default=None)
     add_threads_arg(p)

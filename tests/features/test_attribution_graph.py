@@ -224,11 +224,16 @@ def test_cli_trace(gpt2_graph_model, tmp_path, capsys):
     path = save_dictionary(tc, tmp_path / "tc.safetensors")
     out = tmp_path / "out"
     code = main(["trace", "--model", gpt2_graph_model.id, "--transcoders", str(path),
-                 "--prompt", "w1 w2 w3 w4", "--out", str(out), "--json"])
+                 "--prompt", "w1 w2 w3 w4", "--out", str(out), "--json", "--cards", "1"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["replacement_score"] <= 1.0
     assert report["pruned_nodes"] <= report["nodes"]
+    # --cards 1: the most influential of the top features, with its card
+    best = max((f for fs in report["top_features"].values() for f in fs),
+               key=lambda f: f["influence"])
+    [card] = report["cards"]
+    assert (card["layer"], card["feature"]) == (best["layer"], best["feature"])
     assert {"graph.pt", "graph.json", "graph-metadata.json", "summary.json"} <= \
         {p.name for p in out.iterdir()}
     g = AttributionGraph.load(out / "graph.pt")
