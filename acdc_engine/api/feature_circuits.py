@@ -10,7 +10,8 @@ The task's pairs are split: node and edge scores come from the first part
 from the held-out part (``held_out``, a fraction; the training part's is reported beside it).
 Recorded like a discovery (:func:`~acdc_engine.api.recording.recorded`): params, metrics
 (faithfulness, held-out faithfulness, sizes, CPR/CMD, time), ``circuit.json``, the curves
-(``curve.tsv``/``curve.png``, ``completeness.tsv``) and ``node_scores.tsv``, one MLflow run.
+(``curve.tsv``/``curve.png``, ``completeness.tsv``), ``node_scores.tsv`` and ``report.html``
+(the run on one page, as a component run's report), one MLflow run.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ def feature_circuit_run(model, task, transcoders=None, config: FeatureCircuitCon
         record_curve(rec, curve, f"feature circuit on {tk.name} (held out)"
                      if rc.render else None)
         rec.write("completeness.tsv", complete.write_tsv)
+        if rc.render:
+            rec.write("report.html", lambda p: p.write_text(
+                _report_html(out, names, vals, p.parent)))
         rec.log_metrics({"faithfulness": faith.normalized,
                          "faithfulness_held_out": held_f.normalized,
                          "metric_full_held_out": held_f.full, "metric_empty_held_out":
@@ -215,3 +219,31 @@ def _split(options: dict, config, record) -> tuple[FeatureCircuitConfig, RecordC
 
 def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _report_html(result: FeatureCircuitResult, names, vals, folder) -> str:
+    """The run's one page (the component runs' report style): what was run, faithfulness,
+    the circuit and curve pictures, the most important nodes."""
+    from ..evidence.report import _img, _table, html_page
+
+    p, c = result.params, result.circuit
+    rows = [["model", p["model"]], ["task", p["task"]], ["transcoders", p["transcoders"]],
+            ["metric / ablation", f"{p['metric']} / {p['ablation']}"],
+            ["nodes kept", f"{c.number_of_nodes()} of {len(names)} ({c.number_of_edges()} "
+                           "edges)"],
+            ["faithfulness (scored pairs)", f"{result.faithfulness.normalized:.3f}"],
+            ["faithfulness (held-out pairs)", f"{result.held_out.normalized:.3f}"],
+            ["held-out curve CPR / CMD", f"{result.curve.cpr:.3f} / {result.curve.cmd:.3f}"],
+            ["completeness CPR", f"{result.completeness.cpr:.3f}"]]
+    order = sorted(range(len(names)), key=lambda i: -abs(float(vals[i])))[:20]
+    top = _table(["node", "score (attribution patching, IG)", "kept"],
+                 [[names[i], f"{float(vals[i]):+.4f}", "yes" if names[i] in c.nodes else ""]
+                  for i in order])
+    sections = [("Run", _table(["", ""], rows)),
+                ("Circuit", _img(folder / "circuit.png", "the kept features and their edges")),
+                ("Faithfulness curve (held out)", _img(folder / "curve.png",
+                                                       "faithfulness by node budget")),
+                ("Most important nodes", top)]
+    return html_page(f"Feature circuit: {p['task']} on {p['model']}", sections,
+                     "task-level sparse feature circuit (acdc features circuit)")
+

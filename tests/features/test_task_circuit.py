@@ -172,12 +172,16 @@ def test_cli_feature_circuit(gpt2_path, tmp_path, capsys):
                          tmp_path / "tc.safetensors")
     rc = main(["features", "circuit", "--task", str(path), "--model", str(gpt2_path),
                "--transcoders", str(tc), "--nodes", "5", "--ig-steps", "1", "--held-out",
-               "0.25", "--batch-size", "4", "--no-track", "--no-render",
+               "0.25", "--batch-size", "4", "--no-track",
                "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 0 and "held out" in out and (tmp_path / "run" / "circuit.json").is_file()
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "faithfulness_held_out" in saved and saved["params"]["held_out"] == 0.25
+    # the run's one page, like a component run's report: its figures and pictures
+    page = (tmp_path / "run" / "report.html").read_text()
+    held = saved["faithfulness_held_out"]["normalized"]
+    assert f"{held:.3f}" in page and page.count("data:image/png;base64") == 2
 
 
 @pytest.mark.slow
