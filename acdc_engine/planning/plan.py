@@ -126,11 +126,13 @@ def _advice(p_mem: dict, capacity: float, max_batch: int, c: Costs, secs: float)
         out.append(f"the weights alone ({p_mem['weights'] / 2**30:.1f} GiB) exceed one device: "
                    f"a device map over at least {k} devices (docs/scale.md, Device maps)")
     elif fixed + p_mem["cache"] > capacity or max_batch < 1:
-        k = int(p_mem["cache"] // max(capacity - fixed, 1)) + 1
+        one = sum(memory_bytes(c, 1).values()) - p_mem["cache"] - fixed  # a batch of one
+        k = int(p_mem["cache"] // max(capacity - fixed - one, 1)) + 1
         out.append(f"the cached corrupted activations of {c.examples} examples "
                    f"({p_mem['cache'] / 2**30:.2f} GiB) do not fit beside the weights: "
                    f"at least {k} ranks (each caches its share of the examples; acdc discover "
-                   "--workers N or torchrun) or fewer examples")
+                   "--workers N or torchrun), fewer examples, or in Python "
+                   "Problem.build(..., cache=False) (the corrupted run again at each use)")
     elif max_batch < c.batch:
         out.append(f"batch {c.batch} does not fit: use --batch-size {max_batch} or less")
     if secs > 3600 and c.method not in ("edge-pruning", "ugs"):
