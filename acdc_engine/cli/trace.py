@@ -60,7 +60,17 @@ def _run(args) -> int:
     cards = _cards(lm, tc, report, args.cards)
     if cards:
         report["cards"] = [c.to_dict() for c in cards]
+    check = None
+    if args.check:
+        from ..features.interventions import predicted_vs_actual
+
+        check = predicted_vs_actual(graph, model=lm, transcoders=tc, top=args.check)
+        report["check"] = check.to_dict()
     print(json.dumps(report, indent=2) if args.json else format_summary(report))
+    if check is not None and not args.json:
+        print("does the graph predict what ablating its features does? (predicted: all paths "
+              "of the frozen linear graph; actual: the feature zeroed in the model)")
+        print(check.table())
     if cards and not args.json:
         print(f"cards of the {len(cards)} most influential features (the shipped corpus):")
         for card in cards:
@@ -107,6 +117,9 @@ def register(sub) -> None:
     p.add_argument("--cards", type=int, default=0, metavar="N",
                    help="also show the cards (top contexts, logit effects, density) of the N "
                         "most influential features (default 0)")
+    p.add_argument("--check", type=int, default=0, metavar="N",
+                   help="also ablate the N features with the largest predicted effect and "
+                        "compare the graph's prediction with what the ablation does (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--device", default=None)
     add_threads_arg(p)

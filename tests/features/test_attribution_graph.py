@@ -224,7 +224,8 @@ def test_cli_trace(gpt2_graph_model, tmp_path, capsys):
     path = save_dictionary(tc, tmp_path / "tc.safetensors")
     out = tmp_path / "out"
     code = main(["trace", "--model", gpt2_graph_model.id, "--transcoders", str(path),
-                 "--prompt", "w1 w2 w3 w4", "--out", str(out), "--json", "--cards", "1"])
+                 "--prompt", "w1 w2 w3 w4", "--out", str(out), "--json", "--cards", "1",
+                 "--check", "2"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["replacement_score"] <= 1.0
@@ -234,6 +235,9 @@ def test_cli_trace(gpt2_graph_model, tmp_path, capsys):
                key=lambda f: f["influence"])
     [card] = report["cards"]
     assert (card["layer"], card["feature"]) == (best["layer"], best["feature"])
+    # --check 2: two features ablated, the graph's prediction beside the actual change
+    rows = report["check"]["rows"]
+    assert len(rows) == 2 and all(r["ratio"] == r["actual"] / r["predicted"] for r in rows)
     assert {"graph.pt", "graph.json", "graph-metadata.json", "summary.json"} <= \
         {p.name for p in out.iterdir()}
     g = AttributionGraph.load(out / "graph.pt")
