@@ -27,8 +27,9 @@ slows both alike):
 (``Context(fuse=False)``: the reader-input correction as a separate product and sum, as before
 the fused form, ``patching.reads._corrected``), so before and after are timed side by side.
 
-``--floor`` times, instead, what a fractional mask adds to the plain forward+backward and
-cannot avoid, each piece alone on tensors of the run's shapes (:func:`floor_pieces`): per
+``--floor`` times (instead of the table; after it with ``--ab``) what a fractional mask adds
+to the plain forward+backward and cannot avoid, each piece alone on tensors of the run's
+shapes (:func:`floor_pieces`): per
 reader group, the forward correction GEMM ``resid + (m - 1)^T @ delta`` and the backward
 edge-product GEMM ``delta @ grad^T`` (heads and the MLP after them in one, as the backward
 merges them), the per-reader layer norms forward and backward (3H inputs per layer where the
@@ -108,7 +109,7 @@ def main():
             mask = problem.graph.full_mask(1.0, device=dev, dtype=lm.dtype, requires_grad=True)
             problem.score(batch, mask, problem.ablated(0)).sum().backward()
 
-    if args.floor:
+    if args.floor and not args.ab:  # the floor alone (with --ab: after the table)
         return print_floor(lm, baseline, args.repeats, args.batch, args.pos)
 
     step_name = f"{args.method} step"
@@ -156,6 +157,8 @@ def main():
         print(f"fused against unfused, one fractional mask: metric {float(v1):.6g} vs "
               f"{float(v2):.6g}; mask gradient max difference "
               f"{float((g1 - g2).abs().max() / g2.abs().max()):.1e} of its largest entry")
+    if args.floor:
+        print_floor(lm, baseline, args.repeats, args.batch, args.pos)
 
 def _cpu(repeats: int, fn, *args) -> float:
     """Median process CPU time of ``fn(*args)`` over ``repeats`` runs (after one warm-up)."""
