@@ -147,7 +147,11 @@ def _cmd_dict(args) -> int:
 
     set_threads(args.threads)
     if args.action == "train":
-        for name in ("model", "corpus", "out"):
+        if args.corpus is None:
+            from ..features.cards import shipped_corpus_path
+
+            args.corpus = shipped_corpus_path()
+        for name in ("model", "out"):
             if getattr(args, name) is None:
                 raise AcdcError(f"acdc dict train needs --{name}")
         res = train_run(args)
@@ -193,7 +197,8 @@ def register(sub) -> None:
     p.add_argument("--features", type=positive, default=512, help="features (per layer)")
     p.add_argument("--k", type=positive, help="topk: active features per token")
     p.add_argument("--layer", type=int, help="an SAE's layer (the residual stream after it)")
-    p.add_argument("--corpus", type=Path, help="a text file, one text per line")
+    p.add_argument("--corpus", type=Path, help="a text file, one text per line (default: the "
+                                               "shipped corpus, acdc_tasks/data/corpus.txt)")
     p.add_argument("--steps", type=positive, default=1000)
     p.add_argument("--sparsity", type=nonnegative, default=0.1,
                    help="L1 (relu) or L0 (jumprelu) coefficient")

@@ -35,7 +35,7 @@ from .dictionary import Transcoders
 
 __all__ = ["FeatureCard", "Context", "feature_card", "feature_activations", "logit_effects",
            "corpus_ids", "dictionary_hash", "norm_linear", "n_features",
-           "default_corpus"]
+           "default_corpus", "shipped_corpus_path"]
 
 TOP_K = 16
 """Top activations kept per feature in the cache (a card shows up to this many)."""
@@ -329,9 +329,9 @@ DEFAULT_CORPUS_LINES = 512
 """Texts of the shipped corpus a card reads when none is given."""
 
 
-def default_corpus() -> list[str]:
-    """The shipped text corpus (``acdc_tasks``' ``data/corpus.txt``, the one the shipped
-    transcoders were trained on), its first :data:`DEFAULT_CORPUS_LINES` lines."""
+def shipped_corpus_path() -> Path:
+    """The shipped text corpus file (``acdc_tasks``' ``data/corpus.txt``, the one the shipped
+    transcoders were trained on)."""
     import importlib.util
 
     spec = importlib.util.find_spec("acdc_tasks")
@@ -339,7 +339,14 @@ def default_corpus() -> list[str]:
         Path(spec.origin).parent / "data" / "corpus.txt"
     if path is None or not path.is_file():
         raise AcdcError("no corpus given and the shipped one (acdc_tasks/data/corpus.txt) is "
-                        "not installed: pass corpus=texts")
+                        "not installed: pass a corpus")
+    return path
+
+
+def default_corpus() -> list[str]:
+    """The shipped text corpus (:func:`shipped_corpus_path`), its first
+    :data:`DEFAULT_CORPUS_LINES` lines."""
+    path = shipped_corpus_path()
     lines = [s for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
     return lines[:DEFAULT_CORPUS_LINES]
 

@@ -185,3 +185,19 @@ def test_shipped_transcoders_fit_the_shipped_model():
         check_dictionary(tc, model)
         assert tc.n_layers == model.adapter.n_layers and tc.d_model == model.adapter.d_model
         assert tc.figures["fvu"] < 0.2 and tc.figures["l0"] < 100
+
+
+@pytest.mark.slow  # collects activations over the whole shipped corpus (220 KB)
+def test_cli_dict_train_defaults_to_the_shipped_corpus(gpt2_path, tmp_path, capsys):
+    import json
+
+    from acdc_engine.cli import main
+    from acdc_engine.features.cards import shipped_corpus_path
+
+    out = tmp_path / "run"
+    rc = main(["dict", "train", "--model", str(gpt2_path), "--kind", "sae", "--layer", "0",
+               "--features", "8", "--steps", "2", "--eval-lines", "10", "--out", str(out),
+               "--no-track", "--batch-size", "64"])
+    assert rc == 0 and "FVU" in capsys.readouterr().out
+    params = json.loads((out / "run.json").read_text())["params"]
+    assert params["corpus"] == str(shipped_corpus_path())
