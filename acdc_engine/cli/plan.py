@@ -15,15 +15,15 @@ ORDER = 12
 
 
 def _cmd_plan(args) -> int:
-    from ..planning import plan
+    from ..planning import Hardware, plan
 
     settings = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
         settings[key.strip()] = value.strip()
     p = plan(args.model, examples=args.examples, seq_len=args.seq_len, method=args.method,
-             device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-             memory_gib=args.memory, settings=settings)
+             batch_size=args.batch_size, settings=settings,
+             hardware=Hardware(args.device, args.dtype, args.memory))
     print(p.render())
     return 0
 

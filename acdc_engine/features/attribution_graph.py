@@ -147,10 +147,12 @@ def _feature_order(att: Attribution, rows_so_far, row_nodes, probs, visited, n: 
 
 
 def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | None = None,
-          batch_size: int | None = None, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
+          batch_size: int | None = None, targets: tuple[int, float] = (10, 0.95),
           tokenizer=None, vmap: bool = False) -> AttributionGraph:
     """The attribution graph of ``prompt`` (text or token ids) under ``transcoders`` (see
-    the module docstring); ``tokenizer`` defaults to the loaded model's. ``batch_size``:
+    the module docstring); ``tokenizer`` defaults to the loaded model's. ``targets``:
+    ``(n, p)``, the top logits up to cumulative probability ``p``, at most ``n``
+    (circuit-tracer's ``max_n_logits``, ``desired_logit_prob``). ``batch_size``:
     targets per backward pass (default 64 on CPU, where small batches stay in cache, 512
     elsewhere). ``vmap``: one forward
     row and backward passes batched over their output gradients (``is_grads_batched``) instead
@@ -170,7 +172,7 @@ def trace(model_or_adapter, prompt, transcoders, *, max_feature_nodes: int | Non
         p.requires_grad_(False)
     try:
         return _trace(adapter, ids, transcoders, tokenizer, model_id,
-                      (max_feature_nodes, batch_size, max_n_logits, desired_logit_prob, vmap))
+                      (max_feature_nodes, batch_size, *targets, vmap))
     finally:
         for p in weights:
             p.requires_grad_(True)

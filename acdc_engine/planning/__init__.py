@@ -10,8 +10,8 @@ needed, from the model's config alone (no weights are loaded).
 """
 
 from .costs import METHODS, Costs, memory_bytes, seconds
-from .plan import Plan, device_bytes, plan
+from .plan import Hardware, Plan, device_bytes, plan
 from .shape import ModelShape, model_shape
 
-__all__ = ["plan", "Plan", "ModelShape", "model_shape", "Costs", "memory_bytes", "seconds",
-           "METHODS", "device_bytes"]
+__all__ = ["plan", "Plan", "Hardware", "ModelShape", "model_shape", "Costs", "memory_bytes",
+           "seconds", "METHODS", "device_bytes"]

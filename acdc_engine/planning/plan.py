@@ -17,7 +17,7 @@ from ..errors import AcdcError
 from .costs import METHODS, TIME, UNMODELLED, Costs, memory_bytes, seconds
 from .shape import ModelShape, model_shape
 
-__all__ = ["Plan", "plan", "device_bytes", "DTYPE_BYTES", "GPU_DEFAULT_GIB", "RESERVE"]
+__all__ = ["Plan", "Hardware", "plan", "device_bytes", "DTYPE_BYTES", "GPU_DEFAULT_GIB", "RESERVE"]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per value of the dtypes a run can use."""
@@ -144,12 +144,25 @@ def _advice(p_mem: dict, capacity: float, max_batch: int, c: Costs, secs: float)
     return out or ["fits one device as it is"]
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """Where a planned run goes: the ``device`` (``cpu``, ``cuda``, ``cuda:1``), the model's
+    ``dtype`` and one device's memory in GiB (``memory_gib``; None: :func:`device_bytes`
+    finds it)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    memory_gib: float | None = None
+
+
 def plan(model: str | ModelShape, examples: int, seq_len: int, method: str = "eap",
-         device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
-         memory_gib: float | None = None, settings: dict | None = None) -> Plan:
-    """The :class:`Plan` of ``method`` on ``examples`` prompts of ``seq_len`` tokens of
-    ``model`` (a name, path or hub id whose config is read; or a shape) in batches of
-    ``batch_size``; ``memory_gib`` is one device's memory (default: :func:`device_bytes`)."""
+         batch_size: int = 32, settings: dict | None = None,
+         hardware: Hardware | None = None) -> Plan:
+    """The :class:`Plan` of ``method`` (with its ``settings``) on ``examples`` prompts of
+    ``seq_len`` tokens of ``model`` (a name, path or hub id whose config is read; or a shape)
+    in batches of ``batch_size``, on ``hardware`` (default: the CPU in float32)."""
+    hw = hardware or Hardware()
+    device, dtype, memory_gib = hw.device, hw.dtype, hw.memory_gib
     if method not in METHODS:
         raise AcdcError(f"unknown method {method!r} for a plan (known: {', '.join(METHODS)})")
     for name, v in (("examples", examples), ("seq-len", seq_len), ("batch size", batch_size)):

@@ -7,7 +7,7 @@ import pytest
 
 from acdc_engine.cli import main
 from acdc_engine.errors import AcdcError
-from acdc_engine.planning import memory_bytes, model_shape, plan
+from acdc_engine.planning import Hardware, memory_bytes, model_shape, plan
 from acdc_engine.planning.calibration import fit, load_points, predicted_mb, shapes_of
 from acdc_engine.planning.costs import ACDC_BUDGET_MB, MEMORY, UNMODELLED
 from acdc_engine.planning.measure import measure
@@ -79,15 +79,16 @@ def _big(tmp_path, layers=80, d=8192):
 def test_a_70b_config_needs_a_device_map(tmp_path):
     """Llama-2-70B's shape from its config alone (nothing allocated): 138 GB of bfloat16
     weights do not fit one 80 GB device."""
-    p = plan(_big(tmp_path), examples=100, seq_len=128, method="eap", device="cuda",
-             dtype="bfloat16", memory_gib=80)
+    p = plan(_big(tmp_path), examples=100, seq_len=128, method="eap",
+             hardware=Hardware("cuda", "bfloat16", memory_gib=80))
     assert p.memory["weights"] == pytest.approx(2 * 68.98e9, rel=0.01)
     assert not p.fits and p.max_batch == 0
     assert any("device map over at least 2 devices" in a for a in p.advice)
 
 
 def test_largest_batch_is_the_largest_that_fits():
-    p = plan("tiny-ioi", examples=1000, seq_len=32, method="eap", memory_gib=1.0)
+    p = plan("tiny-ioi", examples=1000, seq_len=32, method="eap",
+             hardware=Hardware(memory_gib=1.0))
     c = p.costs
     at = lambda b: sum(memory_bytes(c, b).values())  # noqa: E731
     assert 1 <= p.max_batch < c.examples
@@ -97,7 +98,8 @@ def test_largest_batch_is_the_largest_that_fits():
 def test_many_examples_need_ranks():
     """The corrupted activations of every example stay cached: 10M examples exceed the device
     beside the weights; ranks (each caching its share) or fewer examples are the way out."""
-    p = plan("tiny-ioi", examples=10_000_000, seq_len=32, method="eap", memory_gib=4.0)
+    p = plan("tiny-ioi", examples=10_000_000, seq_len=32, method="eap",
+             hardware=Hardware(memory_gib=4.0))
     assert p.max_batch == 0
     assert any("ranks" in a for a in p.advice), p.advice
 
@@ -128,7 +130,7 @@ def test_bad_input_is_one_line(argv, message, capsys):
 
 def test_python_refusals():
     with pytest.raises(AcdcError, match="memory must be"):
-        plan("tiny-ioi", examples=8, seq_len=8, memory_gib=0)
+        plan("tiny-ioi", examples=8, seq_len=8, hardware=Hardware(memory_gib=0))
 
 
 #: benchmarks/scaling.py's EAP points (docs/benchmarks.md, Scaling, 2026-12-01, CPU):
