@@ -37,7 +37,21 @@ import torch
 from .errors import AcdcError
 from .graph import Edge, Graph, Keep, Mask, Scores, edge_name, parse_node
 
-__all__ = ["Circuit", "select", "prune_dead"]
+__all__ = ["Circuit", "select", "prune_dead", "node_link_json", "save_node_link"]
+
+
+def node_link_json(G: nx.Graph) -> dict:
+    """A circuit's networkx graph as node-link JSON (networkx's, edges under ``edges``): the
+    ``circuit.json`` of a run, component or feature level."""
+    return nx.node_link_data(G, edges="edges")
+
+
+def save_node_link(G: nx.Graph, path: str | Path) -> Path:
+    """Write :func:`node_link_json` of ``G`` to ``path`` (folders made); the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(node_link_json(G), indent=1, default=str))
+    return path
 
 
 def select(graph: Graph, scores: Scores, *, n_edges: int | None = None,
@@ -238,13 +252,10 @@ class Circuit:
         return cls.from_edges(graph, names, s, **attrs)
 
     def to_json(self) -> dict:
-        return nx.node_link_data(self.to_networkx(), edges="edges")
+        return node_link_json(self.to_networkx())
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, default=str))
-        return path
+        return save_node_link(self.to_networkx(), path)
 
     @classmethod
     def load(cls, path: str | Path, graph: Graph | None = None) -> Circuit:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from ..circuit import node_link_json, save_node_link
 from ..errors import AcdcError
 
 __all__ = ["FeatureCircuit", "node_name", "parse_feature_node", "METRIC"]
@@ -103,15 +104,12 @@ class FeatureCircuit:
         return out
 
     def to_json(self) -> dict:
-        """Node-link JSON (networkx's, edges under ``edges``)."""
-        return nx.node_link_data(self.to_networkx(), edges="edges")
+        """Node-link JSON (networkx's, edges under ``edges``), as a component circuit's."""
+        return node_link_json(self.to_networkx())
 
     def save(self, path: str | Path) -> Path:
         """Write ``circuit.json`` (node-link JSON)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, default=str))
-        return path
+        return save_node_link(self.to_networkx(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureCircuit:
